@@ -1,0 +1,144 @@
+//! The command line: `ddlgate serve` (more subcommands join as they are built).
+//!
+//! Errors end the process with one sentence on stderr and exit code 2; a clean shutdown exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ServeConfig, ServeOptions};
+use crate::proxy::{Server, Shutdown};
+
+/// ddlgate: a PostgreSQL wire-protocol proxy that makes schema changes safe in production.
+#[derive(Debug, Parser)]
+#[command(name = "ddlgate", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log line format on stderr
+    #[arg(
+        long,
+        global = true,
+        env = "DDLGATE_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy. Every option is also an environment variable (shown) and a key of the
+    /// --config file (the option's name with underscores).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML file with any of the settings below (flags and environment variables win)
+    #[arg(long, env = "DDLGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Validate the configuration (files, certificates, addresses), print it, and exit
+    #[arg(long)]
+    check_config: bool,
+
+    #[command(flatten)]
+    options: ServeOptions,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            #[expect(clippy::print_stderr, reason = "the binary's edge reports its failure")]
+            {
+                eprintln!("ddlgate: error: {err:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("DDLGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let from_file = match &args.config {
+        Some(path) => ServeOptions::from_file(path)?,
+        None => ServeOptions::default(),
+    };
+    let config = ServeConfig::from_options(&args.options.or(from_file))?;
+    if args.check_config {
+        #[expect(
+            clippy::print_stdout,
+            reason = "--check-config prints the configuration"
+        )]
+        {
+            println!("configuration is valid: {config:#?}");
+        }
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config).await?;
+        let shutdown = Shutdown::default();
+        tokio::spawn(forward_signals(
+            shutdown.drain.clone(),
+            shutdown.terminate.clone(),
+        ));
+        server.run(shutdown).await;
+        Ok(())
+    })
+}
+
+/// First SIGTERM or SIGINT: drain. Second: close every session now.
+async fn forward_signals(drain: CancellationToken, terminate: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop ddlgate with SIGKILL");
+        return;
+    };
+    for token in [drain, terminate] {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutdown requested");
+        token.cancel();
+    }
+}

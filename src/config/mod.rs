@@ -1,0 +1,477 @@
+//! Configuration of `ddlgate serve`.
+//!
+//! Every setting is defined once, in [`ServeOptions`], and can be given three ways, highest
+//! precedence first: a command-line flag (`--max-connections`), an environment variable
+//! (`DDLGATE_MAX_CONNECTIONS`, for containers) and a key in the TOML file named by `--config`
+//! (`max_connections`). Unknown keys are refused with their line and column. The options are
+//! validated once into a [`ServeConfig`] before anything listens.
+//!
+//! Durations are strings with a PostgreSQL unit (`"500ms"`, `"5s"`, `"2min"`), the same form
+//! policy files use for `lock_timeout`; a unit is required so nobody has to guess one.
+
+pub mod duration;
+pub mod error;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::ConfigError;
+
+use crate::protocol::tls::{self, ClientTls, UpstreamTlsMode};
+
+/// Default listen address: loopback only, PgBouncer's customary port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+/// Default cap on concurrent client sessions (each holds one upstream connection).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// Default cap on one buffered client message (a `Query`, `Parse`, `Bind`, …): 64 MiB.
+/// `CopyData` is streamed and is held only to PostgreSQL's own 1 GiB limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Default time to open a TCP connection (and TLS) to the upstream.
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+/// Default time from accepting a client to its session being ready (TLS, startup packet,
+/// upstream connection and authentication).
+pub const DEFAULT_STARTUP_TIMEOUT: &str = "30s";
+/// Default time sessions get to finish after SIGTERM before they are closed.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+/// Default idle time before TCP keepalive probes start, on both legs.
+pub const DEFAULT_TCP_KEEPALIVE: &str = "60s";
+
+/// Settings of `ddlgate serve` as given, before defaults and validation.
+#[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// Address to accept client connections on [default: 127.0.0.1:6432]
+    #[arg(long, env = "DDLGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Upstream PostgreSQL server as HOST:PORT (port 5432 when omitted) [required]
+    #[arg(long, env = "DDLGATE_UPSTREAM", value_name = "HOST:PORT")]
+    pub upstream: Option<String>,
+
+    /// PEM certificate chain presented to clients that ask for TLS
+    #[arg(
+        long,
+        env = "DDLGATE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "DDLGATE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse clients that do not use TLS (cancel requests excepted) [default: false]
+    #[arg(long, env = "DDLGATE_REQUIRE_TLS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_tls: Option<bool>,
+
+    /// TLS towards the upstream, as libpq's sslmode [default: disable]
+    #[arg(long, env = "DDLGATE_UPSTREAM_TLS", value_name = "MODE")]
+    pub upstream_tls: Option<UpstreamTlsMode>,
+
+    /// PEM CA certificates for upstream_tls = verify-ca or verify-full
+    #[arg(long, env = "DDLGATE_UPSTREAM_TLS_CA", value_name = "FILE")]
+    pub upstream_tls_ca: Option<PathBuf>,
+
+    /// Concurrent client sessions; more get SQLSTATE 53300 [default: 1000]
+    #[arg(long, env = "DDLGATE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest client message ddlgate buffers, in bytes; larger ones end the session with
+    /// 08P01 [default: 67108864]
+    #[arg(long, env = "DDLGATE_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Time allowed to connect to the upstream [default: 5s]
+    #[arg(long, env = "DDLGATE_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+
+    /// Time allowed from accept to a ready session (TLS, startup, authentication) [default: 30s]
+    #[arg(long, env = "DDLGATE_STARTUP_TIMEOUT", value_name = "DURATION")]
+    pub startup_timeout: Option<String>,
+
+    /// Drain deadline after SIGTERM/SIGINT before open sessions are closed [default: 30s]
+    #[arg(long, env = "DDLGATE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+
+    /// Idle time before TCP keepalive probes, on both legs; "0" turns them off [default: 60s]
+    #[arg(long, env = "DDLGATE_TCP_KEEPALIVE", value_name = "DURATION")]
+    pub tcp_keepalive: Option<String>,
+}
+
+impl ServeOptions {
+    /// Reads options from a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Fills every setting not given here from `lower` (the config file).
+    #[must_use]
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            listen: self.listen.or(lower.listen),
+            upstream: self.upstream.or(lower.upstream),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            require_tls: self.require_tls.or(lower.require_tls),
+            upstream_tls: self.upstream_tls.or(lower.upstream_tls),
+            upstream_tls_ca: self.upstream_tls_ca.or(lower.upstream_tls_ca),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
+            connect_timeout: self.connect_timeout.or(lower.connect_timeout),
+            startup_timeout: self.startup_timeout.or(lower.startup_timeout),
+            shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
+            tcp_keepalive: self.tcp_keepalive.or(lower.tcp_keepalive),
+        }
+    }
+}
+
+/// Where the upstream PostgreSQL server is. The host is resolved at every connection, so a DNS
+/// change (a failover, a Kubernetes service) is followed without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Upstream {
+    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key: "upstream",
+            value: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let s = s.trim();
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| invalid("unclosed '[' in an IPv6 address"))?;
+            match after {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| invalid("expected ':' after ']'"))?,
+                    ),
+                ),
+            }
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(invalid("write an IPv6 address in brackets: [::1]:5432"));
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid("the host is empty"));
+        }
+        let port = match port {
+            None => 5432,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| invalid("the port must be a number from 1 to 65535"))?,
+        };
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// The validated configuration of a running proxy.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The PostgreSQL server behind ddlgate.
+    pub upstream: Upstream,
+    /// TLS offered to clients; `None` answers every `SSLRequest` with `N`.
+    pub client_tls: Option<ClientTls>,
+    /// Whether plaintext sessions are refused.
+    pub require_tls: bool,
+    /// The upstream `sslmode`.
+    pub upstream_tls_mode: UpstreamTlsMode,
+    /// The rustls client configuration for the upstream leg, unless `disable`.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Cap on concurrent sessions.
+    pub max_connections: usize,
+    /// Cap on one buffered client message, in bytes.
+    pub max_message_bytes: usize,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Accept-to-ready timeout.
+    pub startup_timeout: Duration,
+    /// Drain deadline at shutdown.
+    pub shutdown_timeout: Duration,
+    /// TCP keepalive idle time, or `None` for off.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("upstream", &self.upstream)
+            .field("client_tls", &self.client_tls.is_some())
+            .field("require_tls", &self.require_tls)
+            .field("upstream_tls_mode", &self.upstream_tls_mode)
+            .field("max_connections", &self.max_connections)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .finish()
+    }
+}
+
+fn duration_setting(
+    key: &'static str,
+    given: Option<&str>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let value = given.unwrap_or(default);
+    parse_duration(value).map_err(|e| ConfigError::Invalid {
+        key,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl ServeConfig {
+    /// Applies defaults, checks every setting and loads TLS material.
+    pub fn from_options(opts: &ServeOptions) -> Result<Self, ConfigError> {
+        let listen_str = opts.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_str.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            value: listen_str.to_owned(),
+            reason: "expected IP:PORT, e.g. 0.0.0.0:6432 or [::]:6432".into(),
+        })?;
+        let upstream = Upstream::parse(opts.upstream.as_deref().ok_or(ConfigError::Missing {
+            key: "upstream",
+            hint: "pass --upstream HOST:PORT, set DDLGATE_UPSTREAM, or set upstream in the config file",
+        })?)?;
+        let client_tls = match (&opts.tls_cert, &opts.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::client_facing(cert, key)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    key: "tls_key",
+                    hint: "tls_cert is set, so tls_key must name its private key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    key: "tls_cert",
+                    hint: "tls_key is set, so tls_cert must name its certificate",
+                });
+            }
+        };
+        let require_tls = opts.require_tls.unwrap_or(false);
+        if require_tls && client_tls.is_none() {
+            return Err(ConfigError::Missing {
+                key: "tls_cert",
+                hint: "require_tls needs tls_cert and tls_key",
+            });
+        }
+        let upstream_tls_mode = opts.upstream_tls.unwrap_or_default();
+        let upstream_tls = tls::upstream(upstream_tls_mode, opts.upstream_tls_ca.as_deref())?;
+        let max_connections = opts.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_connections",
+                value: "0".into(),
+                reason: "at least one connection must be allowed".into(),
+            });
+        }
+        let max_message_bytes = opts.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if !(1024..=crate::protocol::frame::POSTGRES_MESSAGE_LIMIT).contains(&max_message_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "max_message_bytes",
+                value: max_message_bytes.to_string(),
+                reason: "must be between 1024 and 1073741823 (PostgreSQL's own limit)".into(),
+            });
+        }
+        let positive = |key, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError::Invalid {
+                    key,
+                    value: "0".into(),
+                    reason: "must be greater than zero".into(),
+                })
+            } else {
+                Ok(d)
+            }
+        };
+        let keepalive = duration_setting(
+            "tcp_keepalive",
+            opts.tcp_keepalive.as_deref(),
+            DEFAULT_TCP_KEEPALIVE,
+        )?;
+        Ok(Self {
+            listen,
+            upstream,
+            client_tls,
+            require_tls,
+            upstream_tls_mode,
+            upstream_tls,
+            max_connections,
+            max_message_bytes,
+            connect_timeout: positive(
+                "connect_timeout",
+                duration_setting(
+                    "connect_timeout",
+                    opts.connect_timeout.as_deref(),
+                    DEFAULT_CONNECT_TIMEOUT,
+                )?,
+            )?,
+            startup_timeout: positive(
+                "startup_timeout",
+                duration_setting(
+                    "startup_timeout",
+                    opts.startup_timeout.as_deref(),
+                    DEFAULT_STARTUP_TIMEOUT,
+                )?,
+            )?,
+            shutdown_timeout: duration_setting(
+                "shutdown_timeout",
+                opts.shutdown_timeout.as_deref(),
+                DEFAULT_SHUTDOWN_TIMEOUT,
+            )?,
+            tcp_keepalive: (!keepalive.is_zero()).then_some(keepalive),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(upstream: &str) -> ServeOptions {
+        ServeOptions {
+            upstream: Some(upstream.into()),
+            ..ServeOptions::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_only_upstream_is_given() {
+        let cfg = ServeConfig::from_options(&opts("db.internal")).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:6432".parse().unwrap());
+        assert_eq!(
+            cfg.upstream,
+            Upstream {
+                host: "db.internal".into(),
+                port: 5432
+            }
+        );
+        assert_eq!(cfg.max_connections, 1000);
+        assert_eq!(cfg.max_message_bytes, 64 << 20);
+        assert_eq!(cfg.connect_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.tcp_keepalive, Some(Duration::from_secs(60)));
+        assert!(cfg.upstream_tls.is_none() && cfg.client_tls.is_none());
+    }
+
+    #[test]
+    fn upstream_forms() {
+        assert_eq!(Upstream::parse("h:6000").unwrap().port, 6000);
+        assert_eq!(Upstream::parse("[::1]:6000").unwrap().host, "::1");
+        assert_eq!(Upstream::parse("[::1]").unwrap().port, 5432);
+        assert_eq!(
+            Upstream::parse("[::1]:6000").unwrap().to_string(),
+            "[::1]:6000"
+        );
+        for bad in ["::1:5432", "h:0", "h:x", ":5432", "[::1"] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_upstream_says_how_to_set_it() {
+        let err = ServeConfig::from_options(&ServeOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing upstream: pass --upstream HOST:PORT, set DDLGATE_UPSTREAM, or set upstream in the config file"
+        );
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let mut o = opts("h");
+        o.connect_timeout = Some("5".into());
+        let err = ServeConfig::from_options(&o).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid connect_timeout \"5\": invalid duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn require_tls_without_a_certificate_is_refused() {
+        let mut o = opts("h");
+        o.require_tls = Some(true);
+        assert!(
+            ServeConfig::from_options(&o)
+                .unwrap_err()
+                .to_string()
+                .contains("require_tls needs tls_cert")
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_field_by_field() {
+        let file: ServeOptions =
+            toml::from_str("upstream = \"file-host:1\"\nlisten = \"0.0.0.0:7000\"\n").unwrap();
+        let merged = opts("flag-host:2").or(file);
+        assert_eq!(merged.upstream.as_deref(), Some("flag-host:2"));
+        assert_eq!(merged.listen.as_deref(), Some("0.0.0.0:7000"));
+    }
+
+    #[test]
+    fn unknown_config_key_is_refused_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ddlgate.toml");
+        std::fs::write(&path, "upstream = \"h\"\nlisen = \"x\"\n").unwrap();
+        let err = ServeOptions::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("ddlgate.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+}

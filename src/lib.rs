@@ -1,0 +1,5 @@
+//! ddlgate: a PostgreSQL wire-protocol proxy that makes schema changes safe in production.
+pub mod cli;
+pub mod config;
+pub mod protocol;
+pub mod proxy;

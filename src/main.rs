@@ -1,0 +1,5 @@
+//! The `ddlgate` binary: everything happens in [`ddlgate::cli`].
+
+fn main() -> std::process::ExitCode {
+    ddlgate::cli::main()
+}

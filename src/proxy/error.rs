@@ -1,0 +1,113 @@
+//! Why a session ended early. Each error is confined to its own session.
+
+use std::io;
+use std::time::Duration;
+
+use crate::protocol::ProtocolError;
+use crate::protocol::reply::{Report, Severity, sqlstate};
+
+use super::upstream::UpstreamError;
+
+/// A failure that ends one session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Reading from or writing to the client failed.
+    #[error("client connection failed: {0}")]
+    ClientIo(io::Error),
+    /// Reading from or writing to the upstream failed.
+    #[error("upstream connection failed: {0}")]
+    UpstreamIo(io::Error),
+    /// The client sent bytes that break the protocol.
+    #[error("client broke the protocol: {0}")]
+    ClientProtocol(ProtocolError),
+    /// The upstream sent bytes that break the protocol.
+    #[error("upstream broke the protocol: {0}")]
+    UpstreamProtocol(ProtocolError),
+    /// The client's TLS handshake failed.
+    #[error("TLS handshake with the client failed: {0}")]
+    ClientTls(io::Error),
+    /// A direct-TLS client did not negotiate the `postgresql` ALPN protocol.
+    #[error("direct TLS connection without ALPN protocol \"postgresql\"")]
+    MissingAlpn,
+    /// The upstream could not be reached.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The startup phase did not finish in time.
+    #[error("startup did not finish within {0:?}")]
+    StartupTimeout(Duration),
+    /// The client needs TLS but did not use it.
+    #[error("plaintext connection refused: require_tls is on")]
+    TlsRequired,
+    /// The connection limit is reached.
+    #[error("connection limit of {0} sessions reached")]
+    TooManyConnections(usize),
+    /// SCRAM channel binding cannot work across this pair of TLS legs.
+    #[error(
+        "SCRAM channel binding cannot pass through ddlgate with a different certificate than the upstream's"
+    )]
+    ChannelBinding,
+    /// The server refused the session (bad password, unknown database, …); the client has
+    /// already received the server's own error.
+    #[error("upstream refused the session: {0}")]
+    Refused(String),
+    /// The client went away before the session was ready.
+    #[error("client closed the connection during startup")]
+    ClientGone,
+    /// No randomness for a cancel key.
+    #[error("cannot generate a cancel key: {0}")]
+    Random(getrandom::Error),
+}
+
+impl SessionError {
+    /// What the client is told before its connection is closed, if anything can be said.
+    pub fn client_report(&self) -> Option<Report> {
+        let fatal = |code, msg: String| Some(Report::new(Severity::Fatal, code, msg));
+        match self {
+            Self::ClientProtocol(e) => fatal(sqlstate::PROTOCOL_VIOLATION, format!("invalid message: {e}")),
+            Self::UpstreamProtocol(e) => fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("the upstream server broke the protocol: {e}"),
+            ),
+            Self::UpstreamIo(e) => fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("lost the connection to the upstream server: {e}"),
+            ),
+            Self::Upstream(e) => fatal(sqlstate::CONNECTION_FAILURE, e.to_string()),
+            Self::StartupTimeout(d) => fatal(
+                sqlstate::QUERY_CANCELED,
+                format!("canceling startup: it did not finish within {}", crate::config::format_duration(*d)),
+            ),
+            Self::TlsRequired => Some(
+                Report::new(
+                    Severity::Fatal,
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "this server accepts only TLS connections",
+                )
+                .hint("Connect with sslmode=require (or stricter)."),
+            ),
+            Self::TooManyConnections(n) => Some(
+                Report::new(
+                    Severity::Fatal,
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    format!("sorry, too many clients already (ddlgate's limit is {n})"),
+                )
+                .hint("Raise max_connections, or use fewer connections."),
+            ),
+            Self::ChannelBinding => Some(
+                Report::new(
+                    Severity::Fatal,
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "SCRAM channel binding cannot pass through ddlgate: its TLS certificate differs from the upstream server's",
+                )
+                .detail("The client supports channel binding over TLS, and the upstream server would insist on it, but the binding is to the certificate each side sees.")
+                .hint("Give ddlgate the upstream server's certificate and key (tls_cert, tls_key), connect with channel_binding=disable, or set upstream_tls = \"disable\"."),
+            ),
+            Self::ClientIo(_)
+            | Self::ClientTls(_)
+            | Self::MissingAlpn
+            | Self::Refused(_)
+            | Self::ClientGone
+            | Self::Random(_) => None,
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The proxy: accepts clients, opens one upstream connection per session, and pumps the
+//! protocol between them. It joins the protocol layer to the decision point
+//! ([`decision::review`]) and never looks inside SQL itself.
+//!
+//! Lifecycle: [`Server::bind`] checks the listen address; [`Server::run`] accepts until the
+//! [`Shutdown`] drain signal, then stops accepting, lets each session finish what it is doing
+//! (a session closes as soon as it is idle: no request in flight, no transaction open), and at
+//! the drain deadline (or on the terminate signal) closes the rest with SQLSTATE 57P01.
+
+pub mod cancel;
+pub mod decision;
+pub mod error;
+pub mod handshake;
+pub mod outbox;
+pub mod request;
+pub mod session;
+pub mod state;
+pub mod stream;
+pub mod upstream;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::ServeConfig;
+use cancel::CancelRegistry;
+
+/// Connections over the limit that may be in their startup phase at once, to be told
+/// "too many clients" (or to carry a cancel request); more are closed without a word.
+const OVER_LIMIT_SLOTS: usize = 64;
+/// Pause after an accept error such as EMFILE before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long closed sessions may take to say goodbye after the terminate signal.
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+/// The listen socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {error}")]
+pub struct BindError {
+    addr: SocketAddr,
+    error: io::Error,
+}
+
+/// Signals that stop a running server.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop accepting and close sessions as they become idle.
+    pub drain: CancellationToken,
+    /// Close every session now (also fired by the server itself at the drain deadline).
+    pub terminate: CancellationToken,
+}
+
+/// State shared by all sessions of one server.
+#[derive(Debug)]
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Arc<ServeConfig>,
+    /// Cancel keys of live sessions.
+    pub cancels: Arc<CancelRegistry>,
+    /// Fired when shutdown begins.
+    pub drain: CancellationToken,
+    /// Fired when sessions must close now.
+    pub terminate: CancellationToken,
+    next_session_id: AtomicU64,
+}
+
+impl Shared {
+    fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bound, not yet running proxy.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: Arc<ServeConfig>,
+}
+
+impl Server {
+    /// Opens the listen socket.
+    pub async fn bind(config: ServeConfig) -> Result<Self, BindError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| BindError {
+                addr: config.listen,
+                error,
+            })?;
+        Ok(Self {
+            listener,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns.
+    pub async fn run(self, shutdown: Shutdown) {
+        let shared = Arc::new(Shared {
+            config: Arc::clone(&self.config),
+            cancels: Arc::new(CancelRegistry::default()),
+            drain: shutdown.drain.clone(),
+            terminate: shutdown.terminate.clone(),
+            next_session_id: AtomicU64::new(1),
+        });
+        let sessions = Arc::new(Semaphore::new(self.config.max_connections));
+        let over_limit = Arc::new(Semaphore::new(OVER_LIMIT_SLOTS));
+        let tracker = TaskTracker::new();
+        info!(
+            listen = %self.local_addr().map_or_else(|_| self.config.listen.to_string(), |a| a.to_string()),
+            upstream = %self.config.upstream,
+            tls = self.config.client_tls.is_some(),
+            upstream_tls = %self.config.upstream_tls_mode,
+            "ddlgate is accepting connections"
+        );
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.drain.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) if is_transient_accept_error(&e) => {
+                    debug!(error = %e, "accept failed for one connection");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed; retrying shortly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            tune_socket(&tcp, self.config.tcp_keepalive);
+            let shared = Arc::clone(&shared);
+            if let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() {
+                tracker.spawn(async move {
+                    session::serve(tcp, peer, shared, true).await;
+                    drop(permit);
+                });
+            } else if let Ok(slot) = Arc::clone(&over_limit).try_acquire_owned() {
+                tracker.spawn(async move {
+                    session::serve(tcp, peer, shared, false).await;
+                    drop(slot);
+                });
+            } else {
+                debug!(%peer, "connection dropped: limit reached and no slot to say so");
+            }
+        }
+        drop(self.listener);
+        tracker.close();
+        info!(
+            sessions = tracker.len(),
+            "stopped accepting; draining sessions"
+        );
+        tokio::select! {
+            () = tracker.wait() => {}
+            () = tokio::time::sleep(self.config.shutdown_timeout) => {
+                info!(sessions = tracker.len(), "drain deadline passed; closing remaining sessions");
+            }
+            () = shutdown.terminate.cancelled() => {
+                info!(sessions = tracker.len(), "closing remaining sessions now");
+            }
+        }
+        shutdown.terminate.cancel();
+        if tokio::time::timeout(TERMINATE_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(sessions = tracker.len(), "sessions still closing at exit");
+        }
+        info!("ddlgate stopped");
+    }
+}
+
+/// Accept errors that concern only the connection being accepted.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Sets `TCP_NODELAY` (the protocol is request/response: Nagle would add latency to every
+/// small message) and keepalive (so a peer that vanished without a FIN is noticed).
+fn tune_socket(tcp: &TcpStream, keepalive: Option<Duration>) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Some(idle) = keepalive {
+        let params = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(Duration::from_secs(10))
+            .with_retries(6);
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&params) {
+            debug!(error = %e, "cannot set TCP keepalive");
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! One client session, from accept to close.
+//!
+//! After the startup phase ([`super::handshake`]) the session is a pump between two sockets,
+//! driven by one task. Both directions are read and written concurrently within one poll loop
+//! (never "write this, then read that"): a client that pipelines a large batch while the server
+//! streams back results would otherwise deadlock the proxy with both socket buffers full.
+//!
+//! Client bytes are grouped into requests (see [`super::request`]) and each request passes
+//! through [`decision::review`] before it is forwarded. Server bytes are scanned for frame
+//! boundaries and the few messages that change session state (`ReadyForQuery`,
+//! `ParameterStatus`); everything else is forwarded in the chunks it was read in.
+
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::protocol::backend::{self, BackendKey, BackendScanner, TxStatus};
+use crate::protocol::frontend::{
+    FrontendItem, FrontendScanner, ends_with_ready_for_query, tag as fe, waits_for_sync,
+};
+use crate::protocol::reply::{Report, Severity, sqlstate};
+use crate::protocol::{ProtocolError, error::Tag};
+
+use super::Shared;
+use super::cancel::Registration;
+use super::decision::{self, Verdict};
+use super::error::SessionError;
+use super::handshake::{self, ChannelBinding, Failure, Opening};
+use super::outbox::Outbox;
+use super::request::{MAX_HELD_BYTES, MessageSpan, Request, RequestEnd};
+use super::state::SessionState;
+use super::stream::Stream;
+use super::upstream;
+
+/// Read-buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop reading a side while this many bytes wait to be written to the other: the proxy never
+/// buffers without bound for a peer that does not read.
+const HIGH_WATER: usize = 256 * 1024;
+/// The largest server message the proxy inspects (`ParameterStatus`, `ReadyForQuery`, …).
+const MAX_INSPECTED_BACKEND_MESSAGE: usize = 1 << 20;
+/// How long last words (a final error, a `Terminate`) may take to deliver when closing.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// `Terminate` (F), sent upstream when the client leaves without one.
+const TERMINATE: &[u8] = b"X\0\0\0\x04";
+
+/// Serves one accepted connection until it closes. `admitted` is false when the connection
+/// limit is reached: such a connection may still carry a cancel request, but a session is
+/// refused with SQLSTATE 53300.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitted: bool) {
+    let id = shared.next_session_id();
+    let span = info_span!("session", id, %peer);
+    async move {
+        let terminate = shared.terminate.clone();
+        tokio::select! {
+            () = run(tcp, peer, id, &shared, admitted) => {}
+            () = terminate.cancelled() => debug!("closed during startup by shutdown"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn run(tcp: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, admitted: bool) {
+    let config = &shared.config;
+    let deadline = Instant::now() + config.startup_timeout;
+    let opening = match timeout_at(deadline, handshake::negotiate(tcp, config)).await {
+        Err(_) => {
+            info!(timeout = ?config.startup_timeout, "client did not send a startup packet in time");
+            return;
+        }
+        Ok(Err(Failure { client, error })) => {
+            end_startup(client, &error).await;
+            return;
+        }
+        Ok(Ok(opening)) => opening,
+    };
+    let (mut client, startup) = match opening {
+        Opening::Closed => {
+            debug!("client closed before startup");
+            return;
+        }
+        Opening::Cancel(key) => {
+            forward_cancel(shared, &key).await;
+            return;
+        }
+        Opening::Session { client, startup } => (client, startup),
+    };
+    let user = startup.param("user").unwrap_or_default().to_owned();
+    let database = startup.param("database").unwrap_or(&user).to_owned();
+    if config.require_tls && !client.is_tls() {
+        end_startup(Some(client), &SessionError::TlsRequired).await;
+        return;
+    }
+    if !admitted {
+        end_startup(
+            Some(client),
+            &SessionError::TooManyConnections(config.max_connections),
+        )
+        .await;
+        return;
+    }
+    let connected = timeout_at(deadline, async {
+        let mut up = upstream::connect(config).await?;
+        let binding = match (&config.client_tls, client.is_tls(), &up.certificate) {
+            (Some(tls), true, Some(cert)) if tls.leaf == *cert => ChannelBinding::PassThrough,
+            _ => ChannelBinding::Unavailable {
+                upstream_tls: up.stream.is_tls(),
+            },
+        };
+        let established =
+            handshake::authenticate(&mut client, &mut up.stream, &startup, binding).await?;
+        Ok::<_, SessionError>((up.stream, established))
+    })
+    .await;
+    let (upstream, established) = match connected {
+        Err(_) => {
+            end_startup(
+                Some(client),
+                &SessionError::StartupTimeout(config.startup_timeout),
+            )
+            .await;
+            return;
+        }
+        Ok(Err(error)) => {
+            end_startup(Some(client), &error).await;
+            return;
+        }
+        Ok(Ok(pair)) => pair,
+    };
+
+    let mut state = SessionState::new(id, peer, user, database, client.is_tls());
+    state.tx_status = established.tx_status;
+    state.parameters.extend(established.parameters);
+    info!(
+        user = %state.user,
+        database = %state.database,
+        application_name = %state.application_name(),
+        tls = state.client_tls,
+        server_version = state.server_version().unwrap_or_default(),
+        "session started"
+    );
+    let registration = match (established.client_key, &established.upstream_key) {
+        (Some(client_key), Some(upstream_key)) => {
+            Some(shared.cancels.register(client_key, upstream_key.clone()))
+        }
+        _ => None,
+    };
+    let session = Session {
+        shared: Arc::clone(shared),
+        client,
+        upstream,
+        client_buf: established.client_leftover,
+        upstream_buf: established.upstream_leftover,
+        to_client: Outbox::default(),
+        to_upstream: Outbox::default(),
+        frontend: FrontendScanner::new(config.max_message_bytes),
+        scanned: 0,
+        held: Vec::new(),
+        unsynced: false,
+        backend: BackendScanner::new(MAX_INSPECTED_BACKEND_MESSAGE),
+        state,
+        upstream_key: established.upstream_key,
+        _registration: registration,
+        client_done: false,
+        draining: false,
+        drain_signal: Some(Box::pin(shared.drain.clone().cancelled_owned())),
+        terminate_signal: Some(Box::pin(shared.terminate.clone().cancelled_owned())),
+        client_first: true,
+    };
+    let started = std::time::Instant::now();
+    let ending = session.pump().await;
+    info!(
+        reason = %ending,
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "session ended"
+    );
+}
+
+/// Tells the client why its session cannot start (when possible), logs, and closes.
+async fn end_startup(client: Option<Stream>, error: &SessionError) {
+    match error {
+        SessionError::ClientGone => debug!("client left during startup"),
+        SessionError::Refused(why) => info!(reason = %why, "upstream refused the session"),
+        SessionError::Upstream(_)
+        | SessionError::UpstreamIo(_)
+        | SessionError::UpstreamProtocol(_) => {
+            warn!(error = %error, "session could not start");
+        }
+        SessionError::ClientProtocol(_) => warn!(error = %error, "session could not start"),
+        _ => info!(error = %error, "session could not start"),
+    }
+    let (Some(mut client), Some(report)) = (client, error.client_report()) else {
+        return;
+    };
+    let mut out = BytesMut::new();
+    report.encode(&mut out);
+    let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
+        client.write_all(&out).await?;
+        client.flush().await?;
+        client.shutdown().await
+    })
+    .await;
+}
+
+/// Relays a client's cancel request to the backend it targets, if a live session owns the key.
+async fn forward_cancel(shared: &Shared, key: &BackendKey) {
+    let Some(upstream_key) = shared.cancels.lookup(key) else {
+        // PostgreSQL says nothing either: an unknown key must not be distinguishable.
+        info!(pid = key.pid, "cancel request with an unknown key ignored");
+        return;
+    };
+    match upstream::cancel(&shared.config, &upstream_key).await {
+        Ok(()) => info!(pid = key.pid, "cancel request forwarded"),
+        Err(e) => warn!(pid = key.pid, error = %e, "cancel request could not be forwarded"),
+    }
+}
+
+/// What woke the pump.
+#[derive(Debug)]
+enum Event {
+    ClientData,
+    UpstreamData,
+    ClientEof,
+    UpstreamEof,
+    ClientFailed(std::io::Error),
+    UpstreamFailed(std::io::Error),
+    Drain,
+    Terminate,
+}
+
+/// Why a running session ended.
+#[derive(Debug)]
+enum Ending {
+    /// The client sent `Terminate`.
+    Terminated,
+    /// The client closed its socket.
+    ClientClosed,
+    /// The server closed its socket.
+    UpstreamClosed,
+    /// Shutdown: closed while idle, or at the drain deadline.
+    Shutdown { deadline: bool },
+    /// A protocol or I/O failure.
+    Failed(SessionError),
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Terminated => f.write_str("client terminated the session"),
+            Self::ClientClosed => f.write_str("client closed the connection"),
+            Self::UpstreamClosed => f.write_str("upstream closed the connection"),
+            Self::Shutdown { deadline: false } => f.write_str("shutdown (session was idle)"),
+            Self::Shutdown { deadline: true } => f.write_str("shutdown (drain deadline passed)"),
+            Self::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+type Signal = Pin<Box<WaitForCancellationFutureOwned>>;
+
+/// A running session.
+struct Session {
+    shared: Arc<Shared>,
+    client: Stream,
+    upstream: Stream,
+    /// Client bytes read and not yet forwarded: held requests and partial messages.
+    client_buf: BytesMut,
+    /// Server bytes read and not yet forwarded: a partial inspected message at most.
+    upstream_buf: BytesMut,
+    to_client: Outbox,
+    to_upstream: Outbox,
+    frontend: FrontendScanner,
+    /// Offset in `client_buf` up to which messages have been found.
+    scanned: usize,
+    /// Messages of the request being assembled (waiting for its `Sync` or `Flush`).
+    held: Vec<MessageSpan>,
+    /// Whether extended-protocol messages went upstream without a `Sync` after them: the server
+    /// may be busy although no `ReadyForQuery` is awaited.
+    unsynced: bool,
+    backend: BackendScanner,
+    state: SessionState,
+    /// The server's own cancel key, to stop a running query when the client vanishes.
+    upstream_key: Option<BackendKey>,
+    /// Keeps this session's cancel key routable for as long as the session lives.
+    _registration: Option<Registration>,
+    /// The client sent `Terminate` or closed: nothing more is read from it.
+    client_done: bool,
+    /// Shutdown has begun: close as soon as the session is idle.
+    draining: bool,
+    drain_signal: Option<Signal>,
+    terminate_signal: Option<Signal>,
+    /// Which side is read first in the next poll, alternated for fairness.
+    client_first: bool,
+}
+
+impl Session {
+    async fn pump(mut self) -> Ending {
+        let first = self.on_client_data().and_then(|()| self.on_upstream_data());
+        if let Err(e) = first {
+            return self.close(Ending::Failed(e)).await;
+        }
+        loop {
+            let event = poll_fn(|cx| self.poll_event(cx)).await;
+            let step = match event {
+                Event::ClientData => self.on_client_data(),
+                Event::UpstreamData => self.on_upstream_data(),
+                Event::ClientEof => return self.close(Ending::ClientClosed).await,
+                Event::UpstreamEof => return self.close(Ending::UpstreamClosed).await,
+                Event::ClientFailed(e) => {
+                    return self.close(Ending::Failed(SessionError::ClientIo(e))).await;
+                }
+                Event::UpstreamFailed(e) => {
+                    return self
+                        .close(Ending::Failed(SessionError::UpstreamIo(e)))
+                        .await;
+                }
+                Event::Drain => {
+                    self.draining = true;
+                    Ok(())
+                }
+                Event::Terminate => return self.close(Ending::Shutdown { deadline: true }).await,
+            };
+            if let Err(e) = step {
+                return self.close(Ending::Failed(e)).await;
+            }
+            if self.client_done {
+                // The Terminate is queued; close() delivers it.
+                return self.close(Ending::Terminated).await;
+            }
+            if self.draining && self.is_idle() {
+                return self.close(Ending::Shutdown { deadline: false }).await;
+            }
+        }
+    }
+
+    /// Whether nothing is in flight in either direction and no transaction is open.
+    fn is_idle(&self) -> bool {
+        self.state.is_idle()
+            && !self.unsynced
+            && self.client_buf.is_empty()
+            && self.held.is_empty()
+            && self.to_upstream.is_empty()
+            && self.to_client.is_empty()
+    }
+
+    /// Makes progress on all writes, then returns the first read or signal that is ready.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Poll::Ready(Err(e)) = self.to_upstream.poll_drain(cx, &mut self.upstream) {
+            return Poll::Ready(Event::UpstreamFailed(e));
+        }
+        if let Poll::Ready(Err(e)) = self.to_client.poll_drain(cx, &mut self.client) {
+            return Poll::Ready(Event::ClientFailed(e));
+        }
+        self.client_first = !self.client_first;
+        let read = if self.client_first {
+            self.poll_read_client(cx)
+                .or_else(|| self.poll_read_upstream(cx))
+        } else {
+            self.poll_read_upstream(cx)
+                .or_else(|| self.poll_read_client(cx))
+        };
+        if let Some(event) = read {
+            return Poll::Ready(event);
+        }
+        if poll_signal(&mut self.drain_signal, cx) {
+            return Poll::Ready(Event::Drain);
+        }
+        if poll_signal(&mut self.terminate_signal, cx) {
+            return Poll::Ready(Event::Terminate);
+        }
+        Poll::Pending
+    }
+
+    fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        if self.client_done || self.to_upstream.len() >= HIGH_WATER {
+            return None;
+        }
+        let missing = self.frontend.missing(&self.client_buf, self.scanned);
+        reserve_for_read(&mut self.client_buf, missing);
+        match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
+            Poll::Ready(Ok(0)) => Some(Event::ClientEof),
+            Poll::Ready(Ok(_)) => Some(Event::ClientData),
+            Poll::Ready(Err(e)) => Some(Event::ClientFailed(e)),
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_read_upstream(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        if self.to_client.len() >= HIGH_WATER {
+            return None;
+        }
+        reserve_for_read(&mut self.upstream_buf, 0);
+        match poll_read_buf(Pin::new(&mut self.upstream), cx, &mut self.upstream_buf) {
+            Poll::Ready(Ok(0)) => Some(Event::UpstreamEof),
+            Poll::Ready(Ok(_)) => Some(Event::UpstreamData),
+            Poll::Ready(Err(e)) => Some(Event::UpstreamFailed(e)),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Groups newly read client bytes into requests, reviews each, and queues what is decided.
+    fn on_client_data(&mut self) -> Result<(), SessionError> {
+        let mut forward_to = 0;
+        while !self.client_done {
+            let Some(item) = self
+                .frontend
+                .next(&self.client_buf, self.scanned)
+                .map_err(SessionError::ClientProtocol)?
+            else {
+                break;
+            };
+            match item {
+                FrontendItem::CopyChunk { end } => {
+                    if !self.held.is_empty() {
+                        self.review_held(RequestEnd::Partial);
+                    }
+                    self.scanned = end;
+                    forward_to = end;
+                }
+                FrontendItem::Message { tag, end } => {
+                    self.held.push(MessageSpan {
+                        tag,
+                        start: self.scanned,
+                        end,
+                    });
+                    self.scanned = end;
+                    if waits_for_sync(tag) {
+                        continue;
+                    }
+                    self.review_held(RequestEnd::Complete);
+                    forward_to = end;
+                    if ends_with_ready_for_query(tag) {
+                        self.state.awaiting_ready += 1;
+                        self.unsynced = false;
+                    } else if tag == fe::FLUSH {
+                        self.unsynced = true;
+                    } else if tag == fe::TERMINATE {
+                        self.client_done = true;
+                    }
+                }
+            }
+        }
+        let held_bytes = self
+            .held
+            .first()
+            .map_or(0, |first| self.scanned - first.start);
+        if held_bytes > MAX_HELD_BYTES {
+            self.review_held(RequestEnd::Partial);
+            forward_to = self.scanned;
+            self.unsynced = true;
+        }
+        if forward_to > 0 {
+            let chunk = self.client_buf.split_to(forward_to).freeze();
+            self.scanned -= forward_to;
+            for span in &mut self.held {
+                span.start -= forward_to;
+                span.end -= forward_to;
+            }
+            self.to_upstream.push(chunk);
+        }
+        if self.client_done {
+            // Nothing after Terminate is meaningful.
+            self.client_buf.clear();
+            self.held.clear();
+            self.scanned = 0;
+        }
+        Ok(())
+    }
+
+    /// Hands the held messages to the decision point as one request.
+    fn review_held(&mut self, end: RequestEnd) {
+        let request = Request::new(&self.client_buf, &self.held, end);
+        match decision::review(&request, &self.state) {
+            Verdict::Forward => {}
+        }
+        self.held.clear();
+    }
+
+    /// Scans newly read server bytes, updates session state, and queues them for the client.
+    fn on_upstream_data(&mut self) -> Result<(), SessionError> {
+        let Self {
+            backend,
+            upstream_buf,
+            state,
+            ..
+        } = self;
+        let done = backend
+            .scan(upstream_buf, |message| {
+                match message.tag {
+                    backend::tag::READY_FOR_QUERY => {
+                        state.tx_status = TxStatus::from_ready_for_query(message.body)?;
+                        state.awaiting_ready = state.awaiting_ready.saturating_sub(1);
+                    }
+                    backend::tag::PARAMETER_STATUS => {
+                        let (name, value) = backend::parameter_status(message.body)?;
+                        state.parameters.insert(
+                            String::from_utf8_lossy(name).into_owned(),
+                            String::from_utf8_lossy(value).into_owned(),
+                        );
+                    }
+                    // The real key must never reach the client; the server sends it only at
+                    // startup, so one now is a server bug.
+                    tag => {
+                        return Err(ProtocolError::Unexpected {
+                            tag: Tag(tag),
+                            context: "after startup",
+                        });
+                    }
+                }
+                Ok(())
+            })
+            .map_err(SessionError::UpstreamProtocol)?;
+        if done > 0 {
+            let chunk = self.upstream_buf.split_to(done).freeze();
+            self.to_client.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// Ends the session: last words to each side, a cancel for a query left running, close.
+    async fn close(mut self, ending: Ending) -> Ending {
+        let in_flight = self.state.awaiting_ready > 0 || self.unsynced;
+        let client_report = match &ending {
+            Ending::Terminated | Ending::ClientClosed => None,
+            Ending::UpstreamClosed => {
+                (self.backend.last_tag() != Some(backend::tag::ERROR_RESPONSE)).then(|| {
+                    Report::new(
+                        Severity::Fatal,
+                        sqlstate::CONNECTION_FAILURE,
+                        "the upstream server closed the connection unexpectedly",
+                    )
+                })
+            }
+            Ending::Shutdown { deadline } => Some(
+                Report::new(
+                    Severity::Fatal,
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection because ddlgate is shutting down",
+                )
+                .detail(if *deadline {
+                    "The drain deadline passed before the session became idle."
+                } else {
+                    "The session was idle."
+                }),
+            ),
+            Ending::Failed(e) => e.client_report(),
+        };
+        match &ending {
+            Ending::Failed(SessionError::ClientProtocol(_)) => {
+                warn!(error = %ending, "closing session")
+            }
+            Ending::Failed(SessionError::UpstreamProtocol(_) | SessionError::UpstreamIo(_)) => {
+                warn!(error = %ending, "closing session");
+            }
+            _ => {}
+        }
+        let client_gone = matches!(
+            ending,
+            Ending::ClientClosed | Ending::Failed(SessionError::ClientIo(_))
+        );
+        let upstream_usable = !matches!(
+            ending,
+            Ending::UpstreamClosed
+                | Ending::Failed(SessionError::UpstreamIo(_) | SessionError::UpstreamProtocol(_))
+        );
+        if upstream_usable && !matches!(ending, Ending::Terminated) {
+            // A backend waiting on a lock does not notice its socket closing; cancel it so it
+            // leaves neither a lock nor a lock-queue entry behind.
+            if in_flight && let Some(key) = self.upstream_key.clone() {
+                let shared = Arc::clone(&self.shared);
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = upstream::cancel(&shared.config, &key).await {
+                            warn!(error = %e, "could not cancel the upstream query of a closed session");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
+            self.to_upstream.push(Bytes::from_static(TERMINATE));
+        }
+        if let Some(report) = client_report.filter(|_| !client_gone) {
+            let mut out = BytesMut::new();
+            report.encode(&mut out);
+            self.to_client.push(out.freeze());
+        }
+        let Self {
+            client,
+            upstream,
+            to_client,
+            to_upstream,
+            ..
+        } = &mut self;
+        let _ = timeout(
+            CLOSE_FLUSH_TIMEOUT,
+            poll_fn(|cx| {
+                let up = if upstream_usable {
+                    to_upstream.poll_drain(cx, upstream)
+                } else {
+                    Poll::Ready(Ok(()))
+                };
+                let down = if client_gone {
+                    Poll::Ready(Ok(()))
+                } else {
+                    to_client.poll_drain(cx, client)
+                };
+                match (up, down) {
+                    (Poll::Pending, _) | (_, Poll::Pending) => Poll::Pending,
+                    _ => Poll::Ready(()),
+                }
+            }),
+        )
+        .await;
+        let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
+            let _ = self.upstream.shutdown().await;
+            let _ = self.client.shutdown().await;
+        })
+        .await;
+        ending
+    }
+}
+
+/// Polls a shutdown signal once; after it fires it is dropped so it is not reported again.
+fn poll_signal(signal: &mut Option<Signal>, cx: &mut Context<'_>) -> bool {
+    let fired = signal
+        .as_mut()
+        .is_some_and(|fut| fut.as_mut().poll(cx).is_ready());
+    if fired {
+        *signal = None;
+    }
+    fired
+}
+
+/// Makes room for the next read: at least a chunk, or the rest of a large message at once.
+fn reserve_for_read(buf: &mut BytesMut, missing: usize) {
+    let want = missing.max(READ_CHUNK / 4);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want.max(READ_CHUNK));
+    }
+}

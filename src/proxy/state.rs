@@ -1,0 +1,110 @@
+//! What a session knows about itself: who is connected, the server's reported parameters,
+//! and where the conversation stands. Later layers (policy, audit) read it at each request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::protocol::backend::TxStatus;
+
+/// The state of one client session.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    /// ddlgate's number for this session, unique within the process; appears in every log line.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The role the client logged in as.
+    pub user: String,
+    /// The database the client connected to.
+    pub database: String,
+    /// Whether the client leg is encrypted.
+    pub client_tls: bool,
+    /// The transaction status of the latest `ReadyForQuery`.
+    pub tx_status: TxStatus,
+    /// Every `ParameterStatus` the server has reported, latest value first: `server_version`,
+    /// `application_name`, `standard_conforming_strings`, `client_encoding`, `TimeZone`, ….
+    pub parameters: HashMap<String, String>,
+    /// Requests forwarded whose `ReadyForQuery` has not come back yet. An over-estimate is
+    /// possible (the server ignores a `Sync` sent during COPY IN), never an under-estimate.
+    pub awaiting_ready: usize,
+}
+
+impl SessionState {
+    /// A session that has just completed its startup.
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        user: String,
+        database: String,
+        client_tls: bool,
+    ) -> Self {
+        Self {
+            id,
+            peer,
+            user,
+            database,
+            client_tls,
+            tx_status: TxStatus::Idle,
+            parameters: HashMap::new(),
+            awaiting_ready: 0,
+        }
+    }
+
+    /// A parameter the server reported.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters.get(name).map(String::as_str)
+    }
+
+    /// The server's `server_version`, e.g. `15.4 (Debian 15.4-1)`.
+    pub fn server_version(&self) -> Option<&str> {
+        self.parameter("server_version")
+    }
+
+    /// The server's major version (10 and later number majors with one integer).
+    pub fn server_major_version(&self) -> Option<u32> {
+        let v = self.server_version()?;
+        let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        v.get(..end)?.parse().ok()
+    }
+
+    /// The client's `application_name` as the server last reported it.
+    pub fn application_name(&self) -> &str {
+        self.parameter("application_name").unwrap_or_default()
+    }
+
+    /// Whether no request is in flight and no transaction is open.
+    pub fn is_idle(&self) -> bool {
+        self.awaiting_ready == 0 && self.tx_status == TxStatus::Idle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_version(v: &str) -> SessionState {
+        let mut s = SessionState::new(
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            "u".into(),
+            "d".into(),
+            false,
+        );
+        s.parameters.insert("server_version".into(), v.into());
+        s
+    }
+
+    #[test]
+    fn major_version_from_server_version() {
+        assert_eq!(
+            state_with_version("15.4 (Debian 15.4-1.pgdg120+1)").server_major_version(),
+            Some(15)
+        );
+        assert_eq!(
+            state_with_version("18beta1").server_major_version(),
+            Some(18)
+        );
+        assert_eq!(state_with_version("13.22").server_major_version(), Some(13));
+        assert_eq!(state_with_version("devel").server_major_version(), None);
+    }
+}
