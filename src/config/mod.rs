@@ -81,7 +81,7 @@ pub struct ServeOptions {
     #[arg(long, env = "DDLGATE_UPSTREAM_TLS", value_name = "MODE")]
     pub upstream_tls: Option<UpstreamTlsMode>,
 
-    /// PEM CA certificates for upstream_tls = verify-ca or verify-full
+    /// PEM CA certificates for --upstream-tls verify-ca or verify-full
     #[arg(long, env = "DDLGATE_UPSTREAM_TLS_CA", value_name = "FILE")]
     pub upstream_tls_ca: Option<PathBuf>,
 
@@ -258,7 +258,7 @@ impl fmt::Debug for ServeConfig {
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tcp_keepalive", &self.tcp_keepalive)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -158,8 +158,8 @@ impl BackendScanner {
             let rest = buf.get(done..).unwrap_or_default();
             if self.passthrough_left > 0 {
                 let n = self.passthrough_left.min(rest.len());
-                self.passthrough_left -= n;
-                done += n;
+                self.passthrough_left = self.passthrough_left.saturating_sub(n);
+                done = done.saturating_add(n);
                 if self.passthrough_left > 0 {
                     return Ok(done);
                 }
@@ -185,7 +185,7 @@ impl BackendScanner {
                     tag: header.tag,
                     body,
                 })?;
-                done += header.frame_len;
+                done = done.saturating_add(header.frame_len);
             } else {
                 self.passthrough_left = header.frame_len;
             }
@@ -292,6 +292,7 @@ pub fn encode_authentication_sasl(mechanisms: &[&[u8]], out: &mut BytesMut) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -302,7 +303,7 @@ mod tests {
         v
     }
 
-    /// A server reply to `SELECT 1`: RowDescription, DataRow, CommandComplete, ReadyForQuery.
+    /// A server reply to `SELECT 1`: `RowDescription`, `DataRow`, `CommandComplete`, `ReadyForQuery`.
     fn select_one_reply() -> Vec<u8> {
         let mut s = frame(
             b'T',

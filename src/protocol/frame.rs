@@ -71,6 +71,7 @@ pub(crate) fn put_header(out: &mut bytes::BytesMut, tag: u8, body_len: usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -97,8 +97,10 @@ impl FrontendScanner {
                 return Ok(None);
             }
             let n = self.copy_left.min(rest.len());
-            self.copy_left -= n;
-            return Ok(Some(FrontendItem::CopyChunk { end: pos + n }));
+            self.copy_left = self.copy_left.saturating_sub(n);
+            return Ok(Some(FrontendItem::CopyChunk {
+                end: pos.saturating_add(n),
+            }));
         }
         let limit = if rest.first() == Some(&tag::COPY_DATA) {
             POSTGRES_MESSAGE_LIMIT
@@ -117,7 +119,7 @@ impl FrontendScanner {
         }
         Ok(Some(FrontendItem::Message {
             tag,
-            end: pos + frame_len,
+            end: pos.saturating_add(frame_len),
         }))
     }
 
@@ -154,6 +156,7 @@ pub fn parse_statement(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

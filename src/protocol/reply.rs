@@ -141,6 +141,7 @@ fn put_cstr(out: &mut BytesMut, s: &str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::protocol::frame::{read_header, split_cstr};

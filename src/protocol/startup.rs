@@ -176,6 +176,7 @@ pub fn encode_startup(params: &[(&str, &str)]) -> Bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -276,6 +276,7 @@ impl ServerCertVerifier for ChainOnly {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -63,6 +63,9 @@ impl SessionError {
     pub fn client_report(&self) -> Option<Report> {
         let fatal = |code, msg: String| Some(Report::new(Severity::Fatal, code, msg));
         match self {
+            Self::ClientProtocol(e @ ProtocolError::UnsupportedProtocol { .. }) => {
+                fatal(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string())
+            }
             Self::ClientProtocol(e) => fatal(sqlstate::PROTOCOL_VIOLATION, format!("invalid message: {e}")),
             Self::UpstreamProtocol(e) => fatal(
                 sqlstate::CONNECTION_FAILURE,

@@ -36,7 +36,7 @@ use super::Shared;
 use super::cancel::Registration;
 use super::decision::{self, Verdict};
 use super::error::SessionError;
-use super::handshake::{self, ChannelBinding, Failure, Opening};
+use super::handshake::{self, ChannelBinding, Established, Failure, Opening};
 use super::outbox::Outbox;
 use super::request::{MAX_HELD_BYTES, MessageSpan, Request, RequestEnd};
 use super::state::SessionState;
@@ -63,37 +63,59 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitt
     let span = info_span!("session", id, %peer);
     async move {
         let terminate = shared.terminate.clone();
-        tokio::select! {
-            () = run(tcp, peer, id, &shared, admitted) => {}
-            () = terminate.cancelled() => debug!("closed during startup by shutdown"),
+        // A session still starting up when shutdown turns urgent is simply dropped; a running
+        // session handles the signal itself, so it can say goodbye and cancel its query.
+        let started = tokio::select! {
+            started = start(tcp, peer, id, &shared, admitted) => started,
+            () = terminate.cancelled() => {
+                debug!("closed during startup by shutdown");
+                None
+            }
+        };
+        if let Some(session) = started {
+            let began = std::time::Instant::now();
+            let ending = session.pump().await;
+            info!(
+                reason = %ending,
+                duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "session ended"
+            );
         }
     }
     .instrument(span)
     .await;
 }
 
-async fn run(tcp: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, admitted: bool) {
+/// Runs the startup phase; returns the ready session, or `None` when there is none to run (a
+/// cancel request, a refusal, a failure — each already handled and logged).
+async fn start(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: &Arc<Shared>,
+    admitted: bool,
+) -> Option<Session> {
     let config = &shared.config;
     let deadline = Instant::now() + config.startup_timeout;
     let opening = match timeout_at(deadline, handshake::negotiate(tcp, config)).await {
         Err(_) => {
             info!(timeout = ?config.startup_timeout, "client did not send a startup packet in time");
-            return;
+            return None;
         }
         Ok(Err(Failure { client, error })) => {
             end_startup(client, &error).await;
-            return;
+            return None;
         }
         Ok(Ok(opening)) => opening,
     };
     let (mut client, startup) = match opening {
         Opening::Closed => {
             debug!("client closed before startup");
-            return;
+            return None;
         }
         Opening::Cancel(key) => {
             forward_cancel(shared, &key).await;
-            return;
+            return None;
         }
         Opening::Session { client, startup } => (client, startup),
     };
@@ -101,7 +123,7 @@ async fn run(tcp: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, ad
     let database = startup.param("database").unwrap_or(&user).to_owned();
     if config.require_tls && !client.is_tls() {
         end_startup(Some(client), &SessionError::TlsRequired).await;
-        return;
+        return None;
     }
     if !admitted {
         end_startup(
@@ -109,7 +131,7 @@ async fn run(tcp: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, ad
             &SessionError::TooManyConnections(config.max_connections),
         )
         .await;
-        return;
+        return None;
     }
     let connected = timeout_at(deadline, async {
         let mut up = upstream::connect(config).await?;
@@ -131,61 +153,23 @@ async fn run(tcp: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, ad
                 &SessionError::StartupTimeout(config.startup_timeout),
             )
             .await;
-            return;
+            return None;
         }
         Ok(Err(error)) => {
             end_startup(Some(client), &error).await;
-            return;
+            return None;
         }
         Ok(Ok(pair)) => pair,
     };
 
-    let mut state = SessionState::new(id, peer, user, database, client.is_tls());
-    state.tx_status = established.tx_status;
-    state.parameters.extend(established.parameters);
-    info!(
-        user = %state.user,
-        database = %state.database,
-        application_name = %state.application_name(),
-        tls = state.client_tls,
-        server_version = state.server_version().unwrap_or_default(),
-        "session started"
-    );
-    let registration = match (established.client_key, &established.upstream_key) {
-        (Some(client_key), Some(upstream_key)) => {
-            Some(shared.cancels.register(client_key, upstream_key.clone()))
-        }
-        _ => None,
-    };
-    let session = Session {
-        shared: Arc::clone(shared),
+    let state = SessionState::new(id, peer, user, database, client.is_tls());
+    Some(Session::new(
+        Arc::clone(shared),
         client,
         upstream,
-        client_buf: established.client_leftover,
-        upstream_buf: established.upstream_leftover,
-        to_client: Outbox::default(),
-        to_upstream: Outbox::default(),
-        frontend: FrontendScanner::new(config.max_message_bytes),
-        scanned: 0,
-        held: Vec::new(),
-        unsynced: false,
-        backend: BackendScanner::new(MAX_INSPECTED_BACKEND_MESSAGE),
+        established,
         state,
-        upstream_key: established.upstream_key,
-        _registration: registration,
-        client_done: false,
-        draining: false,
-        drain_signal: Some(Box::pin(shared.drain.clone().cancelled_owned())),
-        terminate_signal: Some(Box::pin(shared.terminate.clone().cancelled_owned())),
-        client_first: true,
-    };
-    let started = std::time::Instant::now();
-    let ending = session.pump().await;
-    info!(
-        reason = %ending,
-        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "session ended"
-    );
+    ))
 }
 
 /// Tells the client why its session cannot start (when possible), logs, and closes.
@@ -271,6 +255,10 @@ impl std::fmt::Display for Ending {
 type Signal = Pin<Box<WaitForCancellationFutureOwned>>;
 
 /// A running session.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one session, not states of one machine"
+)]
 struct Session {
     shared: Arc<Shared>,
     client: Stream,
@@ -306,6 +294,57 @@ struct Session {
 }
 
 impl Session {
+    /// A session whose startup has just completed.
+    fn new(
+        shared: Arc<Shared>,
+        client: Stream,
+        upstream: Stream,
+        established: Established,
+        mut state: SessionState,
+    ) -> Self {
+        state.tx_status = established.tx_status;
+        state.parameters.extend(established.parameters);
+        info!(
+            user = %state.user,
+            database = %state.database,
+            application_name = %state.application_name(),
+            tls = state.client_tls,
+            server_version = state.server_version().unwrap_or_default(),
+            "session started"
+        );
+        let registration = match (established.client_key, &established.upstream_key) {
+            (Some(client_key), Some(upstream_key)) => {
+                Some(shared.cancels.register(client_key, upstream_key.clone()))
+            }
+            _ => None,
+        };
+        let drain_signal = Some(Box::pin(shared.drain.clone().cancelled_owned()) as Signal);
+        let terminate_signal = Some(Box::pin(shared.terminate.clone().cancelled_owned()) as Signal);
+        let max_message_bytes = shared.config.max_message_bytes;
+        Self {
+            shared,
+            client,
+            upstream,
+            client_buf: established.client_leftover,
+            upstream_buf: established.upstream_leftover,
+            to_client: Outbox::default(),
+            to_upstream: Outbox::default(),
+            frontend: FrontendScanner::new(max_message_bytes),
+            scanned: 0,
+            held: Vec::new(),
+            unsynced: false,
+            backend: BackendScanner::new(MAX_INSPECTED_BACKEND_MESSAGE),
+            state,
+            upstream_key: established.upstream_key,
+            _registration: registration,
+            client_done: false,
+            draining: false,
+            drain_signal,
+            terminate_signal,
+            client_first: true,
+        }
+    }
+
     async fn pump(mut self) -> Ending {
         let first = self.on_client_data().and_then(|()| self.on_upstream_data());
         if let Err(e) = first {
@@ -557,14 +596,13 @@ impl Session {
             ),
             Ending::Failed(e) => e.client_report(),
         };
-        match &ending {
-            Ending::Failed(SessionError::ClientProtocol(_)) => {
-                warn!(error = %ending, "closing session")
-            }
-            Ending::Failed(SessionError::UpstreamProtocol(_) | SessionError::UpstreamIo(_)) => {
-                warn!(error = %ending, "closing session");
-            }
-            _ => {}
+        if let Ending::Failed(
+            SessionError::ClientProtocol(_)
+            | SessionError::UpstreamProtocol(_)
+            | SessionError::UpstreamIo(_),
+        ) = &ending
+        {
+            warn!(error = %ending, "closing session");
         }
         let client_gone = matches!(
             ending,

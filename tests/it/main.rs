@@ -7,12 +7,23 @@
     clippy::panic,
     clippy::missing_panics_doc,
     clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::doc_markdown,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::format_push_string,
+    clippy::format_collect,
+    clippy::naive_bytecount,
+    clippy::map_unwrap_or,
+    clippy::redundant_closure_for_method_calls,
     unreachable_pub
 )]
 
 mod support;
 
 mod auth;
+mod cli;
 mod copy;
 mod extended;
 mod limits;

@@ -1,7 +1,7 @@
 //! Ordinary traffic through ddlgate gives the same results, errors and notices as a direct
 //! connection, and session state (ParameterStatus, transaction status) passes through.
 
-use crate::support::pg::{PgServer, SCRAM, TRUST};
+use crate::support::pg::{PgServer, SCRAM, SUPERUSER, TRUST};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
@@ -120,8 +120,17 @@ async fn client_closing_without_terminate_ends_the_upstream_backend() {
     w.send(&wire::query("SET application_name = 'vanishing-client'"))
         .await;
     w.until_ready().await;
+    let admin = pg.connect(SUPERUSER).await;
+    let present: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vanishing-client'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(present, 1, "the backend exists before the client leaves");
     drop(w);
-    let admin = pg.connect(SCRAM).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let n: i64 = admin

@@ -65,7 +65,6 @@ pub struct PgServer {
     pub certs: Certs,
     /// `server_version_num / 10000`.
     pub major: u32,
-    pid: u32,
     stop: Mutex<Option<mpsc::Sender<()>>>,
     keeper: Mutex<Option<JoinHandle<()>>>,
 }
@@ -78,12 +77,8 @@ impl PgServer {
         SHARED.get_or_init(|| Self::start_with(&[]))
     }
 
-    /// A cluster of the caller's own, stopped and removed when dropped.
-    pub fn start() -> PgServer {
-        Self::start_with(&[])
-    }
-
-    /// A cluster of the caller's own with extra `postgresql.conf` lines.
+    /// A cluster of the caller's own, stopped and removed when dropped, with extra `postgresql.conf` lines; `{dir}` in them stands
+    /// for the cluster directory (where `server.crt`, `wrong-name.crt`, … are).
     pub fn start_with(extra_conf: &[&str]) -> PgServer {
         let bin = find_bin();
         remove_stale_dirs();
@@ -111,13 +106,6 @@ impl PgServer {
     /// What the server has logged.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
-    }
-
-    /// Kills the postmaster with SIGKILL (the upstream "dies").
-    pub fn kill(&self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.pid.to_string()])
-            .status();
     }
 
     /// Connects as `role` directly, bypassing ddlgate.
@@ -293,7 +281,9 @@ fn try_start(bin: &Path, extra_conf: &[&str]) -> Result<PgServer, String> {
     ] {
         chown(f, user);
     }
-    fs::set_permissions(&certs.server_key, fs::Permissions::from_mode(0o600)).unwrap();
+    for key in [&certs.server_key, &certs.proxy_key, &certs.wrong_name_key] {
+        fs::set_permissions(key, fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let pwfile = dir.join("pwfile");
     fs::write(&pwfile, SUPERUSER.password).unwrap();
     chown(&pwfile, user);
@@ -329,7 +319,7 @@ fn try_start(bin: &Path, extra_conf: &[&str]) -> Result<PgServer, String> {
         key = certs.server_key.display(),
     );
     for line in extra_conf {
-        conf.push_str(line);
+        conf.push_str(&line.replace("{dir}", &dir.display().to_string()));
         conf.push('\n');
     }
     let mut file = fs::OpenOptions::new()
@@ -387,14 +377,13 @@ fn try_start(bin: &Path, extra_conf: &[&str]) -> Result<PgServer, String> {
         let _ = child.kill();
         let _ = child.wait();
     });
-    let pid = started_rx.recv().map_err(|e| e.to_string())??;
+    started_rx.recv().map_err(|e| e.to_string())??;
     let mut server = PgServer {
         port,
         dir: dir.clone(),
         bin: bin.to_owned(),
         certs,
         major: 0,
-        pid,
         stop: Mutex::new(Some(stop_tx)),
         keeper: Mutex::new(Some(keeper)),
     };

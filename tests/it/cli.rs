@@ -1,0 +1,138 @@
+//! The command line: configuration errors are one sentence and exit code 2; `--check-config`
+//! validates without serving; flags, environment and config file combine.
+
+use std::process::Output;
+
+fn ddlgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"));
+    cmd.args(args);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DDLGATE_")) {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// No upstream: exit 2 with one line saying how to give one.
+#[test]
+fn missing_upstream_is_one_sentence_and_exit_2() {
+    let o = ddlgate(&["serve"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "ddlgate: error: missing upstream: pass --upstream HOST:PORT, set DDLGATE_UPSTREAM, or set upstream in the config file\n"
+    );
+}
+
+/// An unknown key in the config file is refused with the file, line and key.
+#[test]
+fn unknown_config_key_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ddlgate.toml");
+    std::fs::write(&path, "upstream = \"db:5432\"\nmax_conections = 10\n").unwrap();
+    let o = ddlgate(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--check-config",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("ddlgate.toml"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("max_conections"), "{err}");
+}
+
+/// Environment variables configure the proxy, and a flag beats both environment and file.
+#[test]
+fn flags_beat_environment_beat_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ddlgate.toml");
+    std::fs::write(
+        &path,
+        "upstream = \"file-host:1\"\nmax_connections = 11\nconnect_timeout = \"9s\"\n",
+    )
+    .unwrap();
+    let o = ddlgate(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--check-config",
+            "--max-connections",
+            "33",
+        ],
+        &[
+            ("DDLGATE_UPSTREAM", "env-host:2"),
+            ("DDLGATE_MAX_CONNECTIONS", "22"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("host: \"env-host\""), "{out}");
+    assert!(out.contains("max_connections: 33"), "{out}");
+    assert!(out.contains("connect_timeout: 9s"), "{out}");
+}
+
+/// A bad duration and a certificate file that does not exist are each one clear sentence.
+#[test]
+fn bad_values_are_named() {
+    let o = ddlgate(
+        &[
+            "serve",
+            "--upstream",
+            "h",
+            "--connect-timeout",
+            "5",
+            "--check-config",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("ddlgate: error: invalid connect_timeout \"5\": invalid duration")
+    );
+    let o = ddlgate(
+        &[
+            "serve",
+            "--upstream",
+            "h",
+            "--tls-cert",
+            "/nonexistent.crt",
+            "--tls-key",
+            "/nonexistent.key",
+            "--check-config",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot load certificates from /nonexistent.crt"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1);
+}
+
+/// A port already in use is reported, not panicked about.
+#[test]
+fn listen_address_in_use_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = ddlgate(&["serve", "--upstream", "h", "--listen", &addr], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(&format!("ddlgate: error: cannot listen on {addr}")),
+        "{}",
+        stderr(&o)
+    );
+}
