@@ -107,7 +107,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // This runtime only accepts connections and handles signals; sessions run on the worker
+    // threads (see proxy::workers).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

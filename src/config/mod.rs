@@ -109,6 +109,10 @@ pub struct ServeOptions {
     /// Idle time before TCP keepalive probes, on both legs; "0" turns them off [default: 60s]
     #[arg(long, env = "DDLGATE_TCP_KEEPALIVE", value_name = "DURATION")]
     pub tcp_keepalive: Option<String>,
+
+    /// Worker threads serving sessions [default: half the CPU cores, at least 1]
+    #[arg(long, env = "DDLGATE_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
 }
 
 impl ServeOptions {
@@ -141,6 +145,7 @@ impl ServeOptions {
             startup_timeout: self.startup_timeout.or(lower.startup_timeout),
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             tcp_keepalive: self.tcp_keepalive.or(lower.tcp_keepalive),
+            worker_threads: self.worker_threads.or(lower.worker_threads),
         }
     }
 }
@@ -242,6 +247,8 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// TCP keepalive idle time, or `None` for off.
     pub tcp_keepalive: Option<Duration>,
+    /// Worker threads (each a single-threaded runtime owning its sessions).
+    pub worker_threads: usize,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -258,8 +265,16 @@ impl fmt::Debug for ServeConfig {
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("worker_threads", &self.worker_threads)
             .finish_non_exhaustive()
     }
+}
+
+/// Half the cores, at least one. ddlgate usually shares its machine with the application or
+/// the database; each worker wakes on its own, so on a busy two-core machine one worker serves
+/// as many queries as two with less CPU per query (see benches/pgbench.py).
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 fn duration_setting(
@@ -288,22 +303,7 @@ impl ServeConfig {
             key: "upstream",
             hint: "pass --upstream HOST:PORT, set DDLGATE_UPSTREAM, or set upstream in the config file",
         })?)?;
-        let client_tls = match (&opts.tls_cert, &opts.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::client_facing(cert, key)?),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Missing {
-                    key: "tls_key",
-                    hint: "tls_cert is set, so tls_key must name its private key",
-                });
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Missing {
-                    key: "tls_cert",
-                    hint: "tls_key is set, so tls_cert must name its certificate",
-                });
-            }
-        };
+        let client_tls = client_tls_setting(opts)?;
         let require_tls = opts.require_tls.unwrap_or(false);
         if require_tls && client_tls.is_none() {
             return Err(ConfigError::Missing {
@@ -315,31 +315,20 @@ impl ServeConfig {
         let upstream_tls = tls::upstream(upstream_tls_mode, opts.upstream_tls_ca.as_deref())?;
         let max_connections = opts.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                key: "max_connections",
-                value: "0".into(),
-                reason: "at least one connection must be allowed".into(),
-            });
+            return Err(invalid(
+                "max_connections",
+                "0",
+                "at least one connection must be allowed",
+            ));
         }
         let max_message_bytes = opts.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if !(1024..=crate::protocol::frame::POSTGRES_MESSAGE_LIMIT).contains(&max_message_bytes) {
-            return Err(ConfigError::Invalid {
-                key: "max_message_bytes",
-                value: max_message_bytes.to_string(),
-                reason: "must be between 1024 and 1073741823 (PostgreSQL's own limit)".into(),
-            });
+            return Err(invalid(
+                "max_message_bytes",
+                &max_message_bytes.to_string(),
+                "must be between 1024 and 1073741823 (PostgreSQL's own limit)",
+            ));
         }
-        let positive = |key, d: Duration| {
-            if d.is_zero() {
-                Err(ConfigError::Invalid {
-                    key,
-                    value: "0".into(),
-                    reason: "must be greater than zero".into(),
-                })
-            } else {
-                Ok(d)
-            }
-        };
         let keepalive = duration_setting(
             "tcp_keepalive",
             opts.tcp_keepalive.as_deref(),
@@ -354,29 +343,64 @@ impl ServeConfig {
             upstream_tls,
             max_connections,
             max_message_bytes,
-            connect_timeout: positive(
+            connect_timeout: positive(duration_setting(
                 "connect_timeout",
-                duration_setting(
-                    "connect_timeout",
-                    opts.connect_timeout.as_deref(),
-                    DEFAULT_CONNECT_TIMEOUT,
-                )?,
-            )?,
-            startup_timeout: positive(
+                opts.connect_timeout.as_deref(),
+                DEFAULT_CONNECT_TIMEOUT,
+            )?)
+            .map_err(|()| invalid("connect_timeout", "0", "must be greater than zero"))?,
+            startup_timeout: positive(duration_setting(
                 "startup_timeout",
-                duration_setting(
-                    "startup_timeout",
-                    opts.startup_timeout.as_deref(),
-                    DEFAULT_STARTUP_TIMEOUT,
-                )?,
-            )?,
+                opts.startup_timeout.as_deref(),
+                DEFAULT_STARTUP_TIMEOUT,
+            )?)
+            .map_err(|()| invalid("startup_timeout", "0", "must be greater than zero"))?,
             shutdown_timeout: duration_setting(
                 "shutdown_timeout",
                 opts.shutdown_timeout.as_deref(),
                 DEFAULT_SHUTDOWN_TIMEOUT,
             )?,
             tcp_keepalive: (!keepalive.is_zero()).then_some(keepalive),
+            worker_threads: match opts.worker_threads {
+                Some(0) => {
+                    return Err(invalid(
+                        "worker_threads",
+                        "0",
+                        "at least one worker thread is needed",
+                    ));
+                }
+                Some(n) => n,
+                None => default_worker_threads(),
+            },
         })
+    }
+}
+
+fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn positive(d: Duration) -> Result<Duration, ()> {
+    if d.is_zero() { Err(()) } else { Ok(d) }
+}
+
+/// The certificate and key for clients: both or neither.
+fn client_tls_setting(opts: &ServeOptions) -> Result<Option<ClientTls>, ConfigError> {
+    match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(tls::client_facing(cert, key)?)),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Missing {
+            key: "tls_key",
+            hint: "tls_cert is set, so tls_key must name its private key",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            key: "tls_cert",
+            hint: "tls_key is set, so tls_cert must name its certificate",
+        }),
     }
 }
 

@@ -12,11 +12,13 @@ pub mod decision;
 pub mod error;
 pub mod handshake;
 pub mod outbox;
+pub mod phase;
 pub mod request;
 pub mod session;
 pub mod state;
 pub mod stream;
 pub mod upstream;
+pub mod workers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,6 +34,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServeConfig;
 use cancel::CancelRegistry;
+use phase::{Phase, ShutdownPhase};
+use workers::{Job, Workers};
 
 /// Connections over the limit that may be in their startup phase at once, to be told
 /// "too many clients" (or to carry a cancel request); more are closed without a word.
@@ -69,6 +73,8 @@ pub struct Shared {
     pub drain: CancellationToken,
     /// Fired when sessions must close now.
     pub terminate: CancellationToken,
+    /// The same two signals as a phase running sessions can check cheaply.
+    pub phase: Arc<Phase>,
     next_session_id: AtomicU64,
 }
 
@@ -112,16 +118,25 @@ impl Server {
             cancels: Arc::new(CancelRegistry::default()),
             drain: shutdown.drain.clone(),
             terminate: shutdown.terminate.clone(),
+            phase: Arc::new(Phase::default()),
             next_session_id: AtomicU64::new(1),
         });
         let sessions = Arc::new(Semaphore::new(self.config.max_connections));
         let over_limit = Arc::new(Semaphore::new(OVER_LIMIT_SLOTS));
         let tracker = TaskTracker::new();
+        let workers = match Workers::start(self.config.worker_threads, &shared, &tracker) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start worker threads");
+                return;
+            }
+        };
         info!(
             listen = %self.local_addr().map_or_else(|_| self.config.listen.to_string(), |a| a.to_string()),
             upstream = %self.config.upstream,
             tls = self.config.client_tls.is_some(),
             upstream_tls = %self.config.upstream_tls_mode,
+            workers = self.config.worker_threads,
             "ddlgate is accepting connections"
         );
         loop {
@@ -142,22 +157,27 @@ impl Server {
                 }
             };
             tune_socket(&tcp, self.config.tcp_keepalive);
-            let shared = Arc::clone(&shared);
-            if let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() {
-                tracker.spawn(async move {
-                    session::serve(tcp, peer, shared, true).await;
-                    drop(permit);
-                });
+            let (admitted, permit) = if let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() {
+                (true, permit)
             } else if let Ok(slot) = Arc::clone(&over_limit).try_acquire_owned() {
-                tracker.spawn(async move {
-                    session::serve(tcp, peer, shared, false).await;
-                    drop(slot);
-                });
+                (false, slot)
             } else {
                 debug!(%peer, "connection dropped: limit reached and no slot to say so");
+                continue;
+            };
+            match tcp.into_std() {
+                Ok(tcp) => workers.dispatch(Job {
+                    tcp,
+                    peer,
+                    admitted,
+                    permit,
+                }),
+                Err(e) => debug!(%peer, error = %e, "cannot hand the connection to a worker"),
             }
         }
+        drop(workers.close());
         drop(self.listener);
+        shared.phase.advance(ShutdownPhase::Draining);
         tracker.close();
         info!(
             sessions = tracker.len(),
@@ -173,6 +193,7 @@ impl Server {
             }
         }
         shutdown.terminate.cancel();
+        shared.phase.advance(ShutdownPhase::Terminating);
         if tokio::time::timeout(TERMINATE_GRACE, tracker.wait())
             .await
             .is_err()

@@ -10,7 +10,7 @@
 //! boundaries and the few messages that change session state (`ReadyForQuery`,
 //! `ParameterStatus`); everything else is forwarded in the chunks it was read in.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,8 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::io::poll_read_buf;
-use tokio_util::sync::WaitForCancellationFutureOwned;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::protocol::backend::{self, BackendKey, BackendScanner, TxStatus};
 use crate::protocol::frontend::{
@@ -38,6 +37,7 @@ use super::decision::{self, Verdict};
 use super::error::SessionError;
 use super::handshake::{self, ChannelBinding, Established, Failure, Opening};
 use super::outbox::Outbox;
+use super::phase::{PhaseWatch, ShutdownPhase};
 use super::request::{MAX_HELD_BYTES, MessageSpan, Request, RequestEnd};
 use super::state::SessionState;
 use super::stream::Stream;
@@ -61,29 +61,29 @@ const TERMINATE: &[u8] = b"X\0\0\0\x04";
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitted: bool) {
     let id = shared.next_session_id();
     let span = info_span!("session", id, %peer);
-    async move {
-        let terminate = shared.terminate.clone();
-        // A session still starting up when shutdown turns urgent is simply dropped; a running
-        // session handles the signal itself, so it can say goodbye and cancel its query.
-        let started = tokio::select! {
-            started = start(tcp, peer, id, &shared, admitted) => started,
-            () = terminate.cancelled() => {
-                debug!("closed during startup by shutdown");
-                None
-            }
-        };
-        if let Some(session) = started {
-            let began = std::time::Instant::now();
-            let ending = session.pump().await;
-            info!(
-                reason = %ending,
-                duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "session ended"
-            );
+    let terminate = shared.terminate.clone();
+    // A session still starting up when shutdown turns urgent is simply dropped; a running
+    // session handles the signal itself, so it can say goodbye and cancel its query.
+    let starting = start(tcp, peer, id, &shared, admitted, span.clone()).instrument(span.clone());
+    let started = tokio::select! {
+        started = starting => started,
+        () = terminate.cancelled() => {
+            debug!(parent: &span, "closed during startup by shutdown");
+            None
         }
+    };
+    // The running session is not instrumented: entering a span on every wake-up costs more
+    // than the forwarding itself. Its few log lines name the span as their parent instead.
+    if let Some(session) = started {
+        let began = std::time::Instant::now();
+        let ending = session.pump().await;
+        info!(
+            parent: &span,
+            reason = %ending,
+            duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "session ended"
+        );
     }
-    .instrument(span)
-    .await;
 }
 
 /// Runs the startup phase; returns the ready session, or `None` when there is none to run (a
@@ -94,6 +94,7 @@ async fn start(
     id: u64,
     shared: &Arc<Shared>,
     admitted: bool,
+    span: Span,
 ) -> Option<Session> {
     let config = &shared.config;
     let deadline = Instant::now() + config.startup_timeout;
@@ -169,6 +170,7 @@ async fn start(
         upstream,
         established,
         state,
+        span,
     ))
 }
 
@@ -252,8 +254,6 @@ impl std::fmt::Display for Ending {
     }
 }
 
-type Signal = Pin<Box<WaitForCancellationFutureOwned>>;
-
 /// A running session.
 #[expect(
     clippy::struct_excessive_bools,
@@ -287,8 +287,12 @@ struct Session {
     client_done: bool,
     /// Shutdown has begun: close as soon as the session is idle.
     draining: bool,
-    drain_signal: Option<Signal>,
-    terminate_signal: Option<Signal>,
+    /// The latest shutdown phase this session has acted on.
+    phase_seen: ShutdownPhase,
+    /// Wakes this session when the shutdown phase changes (registered at its first poll).
+    phase_watch: Option<PhaseWatch>,
+    /// The session's span, parent of its log lines.
+    span: Span,
     /// Which side is read first in the next poll, alternated for fairness.
     client_first: bool,
 }
@@ -301,10 +305,12 @@ impl Session {
         upstream: Stream,
         established: Established,
         mut state: SessionState,
+        span: Span,
     ) -> Self {
         state.tx_status = established.tx_status;
         state.parameters.extend(established.parameters);
         info!(
+            parent: &span,
             user = %state.user,
             database = %state.database,
             application_name = %state.application_name(),
@@ -318,8 +324,6 @@ impl Session {
             }
             _ => None,
         };
-        let drain_signal = Some(Box::pin(shared.drain.clone().cancelled_owned()) as Signal);
-        let terminate_signal = Some(Box::pin(shared.terminate.clone().cancelled_owned()) as Signal);
         let max_message_bytes = shared.config.max_message_bytes;
         Self {
             shared,
@@ -339,8 +343,9 @@ impl Session {
             _registration: registration,
             client_done: false,
             draining: false,
-            drain_signal,
-            terminate_signal,
+            phase_seen: ShutdownPhase::Running,
+            phase_watch: None,
+            span,
             client_first: true,
         }
     }
@@ -413,11 +418,17 @@ impl Session {
         if let Some(event) = read {
             return Poll::Ready(event);
         }
-        if poll_signal(&mut self.drain_signal, cx) {
-            return Poll::Ready(Event::Drain);
+        if self.phase_watch.is_none() {
+            self.phase_watch = Some(self.shared.phase.watch(self.state.id, cx.waker()));
         }
-        if poll_signal(&mut self.terminate_signal, cx) {
-            return Poll::Ready(Event::Terminate);
+        let phase = self.shared.phase.get();
+        if phase > self.phase_seen {
+            self.phase_seen = phase;
+            return Poll::Ready(if phase == ShutdownPhase::Terminating {
+                Event::Terminate
+            } else {
+                Event::Drain
+            });
         }
         Poll::Pending
     }
@@ -602,7 +613,7 @@ impl Session {
             | SessionError::UpstreamIo(_),
         ) = &ending
         {
-            warn!(error = %ending, "closing session");
+            warn!(parent: &self.span, error = %ending, "closing session");
         }
         let client_gone = matches!(
             ending,
@@ -613,20 +624,13 @@ impl Session {
             Ending::UpstreamClosed
                 | Ending::Failed(SessionError::UpstreamIo(_) | SessionError::UpstreamProtocol(_))
         );
-        if upstream_usable && !matches!(ending, Ending::Terminated) {
-            // A backend waiting on a lock does not notice its socket closing; cancel it so it
-            // leaves neither a lock nor a lock-queue entry behind.
-            if in_flight && let Some(key) = self.upstream_key.clone() {
-                let shared = Arc::clone(&self.shared);
-                tokio::spawn(
-                    async move {
-                        if let Err(e) = upstream::cancel(&shared.config, &key).await {
-                            warn!(error = %e, "could not cancel the upstream query of a closed session");
-                        }
-                    }
-                    .in_current_span(),
-                );
-            }
+        // A backend waiting on a lock does not notice its socket closing; cancel it so it
+        // leaves neither a lock nor a lock-queue entry behind.
+        let closing_upstream = upstream_usable && !matches!(ending, Ending::Terminated);
+        let cancel_key = (closing_upstream && in_flight)
+            .then(|| self.upstream_key.clone())
+            .flatten();
+        if closing_upstream {
             self.to_upstream.push(Bytes::from_static(TERMINATE));
         }
         if let Some(report) = client_report.filter(|_| !client_gone) {
@@ -661,6 +665,13 @@ impl Session {
             }),
         )
         .await;
+        // Awaited rather than spawned: the worker runtime may stop as soon as its last session
+        // ends, and the cancel must not be lost with it.
+        if let Some(key) = cancel_key
+            && let Err(e) = upstream::cancel(&self.shared.config, &key).await
+        {
+            warn!(parent: &self.span, error = %e, "could not cancel the upstream query of a closed session");
+        }
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
             let _ = self.upstream.shutdown().await;
             let _ = self.client.shutdown().await;
@@ -668,17 +679,6 @@ impl Session {
         .await;
         ending
     }
-}
-
-/// Polls a shutdown signal once; after it fires it is dropped so it is not reported again.
-fn poll_signal(signal: &mut Option<Signal>, cx: &mut Context<'_>) -> bool {
-    let fired = signal
-        .as_mut()
-        .is_some_and(|fut| fut.as_mut().poll(cx).is_ready());
-    if fired {
-        *signal = None;
-    }
-    fired
 }
 
 /// Makes room for the next read: at least a chunk, or the rest of a large message at once.

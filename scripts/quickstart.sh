@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Starts a throwaway PostgreSQL, puts ddlgate in front of it, shows a session through it, and
+# keeps serving until Ctrl-C. Installs the PostgreSQL server with apt-get if it is missing.
+#
+#   bash scripts/quickstart.sh            # then, in another shell:
+#   psql "host=127.0.0.1 port=6432 user=postgres dbname=postgres"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DDLGATE_PORT="${DDLGATE_PORT:-6432}"
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL (apt-get install postgresql)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+echo "== building ddlgate (release)"
+cargo build --release --quiet
+
+# PostgreSQL refuses to run as root: run it as the 'postgres' user then.
+RUN_AS=()
+if [ "$(id -u)" -eq 0 ]; then RUN_AS=(setpriv --reuid=postgres --regid=postgres --clear-groups); fi
+WORK=$(mktemp -d /tmp/ddlgate-quickstart-XXXXXX)
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$WORK"
+PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+cleanup() {
+  [ -n "${DDLGATE_PID:-}" ] && kill -TERM "$DDLGATE_PID" 2>/dev/null && wait "$DDLGATE_PID" 2>/dev/null || true
+  "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== starting a throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
+"${RUN_AS[@]}" "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust --no-sync >/dev/null
+"${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK" start >/dev/null
+
+echo "== starting ddlgate on 127.0.0.1:$DDLGATE_PORT in front of it"
+./target/release/ddlgate serve --listen "127.0.0.1:$DDLGATE_PORT" --upstream "127.0.0.1:$PG_PORT" &
+DDLGATE_PID=$!
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$DDLGATE_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+echo "== a session through ddlgate"
+psql "host=127.0.0.1 port=$DDLGATE_PORT user=postgres dbname=postgres" -X -v ON_ERROR_STOP=1 <<'SQL'
+SELECT version();
+CREATE TABLE accounts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL);
+INSERT INTO accounts (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 3) g;
+SELECT * FROM accounts;
+\copy (SELECT id, email FROM accounts) TO STDOUT WITH (FORMAT csv)
+SQL
+
+echo
+echo "== ddlgate is serving on 127.0.0.1:$DDLGATE_PORT; connect with:"
+echo "     psql \"host=127.0.0.1 port=$DDLGATE_PORT user=postgres dbname=postgres\""
+echo "   Ctrl-C stops ddlgate (it drains sessions first) and removes the throwaway PostgreSQL."
+wait "$DDLGATE_PID"
