@@ -224,6 +224,8 @@ enum Event {
     UpstreamFailed(std::io::Error),
     Drain,
     Terminate,
+    /// Draining, and nothing is in flight or open.
+    IdleWhileDraining,
 }
 
 /// Why a running session ended.
@@ -357,6 +359,7 @@ impl Session {
         }
         loop {
             let event = poll_fn(|cx| self.poll_event(cx)).await;
+            tracing::trace!(parent: &self.span, ?event, "session event");
             let step = match event {
                 Event::ClientData => self.on_client_data(),
                 Event::UpstreamData => self.on_upstream_data(),
@@ -375,6 +378,9 @@ impl Session {
                     Ok(())
                 }
                 Event::Terminate => return self.close(Ending::Shutdown { deadline: true }).await,
+                Event::IdleWhileDraining => {
+                    return self.close(Ending::Shutdown { deadline: false }).await;
+                }
             };
             if let Err(e) = step {
                 return self.close(Ending::Failed(e)).await;
@@ -382,9 +388,6 @@ impl Session {
             if self.client_done {
                 // The Terminate is queued; close() delivers it.
                 return self.close(Ending::Terminated).await;
-            }
-            if self.draining && self.is_idle() {
-                return self.close(Ending::Shutdown { deadline: false }).await;
             }
         }
     }
@@ -406,6 +409,11 @@ impl Session {
         }
         if let Poll::Ready(Err(e)) = self.to_client.poll_drain(cx, &mut self.client) {
             return Poll::Ready(Event::ClientFailed(e));
+        }
+        // Checked here, after the writes: a reply queued for the client a moment ago has to
+        // be delivered before the session counts as idle, and no other event may follow.
+        if self.draining && self.is_idle() {
+            return Poll::Ready(Event::IdleWhileDraining);
         }
         self.client_first = !self.client_first;
         let read = if self.client_first {
