@@ -10,10 +10,13 @@ DDLGATE_PORT="${DDLGATE_PORT:-6432}"
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  echo "== installing PostgreSQL (apt-get install postgresql)"
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (apt-get)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
@@ -25,7 +28,11 @@ RUN_AS=()
 if [ "$(id -u)" -eq 0 ]; then RUN_AS=(setpriv --reuid=postgres --regid=postgres --clear-groups); fi
 WORK=$(mktemp -d /tmp/ddlgate-quickstart-XXXXXX)
 [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$WORK"
-PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PG_PORT=""
+for p in $(seq 54320 54420); do
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then PG_PORT=$p; break; fi
+done
+[ -n "$PG_PORT" ] || { echo "no free port in 54320-54420" >&2; exit 1; }
 
 cleanup() {
   [ -n "${DDLGATE_PID:-}" ] && kill -TERM "$DDLGATE_PID" 2>/dev/null && wait "$DDLGATE_PID" 2>/dev/null || true
@@ -36,8 +43,11 @@ trap cleanup EXIT
 
 echo "== starting a throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
 "${RUN_AS[@]}" "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust --no-sync >/dev/null
-"${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
-  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK" start >/dev/null
+if ! "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK" start >/dev/null; then
+  cat "$WORK/postgres.log" >&2
+  exit 1
+fi
 
 echo "== starting ddlgate on 127.0.0.1:$DDLGATE_PORT in front of it"
 ./target/release/ddlgate serve --listen "127.0.0.1:$DDLGATE_PORT" --upstream "127.0.0.1:$PG_PORT" &

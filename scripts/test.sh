@@ -10,14 +10,25 @@ have_pg_server() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 }
 
-if ! have_pg_server; then
-  echo "test.sh: PostgreSQL server binaries not found; installing them with apt-get" >&2
+missing=()
+have_pg_server || missing+=(postgresql)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]} with apt-get" >&2
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked 2>&1 | tee "$log" || status=$?
+# One plain total over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -229,6 +229,44 @@ mod tests {
         );
     }
 
+    /// A whole client stream (pipelined extended protocol, then COPY) fed in two parts split at
+    /// every offset yields the same messages and forwards every byte once.
+    #[test]
+    fn stream_split_at_every_offset_yields_the_same_items() {
+        let mut stream = frame(b'P', b"\0COPY t FROM STDIN\0\0\0");
+        stream.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+        stream.extend(frame(b'E', b"\0\0\0\0\0"));
+        stream.extend(frame(b'S', b""));
+        stream.extend(frame(b'd', b"1\tone\n2\ttwo\n"));
+        stream.extend(frame(b'c', b""));
+        stream.extend(frame(b'X', b""));
+        let whole = {
+            let mut scanner = FrontendScanner::new(1024);
+            let (items, consumed) = items(&mut scanner, &stream);
+            assert_eq!(consumed, stream.len());
+            items
+        };
+        let tags = |items: &[FrontendItem]| -> Vec<u8> {
+            items
+                .iter()
+                .filter_map(|i| match i {
+                    FrontendItem::Message { tag, .. } => Some(*tag),
+                    FrontendItem::CopyChunk { .. } => None,
+                })
+                .collect()
+        };
+        for split in 0..=stream.len() {
+            let mut scanner = FrontendScanner::new(1024);
+            let (mut first, consumed) = items(&mut scanner, &stream[..split]);
+            // The caller keeps unconsumed bytes and appends what arrives next.
+            let rest = &stream[consumed..];
+            let (second, consumed2) = items(&mut scanner, rest);
+            assert_eq!(consumed + consumed2, stream.len(), "split {split}");
+            first.extend(second);
+            assert_eq!(tags(&first), tags(&whole), "split {split}");
+        }
+    }
+
     #[test]
     fn copy_data_streams_in_chunks_larger_than_the_limit() {
         let mut scanner = FrontendScanner::new(16);

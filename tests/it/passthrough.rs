@@ -161,3 +161,32 @@ async fn terminate_closes_the_session() {
     w.send(&wire::terminate()).await;
     assert!(w.read_to_end().await.is_empty());
 }
+
+/// When the server ends a session itself (pg_terminate_backend), the client gets the server's
+/// own FATAL, and no second one from ddlgate; new sessions still work.
+#[tokio::test]
+async fn server_terminated_session_gets_the_servers_error_only() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start(pg).await;
+    let (mut w, startup) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    let key = startup.iter().find(|m| m.tag == b'K').unwrap();
+    let pid = i32::from_be_bytes(key.body[..4].try_into().unwrap());
+    let admin = pg.connect(SUPERUSER).await;
+    admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let bye = w.recv().await.expect("the server's goodbye");
+    assert_eq!(bye.summary(), "E:57P01");
+    assert_eq!(
+        bye.field(b'M').as_deref(),
+        Some("terminating connection due to administrator command")
+    );
+    assert!(w.recv().await.is_none(), "nothing after the server's FATAL");
+    proxy
+        .connect(SCRAM)
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
+}

@@ -106,8 +106,6 @@ async fn psql_copy_round_trip() {
         input.display(),
         output.display()
     );
-    let o = psql(pg, &info, SCRAM, &["-c", &script]).await;
-    let _ = o;
     let script_file = dir.path().join("copy.sql");
     std::fs::write(&script_file, &script).unwrap();
     let o = psql(pg, &info, SCRAM, &["-f", script_file.to_str().unwrap()]).await;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{PgServer, SCRAM, SUPERUSER, TRUST};
+use crate::support::pg::{PgServer, SUPERUSER, TRUST};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
@@ -91,7 +91,6 @@ async fn drain_deadline_closes_busy_sessions_and_cancels_their_queries() {
         assert!(Instant::now() < deadline, "the query outlived its session");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = SCRAM;
 }
 
 /// The binary drains on SIGTERM and exits 0: an idle client is told why.
