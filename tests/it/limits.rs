@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio_postgres::error::SqlState;
 
-use crate::support::pg::{PgServer, SCRAM, TRUST};
+use crate::support::pg::{PgServer, SCRAM, TRUST, connect_error};
 use crate::support::proxy::TestProxy;
 
 /// Over `max_connections`, a client is refused with 53300 and a clear message; a slot freed by
@@ -18,10 +18,7 @@ async fn connection_limit_refuses_with_53300_and_frees_slots() {
     let proxy = TestProxy::start_with(pg, |o| o.max_connections = Some(2)).await;
     let first = proxy.connect(SCRAM).await;
     let _second = proxy.connect(SCRAM).await;
-    let err = tokio_postgres::connect(&proxy.conn_str(SCRAM), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
+    let err = connect_error(&proxy.conn_str(SCRAM)).await;
     assert_eq!(err.code(), Some(&SqlState::TOO_MANY_CONNECTIONS));
     assert_eq!(
         err.as_db_error().unwrap().message(),

@@ -139,36 +139,13 @@ async fn vanished_client_query_is_cancelled_upstream() {
     w.until_ready().await;
     w.send(&wire::query("SELECT pg_sleep(30)")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let admin = pg.connect(SUPERUSER).await;
-    let running: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vanisher' AND state = 'active'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(running, 1, "the query runs before the client vanishes");
+    assert_eq!(
+        pg.backends("vanisher", Some("active")).await,
+        1,
+        "the query runs before the client vanishes"
+    );
     drop(w);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vanisher'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the vanished client's query is still running"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pg.wait_until_no_backends("vanisher").await;
 }
 
 /// Cancel requests work even when the connection limit is reached.

@@ -120,36 +120,13 @@ async fn client_closing_without_terminate_ends_the_upstream_backend() {
     w.send(&wire::query("SET application_name = 'vanishing-client'"))
         .await;
     w.until_ready().await;
-    let admin = pg.connect(SUPERUSER).await;
-    let present: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vanishing-client'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(present, 1, "the backend exists before the client leaves");
+    assert_eq!(
+        pg.backends("vanishing-client", None).await,
+        1,
+        "the backend exists before"
+    );
     drop(w);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vanishing-client'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend still present"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    pg.wait_until_no_backends("vanishing-client").await;
 }
 
 /// Terminate is forwarded and the connection closes cleanly.

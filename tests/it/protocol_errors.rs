@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{PgServer, SCRAM, TRUST};
+use crate::support::pg::{PgServer, SCRAM, TRUST, connect_error, free_port};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
@@ -112,19 +112,12 @@ async fn unexpected_message_during_authentication() {
 #[tokio::test]
 async fn unreachable_upstream_names_the_address() {
     let pg = PgServer::shared();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = free_port();
     let proxy = TestProxy::start_with(pg, |o| {
         o.upstream = Some(format!("127.0.0.1:{closed_port}"));
     })
     .await;
-    let err = tokio_postgres::connect(&proxy.conn_str(SCRAM), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
+    let err = connect_error(&proxy.conn_str(SCRAM)).await;
     assert_eq!(
         err.code(),
         Some(&tokio_postgres::error::SqlState::CONNECTION_FAILURE)

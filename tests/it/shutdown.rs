@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{PgServer, SUPERUSER, TRUST};
+use crate::support::pg::{PgServer, TRUST, free_port};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
@@ -74,34 +74,14 @@ async fn drain_deadline_closes_busy_sessions_and_cancels_their_queries() {
         waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
-    let admin = pg.connect(SUPERUSER).await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'drain-deadline'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the query outlived its session");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pg.wait_until_no_backends("drain-deadline").await;
 }
 
 /// The binary drains on SIGTERM and exits 0: an idle client is told why.
 #[tokio::test]
 async fn binary_exits_cleanly_on_sigterm() {
     let pg = PgServer::shared();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))
         .args([
             "serve",

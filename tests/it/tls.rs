@@ -9,7 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::support::pg::{PgServer, SCRAM, TRUST};
+use crate::support::pg::{PgServer, SCRAM, TRUST, connect_error};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
@@ -91,10 +91,7 @@ async fn require_tls_refuses_plaintext_sessions() {
         o.require_tls = Some(true);
     })
     .await;
-    let err = tokio_postgres::connect(&proxy.conn_str(SCRAM), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
+    let err = connect_error(&proxy.conn_str(SCRAM)).await;
     assert_eq!(
         err.code(),
         Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
@@ -141,10 +138,7 @@ async fn upstream_tls_verify_full_checks_the_chain() {
         o.upstream_tls_ca = Some(pg.certs.proxy_cert.clone());
     })
     .await;
-    let err = tokio_postgres::connect(&bad.conn_str(SCRAM), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
+    let err = connect_error(&bad.conn_str(SCRAM)).await;
     assert_eq!(err.code(), Some(&SqlState::CONNECTION_FAILURE));
     let message = err.as_db_error().unwrap().message().to_owned();
     assert!(
@@ -175,10 +169,7 @@ async fn upstream_verify_ca_ignores_the_name_and_verify_full_does_not() {
         o.upstream_tls_ca = Some(pg.certs.ca.clone());
     })
     .await;
-    let err = tokio_postgres::connect(&verify_full.conn_str(SCRAM), tokio_postgres::NoTls)
-        .await
-        .err()
-        .unwrap();
+    let err = connect_error(&verify_full.conn_str(SCRAM)).await;
     let message = err.as_db_error().unwrap().message().to_owned();
     assert!(
         message.contains("certificate not valid for name \"127.0.0.1\""),

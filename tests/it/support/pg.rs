@@ -112,6 +112,41 @@ impl PgServer {
     pub async fn connect(&self, role: Role) -> tokio_postgres::Client {
         connect(&self.conn_str(role)).await
     }
+
+    /// Backends whose `application_name` is `name` (seen as superuser, who sees every session),
+    /// counting only those in `state` when given.
+    pub async fn backends(&self, name: &str, state: Option<&str>) -> i64 {
+        self.connect(SUPERUSER)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND ($2::text IS NULL OR state = $2)",
+                &[&name, &state],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits up to three seconds for every backend named `name` to be gone.
+    pub async fn wait_until_no_backends(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.backends(name, None).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "a backend with application_name {name:?} is still there after 3s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Connects expecting a refusal, and returns the error.
+pub async fn connect_error(conn_str: &str) -> tokio_postgres::Error {
+    match tokio_postgres::connect(conn_str, tokio_postgres::NoTls).await {
+        Ok(_) => panic!("connection with {conn_str} succeeded; a refusal was expected"),
+        Err(e) => e,
+    }
 }
 
 impl Drop for PgServer {
@@ -233,7 +268,8 @@ fn chown(path: &Path, user: Option<(u32, u32)>) {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 that nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
