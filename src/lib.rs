@@ -1,4 +1,5 @@
 //! ddlgate: a PostgreSQL wire-protocol proxy that makes schema changes safe in production.
+pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod protocol;
