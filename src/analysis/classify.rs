@@ -219,6 +219,10 @@ pub enum TxControl {
 
 /// The facts about one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about a statement, not states of one machine"
+)]
 pub struct Facts {
     /// The command, as PostgreSQL's command tag names it (`CREATE INDEX`, `ALTER TABLE`, …).
     pub kind: String,
@@ -294,6 +298,10 @@ pub struct ClassifyOptions {
 }
 
 /// Classifies one statement.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per statement type: a lookup table, not logic"
+)]
 pub fn classify(node: &NodeEnum, opts: ClassifyOptions) -> Facts {
     use LockMode::{
         AccessExclusive, AccessShare, Exclusive, RowExclusive, Share, ShareRowExclusive,
@@ -833,12 +841,8 @@ fn alter_subcommand(cmd: &ast::AlterTableCmd, opts: ClassifyOptions) -> Subcomma
             rewrites: false,
             scans: true,
         },
-        T::AtAlterColumnType => SubcommandFacts {
-            mode: AccessExclusive,
-            rewrites: true,
-            scans: true,
-        },
-        T::AtSetLogged
+        T::AtAlterColumnType
+        | T::AtSetLogged
         | T::AtSetUnLogged
         | T::AtSetAccessMethod
         | T::AtSetTableSpace
@@ -883,13 +887,13 @@ fn alter_subcommand(cmd: &ast::AlterTableCmd, opts: ClassifyOptions) -> Subcomma
             rewrites: false,
             scans: true,
         },
-        T::AtAttachPartition => plain(ShareUpdateExclusive),
         T::AtDetachPartition => plain(if is_concurrent_detach(cmd) {
             ShareUpdateExclusive
         } else {
             AccessExclusive
         }),
-        T::AtDetachPartitionFinalize
+        T::AtAttachPartition
+        | T::AtDetachPartitionFinalize
         | T::AtSetStatistics
         | T::AtSetOptions
         | T::AtResetOptions

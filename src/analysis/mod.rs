@@ -8,6 +8,16 @@
 //! never errors.
 
 pub mod classify;
+pub mod context;
+pub mod engine;
 pub mod locks;
 pub mod parse;
 pub mod prefilter;
+pub mod registry;
+pub mod rules;
+pub mod violation;
+
+pub use context::Context;
+pub use engine::{Engine, Finding, Override, Report};
+pub use registry::RuleId;
+pub use violation::{Applicability, Fix, Violation};

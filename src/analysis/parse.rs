@@ -263,7 +263,7 @@ pub fn tokens(source: &str) -> Result<Vec<Token>, String> {
 }
 
 /// Parses the body of a PL/pgSQL function or `DO` block given as a `CREATE FUNCTION` or `DO`
-/// statement, returning libpg_query's JSON tree.
+/// statement, returning `libpg_query`'s JSON tree.
 pub fn parse_plpgsql(statement: &str) -> Result<serde_json::Value, String> {
     guarded(|| pg_query::parse_plpgsql(statement))
 }

@@ -11,6 +11,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod policy;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -1,0 +1,203 @@
+//! What the engine knows about where a statement runs: the server, whether a transaction block
+//! is open, and what the transaction (or, for `check`, the script) has done so far.
+
+use super::classify::{Facts, Lock, RelationName, TxControl};
+use super::locks::LockMode;
+
+/// The oldest server major version ddlgate reasons about.
+pub const DEFAULT_SERVER_MAJOR: u32 = 15;
+
+/// Facts about the surroundings of a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about the session, not states of one machine"
+)]
+pub struct Context {
+    /// The server's major version (from `server_version`, or `--pg-version`).
+    pub server_major: u32,
+    /// Whether an explicit transaction block (`BEGIN`) is open.
+    pub in_transaction: bool,
+    /// Whether the statement is one of several in one simple-protocol query string, which
+    /// PostgreSQL runs as one implicit transaction.
+    pub in_multi_statement_query: bool,
+    /// Whether `standard_conforming_strings` is on.
+    pub standard_conforming_strings: bool,
+    /// Whether the caller applies `lock_timeout`/`statement_timeout` itself (the proxy does),
+    /// so scripts need not.
+    pub timeouts_managed: bool,
+    /// What the current transaction (or script) has done so far.
+    pub history: History,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self {
+            server_major: DEFAULT_SERVER_MAJOR,
+            in_transaction: false,
+            in_multi_statement_query: false,
+            standard_conforming_strings: true,
+            timeouts_managed: false,
+            history: History::default(),
+        }
+    }
+}
+
+impl Context {
+    /// A context for a session on a server of this major version.
+    pub fn for_server(server_major: u32) -> Self {
+        Self {
+            server_major,
+            ..Self::default()
+        }
+    }
+
+    /// Whether statements that refuse transaction blocks (`CONCURRENTLY`, `VACUUM`, …) can run
+    /// here.
+    pub fn can_run_outside_transaction(&self) -> bool {
+        !self.in_transaction && !self.in_multi_statement_query
+    }
+
+    /// Whether the relation was created earlier in this transaction or script, so it is new
+    /// and empty, and nobody else can be using it.
+    pub fn is_new(&self, relation: &RelationName) -> bool {
+        self.history.created.iter().any(|c| c.may_be(relation))
+    }
+
+    /// Updates the history after a statement with these facts has run.
+    pub fn record(&mut self, facts: &Facts) {
+        match facts.tx_control {
+            Some(TxControl::Begin) => {
+                self.in_transaction = true;
+                self.history.held_locks.clear();
+                self.history.not_validated.clear();
+            }
+            Some(TxControl::Commit | TxControl::Rollback | TxControl::Prepare) => {
+                self.in_transaction = false;
+                self.history.held_locks.clear();
+                self.history.not_validated.clear();
+                self.history.statements_in_transaction = 0;
+            }
+            _ => {}
+        }
+        if self.in_transaction || self.in_multi_statement_query {
+            self.history.statements_in_transaction += 1;
+            for lock in &facts.locks {
+                match self
+                    .history
+                    .held_locks
+                    .iter_mut()
+                    .find(|l| l.target == lock.target)
+                {
+                    Some(held) => held.mode = held.mode.max(lock.mode),
+                    None => self.history.held_locks.push(lock.clone()),
+                }
+            }
+        }
+        self.history.created.extend(facts.creates.iter().cloned());
+    }
+
+    /// Moves on to the next script of a sequence (the next migration file): nothing in it is
+    /// new any more and no transaction is open, but the column types learnt so far still hold.
+    pub fn next_script(&mut self) {
+        let columns = std::mem::take(&mut self.history.columns);
+        self.history = History {
+            columns,
+            ..History::default()
+        };
+        self.in_transaction = false;
+        self.in_multi_statement_query = false;
+    }
+
+    /// The strongest lock held so far in this transaction that blocks reads, if any.
+    pub fn held_access_exclusive(&self) -> Option<&Lock> {
+        self.history
+            .held_locks
+            .iter()
+            .filter(|l| l.mode == LockMode::AccessExclusive)
+            .find(|l| !matches!(&l.target, super::classify::LockTarget::Relation(r) if self.is_new(r)))
+    }
+}
+
+/// What has happened so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// Relations created earlier (in this transaction, or anywhere before in a script).
+    pub created: Vec<RelationName>,
+    /// Locks taken by earlier statements of the open transaction; held until it ends.
+    pub held_locks: Vec<Lock>,
+    /// Constraints added `NOT VALID` in the open transaction: `(table, constraint)`.
+    pub not_validated: Vec<(RelationName, String)>,
+    /// Statements run so far in the open transaction.
+    pub statements_in_transaction: usize,
+    /// Whether a `lock_timeout` (other than 0) was set earlier in the session or script.
+    pub lock_timeout_set: bool,
+    /// Whether a `statement_timeout` (other than 0) was set earlier in the session or script.
+    pub statement_timeout_set: bool,
+    /// Column types known from earlier `CREATE TABLE` / `ADD COLUMN`: `(table, column, type)`.
+    pub columns: Vec<(RelationName, String, ColumnType)>,
+    /// `CHECK (column IS NOT NULL)` constraints added earlier: `(table, constraint, column)`.
+    pub not_null_checks: Vec<(RelationName, String, String)>,
+    /// Columns proven not null by a validated check: `SET NOT NULL` on them needs no scan.
+    pub validated_not_null: Vec<(RelationName, String)>,
+}
+
+impl History {
+    /// The type a column was last given in this script, if known.
+    pub fn column_type(&self, table: &RelationName, column: &str) -> Option<&ColumnType> {
+        self.columns
+            .iter()
+            .rev()
+            .find(|(t, c, _)| t.may_be(table) && c == column)
+            .map(|(_, _, ty)| ty)
+    }
+}
+
+/// A column type as written: its base name (`varchar`, `int4`, `numeric`, …) and modifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    /// The type's name without schema, as the parser normalises it.
+    pub name: String,
+    /// Length, precision and scale modifiers.
+    pub mods: Vec<i64>,
+}
+
+impl ColumnType {
+    /// Reads a parser `TypeName`.
+    pub fn from_type_name(t: &super::parse::ast::TypeName) -> Self {
+        use super::parse::{NodeEnum, ast};
+        let name = t
+            .names
+            .last()
+            .and_then(super::classify::string_value)
+            .unwrap_or_default()
+            .to_owned();
+        let mods = t
+            .typmods
+            .iter()
+            .filter_map(|m| match &m.node {
+                Some(NodeEnum::AConst(c)) => match &c.val {
+                    Some(ast::a_const::Val::Ival(i)) => Some(i64::from(i.ival)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let array = if t.array_bounds.is_empty() { "" } else { "[]" };
+        Self {
+            name: format!("{name}{array}"),
+            mods,
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        if !self.mods.is_empty() {
+            let mods: Vec<String> = self.mods.iter().map(ToString::to_string).collect();
+            write!(f, "({})", mods.join(","))?;
+        }
+        Ok(())
+    }
+}

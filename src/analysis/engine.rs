@@ -1,0 +1,464 @@
+//! Runs the enabled rules over a query string (proxy) or a file (`check`), statement by
+//! statement, keeping the transaction history in a [`Context`].
+//!
+//! Inline overrides are comments directly before a statement (after the previous one):
+//! `-- ddlgate:allow rename-column reason="expand done in #812"` (several ids may be separated
+//! by commas). `-- ddlgate:allow-file <ids> reason="…"` anywhere applies to the whole text.
+//! Overridden violations are kept, marked with the override, so they can be audited.
+
+use std::ops::Range;
+
+use super::classify::{ClassifyOptions, Facts, RelationName, classify};
+use super::context::{ColumnType, Context};
+use super::parse::{self, NodeEnum, Options, SyntaxError, Token, TokenKind, ast};
+use super::registry::RuleId;
+use super::rules::Input;
+use super::violation::Violation;
+
+/// Which rules run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    rules: Vec<RuleId>,
+}
+
+impl Engine {
+    /// An engine running exactly these rules.
+    pub fn new(rules: impl IntoIterator<Item = RuleId>) -> Self {
+        let mut rules: Vec<RuleId> = rules.into_iter().collect();
+        rules.sort();
+        rules.dedup();
+        Self { rules }
+    }
+
+    /// Every rule that is not opt-in.
+    pub fn with_default_rules() -> Self {
+        Self::new(RuleId::ALL.iter().copied().filter(|r| !r.meta().opt_in))
+    }
+
+    /// Every rule, opt-in ones included.
+    pub fn with_all_rules() -> Self {
+        Self::new(RuleId::ALL.iter().copied())
+    }
+
+    /// The rules this engine runs.
+    pub fn rules(&self) -> &[RuleId] {
+        &self.rules
+    }
+
+    /// Analyses every statement of `source`, updating `ctx` as each would run.
+    pub fn analyze(&self, source: &str, ctx: &mut Context) -> Vec<Report> {
+        let parsed = parse::parse_script(
+            source,
+            Options {
+                standard_conforming_strings: ctx.standard_conforming_strings,
+            },
+        );
+        let all_tokens = parse::tokens(source).unwrap_or_default();
+        let file_overrides = overrides_in(source, &all_tokens, 0..source.len(), true);
+        let mut previous_end = 0;
+        let mut reports = Vec::with_capacity(parsed.len());
+        for (n, statement) in parsed.into_iter().enumerate() {
+            let gap = previous_end..statement.span.start;
+            previous_end = statement.span.end;
+            let local = overrides_in(source, &all_tokens, gap, false);
+            // Problems of file-level comments are reported once, with the first statement.
+            let problems = local
+                .iter()
+                .chain(file_overrides.iter().filter(|_| n == 0))
+                .filter_map(|o| o.rule.as_ref().err().cloned())
+                .collect();
+            let overrides: Vec<Override> = local
+                .into_iter()
+                .chain(file_overrides.iter().cloned())
+                .collect();
+            let result = match statement.tree {
+                Ok(node) => {
+                    Ok(self.analyze_statement(source, &statement.span, &node, ctx, &overrides))
+                }
+                Err(e) => Err(e),
+            };
+            reports.push(Report {
+                span: statement.span,
+                result,
+                problems,
+            });
+        }
+        reports
+    }
+
+    fn analyze_statement(
+        &self,
+        source: &str,
+        span: &Range<usize>,
+        node: &NodeEnum,
+        ctx: &mut Context,
+        overrides: &[Override],
+    ) -> Finding {
+        let facts = classify(
+            node,
+            ClassifyOptions {
+                server_major: ctx.server_major,
+            },
+        );
+        let mut found = Vec::new();
+        {
+            let input = Input {
+                source,
+                span,
+                node,
+                facts: &facts,
+                ctx,
+            };
+            for rule in &self.rules {
+                (rule.meta().check)(&input, &mut found);
+            }
+        }
+        let mut violations = Vec::new();
+        let mut overridden = Vec::new();
+        for v in found {
+            match overrides
+                .iter()
+                .find(|o| o.rule.as_ref().is_ok_and(|r| *r == v.rule))
+            {
+                Some(o) => overridden.push((v, o.clone())),
+                None => violations.push(v),
+            }
+        }
+        record(node, &facts, ctx);
+        Finding {
+            facts,
+            violations,
+            overridden,
+        }
+    }
+}
+
+/// The analysis of one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Byte range of the statement in the source.
+    pub span: Range<usize>,
+    /// What was found, or why the grammar refused the statement.
+    pub result: Result<Finding, SyntaxError>,
+    /// Problems with the override comments before it (an unknown rule id).
+    pub problems: Vec<String>,
+}
+
+/// What the rules found about a statement that parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// The statement's classification.
+    pub facts: Facts,
+    /// Violations in force.
+    pub violations: Vec<Violation>,
+    /// Violations an inline override allowed, with the override.
+    pub overridden: Vec<(Violation, Override)>,
+}
+
+/// An inline override comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// The rule it allows, or the reason it names none that exists.
+    pub rule: Result<RuleId, String>,
+    /// The reason given, if any.
+    pub reason: Option<String>,
+    /// Whether it applies to the whole file.
+    pub file_level: bool,
+    /// Where the comment is.
+    pub span: Range<usize>,
+}
+
+/// Reads the override comments among `tokens` inside `range`.
+fn overrides_in(
+    source: &str,
+    tokens: &[Token],
+    range: Range<usize>,
+    file_level: bool,
+) -> Vec<Override> {
+    let marker = if file_level {
+        "ddlgate:allow-file"
+    } else {
+        "ddlgate:allow"
+    };
+    let mut out = Vec::new();
+    for token in tokens {
+        if token.span.start < range.start || token.span.end > range.end {
+            continue;
+        }
+        if !matches!(token.kind, TokenKind::LineComment | TokenKind::BlockComment) {
+            continue;
+        }
+        let text = source.get(token.span.clone()).unwrap_or_default();
+        let body = text
+            .trim_start_matches("--")
+            .trim_start_matches("/*")
+            .trim_end_matches("*/")
+            .trim();
+        let Some(rest) = body.strip_prefix(marker) else {
+            continue;
+        };
+        // "ddlgate:allow-file" also starts with "ddlgate:allow".
+        if !rest.starts_with(char::is_whitespace) {
+            continue;
+        }
+        let (ids, reason) = match rest.find("reason=") {
+            Some(i) => (
+                rest.get(..i).unwrap_or_default(),
+                Some(
+                    rest.get(i + "reason=".len()..)
+                        .unwrap_or_default()
+                        .trim()
+                        .trim_matches('"')
+                        .to_owned(),
+                ),
+            ),
+            None => (rest, None),
+        };
+        for id in ids
+            .split([',', ' ', '\t'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            out.push(Override {
+                rule: id
+                    .parse::<RuleId>()
+                    .map_err(|e| format!("override comment names an {e}")),
+                reason: reason.clone().filter(|r| !r.is_empty()),
+                file_level,
+                span: token.span.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Updates the history with what the statement did, beyond its generic facts.
+fn record(node: &NodeEnum, facts: &Facts, ctx: &mut Context) {
+    match node {
+        NodeEnum::VariableSetStmt(set) => record_setting(set, ctx),
+        NodeEnum::CreateStmt(create) => {
+            if let Some(table) = create.relation.as_ref().map(RelationName::from_range_var) {
+                for elt in &create.table_elts {
+                    if let Some(NodeEnum::ColumnDef(col)) = &elt.node {
+                        record_column(ctx, &table, col);
+                    }
+                }
+            }
+        }
+        NodeEnum::AlterTableStmt(alter) => record_alter(alter, ctx),
+        _ => {}
+    }
+    ctx.record(facts);
+}
+
+fn record_column(ctx: &mut Context, table: &RelationName, col: &ast::ColumnDef) {
+    if let Some(t) = &col.type_name {
+        ctx.history.columns.push((
+            table.clone(),
+            col.colname.clone(),
+            ColumnType::from_type_name(t),
+        ));
+    }
+}
+
+/// The column of a `CHECK (column IS NOT NULL)` expression.
+fn not_null_check_column(expr: &ast::Node) -> Option<String> {
+    let Some(NodeEnum::NullTest(test)) = &expr.node else {
+        return None;
+    };
+    if test.nulltesttype != ast::NullTestType::IsNotNull as i32 {
+        return None;
+    }
+    match test.arg.as_deref().and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::ColumnRef(c)) if c.fields.len() == 1 => c
+            .fields
+            .first()
+            .and_then(super::classify::string_value)
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn record_alter(alter: &ast::AlterTableStmt, ctx: &mut Context) {
+    use ast::AlterTableType as T;
+    let Some(table) = alter.relation.as_ref().map(RelationName::from_range_var) else {
+        return;
+    };
+    let in_block = ctx.in_transaction || ctx.in_multi_statement_query;
+    for cmd in super::classify::alter_cmds(alter) {
+        let def = cmd.def.as_ref().and_then(|d| d.node.as_ref());
+        match (super::classify::subtype(cmd), def) {
+            (T::AtAddColumn, Some(NodeEnum::ColumnDef(col))) => record_column(ctx, &table, col),
+            (T::AtAlterColumnType, Some(NodeEnum::ColumnDef(col))) => {
+                if let Some(t) = &col.type_name {
+                    ctx.history.columns.push((
+                        table.clone(),
+                        cmd.name.clone(),
+                        ColumnType::from_type_name(t),
+                    ));
+                }
+            }
+            (T::AtAddConstraint, Some(NodeEnum::Constraint(c))) => {
+                if c.skip_validation && in_block {
+                    ctx.history
+                        .not_validated
+                        .push((table.clone(), c.conname.clone()));
+                }
+                if let Some(column) = c.raw_expr.as_deref().and_then(not_null_check_column) {
+                    if c.skip_validation {
+                        ctx.history.not_null_checks.push((
+                            table.clone(),
+                            c.conname.clone(),
+                            column,
+                        ));
+                    } else {
+                        ctx.history.validated_not_null.push((table.clone(), column));
+                    }
+                }
+            }
+            (T::AtValidateConstraint, _) => {
+                let proven: Vec<String> = ctx
+                    .history
+                    .not_null_checks
+                    .iter()
+                    .filter(|(t, name, _)| t.may_be(&table) && *name == cmd.name)
+                    .map(|(_, _, column)| column.clone())
+                    .collect();
+                for column in proven {
+                    ctx.history.validated_not_null.push((table.clone(), column));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn record_setting(set: &ast::VariableSetStmt, ctx: &mut Context) {
+    let kind = ast::VariableSetKind::try_from(set.kind).unwrap_or(ast::VariableSetKind::Undefined);
+    let name = set.name.to_ascii_lowercase();
+    // SET LOCAL outside a transaction block has no effect (PostgreSQL warns and ignores it).
+    let effective = !(set.is_local && !ctx.in_transaction && !ctx.in_multi_statement_query);
+    let value_is_nonzero = || {
+        set.args.first().is_some_and(|arg| match &arg.node {
+            Some(NodeEnum::AConst(c)) => match &c.val {
+                Some(ast::a_const::Val::Ival(i)) => i.ival != 0,
+                Some(ast::a_const::Val::Sval(s)) => {
+                    let v = s.sval.trim();
+                    !v.is_empty()
+                        && v.trim_start_matches('0')
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_digit())
+                }
+                Some(ast::a_const::Val::Fval(f)) => f.fval.parse::<f64>().is_ok_and(|v| v != 0.0),
+                _ => false,
+            },
+            _ => false,
+        })
+    };
+    let setting = match kind {
+        ast::VariableSetKind::VarSetValue => effective && value_is_nonzero(),
+        ast::VariableSetKind::VarReset | ast::VariableSetKind::VarSetDefault => false,
+        ast::VariableSetKind::VarResetAll => {
+            ctx.history.lock_timeout_set = false;
+            ctx.history.statement_timeout_set = false;
+            return;
+        }
+        _ => return,
+    };
+    if !effective && kind == ast::VariableSetKind::VarSetValue {
+        return;
+    }
+    match name.as_str() {
+        "lock_timeout" => ctx.history.lock_timeout_set = setting,
+        "statement_timeout" => ctx.history.statement_timeout_set = setting,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_overrides_allow_the_named_rule_for_the_next_statement_only() {
+        let source = "-- ddlgate:allow rename-column reason=\"expand done in #812\"\n\
+                      ALTER TABLE t RENAME COLUMN a TO b;\n\
+                      ALTER TABLE t RENAME COLUMN c TO d;";
+        let reports = Engine::new([RuleId::RenameColumn]).analyze(source, &mut Context::default());
+        let first = reports[0].result.as_ref().unwrap();
+        assert!(first.violations.is_empty());
+        assert_eq!(first.overridden.len(), 1);
+        assert_eq!(
+            first.overridden[0].1.reason.as_deref(),
+            Some("expand done in #812")
+        );
+        let second = reports[1].result.as_ref().unwrap();
+        assert_eq!(second.violations.len(), 1);
+        assert_eq!(second.violations[0].rule, RuleId::RenameColumn);
+    }
+
+    #[test]
+    fn file_level_override_applies_everywhere() {
+        let source = "ALTER TABLE t RENAME COLUMN a TO b;\n/* ddlgate:allow-file rename-column */\n\
+                      ALTER TABLE t RENAME COLUMN c TO d;";
+        let reports = Engine::new([RuleId::RenameColumn]).analyze(source, &mut Context::default());
+        for r in &reports {
+            assert!(r.result.as_ref().unwrap().violations.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_unknown_rule_in_an_override_is_a_problem() {
+        let source = "-- ddlgate:allow rename-colum\nALTER TABLE t RENAME COLUMN a TO b;";
+        let reports = Engine::new([RuleId::RenameColumn]).analyze(source, &mut Context::default());
+        assert_eq!(reports[0].problems.len(), 1);
+        assert!(
+            reports[0].problems[0].contains("rename-colum"),
+            "{:?}",
+            reports[0].problems
+        );
+        assert_eq!(reports[0].result.as_ref().unwrap().violations.len(), 1);
+    }
+
+    #[test]
+    fn timeouts_are_tracked_as_postgres_applies_them() {
+        let engine = Engine::new([]);
+        let mut ctx = Context::default();
+        engine.analyze("SET lock_timeout = '2s'", &mut ctx);
+        assert!(ctx.history.lock_timeout_set);
+        engine.analyze("SET lock_timeout = 0", &mut ctx);
+        assert!(!ctx.history.lock_timeout_set);
+        engine.analyze("SET LOCAL lock_timeout = '2s'", &mut ctx);
+        assert!(
+            !ctx.history.lock_timeout_set,
+            "SET LOCAL outside a block has no effect"
+        );
+        engine.analyze("BEGIN; SET LOCAL statement_timeout = '5s'", &mut ctx);
+        assert!(ctx.history.statement_timeout_set);
+        engine.analyze("RESET ALL", &mut ctx);
+        assert!(!ctx.history.statement_timeout_set);
+    }
+
+    #[test]
+    fn objects_created_earlier_are_new() {
+        let mut ctx = Context::default();
+        Engine::new([]).analyze(
+            "CREATE TABLE s.t (a int); CREATE INDEX i ON s.t (a)",
+            &mut ctx,
+        );
+        assert!(ctx.is_new(&RelationName {
+            schema: Some("s".into()),
+            name: "t".into()
+        }));
+        assert!(ctx.is_new(&RelationName {
+            schema: None,
+            name: "i".into()
+        }));
+        assert!(!ctx.is_new(&RelationName {
+            schema: None,
+            name: "other".into()
+        }));
+    }
+}

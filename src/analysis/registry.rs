@@ -1,0 +1,195 @@
+//! The rule catalog: every rule's stable id, its module, and its metadata.
+//!
+//! Ids are public API (policy files and inline overrides name them): never rename one.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::rules::{self, RuleMeta};
+
+macro_rules! catalog {
+    ($($variant:ident => $id:literal => $module:ident,)*) => {
+        /// A rule's identity.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum RuleId {
+            $(
+                #[doc = concat!("`", $id, "`")]
+                $variant,
+            )*
+        }
+
+        impl RuleId {
+            /// Every rule, in catalog order.
+            pub const ALL: &'static [RuleId] = &[$(RuleId::$variant,)*];
+
+            /// The kebab-case id.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $id,)*
+                }
+            }
+
+            /// The rule's metadata, docs and check.
+            pub fn meta(self) -> &'static RuleMeta {
+                match self {
+                    $(Self::$variant => &rules::$module::RULE,)*
+                }
+            }
+        }
+    };
+}
+
+catalog! {
+    CreateIndexNonconcurrent => "create-index-nonconcurrent" => create_index_nonconcurrent,
+    DropIndexNonconcurrent => "drop-index-nonconcurrent" => drop_index_nonconcurrent,
+    ReindexNonconcurrent => "reindex-nonconcurrent" => reindex_nonconcurrent,
+    CicInTransaction => "cic-in-transaction" => cic_in_transaction,
+    RefreshMatviewNonconcurrent => "refresh-matview-nonconcurrent" => refresh_matview_nonconcurrent,
+    VacuumFullCluster => "vacuum-full-cluster" => vacuum_full_cluster,
+    FkNotValidMissing => "fk-not-valid-missing" => fk_not_valid_missing,
+    CheckNotValidMissing => "check-not-valid-missing" => check_not_valid_missing,
+    ValidateSameTx => "validate-same-tx" => validate_same_tx,
+    SetNotNull => "set-not-null" => set_not_null,
+    AddUniqueConstraint => "add-unique-constraint" => add_unique_constraint,
+    AddPrimaryKey => "add-primary-key" => add_primary_key,
+    AddColumnVolatileDefault => "add-column-volatile-default" => add_column_volatile_default,
+    AddRequiredColumn => "add-required-column" => add_required_column,
+    ChangeColumnType => "change-column-type" => change_column_type,
+    RenameColumn => "rename-column" => rename_column,
+    RenameTable => "rename-table" => rename_table,
+    DropColumn => "drop-column" => drop_column,
+    DropTable => "drop-table" => drop_table,
+    DropDatabase => "drop-database" => drop_database,
+    DynamicDdl => "dynamic-ddl" => dynamic_ddl,
+    LockTimeoutMissing => "lock-timeout-missing" => lock_timeout_missing,
+    StatementTimeoutMissing => "statement-timeout-missing" => statement_timeout_missing,
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rule id that is not in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown rule id {0:?} (`ddlgate rules` lists them)")]
+pub struct UnknownRule(pub String);
+
+impl FromStr for RuleId {
+    type Err = UnknownRule;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRule(s.to_owned()))
+    }
+}
+
+impl serde::Serialize for RuleId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RuleId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::analysis::context::Context;
+    use crate::analysis::engine::Engine;
+
+    const HEADINGS: [&str; 7] = [
+        "## What it does",
+        "## Why is this bad?",
+        "## Example",
+        "## Use instead",
+        "## Proxy behaviour",
+        "## Options",
+        "## References",
+    ];
+
+    #[test]
+    fn every_rule_is_registered_under_its_own_id_and_roundtrips() {
+        for rule in RuleId::ALL {
+            assert_eq!(
+                rule.meta().id,
+                *rule,
+                "{rule}: the module's RULE has another id"
+            );
+            assert_eq!(rule.as_str().parse::<RuleId>(), Ok(*rule));
+            assert!(
+                rule.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{rule}: ids are kebab-case"
+            );
+        }
+        assert_eq!(
+            "nope".parse::<RuleId>().unwrap_err().to_string(),
+            "unknown rule id \"nope\" (`ddlgate rules` lists them)"
+        );
+    }
+
+    #[test]
+    fn every_rule_has_complete_docs() {
+        for rule in RuleId::ALL {
+            let docs = rule.meta().docs;
+            assert!(
+                docs.starts_with(&format!("# {rule}\n")),
+                "{rule}: docs must open with its id"
+            );
+            let mut at = 0;
+            for heading in HEADINGS {
+                let found = docs[at..]
+                    .find(heading)
+                    .unwrap_or_else(|| panic!("{rule}: missing or misplaced {heading:?}"));
+                at += found + heading.len();
+            }
+            assert!(docs.contains("```sql"), "{rule}: docs need SQL examples");
+            assert!(
+                !rule.meta().summary.ends_with('.'),
+                "{rule}: summaries have no trailing period"
+            );
+        }
+    }
+
+    #[test]
+    fn every_rule_flags_its_flagged_examples_and_not_its_safe_ones() {
+        for rule in RuleId::ALL {
+            let meta = rule.meta();
+            assert!(
+                !meta.examples.flagged.is_empty() && !meta.examples.safe.is_empty(),
+                "{rule}: needs examples"
+            );
+            for sql in meta.examples.flagged {
+                let found = flagged_by(*rule, sql);
+                assert!(found > 0, "{rule} does not flag its example {sql:?}");
+            }
+            for sql in meta.examples.safe {
+                assert_eq!(
+                    flagged_by(*rule, sql),
+                    0,
+                    "{rule} flags its safe example {sql:?}"
+                );
+            }
+        }
+    }
+
+    fn flagged_by(rule: RuleId, sql: &str) -> usize {
+        Engine::new([rule])
+            .analyze(sql, &mut Context::default())
+            .iter()
+            .map(|r| r.result.as_ref().map_or(0, |f| f.violations.len()))
+            .sum()
+    }
+}

@@ -1,0 +1,294 @@
+//! `dynamic-ddl`: statements whose schema changes cannot be seen from their text: `DO` blocks
+//! and functions that run DDL or `EXECUTE` dynamic SQL, and `CALL`.
+
+use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta};
+use crate::analysis::classify::{ClassifyOptions, classify, string_value};
+use crate::analysis::parse::{NodeEnum, Options, ast, parse_plpgsql, parse_script};
+use crate::analysis::registry::RuleId;
+use crate::analysis::violation::Violation;
+
+/// The rule.
+pub static RULE: RuleMeta = RuleMeta {
+    id: RuleId::DynamicDdl,
+    summary: "DO blocks, functions and procedures that run DDL escape static analysis",
+    group: Group::TransactionsAndSessions,
+    opt_in: false,
+    default_action: DefaultAction::Warn,
+    fix: FixAvailability::None,
+    docs: include_str!("dynamic_ddl.md"),
+    examples: Examples {
+        setup: "CREATE TABLE orders (id bigint PRIMARY KEY)",
+        flagged: &["DO $$ BEGIN EXECUTE 'ALTER TABLE orders ADD COLUMN note text'; END $$"],
+        safe: &["ALTER TABLE orders ADD COLUMN note text"],
+    },
+    check,
+};
+
+/// What a PL/pgSQL or SQL body does that matters here.
+#[derive(Debug, Default)]
+struct BodyFindings {
+    /// DDL statements written out in the body (their command tags).
+    ddl: Vec<String>,
+    /// Whether it runs `EXECUTE` of a string built at run time.
+    dynamic_execute: bool,
+    /// Whether the body could not be read.
+    unreadable: bool,
+}
+
+impl BodyFindings {
+    fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.ddl.is_empty() {
+            let mut kinds = self.ddl.clone();
+            kinds.dedup();
+            parts.push(format!("runs {}", kinds.join(", ")));
+        }
+        if self.dynamic_execute {
+            parts.push("EXECUTEs SQL built at run time".to_owned());
+        }
+        if self.unreadable {
+            parts.push("has a body ddlgate cannot read".to_owned());
+        }
+        (!parts.is_empty()).then(|| parts.join(" and "))
+    }
+}
+
+fn option_value<'a>(args: &'a [ast::Node], name: &str) -> Option<&'a ast::Node> {
+    args.iter().find_map(|n| match &n.node {
+        Some(NodeEnum::DefElem(d)) if d.defname == name => d.arg.as_deref(),
+        _ => None,
+    })
+}
+
+/// The body of a `DO` or `CREATE FUNCTION` (`AS '…'`); for functions the first string.
+fn body_text(arg: &ast::Node) -> Option<&str> {
+    match &arg.node {
+        Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+        Some(NodeEnum::List(l)) => l.items.first().and_then(string_value),
+        _ => None,
+    }
+}
+
+fn language(args: &[ast::Node], default: &str) -> String {
+    option_value(args, "language")
+        .and_then(string_value)
+        .unwrap_or(default)
+        .to_ascii_lowercase()
+}
+
+fn inspect_sql(body: &str, server_major: u32, found: &mut BodyFindings) {
+    for statement in parse_script(body, Options::default()) {
+        match statement.tree {
+            Ok(node) => {
+                let facts = classify(&node, ClassifyOptions { server_major });
+                if facts.ddl {
+                    found.ddl.push(facts.kind);
+                }
+                if facts.dynamic {
+                    found.dynamic_execute = true;
+                }
+            }
+            Err(_) => found.unreadable = true,
+        }
+    }
+}
+
+/// Reads a PL/pgSQL function given as its whole `CREATE FUNCTION` statement (so trigger
+/// variables such as `NEW` are known to the parser).
+fn inspect_plpgsql(create_function: &str, server_major: u32) -> BodyFindings {
+    let mut found = BodyFindings::default();
+    match parse_plpgsql(create_function) {
+        Ok(tree) => walk(&tree, server_major, &mut found),
+        Err(_) => found.unreadable = true,
+    }
+    found
+}
+
+/// A `DO` body wrapped in a function, which is what the PL/pgSQL parser reads.
+fn do_block_as_function(body: &str) -> String {
+    let mut tag = String::from("ddlgate");
+    while body.contains(&format!("${tag}$")) {
+        tag.push('_');
+    }
+    format!(
+        "CREATE FUNCTION ddlgate_inspect() RETURNS void LANGUAGE plpgsql AS ${tag}${body}${tag}$"
+    )
+}
+
+fn walk(value: &serde_json::Value, server_major: u32, found: &mut BodyFindings) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                match key.as_str() {
+                    "PLpgSQL_stmt_dynexecute" | "PLpgSQL_stmt_dynfors" => {
+                        found.dynamic_execute = true;
+                    }
+                    "PLpgSQL_stmt_open" if inner.get("dynquery").is_some() => {
+                        found.dynamic_execute = true;
+                    }
+                    "PLpgSQL_stmt_execsql" => {
+                        if let Some(q) = inner
+                            .pointer("/sqlstmt/PLpgSQL_expr/query")
+                            .and_then(|q| q.as_str())
+                        {
+                            inspect_sql(q, server_major, found);
+                        }
+                    }
+                    _ => {}
+                }
+                walk(inner, server_major, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                walk(item, server_major, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `plpgsql_source` is the body as a whole `CREATE FUNCTION` statement.
+fn inspect_body(lang: &str, body: &str, plpgsql_source: &str, server_major: u32) -> BodyFindings {
+    match lang {
+        "plpgsql" => inspect_plpgsql(plpgsql_source, server_major),
+        "sql" => {
+            let mut found = BodyFindings::default();
+            inspect_sql(body, server_major, &mut found);
+            found
+        }
+        // Other languages (PL/Python, PL/Perl, C) can do anything; nothing is visible.
+        _ => BodyFindings {
+            unreadable: true,
+            ..BodyFindings::default()
+        },
+    }
+}
+
+fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
+    let server_major = input.ctx.server_major;
+    let (what, findings, later) = match input.node {
+        NodeEnum::DoStmt(s) => {
+            let lang = language(&s.args, "plpgsql");
+            let Some(body) = option_value(&s.args, "as").and_then(body_text) else {
+                return;
+            };
+            let wrapped = do_block_as_function(body);
+            (
+                "DO block".to_owned(),
+                inspect_body(&lang, body, &wrapped, server_major),
+                false,
+            )
+        }
+        NodeEnum::CreateFunctionStmt(s) => {
+            let lang = language(&s.options, "sql");
+            if lang != "sql" && lang != "plpgsql" {
+                // Not analysable, but creating such a function is routine: say nothing.
+                return;
+            }
+            // BEGIN ATOMIC bodies (no AS string) cannot contain DDL.
+            let Some(body) = option_value(&s.options, "as").and_then(body_text) else {
+                return;
+            };
+            let mut findings = inspect_body(&lang, body, input.text(), server_major);
+            // A body the parser cannot read is not evidence of DDL in a function created for
+            // later; it is reported only for DO blocks, which run now.
+            findings.unreadable = false;
+            let kind = if s.is_procedure {
+                "procedure"
+            } else {
+                "function"
+            };
+            let name: Vec<&str> = s.funcname.iter().filter_map(string_value).collect();
+            (format!("{kind} {}", name.join(".")), findings, true)
+        }
+        NodeEnum::CallStmt(_) => {
+            out.push(
+                input
+                    .violation(RULE.id, "CALL runs a procedure whose statements ddlgate cannot see; any schema change it makes is not governed")
+                    .with_help("Run schema changes as plain statements so ddlgate can apply timeouts and policy to them."),
+            );
+            return;
+        }
+        _ => return,
+    };
+    let Some(described) = findings.describe() else {
+        return;
+    };
+    let when = if later { " when called" } else { "" };
+    out.push(
+        input
+            .violation(RULE.id, format!("{what} {described}{when}; ddlgate cannot apply timeouts or policy to statements run that way"))
+            .with_help("Write the schema change as plain SQL statements, so each is checked and gets its timeouts."),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::rules::test_support::*;
+
+    #[test]
+    fn do_blocks_with_ddl_or_execute_are_flagged() {
+        let v = assert_flagged(
+            RULE.id,
+            "DO $$ BEGIN ALTER TABLE t ADD COLUMN c int; END $$",
+        );
+        assert!(v.message.contains("runs ALTER TABLE"), "{}", v.message);
+        let v = assert_flagged(
+            RULE.id,
+            "DO $$ BEGIN EXECUTE format('DROP TABLE %I', 't'); END $$",
+        );
+        assert!(
+            v.message.contains("EXECUTEs SQL built at run time"),
+            "{}",
+            v.message
+        );
+        assert_flagged(
+            RULE.id,
+            "DO $$ BEGIN IF true THEN FOR i IN 1..2 LOOP CREATE INDEX ON t (a); END LOOP; END IF; END $$",
+        );
+        assert_flagged(
+            RULE.id,
+            "DO LANGUAGE plpython3u $$ plpy.execute('DROP TABLE t') $$",
+        );
+    }
+
+    #[test]
+    fn functions_that_run_ddl_later_are_flagged() {
+        let v = assert_flagged(
+            RULE.id,
+            "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'TRUNCATE t'; END $$",
+        );
+        assert!(
+            v.message.contains("function f") && v.message.contains("when called"),
+            "{}",
+            v.message
+        );
+        assert_flagged(
+            RULE.id,
+            "CREATE PROCEDURE p() LANGUAGE sql AS 'CREATE TABLE x (a int)'",
+        );
+        assert_flagged(RULE.id, "CALL maintenance()");
+    }
+
+    #[test]
+    fn harmless_bodies_are_fine() {
+        assert_ok(
+            RULE.id,
+            "DO $$ BEGIN PERFORM pg_sleep(0); UPDATE t SET a = 1; END $$",
+        );
+        assert_ok(
+            RULE.id,
+            "CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT a + b'",
+        );
+        assert_ok(
+            RULE.id,
+            "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.at := now(); RETURN NEW; END $$",
+        );
+        assert_ok(
+            RULE.id,
+            "CREATE FUNCTION c_func() RETURNS int LANGUAGE c AS 'lib', 'sym'",
+        );
+    }
+}

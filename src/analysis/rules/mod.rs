@@ -1,0 +1,296 @@
+//! The rules. One rule, one file (`<id>.rs`, `snake_case`), with its documentation beside it
+//! (`<id>.md`: what it does, why it is unsafe, the lock, the safe SQL, version nuances,
+//! references) and its test cases below the check.
+
+use std::ops::Range;
+
+use super::classify::Facts;
+use super::context::Context;
+use super::parse::{NodeEnum, Token, TokenKind, tokens};
+use super::registry::RuleId;
+use super::violation::{Applicability, Edit, Fix, Violation};
+
+pub mod add_column_volatile_default;
+pub mod add_primary_key;
+pub mod add_required_column;
+pub mod add_unique_constraint;
+pub mod change_column_type;
+pub mod check_not_valid_missing;
+pub mod cic_in_transaction;
+pub mod create_index_nonconcurrent;
+pub mod drop_column;
+pub mod drop_database;
+pub mod drop_index_nonconcurrent;
+pub mod drop_table;
+pub mod dynamic_ddl;
+pub mod fk_not_valid_missing;
+pub mod lock_timeout_missing;
+pub mod refresh_matview_nonconcurrent;
+pub mod reindex_nonconcurrent;
+pub mod rename_column;
+pub mod rename_table;
+pub mod set_not_null;
+pub mod statement_timeout_missing;
+pub mod vacuum_full_cluster;
+pub mod validate_same_tx;
+
+#[cfg(test)]
+pub(crate) mod test_support;
+
+/// Where a rule belongs in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Group {
+    /// Index builds and table maintenance.
+    IndexAndMaintenance,
+    /// Adding and validating constraints.
+    Constraints,
+    /// Adding and changing columns.
+    Columns,
+    /// Changes that break running application code unless done as expand/contract.
+    ExpandContract,
+    /// Storage and partitions.
+    StorageAndPartitions,
+    /// Transactions and sessions.
+    TransactionsAndSessions,
+    /// Statements PostgreSQL would accept with surprising results.
+    Correctness,
+    /// Style, opt-in.
+    Style,
+}
+
+impl Group {
+    /// The heading in the catalog.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::IndexAndMaintenance => "Index and maintenance",
+            Self::Constraints => "Constraints",
+            Self::Columns => "Columns",
+            Self::ExpandContract => "Expand/contract",
+            Self::StorageAndPartitions => "Table storage and partitions",
+            Self::TransactionsAndSessions => "Transactions and sessions",
+            Self::Correctness => "Correctness",
+            Self::Style => "Style (opt-in)",
+        }
+    }
+}
+
+/// What the shipped default policy does with a violation of this rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    /// Refuse the statement.
+    Reject,
+    /// Apply the safe rewrite where valid, else refuse.
+    Rewrite,
+    /// Let it run, with a notice.
+    Warn,
+}
+
+/// Whether the rule can offer a fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FixAvailability {
+    /// Never.
+    None,
+    /// In some situations (e.g. only outside a transaction block).
+    Sometimes,
+}
+
+/// Statements that demonstrate a rule, used by its tests, the docs and the lock-truth test.
+#[derive(Debug, Clone, Copy)]
+pub struct Examples {
+    /// SQL that creates what the examples need (run first, on an empty database).
+    pub setup: &'static str,
+    /// Statements the rule reports.
+    pub flagged: &'static [&'static str],
+    /// Statements that do the same job safely; the rule reports none of them.
+    pub safe: &'static [&'static str],
+}
+
+/// Everything the catalog knows about a rule.
+#[derive(Debug)]
+pub struct RuleMeta {
+    /// The stable id.
+    pub id: RuleId,
+    /// One line: what the rule finds.
+    pub summary: &'static str,
+    /// Where it belongs.
+    pub group: Group,
+    /// Whether it is off unless enabled (`--enable-all`, or named in the policy).
+    pub opt_in: bool,
+    /// The shipped default policy's action.
+    pub default_action: DefaultAction,
+    /// Whether a fix can be offered.
+    pub fix: FixAvailability,
+    /// The documentation (Markdown, fixed headings).
+    pub docs: &'static str,
+    /// Demonstrations.
+    pub examples: Examples,
+    /// The check.
+    pub check: fn(&Input<'_>, &mut Vec<Violation>),
+}
+
+/// What a rule sees of one statement.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The whole query string or file.
+    pub source: &'a str,
+    /// The statement's byte range in `source`.
+    pub span: &'a Range<usize>,
+    /// The statement's tree.
+    pub node: &'a NodeEnum,
+    /// Its classification.
+    pub facts: &'a Facts,
+    /// Where it runs.
+    pub ctx: &'a Context,
+}
+
+impl Input<'_> {
+    /// The statement's text.
+    pub fn text(&self) -> &str {
+        self.source.get(self.span.clone()).unwrap_or_default()
+    }
+
+    /// A violation of `rule` spanning the whole statement.
+    pub fn violation(&self, rule: RuleId, message: impl Into<String>) -> Violation {
+        Violation {
+            rule,
+            message: message.into(),
+            detail: None,
+            help: String::new(),
+            span: self.span.clone(),
+            fix: None,
+        }
+    }
+
+    /// The statement's tokens, with offsets into `source`.
+    pub fn tokens(&self) -> Vec<Token> {
+        tokens(self.text())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| Token {
+                span: t.span.start + self.span.start..t.span.end + self.span.start,
+                kind: t.kind,
+            })
+            .collect()
+    }
+
+    /// Offset just after the first keyword token spelled `word` (case-insensitive).
+    pub fn after_keyword(&self, word: &str) -> Option<usize> {
+        self.tokens()
+            .into_iter()
+            .find(|t| {
+                t.kind == TokenKind::Keyword
+                    && self
+                        .source
+                        .get(t.span.clone())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(word))
+            })
+            .map(|t| t.span.end)
+    }
+
+    /// A safe fix that inserts `text` at `at`, valid only where the statement may run outside
+    /// a transaction block.
+    pub fn insertion_fix(&self, title: &str, at: usize, text: &str) -> Fix {
+        Fix {
+            title: title.to_owned(),
+            edits: vec![Edit {
+                range: at..at,
+                text: text.to_owned(),
+            }],
+            applicability: Applicability::Safe,
+        }
+    }
+
+    /// A fix that replaces the whole statement with `sql` (several statements, separated by
+    /// `;`), keeping any text the statement does not cover.
+    pub fn replacement_fix(&self, title: &str, sql: String, applicability: Applicability) -> Fix {
+        Fix {
+            title: title.to_owned(),
+            edits: vec![Edit {
+                range: self.span.clone(),
+                text: sql,
+            }],
+            applicability,
+        }
+    }
+}
+
+/// Whether the relation is new (created earlier in this transaction or script), in which case
+/// nobody else can be waiting on it and it holds no rows worth worrying about.
+pub fn is_new_table(input: &Input<'_>, rv: Option<&super::parse::ast::RangeVar>) -> bool {
+    rv.is_some_and(|rv| {
+        input
+            .ctx
+            .is_new(&super::classify::RelationName::from_range_var(rv))
+    })
+}
+
+/// "Locks orders in ACCESS EXCLUSIVE mode, which blocks reads and writes …": the detail line
+/// of violations about a statement's strongest lock.
+pub fn lock_detail(facts: &Facts) -> Option<String> {
+    let mode = facts.strongest_lock()?;
+    let targets: Vec<String> = facts
+        .locks
+        .iter()
+        .filter(|l| l.mode == mode)
+        .map(|l| l.target.to_string())
+        .collect();
+    Some(format!(
+        "Locks {} in {} mode, which {} until the transaction ends.",
+        targets.join(" and "),
+        mode,
+        mode.impact()
+    ))
+}
+
+/// The name PostgreSQL gives an unnamed constraint or index: `{table}_{columns}_{suffix}`,
+/// shortened to the 63 bytes of an identifier the way `makeObjectName` shortens it (the longer
+/// part loses characters first).
+pub fn default_object_name(table: &str, columns: &[&str], suffix: &str) -> String {
+    const MAX: usize = 63;
+    let mut name1 = table.to_owned();
+    let mut name2 = columns.join("_");
+    let overhead = suffix.len() + 1 + usize::from(!name2.is_empty());
+    while name1.len() + name2.len() + overhead > MAX {
+        if name1.len() > name2.len() {
+            name1.pop();
+        } else {
+            name2.pop();
+        }
+    }
+    if name2.is_empty() {
+        format!("{name1}_{suffix}")
+    } else {
+        format!("{name1}_{name2}_{suffix}")
+    }
+}
+
+/// Column names of a constraint's key list (`String` nodes).
+pub fn key_names(keys: &[super::parse::ast::Node]) -> Vec<&str> {
+    keys.iter()
+        .filter_map(super::classify::string_value)
+        .collect()
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::default_object_name;
+
+    #[test]
+    fn default_names_follow_postgres() {
+        assert_eq!(
+            default_object_name("orders", &["customer_id"], "fkey"),
+            "orders_customer_id_fkey"
+        );
+        assert_eq!(
+            default_object_name("orders", &["a", "b"], "key"),
+            "orders_a_b_key"
+        );
+        assert_eq!(default_object_name("orders", &[], "pkey"), "orders_pkey");
+        let long = default_object_name(&"t".repeat(60), &["column_with_long_name"], "fkey");
+        assert_eq!(long.len(), 63);
+        assert!(long.ends_with("_fkey"));
+    }
+}

@@ -1,0 +1,61 @@
+//! `rename-column`: renaming a column that running code uses.
+
+use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table};
+use crate::analysis::parse::{NodeEnum, ast};
+use crate::analysis::registry::RuleId;
+use crate::analysis::violation::Violation;
+
+/// The rule.
+pub static RULE: RuleMeta = RuleMeta {
+    id: RuleId::RenameColumn,
+    summary: "RENAME COLUMN breaks every running query that uses the old name",
+    group: Group::ExpandContract,
+    opt_in: false,
+    default_action: DefaultAction::Reject,
+    fix: FixAvailability::None,
+    docs: include_str!("rename_column.md"),
+    examples: Examples {
+        setup: "CREATE TABLE users (id bigint PRIMARY KEY, mail text)",
+        flagged: &["ALTER TABLE users RENAME COLUMN mail TO email"],
+        safe: &["ALTER TABLE users ADD COLUMN email text"],
+    },
+    check,
+};
+
+fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
+    let NodeEnum::RenameStmt(stmt) = input.node else {
+        return;
+    };
+    if stmt.rename_type != ast::ObjectType::ObjectColumn as i32
+        || is_new_table(input, stmt.relation.as_ref())
+    {
+        return;
+    }
+    out.push(
+        input
+            .violation(RULE.id, format!("RENAME COLUMN {} breaks every query of the running application that still uses that name", stmt.subname))
+            .with_detail(Some("The rename is instant, but the deployed code is not renamed with it; queries fail until the new version is everywhere.".to_owned()))
+            .with_help(format!(
+                "Expand and contract: add {new}, write both columns, backfill, move reads to {new}, then drop {old} in a later release; allow the rename only once no code uses {old} (-- ddlgate:allow rename-column reason=\"…\").",
+                new = stmt.newname,
+                old = stmt.subname
+            )),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::rules::test_support::*;
+
+    #[test]
+    fn column_renames_are_flagged_unless_the_table_is_new() {
+        assert_flagged(RULE.id, "ALTER TABLE t RENAME COLUMN a TO b");
+        assert_flagged(RULE.id, "ALTER TABLE t RENAME a TO b");
+        assert_ok(
+            RULE.id,
+            "CREATE TABLE t (a int); ALTER TABLE t RENAME COLUMN a TO b",
+        );
+        assert_ok(RULE.id, "ALTER TABLE t RENAME TO u");
+    }
+}

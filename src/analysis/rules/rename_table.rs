@@ -1,0 +1,66 @@
+//! `rename-table`: renaming a table that running code uses.
+
+use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table};
+use crate::analysis::parse::{NodeEnum, ast};
+use crate::analysis::registry::RuleId;
+use crate::analysis::violation::Violation;
+
+/// The rule.
+pub static RULE: RuleMeta = RuleMeta {
+    id: RuleId::RenameTable,
+    summary: "RENAME TABLE breaks every running query that uses the old name",
+    group: Group::ExpandContract,
+    opt_in: false,
+    default_action: DefaultAction::Reject,
+    fix: FixAvailability::None,
+    docs: include_str!("rename_table.md"),
+    examples: Examples {
+        setup: "CREATE TABLE customer (id bigint PRIMARY KEY)",
+        flagged: &["ALTER TABLE customer RENAME TO customers"],
+        safe: &["CREATE VIEW customers AS SELECT * FROM customer"],
+    },
+    check,
+};
+
+fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
+    let NodeEnum::RenameStmt(stmt) = input.node else {
+        return;
+    };
+    let kind = ast::ObjectType::try_from(stmt.rename_type).unwrap_or(ast::ObjectType::Undefined);
+    if !matches!(
+        kind,
+        ast::ObjectType::ObjectTable | ast::ObjectType::ObjectView | ast::ObjectType::ObjectMatview
+    ) || is_new_table(input, stmt.relation.as_ref())
+    {
+        return;
+    }
+    let old = stmt
+        .relation
+        .as_ref()
+        .map(|r| r.relname.as_str())
+        .unwrap_or_default();
+    out.push(
+        input
+            .violation(RULE.id, format!("renaming {old} to {} breaks every query of the running application that still uses the old name", stmt.newname))
+            .with_detail(Some("The rename is instant, but the deployed code is not renamed with it.".to_owned()))
+            .with_help(format!(
+                "Rename and leave a view under the old name for the transition (ALTER TABLE {old} RENAME TO {new}; CREATE VIEW {old} AS SELECT * FROM {new}) in one transaction, then drop the view once no code uses it.",
+                new = stmt.newname
+            )),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::rules::test_support::*;
+
+    #[test]
+    fn table_renames_are_flagged_unless_new() {
+        assert_flagged(RULE.id, "ALTER TABLE customer RENAME TO customers");
+        assert_flagged(RULE.id, "ALTER VIEW v RENAME TO w");
+        assert_ok(RULE.id, "CREATE TABLE a (x int); ALTER TABLE a RENAME TO b");
+        assert_ok(RULE.id, "ALTER TABLE a RENAME COLUMN x TO y");
+        assert_ok(RULE.id, "ALTER INDEX i RENAME TO j");
+    }
+}

@@ -1,0 +1,173 @@
+//! `set-not-null`: `ALTER COLUMN … SET NOT NULL` on an existing table.
+
+use super::{
+    DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, default_object_name,
+    is_new_table, lock_detail,
+};
+use crate::analysis::classify::{RelationName, alter_cmds, quote_ident, subtype};
+use crate::analysis::parse::{NodeEnum, ast};
+use crate::analysis::registry::RuleId;
+use crate::analysis::violation::{Applicability, Violation};
+
+/// The rule.
+pub static RULE: RuleMeta = RuleMeta {
+    id: RuleId::SetNotNull,
+    summary: "SET NOT NULL blocks reads and writes while every row is checked",
+    group: Group::Constraints,
+    opt_in: false,
+    default_action: DefaultAction::Rewrite,
+    fix: FixAvailability::Sometimes,
+    docs: include_str!("set_not_null.md"),
+    examples: Examples {
+        setup: "CREATE TABLE users (id bigint PRIMARY KEY, email text)",
+        flagged: &["ALTER TABLE users ALTER COLUMN email SET NOT NULL"],
+        safe: &[
+            "ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID; \
+                 ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null; \
+                 ALTER TABLE users ALTER COLUMN email SET NOT NULL; \
+                 ALTER TABLE users DROP CONSTRAINT users_email_not_null",
+        ],
+    },
+    check,
+};
+
+fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
+    let NodeEnum::AlterTableStmt(stmt) = input.node else {
+        return;
+    };
+    let Some(table) = stmt.relation.as_ref() else {
+        return;
+    };
+    if is_new_table(input, Some(table)) {
+        return;
+    }
+    let cmds: Vec<&ast::AlterTableCmd> = alter_cmds(stmt).collect();
+    // A valid CHECK (c IS NOT NULL) added just before lets SET NOT NULL skip its scan, so the
+    // last step of the safe procedure is not reported.
+    let proven_by_check = |column: &str| {
+        input
+            .ctx
+            .history
+            .validated_not_null
+            .iter()
+            .any(|(t, c)| t.may_be(&RelationName::from_range_var(table)) && c == column)
+    };
+    for cmd in &cmds {
+        if subtype(cmd) != ast::AlterTableType::AtSetNotNull || proven_by_check(&cmd.name) {
+            continue;
+        }
+        let rewritable = cmds.len() == 1
+            && table.inh
+            && input.ctx.server_major >= 12
+            && input.ctx.can_run_outside_transaction();
+        let fix = rewritable.then(|| {
+            input.replacement_fix(
+                "Check with a NOT VALID constraint first, then validate it",
+                safe_sequence(table, &cmd.name, input.ctx.server_major),
+                Applicability::Safe,
+            )
+        });
+        let help = match &fix {
+            Some(f) => format!("Validate without blocking, then set it: {}", f.apply(input.source, input.span)),
+            None if input.ctx.server_major >= 12 => "Add CHECK (column IS NOT NULL) NOT VALID, VALIDATE it in a separate transaction, then SET NOT NULL (no scan needed) and drop the CHECK.".to_owned(),
+            None => "Before PostgreSQL 12 SET NOT NULL always scans; a validated CHECK (column IS NOT NULL) NOT VALID constraint is the non-blocking alternative.".to_owned(),
+        };
+        out.push(
+            input
+                .violation(RULE.id, format!("SET NOT NULL on {} blocks every read and write on the table while each row is checked", cmd.name))
+                .with_detail(lock_detail(input.facts))
+                .with_help(help)
+                .with_fix(fix),
+        );
+    }
+}
+
+/// The non-blocking sequence. PostgreSQL 18 has `NOT NULL … NOT VALID`; 12–17 use a CHECK that
+/// lets `SET NOT NULL` skip its scan, then drop it.
+fn safe_sequence(table: &ast::RangeVar, column: &str, server_major: u32) -> String {
+    let t = RelationName::from_range_var(table);
+    let col = quote_ident(column);
+    if server_major >= 18 {
+        let name = quote_ident(&default_object_name(&table.relname, &[column], "not_null"));
+        format!(
+            "ALTER TABLE {t} ADD CONSTRAINT {name} NOT NULL {col} NOT VALID; \
+             ALTER TABLE {t} VALIDATE CONSTRAINT {name}"
+        )
+    } else {
+        let name = quote_ident(&default_object_name(&table.relname, &[column], "not_null"));
+        format!(
+            "ALTER TABLE {t} ADD CONSTRAINT {name} CHECK ({col} IS NOT NULL) NOT VALID; \
+             ALTER TABLE {t} VALIDATE CONSTRAINT {name}; \
+             ALTER TABLE {t} ALTER COLUMN {col} SET NOT NULL; \
+             ALTER TABLE {t} DROP CONSTRAINT {name}"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::context::Context;
+    use crate::analysis::rules::test_support::*;
+
+    #[test]
+    fn rewritten_through_a_check_before_postgres_18() {
+        assert_fix(
+            RULE.id,
+            "ALTER TABLE users ALTER COLUMN email SET NOT NULL",
+            "ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID; \
+             ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null; \
+             ALTER TABLE users ALTER COLUMN email SET NOT NULL; \
+             ALTER TABLE users DROP CONSTRAINT users_email_not_null",
+        );
+    }
+
+    #[test]
+    fn postgres_18_uses_native_not_null_not_valid() {
+        let mut pg18 = Context::for_server(18);
+        let v = violations_in(
+            RULE.id,
+            "ALTER TABLE app.users ALTER email SET NOT NULL",
+            &mut pg18,
+        );
+        let fixed = v[0]
+            .fix
+            .as_ref()
+            .unwrap()
+            .apply("ALTER TABLE app.users ALTER email SET NOT NULL", &v[0].span);
+        assert_eq!(
+            fixed,
+            "ALTER TABLE app.users ADD CONSTRAINT users_email_not_null NOT NULL email NOT VALID; \
+             ALTER TABLE app.users VALIDATE CONSTRAINT users_email_not_null"
+        );
+        assert!(violations_in(RULE.id, &fixed, &mut Context::for_server(18)).is_empty());
+    }
+
+    #[test]
+    fn no_fix_before_12_or_in_a_transaction() {
+        let mut pg11 = Context::for_server(11);
+        assert!(
+            violations_in(RULE.id, "ALTER TABLE t ALTER c SET NOT NULL", &mut pg11)[0]
+                .fix
+                .is_none()
+        );
+        let mut tx = Context {
+            in_transaction: true,
+            ..Context::default()
+        };
+        assert!(
+            violations_in(RULE.id, "ALTER TABLE t ALTER c SET NOT NULL", &mut tx)[0]
+                .fix
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn new_tables_and_drop_not_null_are_fine() {
+        assert_ok(
+            RULE.id,
+            "CREATE TABLE t (c int); ALTER TABLE t ALTER c SET NOT NULL",
+        );
+        assert_ok(RULE.id, "ALTER TABLE t ALTER c DROP NOT NULL");
+    }
+}

@@ -1,0 +1,59 @@
+//! Test helpers for rules: the ok / flagged / fixed trio. A fix is applied, re-parsed, and
+//! re-checked: it must parse and must not trigger the rule it fixes.
+#![allow(clippy::panic)]
+
+use crate::analysis::context::Context;
+use crate::analysis::engine::Engine;
+use crate::analysis::parse::{Options, parse_script};
+use crate::analysis::registry::RuleId;
+use crate::analysis::violation::Violation;
+
+/// Every violation of `rule` in `sql`, analysed in `ctx`.
+pub(crate) fn violations_in(rule: RuleId, sql: &str, ctx: &mut Context) -> Vec<Violation> {
+    Engine::new([rule])
+        .analyze(sql, ctx)
+        .into_iter()
+        .flat_map(|r| match r.result {
+            Ok(f) => f.violations,
+            Err(e) => panic!("test SQL does not parse: {} in {sql:?}", e.message),
+        })
+        .collect()
+}
+
+/// Every violation of `rule` in `sql`, outside a transaction, on PostgreSQL 15.
+pub(crate) fn violations(rule: RuleId, sql: &str) -> Vec<Violation> {
+    violations_in(rule, sql, &mut Context::default())
+}
+
+/// Asserts `sql` is clean for `rule`.
+pub(crate) fn assert_ok(rule: RuleId, sql: &str) {
+    let found = violations(rule, sql);
+    assert!(found.is_empty(), "{rule} flagged {sql:?}: {found:#?}");
+}
+
+/// Asserts `sql` has exactly one violation of `rule`, and returns it.
+pub(crate) fn assert_flagged(rule: RuleId, sql: &str) -> Violation {
+    let mut found = violations(rule, sql);
+    assert_eq!(found.len(), 1, "{rule} on {sql:?}: {found:#?}");
+    found.remove(0)
+}
+
+/// Asserts the violation's fix turns `sql` into `expected`, which parses and which `rule` no
+/// longer flags (in a fresh context, as the proxy would run it).
+pub(crate) fn assert_fix(rule: RuleId, sql: &str, expected: &str) {
+    let v = assert_flagged(rule, sql);
+    let fix = v
+        .fix
+        .unwrap_or_else(|| panic!("{rule} offered no fix for {sql:?}"));
+    let span = 0..sql.len();
+    let fixed = fix.apply(sql, &span);
+    assert_eq!(fixed, expected);
+    for p in parse_script(&fixed, Options::default()) {
+        assert!(p.tree.is_ok(), "fixed SQL does not parse: {fixed:?}");
+    }
+    let again = violations(rule, &fixed);
+    assert!(
+        again.is_empty(),
+        "the fix still violates {rule}: {again:#?}"
+    );
+}
