@@ -193,11 +193,26 @@ impl ColumnType {
 
 impl std::fmt::Display for ColumnType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)?;
+        // The parser's internal names, shown the way people write them.
+        let (base, array) = match self.name.strip_suffix("[]") {
+            Some(base) => (base, "[]"),
+            None => (self.name.as_str(), ""),
+        };
+        let shown = match base {
+            "int2" => "smallint",
+            "int4" => "integer",
+            "int8" => "bigint",
+            "float4" => "real",
+            "float8" => "double precision",
+            "bool" => "boolean",
+            "bpchar" => "char",
+            other => other,
+        };
+        f.write_str(shown)?;
         if !self.mods.is_empty() {
             let mods: Vec<String> = self.mods.iter().map(ToString::to_string).collect();
             write!(f, "({})", mods.join(","))?;
         }
-        Ok(())
+        f.write_str(array)
     }
 }

@@ -1,6 +1,12 @@
-//! The command line: `ddlgate serve` (more subcommands join as they are built).
+//! The command line: `serve`, `check`, `explain`, `rules`.
 //!
-//! Errors end the process with one sentence on stderr and exit code 2; a clean shutdown exits 0.
+//! Exit codes: 0 success (and a clean shutdown), 1 when `check` finds something the policy
+//! rejects, 2 on usage, I/O or configuration errors, which print one sentence on stderr.
+
+pub mod check;
+pub mod explain;
+pub mod report;
+pub mod rules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,7 +48,13 @@ enum LogFormat {
 enum Command {
     /// Run the proxy. Every option is also an environment variable (shown) and a key of the
     /// --config file (the option's name with underscores).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Lint migration files; exit 1 when something is rejected by the policy
+    Check(check::CheckArgs),
+    /// Show what ddlgate sees in SQL: kind, locks, rewrite or scan, rules, rewrite
+    Explain(explain::ExplainArgs),
+    /// List the rule catalog
+    Rules(rules::RulesArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,11 +75,23 @@ struct ServeArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args).map(|()| 0),
+        Command::Check(args) => check::run(&args, &mut stdout),
+        Command::Explain(args) => explain::run(&args, &mut stdout),
+        Command::Rules(args) => rules::run(&args, &mut stdout),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
+        // A closed pipe (`ddlgate rules | head`) is not an error.
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             #[expect(clippy::print_stderr, reason = "the binary's edge reports its failure")]
             {

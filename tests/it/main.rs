@@ -27,6 +27,7 @@ mod cli;
 mod copy;
 mod extended;
 mod limits;
+mod lock_truth;
 mod notify_cancel;
 mod passthrough;
 mod protocol_errors;
