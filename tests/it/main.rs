@@ -23,6 +23,7 @@
 mod support;
 
 mod auth;
+mod check_cli;
 mod cli;
 mod copy;
 mod extended;

@@ -1,0 +1,274 @@
+//! `ddlgate check`, `explain` and `rules` as a user runs them: output formats, exit codes,
+//! bad input. The text output is compared with a golden file
+//! (`DDLGATE_UPDATE_GOLDEN=1 cargo test` rewrites it; review the diff like code).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn ddlgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ddlgate"));
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden")
+        .join(name);
+    if std::env::var_os("DDLGATE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "output differs from {}; rerun with DDLGATE_UPDATE_GOLDEN=1 and review the diff.\n--- actual ---\n{actual}",
+        path.display()
+    );
+}
+
+/// A directory of migrations: text report matches the golden file, exit code 1 because the
+/// default policy rejects something.
+#[test]
+fn check_directory_text_report_and_exit_1() {
+    let o = ddlgate(&["check", "tests/fixtures/migrations"], None);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    golden("check_migrations.txt", &stdout(&o));
+}
+
+/// The JSON report carries the same findings, with positions, actions and rewrites.
+#[test]
+fn check_json_report() {
+    let o = ddlgate(
+        &["check", "--format", "json", "tests/fixtures/migrations"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["summary"]["files"], 3);
+    assert_eq!(doc["summary"]["errors"], 2);
+    let diags = doc["diagnostics"].as_array().unwrap();
+    let index = diags
+        .iter()
+        .find(|d| d["rule"] == "create-index-nonconcurrent")
+        .unwrap();
+    assert_eq!(index["file"], "tests/fixtures/migrations/0002_unsafe.sql");
+    assert_eq!(
+        (index["line"].as_u64(), index["column"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(index["level"], "warning");
+    assert_eq!(index["action"], "rewrite");
+    assert_eq!(index["fix"]["applicability"], "safe");
+    assert_eq!(
+        index["fix"]["sql"],
+        "CREATE INDEX CONCURRENTLY orders_note_idx ON orders (note)"
+    );
+    let overridden = diags.iter().find(|d| d["level"] == "note").unwrap();
+    assert_eq!(overridden["overridden"], "expand done in #812");
+}
+
+/// GitHub workflow commands annotate the right lines.
+#[test]
+fn check_github_annotations() {
+    let o = ddlgate(
+        &[
+            "check",
+            "--format",
+            "github",
+            "tests/fixtures/migrations/0002_unsafe.sql",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("::error file=tests/fixtures/migrations/0002_unsafe.sql,line=10,col=1,endLine=10,endColumn=50,title=ddlgate rename-column::RENAME COLUMN email"),
+        "{out}"
+    );
+    assert!(
+        out.contains("::warning file=tests/fixtures/migrations/0002_unsafe.sql,line=4,"),
+        "{out}"
+    );
+}
+
+/// A clean file exits 0; standard input is read with `-`.
+#[test]
+fn clean_input_from_stdin_exits_0() {
+    let o = ddlgate(&["check", "-"], Some(b"SET lock_timeout = '1s'; SET statement_timeout = '5s';\nCREATE INDEX CONCURRENTLY i ON t (a);\n"));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "0 errors, 0 warnings in 1 file checked\n");
+}
+
+/// A statement PostgreSQL cannot parse is reported with line and column; exit 1.
+#[test]
+fn syntax_errors_have_line_and_column() {
+    let o = ddlgate(&["check", "tests/fixtures/broken.sql"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).starts_with(
+            "tests/fixtures/broken.sql:2:46: error: syntax error at or near \"garbage\""
+        ),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// A non-UTF-8 file and a missing path are reported, the other files still checked, exit 2.
+#[test]
+fn unreadable_inputs_exit_2_and_the_rest_is_checked() {
+    let o = ddlgate(
+        &[
+            "check",
+            "tests/fixtures/latin1.sql",
+            "tests/fixtures/no-such-dir",
+            "tests/fixtures/migrations/0002_unsafe.sql",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert!(out.contains("tests/fixtures/latin1.sql: error: is not valid UTF-8 (first invalid byte at offset 7); convert it to UTF-8"), "{out}");
+    assert!(
+        out.contains("tests/fixtures/no-such-dir: error: cannot read: No such file or directory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error[rename-column]"),
+        "the readable file is still checked: {out}"
+    );
+}
+
+/// A policy decides: all rules allowed means exit 0; a broken policy is one sentence, exit 2.
+#[test]
+fn policy_files_decide_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lenient = dir.path().join("lenient.toml");
+    let mut rules = String::from("[rules]\n");
+    for rule in ddlgate::analysis::RuleId::ALL {
+        rules.push_str(&format!("{rule} = \"allow\"\n"));
+    }
+    std::fs::write(&lenient, rules).unwrap();
+    let o = ddlgate(
+        &[
+            "check",
+            "--policy",
+            lenient.to_str().unwrap(),
+            "tests/fixtures/migrations",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[rules]\ncreate-index-nonconcurent = \"reject\"\n").unwrap();
+    let o = ddlgate(
+        &[
+            "check",
+            "--policy",
+            broken.to_str().unwrap(),
+            "tests/fixtures/migrations",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("ddlgate: error: invalid policy file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 2") && err.contains("create-index-nonconcurent"),
+        "{err}"
+    );
+}
+
+/// `--pg-version` changes version-dependent verdicts.
+#[test]
+fn pg_version_matters() {
+    let sql = b"SET lock_timeout = '1s'; SET statement_timeout = '1s';\nALTER TABLE t ADD COLUMN c int DEFAULT 0;\n";
+    assert_eq!(ddlgate(&["check", "-"], Some(sql)).status.code(), Some(0));
+    let o = ddlgate(&["check", "--pg-version", "10", "-"], Some(sql));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("add-column-volatile-default"));
+}
+
+/// `explain` shows kind, locks and the rewrite.
+#[test]
+fn explain_shows_locks_rules_and_rewrite() {
+    let o = ddlgate(&["explain", "CREATE INDEX i ON orders (customer_id)"], None);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    for expected in [
+        "kind:        CREATE INDEX (DDL)",
+        "lock:        SHARE on orders (blocks writes)",
+        "rule:        create-index-nonconcurrent [rewrite]",
+        "rewrite:     Add `CONCURRENTLY` (Safe): CREATE INDEX CONCURRENTLY i ON orders (customer_id)",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let o = ddlgate(
+        &[
+            "explain",
+            "--in-transaction",
+            "CREATE INDEX CONCURRENTLY i ON t (a)",
+        ],
+        None,
+    );
+    assert!(
+        stdout(&o).contains("cic-in-transaction [reject]"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// `rules` lists the whole catalog; JSON carries the docs.
+#[test]
+fn rules_catalog() {
+    let o = ddlgate(&["rules"], None);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout(&o).lines().count(),
+        ddlgate::analysis::RuleId::ALL.len()
+    );
+    let o = ddlgate(&["rules", "--format", "json"], None);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first = &doc[0];
+    assert_eq!(first["id"], "create-index-nonconcurrent");
+    assert!(
+        first["docs"]
+            .as_str()
+            .unwrap()
+            .contains("## Why is this bad?")
+    );
+}
+
+/// Usage errors are clap's, exit 2.
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(ddlgate(&["check"], None).status.code(), Some(2));
+    assert_eq!(
+        ddlgate(&["check", "--format", "xml", "x.sql"], None)
+            .status
+            .code(),
+        Some(2)
+    );
+}
