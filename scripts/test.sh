@@ -14,7 +14,8 @@ missing=()
 have_pg_server || missing+=(postgresql)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # pg_query (PostgreSQL's parser) generates its bindings with libclang at build time.
-ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-*.so* >/dev/null 2>&1 || missing+=(libclang1-14 libclang-common-14-dev)
+{ ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-*.so* && ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h; } >/dev/null 2>&1 \
+  || missing+=(libclang1-14 libclang-common-14-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} with apt-get" >&2
   SUDO=""
