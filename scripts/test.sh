@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs everything CI runs: installs the PostgreSQL server binaries the tests need when they are
-# missing (Debian/Ubuntu, apt-get), then format check, clippy and the whole test suite.
-# The tests start their own throwaway cluster; they never use a server already running.
+# Runs everything CI runs: installs what the build and tests need when it is missing (Debian,
+# apt-get: PostgreSQL server binaries, a C compiler, libclang), then format check, clippy, the
+# whole test suite on the local PostgreSQL, and the lock-truth test on PostgreSQL 13, 14, 16,
+# 17 and 18 (npm builds; DDLGATE_SKIP_PG_MATRIX=1 skips that part).
+# The tests start their own throwaway clusters; they never use a server already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,11 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked 2>&1 | tee "$log" || status=$?
 # One plain total over every test binary.
+# Lock truth on the other supported majors (13–18; 15 ran above), from npm builds.
+if [ "$status" -eq 0 ] && [ -z "${DDLGATE_SKIP_PG_MATRIX:-}" ]; then
+  bash scripts/pg-matrix.sh 13 14 16 17 18 || status=$?
+fi
+
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"

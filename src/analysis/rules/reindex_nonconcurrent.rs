@@ -21,7 +21,7 @@ pub static RULE: RuleMeta = RuleMeta {
         flagged: &["REINDEX INDEX orders_customer_idx", "REINDEX TABLE orders"],
         safe: &[
             "REINDEX INDEX CONCURRENTLY orders_customer_idx",
-            "REINDEX (CONCURRENTLY) TABLE orders",
+            "REINDEX TABLE CONCURRENTLY orders",
         ],
     },
     check,
