@@ -26,6 +26,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The official SARIF 2.1.0 schema, for the test that validates `check --format sarif`.
+sarif_dir="${DDLGATE_CACHE:-/var/tmp}/ddlgate-sarif"
+if [ -z "${DDLGATE_SARIF_SCHEMA:-}" ]; then
+  export DDLGATE_SARIF_SCHEMA="$sarif_dir/sarif-2.1.0-rtm.5.json"
+  if [ ! -s "$DDLGATE_SARIF_SCHEMA" ]; then
+    mkdir -p "$sarif_dir"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent @microsoft/jest-sarif@1.0.0-beta.0 >/dev/null && tar xzf ./*.tgz \
+      && cp package/lib/schemas/sarif-2.1.0-rtm.5.json "$DDLGATE_SARIF_SCHEMA")
+    rm -rf "$tmp"
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 

@@ -19,6 +19,8 @@ pub enum Format {
     Json,
     /// GitHub Actions workflow commands (annotations on the pull request).
     Github,
+    /// SARIF 2.1.0, for code-scanning dashboards.
+    Sarif,
 }
 
 /// How serious a diagnostic is.
@@ -239,6 +241,10 @@ pub fn render(
             writeln!(out)
         }
         Format::Github => github(diagnostics, summary, out),
+        Format::Sarif => {
+            serde_json::to_writer_pretty(&mut *out, &sarif(diagnostics))?;
+            writeln!(out)
+        }
     }
 }
 
@@ -373,6 +379,120 @@ fn github(
         "{} errors, {} warnings in {} files checked",
         summary.errors, summary.warnings, summary.files
     )
+}
+
+fn sarif_level(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warning => "warning",
+        Level::Note => "note",
+    }
+}
+
+fn sarif_region(d: &Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "startLine": d.line,
+        "startColumn": d.column,
+        "endLine": d.end_line,
+        "endColumn": d.end_column,
+    })
+}
+
+/// A SARIF 2.1.0 log with one run: the catalog as the driver's rules, one result per
+/// diagnostic (fixes as replacements, overrides as in-source suppressions), file errors as
+/// tool execution notifications.
+fn sarif(diagnostics: &[Diagnostic]) -> serde_json::Value {
+    use crate::analysis::RuleId;
+    use crate::analysis::rules::DefaultAction;
+    use serde_json::json;
+
+    let rules: Vec<serde_json::Value> = RuleId::ALL
+        .iter()
+        .map(|r| {
+            let m = r.meta();
+            let level = match m.default_action {
+                DefaultAction::Warn => "warning",
+                DefaultAction::Reject | DefaultAction::Rewrite => "error",
+            };
+            json!({
+                "id": r.as_str(),
+                "name": r.as_str(),
+                "shortDescription": { "text": m.summary },
+                "fullDescription": { "text": m.summary },
+                "help": { "text": m.summary, "markdown": m.docs },
+                "defaultConfiguration": { "level": level, "enabled": !m.opt_in },
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    let mut notifications = Vec::new();
+    for d in diagnostics {
+        if d.line == 0 {
+            notifications.push(json!({
+                "level": "error",
+                "message": { "text": d.message },
+                "locations": [{ "physicalLocation": { "artifactLocation": { "uri": d.file } } }],
+            }));
+            continue;
+        }
+        let mut text = d.message.clone();
+        if let Some(help) = &d.help {
+            text.push_str(" Help: ");
+            text.push_str(help);
+        }
+        let location = json!({
+            "physicalLocation": {
+                "artifactLocation": { "uri": d.file },
+                "region": sarif_region(d),
+            }
+        });
+        let mut result = json!({
+            "level": sarif_level(d.level),
+            "message": { "text": text },
+            "locations": [location],
+        });
+        if let Some(rule) = &d.rule {
+            result["ruleId"] = json!(rule);
+            if let Some(index) = RuleId::ALL.iter().position(|r| r.as_str() == rule) {
+                result["ruleIndex"] = json!(index);
+            }
+        }
+        if let Some(fix) = &d.fix {
+            result["fixes"] = json!([{
+                "description": { "text": fix.title },
+                "artifactChanges": [{
+                    "artifactLocation": { "uri": d.file },
+                    "replacements": [{
+                        "deletedRegion": sarif_region(d),
+                        "insertedContent": { "text": fix.sql },
+                    }],
+                }],
+            }]);
+        }
+        if let Some(reason) = &d.overridden {
+            result["suppressions"] = json!([{ "kind": "inSource", "justification": reason }]);
+        }
+        results.push(result);
+    }
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {
+                "driver": {
+                    "name": "ddlgate",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "informationUri": "https://github.com/ddlgate/ddlgate",
+                    "rules": rules,
+                }
+            },
+            "invocations": [{
+                "executionSuccessful": notifications.is_empty(),
+                "toolExecutionNotifications": notifications,
+            }],
+            "results": results,
+        }]
+    })
 }
 
 #[cfg(test)]

@@ -272,3 +272,74 @@ fn usage_errors_exit_2() {
         Some(2)
     );
 }
+
+/// SARIF output validates against the official SARIF 2.1.0 schema (from the npm package
+/// `@microsoft/jest-sarif`; `scripts/test.sh` fetches it and sets `DDLGATE_SARIF_SCHEMA`).
+#[test]
+fn sarif_output_is_valid_sarif_2_1_0() {
+    let schema_path = std::env::var("DDLGATE_SARIF_SCHEMA").unwrap_or_else(|_| {
+        panic!(
+            "DDLGATE_SARIF_SCHEMA is not set: run the tests with `bash scripts/test.sh`, which \
+             downloads the SARIF 2.1.0 schema, or point it at sarif-2.1.0-rtm.5.json"
+        )
+    });
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap()).unwrap();
+    // The published schema's pattern for `language` properties has a stray `]` that the
+    // validator's meta-schema check refuses as a regex. ddlgate never emits `language`, so that
+    // pattern is dropped wherever it appears; everything else is validated as published.
+    let mut dropped = Vec::new();
+    for def in ["run", "toolComponent"] {
+        let language = schema
+            .pointer_mut(&format!("/definitions/{def}/properties/language"))
+            .and_then(|l| l.as_object_mut())
+            .unwrap();
+        dropped.push(language.remove("pattern"));
+    }
+    assert!(
+        dropped.iter().all(Option::is_some),
+        "the schema changed; revisit this adjustment"
+    );
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(
+        !validator.is_valid(&serde_json::json!({ "version": "2.1.0", "runs": [{ "results": [{ "level": "fatal" }] }] })),
+        "the validator must reject invalid SARIF"
+    );
+    let o = ddlgate(
+        &[
+            "check",
+            "--format",
+            "sarif",
+            "tests/fixtures/migrations",
+            "tests/fixtures/broken.sql",
+            "tests/fixtures/latin1.sql",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&log)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "invalid SARIF:\n{}", errors.join("\n"));
+    let run = &log["runs"][0];
+    assert_eq!(
+        run["tool"]["driver"]["rules"].as_array().unwrap().len(),
+        ddlgate::analysis::RuleId::ALL.len()
+    );
+    let results = run["results"].as_array().unwrap();
+    let rename = results
+        .iter()
+        .find(|r| r["ruleId"] == "rename-column" && r["suppressions"].is_array())
+        .unwrap();
+    assert_eq!(
+        rename["suppressions"][0]["justification"],
+        "expand done in #812"
+    );
+    assert!(results.iter().any(
+        |r| r["fixes"][0]["artifactChanges"][0]["replacements"][0]["insertedContent"]["text"]
+            == "CREATE INDEX CONCURRENTLY orders_note_idx ON orders (note)"
+    ));
+    assert_eq!(run["invocations"][0]["executionSuccessful"], false);
+}
