@@ -496,19 +496,21 @@ pub fn classify(node: &NodeEnum, opts: ClassifyOptions) -> Facts {
         }
         NodeEnum::AlterDomainStmt(s) => {
             let mut f = Facts::new("ALTER DOMAIN", true);
-            // ADD CONSTRAINT (C) and SET NOT NULL (O) check every column of the domain type.
-            if matches!(s.subtype.as_str(), "C" | "O") {
-                let validates = match s.def.as_ref().and_then(|d| d.node.as_ref()) {
-                    Some(NodeEnum::Constraint(c)) => !c.skip_validation,
-                    _ => true,
-                };
-                if validates {
-                    f.scans = true;
-                    f.lock(
-                        LockTarget::Unnamed("every table with a column of this domain"),
-                        Share,
-                    );
-                }
+            // ADD CONSTRAINT (C), SET NOT NULL (O) and VALIDATE CONSTRAINT (V) check every
+            // column of the domain type, each table under a SHARE lock (measured on 15 and 18:
+            // VALIDATE is no weaker than ADD for domains).
+            let validates = match s.subtype.as_str() {
+                "C" => !matches!(s.def.as_ref().and_then(|d| d.node.as_ref()),
+                    Some(NodeEnum::Constraint(c)) if c.skip_validation),
+                "O" | "V" => true,
+                _ => false,
+            };
+            if validates {
+                f.scans = true;
+                f.lock(
+                    LockTarget::Unnamed("every table with a column of this domain"),
+                    Share,
+                );
             }
             f
         }

@@ -100,9 +100,9 @@ impl Context {
     /// Moves on to the next script of a sequence (the next migration file): nothing in it is
     /// new any more and no transaction is open, but the column types learnt so far still hold.
     pub fn next_script(&mut self) {
-        let columns = std::mem::take(&mut self.history.columns);
+        let schema = std::mem::take(&mut self.history.schema);
         self.history = History {
-            columns,
+            schema,
             ..History::default()
         };
         self.in_transaction = false;
@@ -134,8 +134,14 @@ pub struct History {
     pub lock_timeout_set: bool,
     /// Whether a `statement_timeout` (other than 0) was set earlier in the session or script.
     pub statement_timeout_set: bool,
-    /// Column types known from earlier `CREATE TABLE` / `ADD COLUMN`: `(table, column, type)`.
-    pub columns: Vec<(RelationName, String, ColumnType)>,
+    /// What earlier scripts and statements taught about the schema; kept across scripts.
+    pub schema: Schema,
+    /// Foreign keys added in this script, checked for a supporting index when it ends.
+    pub foreign_keys: Vec<ForeignKeySeen>,
+    /// Whether a `BEGIN` opened the transaction that is still open, and where.
+    pub open_begin: Option<std::ops::Range<usize>>,
+    /// ALTER TABLE statements per table in this transaction (or script, outside one).
+    pub alters: Vec<(RelationName, usize)>,
     /// `CHECK (column IS NOT NULL)` constraints added earlier: `(table, constraint, column)`.
     pub not_null_checks: Vec<(RelationName, String, String)>,
     /// Columns proven not null by a validated check: `SET NOT NULL` on them needs no scan.
@@ -143,14 +149,58 @@ pub struct History {
 }
 
 impl History {
-    /// The type a column was last given in this script, if known.
+    /// The type a column was last given, if known.
     pub fn column_type(&self, table: &RelationName, column: &str) -> Option<&ColumnType> {
-        self.columns
+        self.schema
+            .columns
             .iter()
             .rev()
             .find(|(t, c, _)| t.may_be(table) && c == column)
             .map(|(_, _, ty)| ty)
     }
+}
+
+/// Schema facts learnt from the statements seen so far (in this and earlier scripts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    /// Column types: `(table, column, type)`, latest last.
+    pub columns: Vec<(RelationName, String, ColumnType)>,
+    /// Tables created `PARTITION BY …`.
+    pub partitioned: Vec<RelationName>,
+    /// Indexes (and primary keys, unique constraints) by table: their key columns in order.
+    pub indexes: Vec<(RelationName, Vec<String>)>,
+}
+
+impl Schema {
+    /// Whether the table is known to be partitioned.
+    pub fn is_partitioned(&self, table: &RelationName) -> bool {
+        self.partitioned.iter().any(|t| t.may_be(table))
+    }
+
+    /// Whether an index on `table` starts with exactly `columns`, in any order.
+    pub fn has_index_leading_with(&self, table: &RelationName, columns: &[String]) -> bool {
+        self.indexes.iter().any(|(t, keys)| {
+            t.may_be(table)
+                && keys.len() >= columns.len()
+                && keys.iter().take(columns.len()).all(|k| columns.contains(k))
+        })
+    }
+
+    /// Whether anything is known about the table's indexes (it was created where we saw it).
+    pub fn knows_table(&self, table: &RelationName) -> bool {
+        self.columns.iter().any(|(t, _, _)| t.may_be(table))
+    }
+}
+
+/// A foreign key added in the current script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeySeen {
+    /// The referencing table.
+    pub table: RelationName,
+    /// Its referencing columns.
+    pub columns: Vec<String>,
+    /// The statement that added it.
+    pub span: std::ops::Range<usize>,
 }
 
 /// A column type as written: its base name (`varchar`, `int4`, `numeric`, …) and modifiers.

@@ -83,6 +83,23 @@ impl Engine {
                 problems,
             });
         }
+        for rule in &self.rules {
+            let Some(finish) = rule.meta().finish else {
+                continue;
+            };
+            for v in finish(ctx, source) {
+                let report = reports
+                    .iter_mut()
+                    .find(|r| r.span.contains(&v.span.start) || r.span.start == v.span.start);
+                if let Some(Report {
+                    result: Ok(finding),
+                    ..
+                }) = report
+                {
+                    finding.violations.push(v);
+                }
+            }
+        }
         reports
     }
 
@@ -124,7 +141,7 @@ impl Engine {
                 None => violations.push(v),
             }
         }
-        record(node, &facts, ctx);
+        record(node, &facts, span, ctx);
         Finding {
             facts,
             violations,
@@ -233,27 +250,135 @@ fn overrides_in(
 }
 
 /// Updates the history with what the statement did, beyond its generic facts.
-fn record(node: &NodeEnum, facts: &Facts, ctx: &mut Context) {
+fn record(node: &NodeEnum, facts: &Facts, span: &Range<usize>, ctx: &mut Context) {
     match node {
         NodeEnum::VariableSetStmt(set) => record_setting(set, ctx),
-        NodeEnum::CreateStmt(create) => {
-            if let Some(table) = create.relation.as_ref().map(RelationName::from_range_var) {
-                for elt in &create.table_elts {
-                    if let Some(NodeEnum::ColumnDef(col)) = &elt.node {
-                        record_column(ctx, &table, col);
-                    }
+        NodeEnum::CreateStmt(create) => record_create_table(create, span, ctx),
+        NodeEnum::AlterTableStmt(alter) => record_alter(alter, span, ctx),
+        NodeEnum::IndexStmt(index) => {
+            if let Some(table) = index.relation.as_ref().map(RelationName::from_range_var) {
+                let keys: Vec<String> = index
+                    .index_params
+                    .iter()
+                    .map_while(|p| match &p.node {
+                        Some(NodeEnum::IndexElem(e)) if !e.name.is_empty() => Some(e.name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if !keys.is_empty() && index.where_clause.is_none() {
+                    ctx.history.schema.indexes.push((table, keys));
                 }
             }
         }
-        NodeEnum::AlterTableStmt(alter) => record_alter(alter, ctx),
+        NodeEnum::TransactionStmt(_) => match facts.tx_control {
+            Some(super::classify::TxControl::Begin) if !ctx.in_transaction => {
+                ctx.history.open_begin = Some(span.clone());
+            }
+            Some(
+                super::classify::TxControl::Commit
+                | super::classify::TxControl::Rollback
+                | super::classify::TxControl::Prepare,
+            ) => {
+                ctx.history.open_begin = None;
+                ctx.history.alters.clear();
+            }
+            _ => {}
+        },
         _ => {}
     }
     ctx.record(facts);
 }
 
+/// Key columns of a PRIMARY KEY or UNIQUE constraint.
+fn key_columns(c: &ast::Constraint) -> Vec<String> {
+    c.keys
+        .iter()
+        .filter_map(super::classify::string_value)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn is_key_constraint(c: &ast::Constraint) -> bool {
+    c.contype == ast::ConstrType::ConstrPrimary as i32
+        || c.contype == ast::ConstrType::ConstrUnique as i32
+}
+
+fn record_create_table(create: &ast::CreateStmt, span: &Range<usize>, ctx: &mut Context) {
+    let Some(table) = create.relation.as_ref().map(RelationName::from_range_var) else {
+        return;
+    };
+    if create.partspec.is_some() {
+        ctx.history.schema.partitioned.push(table.clone());
+    }
+    for elt in &create.table_elts {
+        match &elt.node {
+            Some(NodeEnum::ColumnDef(col)) => {
+                record_column(ctx, &table, col);
+                record_column_constraints(ctx, &table, col, span);
+            }
+            Some(NodeEnum::Constraint(c)) => record_table_constraint(ctx, &table, c, span),
+            _ => {}
+        }
+    }
+}
+
+fn record_column_constraints(
+    ctx: &mut Context,
+    table: &RelationName,
+    col: &ast::ColumnDef,
+    span: &Range<usize>,
+) {
+    for c in &col.constraints {
+        let Some(NodeEnum::Constraint(c)) = &c.node else {
+            continue;
+        };
+        if is_key_constraint(c) {
+            ctx.history
+                .schema
+                .indexes
+                .push((table.clone(), vec![col.colname.clone()]));
+        } else if c.contype == ast::ConstrType::ConstrForeign as i32 {
+            ctx.history
+                .foreign_keys
+                .push(super::context::ForeignKeySeen {
+                    table: table.clone(),
+                    columns: vec![col.colname.clone()],
+                    span: span.clone(),
+                });
+        }
+    }
+}
+
+fn record_table_constraint(
+    ctx: &mut Context,
+    table: &RelationName,
+    c: &ast::Constraint,
+    span: &Range<usize>,
+) {
+    if is_key_constraint(c) && c.indexname.is_empty() {
+        ctx.history
+            .schema
+            .indexes
+            .push((table.clone(), key_columns(c)));
+    } else if c.contype == ast::ConstrType::ConstrForeign as i32 {
+        ctx.history
+            .foreign_keys
+            .push(super::context::ForeignKeySeen {
+                table: table.clone(),
+                columns: c
+                    .fk_attrs
+                    .iter()
+                    .filter_map(super::classify::string_value)
+                    .map(str::to_owned)
+                    .collect(),
+                span: span.clone(),
+            });
+    }
+}
+
 fn record_column(ctx: &mut Context, table: &RelationName, col: &ast::ColumnDef) {
     if let Some(t) = &col.type_name {
-        ctx.history.columns.push((
+        ctx.history.schema.columns.push((
             table.clone(),
             col.colname.clone(),
             ColumnType::from_type_name(t),
@@ -279,19 +404,26 @@ fn not_null_check_column(expr: &ast::Node) -> Option<String> {
     }
 }
 
-fn record_alter(alter: &ast::AlterTableStmt, ctx: &mut Context) {
+fn record_alter(alter: &ast::AlterTableStmt, span: &Range<usize>, ctx: &mut Context) {
     use ast::AlterTableType as T;
     let Some(table) = alter.relation.as_ref().map(RelationName::from_range_var) else {
         return;
     };
+    match ctx.history.alters.iter_mut().find(|(t, _)| *t == table) {
+        Some((_, n)) => *n += 1,
+        None => ctx.history.alters.push((table.clone(), 1)),
+    }
     let in_block = ctx.in_transaction || ctx.in_multi_statement_query;
     for cmd in super::classify::alter_cmds(alter) {
         let def = cmd.def.as_ref().and_then(|d| d.node.as_ref());
         match (super::classify::subtype(cmd), def) {
-            (T::AtAddColumn, Some(NodeEnum::ColumnDef(col))) => record_column(ctx, &table, col),
+            (T::AtAddColumn, Some(NodeEnum::ColumnDef(col))) => {
+                record_column(ctx, &table, col);
+                record_column_constraints(ctx, &table, col, span);
+            }
             (T::AtAlterColumnType, Some(NodeEnum::ColumnDef(col))) => {
                 if let Some(t) = &col.type_name {
-                    ctx.history.columns.push((
+                    ctx.history.schema.columns.push((
                         table.clone(),
                         cmd.name.clone(),
                         ColumnType::from_type_name(t),
@@ -299,6 +431,7 @@ fn record_alter(alter: &ast::AlterTableStmt, ctx: &mut Context) {
                 }
             }
             (T::AtAddConstraint, Some(NodeEnum::Constraint(c))) => {
+                record_table_constraint(ctx, &table, c, span);
                 if c.skip_validation && in_block {
                     ctx.history
                         .not_validated

@@ -44,6 +44,7 @@ catalog! {
     DropIndexNonconcurrent => "drop-index-nonconcurrent" => drop_index_nonconcurrent,
     ReindexNonconcurrent => "reindex-nonconcurrent" => reindex_nonconcurrent,
     CicInTransaction => "cic-in-transaction" => cic_in_transaction,
+    PartitionedIndex => "partitioned-index" => partitioned_index,
     RefreshMatviewNonconcurrent => "refresh-matview-nonconcurrent" => refresh_matview_nonconcurrent,
     VacuumFullCluster => "vacuum-full-cluster" => vacuum_full_cluster,
     FkNotValidMissing => "fk-not-valid-missing" => fk_not_valid_missing,
@@ -52,9 +53,15 @@ catalog! {
     SetNotNull => "set-not-null" => set_not_null,
     AddUniqueConstraint => "add-unique-constraint" => add_unique_constraint,
     AddPrimaryKey => "add-primary-key" => add_primary_key,
+    AddExclusionConstraint => "add-exclusion-constraint" => add_exclusion_constraint,
+    FkMissingIndex => "fk-missing-index" => fk_missing_index,
+    DomainConstraint => "domain-constraint" => domain_constraint,
     AddColumnVolatileDefault => "add-column-volatile-default" => add_column_volatile_default,
     AddRequiredColumn => "add-required-column" => add_required_column,
+    AddGeneratedStoredColumn => "add-generated-stored-column" => add_generated_stored_column,
+    AddSerialIdentityColumn => "add-serial-identity-column" => add_serial_identity_column,
     ChangeColumnType => "change-column-type" => change_column_type,
+    DropNotNull => "drop-not-null" => drop_not_null,
     RenameColumn => "rename-column" => rename_column,
     RenameTable => "rename-table" => rename_table,
     DropColumn => "drop-column" => drop_column,
@@ -172,12 +179,12 @@ mod tests {
                 "{rule}: needs examples"
             );
             for sql in meta.examples.flagged {
-                let found = flagged_by(*rule, sql);
+                let found = flagged_by(*rule, meta.examples.setup, sql);
                 assert!(found > 0, "{rule} does not flag its example {sql:?}");
             }
             for sql in meta.examples.safe {
                 assert_eq!(
-                    flagged_by(*rule, sql),
+                    flagged_by(*rule, meta.examples.setup, sql),
                     0,
                     "{rule} flags its safe example {sql:?}"
                 );
@@ -185,9 +192,15 @@ mod tests {
         }
     }
 
-    fn flagged_by(rule: RuleId, sql: &str) -> usize {
-        Engine::new([rule])
-            .analyze(sql, &mut Context::default())
+    /// Violations of `rule` in `sql`, analysed as a migration that runs after `setup` (an
+    /// earlier migration: its tables exist and are not new).
+    fn flagged_by(rule: RuleId, setup: &str, sql: &str) -> usize {
+        let engine = Engine::new([rule]);
+        let mut ctx = Context::default();
+        engine.analyze(setup, &mut ctx);
+        ctx.next_script();
+        engine
+            .analyze(sql, &mut ctx)
             .iter()
             .map(|r| r.result.as_ref().map_or(0, |f| f.violations.len()))
             .sum()

@@ -25,6 +25,7 @@ pub static RULE: RuleMeta = RuleMeta {
                  ALTER TABLE orders ALTER COLUMN token SET DEFAULT gen_random_uuid()"],
     },
     check,
+    finish: None,
 };
 
 /// The DEFAULT expression of a column definition, if any.

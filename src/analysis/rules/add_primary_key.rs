@@ -25,6 +25,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["CREATE UNIQUE INDEX CONCURRENTLY events_pkey ON events (id)"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

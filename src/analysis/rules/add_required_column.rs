@@ -22,6 +22,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["ALTER TABLE users ADD COLUMN plan text NOT NULL DEFAULT 'free'"],
     },
     check,
+    finish: None,
 };
 
 fn has_constraint(col: &ast::ColumnDef, kind: ast::ConstrType) -> bool {

@@ -25,6 +25,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email)"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -24,6 +24,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["ALTER TABLE orders ADD COLUMN id_new bigint"],
     },
     check,
+    finish: None,
 };
 
 /// Whether changing `old` to `new` needs no rewrite (a binary-compatible change, or a longer

@@ -28,6 +28,7 @@ pub static RULE: RuleMeta = RuleMeta {
         ],
     },
     check,
+    finish: None,
 };
 
 fn is_check(c: &ast::Constraint) -> bool {

@@ -23,6 +23,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["CREATE INDEX CONCURRENTLY orders_customer_idx ON orders (customer_id)"],
     },
     check,
+    finish: None,
 };
 
 /// Whether the statement is one of the `CONCURRENTLY` forms PostgreSQL refuses in a

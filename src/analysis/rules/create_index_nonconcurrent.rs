@@ -22,6 +22,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["CREATE INDEX CONCURRENTLY orders_customer_idx ON orders (customer_id)"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

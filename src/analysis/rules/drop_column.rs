@@ -21,6 +21,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["ALTER TABLE users ALTER COLUMN legacy_flag DROP NOT NULL"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -21,6 +21,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["ALTER SCHEMA reporting RENAME TO reporting_retired"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

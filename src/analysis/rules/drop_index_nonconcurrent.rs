@@ -22,6 +22,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["DROP INDEX CONCURRENTLY orders_customer_idx"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -21,6 +21,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["ALTER TABLE old_sessions RENAME TO old_sessions_to_drop_after_release_42"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -22,6 +22,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["ALTER TABLE orders ADD COLUMN note text"],
     },
     check,
+    finish: None,
 };
 
 /// What a PL/pgSQL or SQL body does that matters here.

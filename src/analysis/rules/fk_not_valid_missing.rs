@@ -30,6 +30,7 @@ pub static RULE: RuleMeta = RuleMeta {
         ],
     },
     check,
+    finish: None,
 };
 
 fn is_foreign(c: &ast::Constraint) -> bool {

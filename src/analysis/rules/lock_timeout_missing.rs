@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["SET lock_timeout = '2s'; ALTER TABLE orders ADD COLUMN note text"],
     },
     check,
+    finish: None,
 };
 
 /// Whether the statement waits for a lock that blocks reads or writes on an existing relation.

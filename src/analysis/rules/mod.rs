@@ -11,20 +11,27 @@ use super::registry::RuleId;
 use super::violation::{Applicability, Edit, Fix, Violation};
 
 pub mod add_column_volatile_default;
+pub mod add_exclusion_constraint;
+pub mod add_generated_stored_column;
 pub mod add_primary_key;
 pub mod add_required_column;
+pub mod add_serial_identity_column;
 pub mod add_unique_constraint;
 pub mod change_column_type;
 pub mod check_not_valid_missing;
 pub mod cic_in_transaction;
 pub mod create_index_nonconcurrent;
+pub mod domain_constraint;
 pub mod drop_column;
 pub mod drop_database;
 pub mod drop_index_nonconcurrent;
+pub mod drop_not_null;
 pub mod drop_table;
 pub mod dynamic_ddl;
+pub mod fk_missing_index;
 pub mod fk_not_valid_missing;
 pub mod lock_timeout_missing;
+pub mod partitioned_index;
 pub mod refresh_matview_nonconcurrent;
 pub mod reindex_nonconcurrent;
 pub mod rename_column;
@@ -127,8 +134,12 @@ pub struct RuleMeta {
     pub docs: &'static str,
     /// Demonstrations.
     pub examples: Examples,
-    /// The check.
+    /// The check, run on every statement.
     pub check: fn(&Input<'_>, &mut Vec<Violation>),
+    /// A check run once at the end of a script (a query string or a file), for findings that
+    /// depend on what came later (an index created after its foreign key, an unterminated
+    /// `BEGIN`). Its violations are attached to the statement their span starts in.
+    pub finish: Option<fn(&Context, &str) -> Vec<Violation>>,
 }
 
 /// What a rule sees of one statement.

@@ -22,6 +22,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["REFRESH MATERIALIZED VIEW CONCURRENTLY order_totals"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["ALTER TABLE users ADD COLUMN email text"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["CREATE VIEW customers AS SELECT * FROM customer"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

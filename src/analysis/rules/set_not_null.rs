@@ -29,6 +29,7 @@ pub static RULE: RuleMeta = RuleMeta {
         ],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

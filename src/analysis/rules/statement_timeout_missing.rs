@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["SET statement_timeout = '5s'; ALTER TABLE orders ADD COLUMN note text"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -21,6 +21,7 @@ pub static RULE: RuleMeta = RuleMeta {
         safe: &["VACUUM (ANALYZE) events"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {

@@ -29,6 +29,7 @@ pub static RULE: RuleMeta = RuleMeta {
                  ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_fk"],
     },
     check,
+    finish: None,
 };
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
