@@ -17,10 +17,14 @@ pub mod add_primary_key;
 pub mod add_required_column;
 pub mod add_serial_identity_column;
 pub mod add_unique_constraint;
+pub mod autovacuum_off;
 pub mod change_column_type;
 pub mod check_not_valid_missing;
 pub mod cic_in_transaction;
 pub mod create_index_nonconcurrent;
+pub mod create_partition_of;
+pub mod create_trigger;
+pub mod detach_partition_nonconcurrent;
 pub mod domain_constraint;
 pub mod drop_column;
 pub mod drop_database;
@@ -28,6 +32,7 @@ pub mod drop_index_nonconcurrent;
 pub mod drop_not_null;
 pub mod drop_table;
 pub mod dynamic_ddl;
+pub mod enum_add_value_order;
 pub mod fk_missing_index;
 pub mod fk_not_valid_missing;
 pub mod lock_timeout_missing;
@@ -35,9 +40,15 @@ pub mod partitioned_index;
 pub mod refresh_matview_nonconcurrent;
 pub mod reindex_nonconcurrent;
 pub mod rename_column;
+pub mod rename_enum_value;
 pub mod rename_table;
+pub mod replica_identity;
+pub mod set_access_method;
+pub mod set_logged_unlogged;
 pub mod set_not_null;
+pub mod set_tablespace;
 pub mod statement_timeout_missing;
+pub mod truncate_cascade;
 pub mod vacuum_full_cluster;
 pub mod validate_same_tx;
 
@@ -304,4 +315,21 @@ mod naming_tests {
         assert_eq!(long.len(), 63);
         assert!(long.ends_with("_fkey"));
     }
+}
+
+/// The subcommands of an `ALTER TABLE` (or `ALTER INDEX`, `ALTER MATERIALIZED VIEW`, …) on an
+/// existing relation whose type is one of `types`.
+pub fn alter_subcommands<'a>(
+    input: &Input<'a>,
+    types: &[super::parse::ast::AlterTableType],
+) -> Vec<&'a super::parse::ast::AlterTableCmd> {
+    let NodeEnum::AlterTableStmt(stmt) = input.node else {
+        return Vec::new();
+    };
+    if is_new_table(input, stmt.relation.as_ref()) {
+        return Vec::new();
+    }
+    super::classify::alter_cmds(stmt)
+        .filter(|c| types.contains(&super::classify::subtype(c)))
+        .collect()
 }
