@@ -296,6 +296,23 @@ pub fn key_names(keys: &[super::parse::ast::Node]) -> Vec<&str> {
         .collect()
 }
 
+/// The subcommands of an `ALTER TABLE` (or `ALTER INDEX`, `ALTER MATERIALIZED VIEW`, …) on an
+/// existing relation whose type is one of `types`.
+pub fn alter_subcommands<'a>(
+    input: &Input<'a>,
+    types: &[super::parse::ast::AlterTableType],
+) -> Vec<&'a super::parse::ast::AlterTableCmd> {
+    let NodeEnum::AlterTableStmt(stmt) = input.node else {
+        return Vec::new();
+    };
+    if is_new_table(input, stmt.relation.as_ref()) {
+        return Vec::new();
+    }
+    super::classify::alter_cmds(stmt)
+        .filter(|c| types.contains(&super::classify::subtype(c)))
+        .collect()
+}
+
 #[cfg(test)]
 mod naming_tests {
     use super::default_object_name;
@@ -315,21 +332,4 @@ mod naming_tests {
         assert_eq!(long.len(), 63);
         assert!(long.ends_with("_fkey"));
     }
-}
-
-/// The subcommands of an `ALTER TABLE` (or `ALTER INDEX`, `ALTER MATERIALIZED VIEW`, …) on an
-/// existing relation whose type is one of `types`.
-pub fn alter_subcommands<'a>(
-    input: &Input<'a>,
-    types: &[super::parse::ast::AlterTableType],
-) -> Vec<&'a super::parse::ast::AlterTableCmd> {
-    let NodeEnum::AlterTableStmt(stmt) = input.node else {
-        return Vec::new();
-    };
-    if is_new_table(input, stmt.relation.as_ref()) {
-        return Vec::new();
-    }
-    super::classify::alter_cmds(stmt)
-        .filter(|c| types.contains(&super::classify::subtype(c)))
-        .collect()
 }
