@@ -26,6 +26,9 @@ pub struct Context {
     /// Whether the caller applies `lock_timeout`/`statement_timeout` itself (the proxy does),
     /// so scripts need not.
     pub timeouts_managed: bool,
+    /// Whether each analysed text is a whole script (a migration file), so a transaction left
+    /// open at its end is a mistake. Through the proxy each request is a part of a session.
+    pub whole_scripts: bool,
     /// What the current transaction (or script) has done so far.
     pub history: History,
 }
@@ -38,6 +41,7 @@ impl Default for Context {
             in_multi_statement_query: false,
             standard_conforming_strings: true,
             timeouts_managed: false,
+            whole_scripts: true,
             history: History::default(),
         }
     }

@@ -80,12 +80,16 @@ pub enum TokenKind {
     Keyword,
     /// `;`
     Semicolon,
+    /// An identifier, plain or quoted (`orders`, `"Orders"`, `U&"…"`), as written.
+    Identifier,
     /// Anything else: identifiers, literals, operators, punctuation.
     Other,
 }
 
 // Token numbers from PostgreSQL's gram.h as exported by libpg_query's protobuf enum.
 const TOKEN_SEMICOLON: i32 = 59;
+const TOKEN_IDENT: i32 = 258;
+const TOKEN_UIDENT: i32 = 259;
 const TOKEN_SQL_COMMENT: i32 = 275;
 const TOKEN_C_COMMENT: i32 = 276;
 const KEYWORD_KIND_NO_KEYWORD: i32 = 0;
@@ -254,6 +258,7 @@ pub fn tokens(source: &str) -> Result<Vec<Token>, String> {
                 TOKEN_SEMICOLON => TokenKind::Semicolon,
                 TOKEN_SQL_COMMENT => TokenKind::LineComment,
                 TOKEN_C_COMMENT => TokenKind::BlockComment,
+                TOKEN_IDENT | TOKEN_UIDENT => TokenKind::Identifier,
                 _ if t.keyword_kind != KEYWORD_KIND_NO_KEYWORD => TokenKind::Keyword,
                 _ => TokenKind::Other,
             };
@@ -374,7 +379,7 @@ mod tests {
                 TokenKind::Semicolon,
                 TokenKind::LineComment,
                 TokenKind::BlockComment,
-                TokenKind::Other
+                TokenKind::Identifier
             ]
         );
     }

@@ -81,6 +81,14 @@ catalog! {
     DynamicDdl => "dynamic-ddl" => dynamic_ddl,
     LockTimeoutMissing => "lock-timeout-missing" => lock_timeout_missing,
     StatementTimeoutMissing => "statement-timeout-missing" => statement_timeout_missing,
+    DdlAfterAccessExclusive => "ddl-after-access-exclusive" => ddl_after_access_exclusive,
+    MultipleAlterSameTable => "multiple-alter-same-table" => multiple_alter_same_table,
+    TransactionHygiene => "transaction-hygiene" => transaction_hygiene,
+    UnbatchedBackfill => "unbatched-backfill" => unbatched_backfill,
+    IdentifierTooLong => "identifier-too-long" => identifier_too_long,
+    DuplicateColumnAssignment => "duplicate-column-assignment" => duplicate_column_assignment,
+    RobustStmts => "robust-stmts" => robust_stmts,
+    TableWithoutSchema => "table-without-schema" => table_without_schema,
 }
 
 impl fmt::Display for RuleId {

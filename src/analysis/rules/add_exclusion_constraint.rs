@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("add_exclusion_constraint.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE bookings (room int, during tsrange)",
         flagged: &[
             "ALTER TABLE bookings ADD CONSTRAINT no_overlap EXCLUDE USING gist (during WITH &&)",

@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("add_generated_stored_column.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE items (id bigint PRIMARY KEY, price numeric, qty int)",
         flagged: &[
             "ALTER TABLE items ADD COLUMN total numeric GENERATED ALWAYS AS (price * qty) STORED",

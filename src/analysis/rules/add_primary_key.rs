@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("add_primary_key.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint NOT NULL, payload text)",
         flagged: &["ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY (id)"],
         safe: &["CREATE UNIQUE INDEX CONCURRENTLY events_pkey ON events (id)"],

@@ -17,6 +17,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("add_required_column.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE users ADD COLUMN plan text NOT NULL"],
         safe: &["ALTER TABLE users ADD COLUMN plan text NOT NULL DEFAULT 'free'"],

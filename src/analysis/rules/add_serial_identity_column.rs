@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("add_serial_identity_column.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE events (payload text)",
         flagged: &["ALTER TABLE events ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY"],
         safe: &["ALTER TABLE events ADD COLUMN id bigint"],

@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("add_unique_constraint.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY, email text)",
         flagged: &["ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)"],
         safe: &["CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email)"],

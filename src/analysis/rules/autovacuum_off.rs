@@ -15,6 +15,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("autovacuum_off.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE events SET (autovacuum_enabled = false)"],
         safe: &["ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.01)"],

@@ -19,6 +19,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("change_column_type.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE orders (id integer PRIMARY KEY, note varchar(20))",
         flagged: &["ALTER TABLE orders ALTER COLUMN id TYPE bigint"],
         safe: &["ALTER TABLE orders ADD COLUMN id_new bigint"],

@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("cic_in_transaction.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint)",
         flagged: &[
             "BEGIN; CREATE INDEX CONCURRENTLY orders_customer_idx ON orders (customer_id); COMMIT",

@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("create_partition_of.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint, at date) PARTITION BY RANGE (at)",
         flagged: &[
             "CREATE TABLE events_2027 PARTITION OF events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')",

@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("domain_constraint.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE DOMAIN email AS text; CREATE TABLE users (id bigint PRIMARY KEY, address email)",
         flagged: &[
             "ALTER DOMAIN email ADD CONSTRAINT email_has_at CHECK (VALUE LIKE '%@%')",

@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("drop_column.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY, legacy_flag boolean)",
         flagged: &["ALTER TABLE users DROP COLUMN legacy_flag"],
         safe: &["ALTER TABLE users ALTER COLUMN legacy_flag DROP NOT NULL"],

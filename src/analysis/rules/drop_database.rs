@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("drop_database.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE SCHEMA reporting",
         flagged: &["DROP SCHEMA reporting CASCADE"],
         safe: &["ALTER SCHEMA reporting RENAME TO reporting_retired"],

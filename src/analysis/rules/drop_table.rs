@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("drop_table.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE old_sessions (id bigint PRIMARY KEY)",
         flagged: &["DROP TABLE old_sessions"],
         safe: &["ALTER TABLE old_sessions RENAME TO old_sessions_to_drop_after_release_42"],

@@ -15,6 +15,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("fk_missing_index.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE customers (id bigint PRIMARY KEY)",
         flagged: &[
             "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id))",

@@ -24,6 +24,7 @@ pub mod cic_in_transaction;
 pub mod create_index_nonconcurrent;
 pub mod create_partition_of;
 pub mod create_trigger;
+pub mod ddl_after_access_exclusive;
 pub mod detach_partition_nonconcurrent;
 pub mod domain_constraint;
 pub mod drop_column;
@@ -31,11 +32,14 @@ pub mod drop_database;
 pub mod drop_index_nonconcurrent;
 pub mod drop_not_null;
 pub mod drop_table;
+pub mod duplicate_column_assignment;
 pub mod dynamic_ddl;
 pub mod enum_add_value_order;
 pub mod fk_missing_index;
 pub mod fk_not_valid_missing;
+pub mod identifier_too_long;
 pub mod lock_timeout_missing;
+pub mod multiple_alter_same_table;
 pub mod partitioned_index;
 pub mod refresh_matview_nonconcurrent;
 pub mod reindex_nonconcurrent;
@@ -43,12 +47,16 @@ pub mod rename_column;
 pub mod rename_enum_value;
 pub mod rename_table;
 pub mod replica_identity;
+pub mod robust_stmts;
 pub mod set_access_method;
 pub mod set_logged_unlogged;
 pub mod set_not_null;
 pub mod set_tablespace;
 pub mod statement_timeout_missing;
+pub mod table_without_schema;
+pub mod transaction_hygiene;
 pub mod truncate_cascade;
+pub mod unbatched_backfill;
 pub mod vacuum_full_cluster;
 pub mod validate_same_tx;
 
@@ -124,6 +132,9 @@ pub struct Examples {
     pub flagged: &'static [&'static str],
     /// Statements that do the same job safely; the rule reports none of them.
     pub safe: &'static [&'static str],
+    /// The flagged statements are errors PostgreSQL itself refuses (the rule reports them
+    /// before any lock is taken); the lock-truth test checks that they are refused.
+    pub refused_by_postgres: bool,
 }
 
 /// Everything the catalog knows about a rule.

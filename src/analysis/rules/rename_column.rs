@@ -15,6 +15,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("rename_column.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY, mail text)",
         flagged: &["ALTER TABLE users RENAME COLUMN mail TO email"],
         safe: &["ALTER TABLE users ADD COLUMN email text"],

@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("replica_identity.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY, payload text)",
         flagged: &["ALTER TABLE events REPLICA IDENTITY FULL"],
         safe: &["ALTER TABLE events ADD COLUMN note text"],

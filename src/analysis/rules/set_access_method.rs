@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("set_access_method.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE events SET ACCESS METHOD heap"],
         safe: &["CREATE TABLE events_v2 (LIKE events INCLUDING ALL) USING heap"],

@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("set_logged_unlogged.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE UNLOGGED TABLE imports (id bigint PRIMARY KEY, payload text)",
         flagged: &["ALTER TABLE imports SET LOGGED"],
         safe: &["CREATE TABLE imports_logged (LIKE imports INCLUDING ALL)"],

@@ -19,6 +19,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("set_not_null.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY, email text)",
         flagged: &["ALTER TABLE users ALTER COLUMN email SET NOT NULL"],
         safe: &[

@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("set_tablespace.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE events SET TABLESPACE pg_default"],
         safe: &["ALTER TABLE events SET (fillfactor = 90)"],

@@ -17,6 +17,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("validate_same_tx.md"),
     examples: Examples {
+        refused_by_postgres: false,
         setup: "CREATE TABLE customers (id bigint PRIMARY KEY); \
                 CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint)",
         flagged: &["BEGIN; \
