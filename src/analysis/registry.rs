@@ -89,6 +89,13 @@ catalog! {
     DuplicateColumnAssignment => "duplicate-column-assignment" => duplicate_column_assignment,
     RobustStmts => "robust-stmts" => robust_stmts,
     TableWithoutSchema => "table-without-schema" => table_without_schema,
+    CharType => "char-type" => char_type,
+    VarcharLimit => "varchar-limit" => varchar_limit,
+    TimestampWithoutTz => "timestamp-without-tz" => timestamp_without_tz,
+    PreferBigint => "prefer-bigint" => prefer_bigint,
+    PreferIdentity => "prefer-identity" => prefer_identity,
+    JsonColumn => "json-column" => json_column,
+    CreateEnum => "create-enum" => create_enum,
 }
 
 impl fmt::Display for RuleId {

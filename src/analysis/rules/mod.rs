@@ -19,8 +19,10 @@ pub mod add_serial_identity_column;
 pub mod add_unique_constraint;
 pub mod autovacuum_off;
 pub mod change_column_type;
+pub mod char_type;
 pub mod check_not_valid_missing;
 pub mod cic_in_transaction;
+pub mod create_enum;
 pub mod create_index_nonconcurrent;
 pub mod create_partition_of;
 pub mod create_trigger;
@@ -38,9 +40,12 @@ pub mod enum_add_value_order;
 pub mod fk_missing_index;
 pub mod fk_not_valid_missing;
 pub mod identifier_too_long;
+pub mod json_column;
 pub mod lock_timeout_missing;
 pub mod multiple_alter_same_table;
 pub mod partitioned_index;
+pub mod prefer_bigint;
+pub mod prefer_identity;
 pub mod refresh_matview_nonconcurrent;
 pub mod reindex_nonconcurrent;
 pub mod rename_column;
@@ -54,11 +59,13 @@ pub mod set_not_null;
 pub mod set_tablespace;
 pub mod statement_timeout_missing;
 pub mod table_without_schema;
+pub mod timestamp_without_tz;
 pub mod transaction_hygiene;
 pub mod truncate_cascade;
 pub mod unbatched_backfill;
 pub mod vacuum_full_cluster;
 pub mod validate_same_tx;
+pub mod varchar_limit;
 
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -322,6 +329,78 @@ pub fn alter_subcommands<'a>(
     super::classify::alter_cmds(stmt)
         .filter(|c| types.contains(&super::classify::subtype(c)))
         .collect()
+}
+
+/// A column type a statement declares: a column of `CREATE TABLE` or of a composite type,
+/// `ALTER TABLE … ADD COLUMN`, or `ALTER TABLE … ALTER COLUMN … TYPE`.
+pub struct DeclaredType<'a> {
+    /// The column.
+    pub column: &'a str,
+    /// The type as written.
+    pub type_name: &'a super::parse::ast::TypeName,
+}
+
+impl DeclaredType<'_> {
+    /// The type's name, lower case, when it is a built-in (unqualified or in `pg_catalog`):
+    /// `int4` for `integer`, `bpchar` for `char(n)`, `timestamp` for `timestamp without time
+    /// zone`, `serial` for `serial`.
+    pub fn builtin(&self) -> Option<String> {
+        let names: Vec<&str> = self
+            .type_name
+            .names
+            .iter()
+            .filter_map(super::classify::string_value)
+            .collect();
+        match names.as_slice() {
+            [name] | ["pg_catalog", name] => Some(name.to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+
+    /// Whether the type carries a modifier such as the `n` of `varchar(n)`.
+    pub fn has_modifier(&self) -> bool {
+        !self.type_name.typmods.is_empty()
+    }
+}
+
+/// Every column type the statement declares (see [`DeclaredType`]).
+pub fn declared_types(node: &NodeEnum) -> Vec<DeclaredType<'_>> {
+    use super::parse::ast;
+    fn from_column_defs<'a>(nodes: &'a [ast::Node], out: &mut Vec<DeclaredType<'a>>) {
+        for n in nodes {
+            if let Some(NodeEnum::ColumnDef(col)) = &n.node
+                && let Some(type_name) = &col.type_name
+            {
+                out.push(DeclaredType {
+                    column: &col.colname,
+                    type_name,
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match node {
+        NodeEnum::CreateStmt(s) => from_column_defs(&s.table_elts, &mut out),
+        NodeEnum::CompositeTypeStmt(s) => from_column_defs(&s.coldeflist, &mut out),
+        NodeEnum::AlterTableStmt(s) => {
+            for cmd in super::classify::alter_cmds(s) {
+                let Some(NodeEnum::ColumnDef(col)) = cmd.def.as_ref().and_then(|d| d.node.as_ref())
+                else {
+                    continue;
+                };
+                let column = match super::classify::subtype(cmd) {
+                    ast::AlterTableType::AtAddColumn => col.colname.as_str(),
+                    ast::AlterTableType::AtAlterColumnType => cmd.name.as_str(),
+                    _ => continue,
+                };
+                if let Some(type_name) = &col.type_name {
+                    out.push(DeclaredType { column, type_name });
+                }
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 #[cfg(test)]
