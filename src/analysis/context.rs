@@ -65,7 +65,7 @@ impl Context {
     /// Whether the relation was created earlier in this transaction or script, so it is new
     /// and empty, and nobody else can be using it.
     pub fn is_new(&self, relation: &RelationName) -> bool {
-        self.history.created.iter().any(|c| c.may_be(relation))
+        self.history.created.may_contain(relation)
     }
 
     /// Updates the history after a statement with these facts has run.
@@ -98,7 +98,9 @@ impl Context {
                 }
             }
         }
-        self.history.created.extend(facts.creates.iter().cloned());
+        for created in &facts.creates {
+            self.history.created.insert(created);
+        }
     }
 
     /// Moves on to the next script of a sequence (the next migration file): nothing in it is
@@ -127,7 +129,7 @@ impl Context {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
     /// Relations created earlier (in this transaction, or anywhere before in a script).
-    pub created: Vec<RelationName>,
+    pub created: RelationSet,
     /// Locks taken by earlier statements of the open transaction; held until it ends.
     pub held_locks: Vec<Lock>,
     /// Constraints added `NOT VALID` in the open transaction: `(table, constraint)`.
@@ -144,7 +146,8 @@ pub struct History {
     pub foreign_keys: Vec<ForeignKeySeen>,
     /// Whether a `BEGIN` opened the transaction that is still open, and where.
     pub open_begin: Option<std::ops::Range<usize>>,
-    /// ALTER TABLE statements per table in this transaction (or script, outside one).
+    /// `ALTER TABLE` statements per table, in this transaction (or script, outside one), that
+    /// rewrote or scanned it.
     pub alters: Vec<(RelationName, usize)>,
     /// `CHECK (column IS NOT NULL)` constraints added earlier: `(table, constraint, column)`.
     pub not_null_checks: Vec<(RelationName, String, String)>,
@@ -161,6 +164,38 @@ impl History {
             .rev()
             .find(|(t, c, _)| t.may_be(table) && c == column)
             .map(|(_, _, ty)| ty)
+    }
+}
+
+/// A set of relation names, looked up by name first: a long migration file creates thousands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelationSet {
+    /// Relation name → the schemas it was named with (`None`: unqualified).
+    by_name: std::collections::HashMap<String, Vec<Option<String>>>,
+}
+
+impl RelationSet {
+    /// Adds a relation.
+    pub fn insert(&mut self, relation: &RelationName) {
+        let schemas = self.by_name.entry(relation.name.clone()).or_default();
+        if !schemas.contains(&relation.schema) {
+            schemas.push(relation.schema.clone());
+        }
+    }
+
+    /// Whether the set holds a relation that may be `relation` (see [`RelationName::may_be`]).
+    pub fn may_contain(&self, relation: &RelationName) -> bool {
+        self.by_name.get(&relation.name).is_some_and(|schemas| {
+            schemas.iter().any(|s| match (s, &relation.schema) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            })
+        })
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
     }
 }
 

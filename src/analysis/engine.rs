@@ -198,10 +198,15 @@ fn overrides_in(
         "ddlgate:allow"
     };
     let mut out = Vec::new();
-    for token in tokens {
-        if token.span.start < range.start || token.span.end > range.end {
-            continue;
-        }
+    // Tokens are in source order: find the range by bisection, so a file of n statements costs
+    // O(n log n), not O(n²).
+    let first = tokens.partition_point(|t| t.span.start < range.start);
+    let in_range = tokens
+        .get(first..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|t| t.span.end <= range.end);
+    for token in in_range {
         if !matches!(token.kind, TokenKind::LineComment | TokenKind::BlockComment) {
             continue;
         }
@@ -254,7 +259,7 @@ fn record(node: &NodeEnum, facts: &Facts, span: &Range<usize>, ctx: &mut Context
     match node {
         NodeEnum::VariableSetStmt(set) => record_setting(set, ctx),
         NodeEnum::CreateStmt(create) => record_create_table(create, span, ctx),
-        NodeEnum::AlterTableStmt(alter) => record_alter(alter, span, ctx),
+        NodeEnum::AlterTableStmt(alter) => record_alter(alter, facts, span, ctx),
         NodeEnum::IndexStmt(index) => {
             if let Some(table) = index.relation.as_ref().map(RelationName::from_range_var) {
                 let keys: Vec<String> = index
@@ -404,14 +409,21 @@ fn not_null_check_column(expr: &ast::Node) -> Option<String> {
     }
 }
 
-fn record_alter(alter: &ast::AlterTableStmt, span: &Range<usize>, ctx: &mut Context) {
+fn record_alter(
+    alter: &ast::AlterTableStmt,
+    facts: &Facts,
+    span: &Range<usize>,
+    ctx: &mut Context,
+) {
     use ast::AlterTableType as T;
     let Some(table) = alter.relation.as_ref().map(RelationName::from_range_var) else {
         return;
     };
-    match ctx.history.alters.iter_mut().find(|(t, _)| *t == table) {
-        Some((_, n)) => *n += 1,
-        None => ctx.history.alters.push((table.clone(), 1)),
+    if facts.rewrites || facts.scans {
+        match ctx.history.alters.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, n)) => *n += 1,
+            None => ctx.history.alters.push((table.clone(), 1)),
+        }
     }
     let in_block = ctx.in_transaction || ctx.in_multi_statement_query;
     for cmd in super::classify::alter_cmds(alter) {

@@ -12,7 +12,7 @@ use crate::analysis::context::Context;
 use crate::analysis::{Engine, RuleId};
 use crate::config::policy::{Action, Policy};
 
-use super::report::{Diagnostic, Format, Level, Summary, render};
+use super::report::{Diagnostic, Format, Level, SourceText, Summary, render};
 
 /// Options of `ddlgate check`.
 #[derive(Debug, clap::Args)]
@@ -84,11 +84,12 @@ pub fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Result<u8>
             }
         };
         ctx.next_script();
+        let source = SourceText::new(text);
         for report in engine.analyze(text, &mut ctx) {
             for problem in &report.problems {
                 diagnostics.push(Diagnostic::at(
                     &input.name,
-                    text,
+                    &source,
                     report.span.clone(),
                     None,
                     Level::Error,
@@ -97,13 +98,18 @@ pub fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Result<u8>
             }
             match &report.result {
                 Err(syntax) => {
-                    diagnostics.push(Diagnostic::syntax(&input.name, text, &report.span, syntax));
+                    diagnostics.push(Diagnostic::syntax(
+                        &input.name,
+                        &source,
+                        &report.span,
+                        syntax,
+                    ));
                 }
                 Ok(finding) => {
                     for v in &finding.violations {
                         diagnostics.push(Diagnostic::violation(
                             &input.name,
-                            text,
+                            &source,
                             v,
                             action(v.rule),
                             None,
@@ -116,7 +122,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Result<u8>
                             .unwrap_or_else(|| "no reason given".to_owned());
                         diagnostics.push(Diagnostic::violation(
                             &input.name,
-                            text,
+                            &source,
                             v,
                             action(v.rule),
                             Some(reason),

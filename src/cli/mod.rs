@@ -72,7 +72,29 @@ struct ServeArgs {
 }
 
 /// Runs the command line and returns the process exit code.
+///
+/// Everything runs on a thread with the stack the analysis needs for deeply nested statements
+/// ([`crate::analysis::STACK_SIZE`]); the main thread's 8 MiB is not enough.
 pub fn main() -> ExitCode {
+    let spawned = std::thread::Builder::new()
+        .name("ddlgate".into())
+        .stack_size(crate::analysis::STACK_SIZE)
+        .spawn(run);
+    match spawned.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        // A panic has already been reported by the panic hook.
+        Ok(Err(_)) => ExitCode::from(2),
+        Err(e) => {
+            #[expect(clippy::print_stderr, reason = "the binary's edge reports its failure")]
+            {
+                eprintln!("ddlgate: error: cannot start the main thread: {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let mut stdout = std::io::stdout().lock();

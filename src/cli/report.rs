@@ -75,9 +75,10 @@ pub struct Diagnostic {
     pub fix: Option<ReportedFix>,
     /// The reason of the inline override that allowed it.
     pub overridden: Option<String>,
-    /// The statement's first line, for the text format.
+    /// The source line (or, for a long line, the part of it around the position) and the
+    /// character index of the position in it, for the text format.
     #[serde(skip)]
-    source_line: Option<String>,
+    source_line: Option<(String, usize)>,
 }
 
 /// Counts for the closing line and the exit code.
@@ -93,37 +94,109 @@ pub struct Summary {
     pub io_errors: usize,
 }
 
-/// 1-based line and character column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or_default();
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
+/// The longest source line shown whole under a text diagnostic, in characters.
+const MAX_EXCERPT: usize = 160;
+
+/// The longest help or rewrite shown whole in the text format, in characters (they quote the
+/// statement, which can be megabytes; the JSON and SARIF formats keep everything).
+const MAX_TEXT: usize = 2000;
+
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_TEXT) {
+        None => text.into(),
+        Some((cut, _)) => format!(
+            "{}… ({} more bytes; --format json shows all)",
+            text.get(..cut).unwrap_or_default(),
+            text.len() - cut
+        )
+        .into(),
+    }
 }
 
-fn line_at(text: &str, offset: usize) -> String {
-    let start = text
-        .get(..offset.min(text.len()))
-        .and_then(|b| b.rfind('\n'))
-        .map_or(0, |i| i + 1);
-    let rest = text.get(start..).unwrap_or_default();
-    rest.lines().next().unwrap_or_default().to_owned()
+/// A file's text with its line starts, so positions are found by bisection: a file with
+/// thousands of findings must not be rescanned from the top for each one.
+pub struct SourceText<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> SourceText<'a> {
+    /// Indexes `text`.
+    pub fn new(text: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { text, line_starts }
+    }
+
+    /// The text.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    fn line_start(&self, offset: usize) -> (usize, usize) {
+        let index = self
+            .line_starts
+            .partition_point(|&start| start <= offset)
+            .saturating_sub(1);
+        (index, self.line_starts.get(index).copied().unwrap_or(0))
+    }
+
+    /// 1-based line and character column of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let (index, start) = self.line_start(offset);
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        (index + 1, column)
+    }
+
+    /// The line holding `offset`, without its line break, and the character index of `offset`
+    /// in it. A line longer than [`MAX_EXCERPT`] characters is cut to a window around the
+    /// offset, marked with `…`: a generated statement can be megabytes on one line.
+    fn line_at(&self, offset: usize) -> (String, usize) {
+        let offset = offset.min(self.text.len());
+        let (_, start) = self.line_start(offset);
+        let rest = self.text.get(start..).unwrap_or_default();
+        let line = rest.lines().next().unwrap_or_default();
+        let caret = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count());
+        let length = line.chars().count();
+        if length <= MAX_EXCERPT {
+            return (line.to_owned(), caret);
+        }
+        let from = caret
+            .saturating_sub(MAX_EXCERPT / 3)
+            .min(length - MAX_EXCERPT);
+        let mut excerpt = String::new();
+        if from > 0 {
+            excerpt.push('…');
+        }
+        excerpt.extend(line.chars().skip(from).take(MAX_EXCERPT));
+        if from + MAX_EXCERPT < length {
+            excerpt.push('…');
+        }
+        (excerpt, caret - from + usize::from(from > 0))
+    }
 }
 
 impl Diagnostic {
     /// A diagnostic about a byte range of a file.
     pub fn at(
         file: &str,
-        text: &str,
+        source: &SourceText<'_>,
         span: Range<usize>,
         rule: Option<String>,
         level: Level,
         message: String,
     ) -> Self {
-        let (line, column) = line_col(text, span.start);
-        let (end_line, end_column) = line_col(text, span.end);
+        let (line, column) = source.line_col(span.start);
+        let (end_line, end_column) = source.line_col(span.end);
         Self {
             file: file.to_owned(),
             line,
@@ -138,7 +211,7 @@ impl Diagnostic {
             help: None,
             fix: None,
             overridden: None,
-            source_line: Some(line_at(text, span.start)),
+            source_line: Some(source.line_at(span.start)),
         }
     }
 
@@ -163,10 +236,15 @@ impl Diagnostic {
     }
 
     /// A statement PostgreSQL's grammar refuses.
-    pub fn syntax(file: &str, text: &str, span: &Range<usize>, e: &SyntaxError) -> Self {
+    pub fn syntax(
+        file: &str,
+        source: &SourceText<'_>,
+        span: &Range<usize>,
+        e: &SyntaxError,
+    ) -> Self {
         let mut d = Self::at(
             file,
-            text,
+            source,
             e.position..e.position.max(span.end),
             None,
             Level::Error,
@@ -179,7 +257,7 @@ impl Diagnostic {
     /// A rule violation, at the level the policy's action gives it.
     pub fn violation(
         file: &str,
-        text: &str,
+        source: &SourceText<'_>,
         v: &Violation,
         action: Action,
         overridden: Option<String>,
@@ -197,7 +275,7 @@ impl Diagnostic {
         };
         let mut d = Self::at(
             file,
-            text,
+            source,
             v.span.clone(),
             Some(v.rule.to_string()),
             level,
@@ -209,7 +287,7 @@ impl Diagnostic {
         d.fix = v.fix.as_ref().map(|f| ReportedFix {
             title: f.title.clone(),
             applicability: f.applicability,
-            sql: f.apply(text, &v.span),
+            sql: f.apply(source.text(), &v.span),
         });
         d.overridden = overridden;
         d
@@ -282,12 +360,12 @@ fn text(diagnostics: &[Diagnostic], summary: &Summary, out: &mut dyn Write) -> s
             level_word(d.level),
             d.message
         )?;
-        if let Some(source) = &d.source_line {
+        if let Some((source, caret)) = &d.source_line {
             let gutter = d.line.to_string();
             let pad = " ".repeat(gutter.len());
             let caret_at: String = source
                 .chars()
-                .take(d.column.saturating_sub(1))
+                .take(*caret)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             writeln!(out, "{pad} |")?;
@@ -295,14 +373,14 @@ fn text(diagnostics: &[Diagnostic], summary: &Summary, out: &mut dyn Write) -> s
             writeln!(out, "{pad} | {caret_at}^")?;
         }
         if let Some(detail) = &d.detail {
-            writeln!(out, "  = detail: {detail}")?;
+            writeln!(out, "  = detail: {}", clip(detail))?;
         }
         if let Some(help) = &d.help {
-            writeln!(out, "  = help: {help}")?;
+            writeln!(out, "  = help: {}", clip(help))?;
         }
         if let Some(fix) = d.fix.as_ref().filter(|_| d.level == Level::Warning) {
             if fix.applicability == Applicability::Safe {
-                writeln!(out, "  = ddlgate rewrites it to: {}", fix.sql)?;
+                writeln!(out, "  = ddlgate rewrites it to: {}", clip(&fix.sql))?;
             }
         }
         if let Some(reason) = &d.overridden {
@@ -501,11 +579,40 @@ mod tests {
 
     #[test]
     fn positions_are_one_based_lines_and_character_columns() {
-        let text = "SELECT 1;\n  é CREATE";
-        assert_eq!(line_col(text, 0), (1, 1));
-        assert_eq!(line_col(text, 10), (2, 1));
+        let text = "SELECT 1;\n  é CREATE\n\nx";
+        let source = SourceText::new(text);
+        assert_eq!(source.line_col(0), (1, 1));
+        assert_eq!(source.line_col(9), (1, 10));
+        assert_eq!(source.line_col(10), (2, 1));
         let create = text.find("CREATE").unwrap();
-        assert_eq!(line_col(text, create), (2, 5));
+        assert_eq!(source.line_col(create), (2, 5));
+        assert_eq!(source.line_col(text.len()), (4, 2));
+        assert_eq!(source.line_col(text.len() + 5), (4, 2));
+        assert_eq!(source.line_at(create), ("  é CREATE".to_owned(), 4));
+        assert_eq!(source.line_at(text.len() - 2), (String::new(), 0));
+    }
+
+    #[test]
+    fn long_help_is_clipped_in_text_only() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(MAX_TEXT + 10);
+        let clipped = clip(&long);
+        assert!(clipped.starts_with(&"é".repeat(MAX_TEXT)));
+        assert!(clipped.ends_with("… (20 more bytes; --format json shows all)"));
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_position() {
+        let text = format!("SELECT '{}' + bad", "x".repeat(100_000));
+        let source = SourceText::new(&text);
+        let at = text.find("bad").unwrap();
+        let (excerpt, caret) = source.line_at(at);
+        assert!(excerpt.starts_with('…') && !excerpt.ends_with('…'));
+        assert_eq!(excerpt.chars().count(), MAX_EXCERPT + 1);
+        assert_eq!(excerpt.chars().skip(caret).collect::<String>(), "bad");
+        let (start, caret) = source.line_at(0);
+        assert!(start.starts_with("SELECT 'xx") && start.ends_with('…'));
+        assert_eq!(caret, 0);
     }
 
     #[test]

@@ -75,6 +75,8 @@ impl Workers {
             let span = tracing::Span::current();
             let thread = std::thread::Builder::new()
                 .name(format!("ddlgate-worker-{index}"))
+                // Sessions analyse statements on this thread.
+                .stack_size(crate::analysis::STACK_SIZE)
                 .spawn(move || {
                     runtime.block_on(
                         async move {
