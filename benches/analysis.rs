@@ -194,4 +194,3 @@ fn check_benches(c: &mut Criterion) {
 
 criterion_group!(benches, engine_benches, check_benches);
 criterion_main!(benches);
-

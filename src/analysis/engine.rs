@@ -130,6 +130,15 @@ impl Engine {
                 (rule.meta().check)(&input, &mut found);
             }
         }
+        // A rewrite that does not parse is never offered (the proxy would send it).
+        for v in &mut found {
+            if v.fix
+                .as_ref()
+                .is_some_and(|f| !rewrite_parses(source, span, f, ctx.standard_conforming_strings))
+            {
+                v.fix = None;
+            }
+        }
         let mut violations = Vec::new();
         let mut overridden = Vec::new();
         for v in found {
@@ -148,6 +157,23 @@ impl Engine {
             overridden,
         }
     }
+}
+
+/// Whether the rewritten statement parses, as one or more statements.
+fn rewrite_parses(
+    source: &str,
+    span: &Range<usize>,
+    fix: &crate::analysis::Fix,
+    standard_conforming_strings: bool,
+) -> bool {
+    let rewritten = fix.apply(source, span);
+    let parsed = parse::parse_script(
+        &rewritten,
+        Options {
+            standard_conforming_strings,
+        },
+    );
+    !parsed.is_empty() && parsed.iter().all(|p| p.tree.is_ok())
 }
 
 /// The analysis of one statement.
@@ -525,6 +551,34 @@ fn record_setting(set: &ast::VariableSetStmt, ctx: &mut Context) {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::analysis::violation::{Applicability, Edit, Fix};
+
+    #[test]
+    fn rewrites_are_checked_by_parsing_them() {
+        let source = "SELECT 1; CREATE INDEX i ON t (a)";
+        let span = 10..source.len();
+        let insert = |text: &str| Fix {
+            title: String::new(),
+            edits: vec![Edit {
+                range: 22..22,
+                text: text.to_owned(),
+            }],
+            applicability: Applicability::Safe,
+        };
+        assert!(rewrite_parses(
+            source,
+            &span,
+            &insert(" CONCURRENTLY"),
+            true
+        ));
+        assert!(!rewrite_parses(
+            source,
+            &span,
+            &insert(" CONCURRENTLY ("),
+            true
+        ));
+        assert!(!rewrite_parses(source, &span, &insert(" -- "), true));
+    }
 
     #[test]
     fn inline_overrides_allow_the_named_rule_for_the_next_statement_only() {
