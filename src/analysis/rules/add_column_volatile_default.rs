@@ -19,6 +19,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("add_column_volatile_default.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid()"],

@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("add_primary_key.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint NOT NULL, payload text)",
         flagged: &["ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY (id)"],

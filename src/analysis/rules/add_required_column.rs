@@ -17,6 +17,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("add_required_column.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE users ADD COLUMN plan text NOT NULL"],

@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("add_serial_identity_column.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE events (payload text)",
         flagged: &["ALTER TABLE events ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY"],

@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("add_unique_constraint.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY, email text)",
         flagged: &["ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)"],

@@ -19,6 +19,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("change_column_type.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id integer PRIMARY KEY, note varchar(20))",
         flagged: &["ALTER TABLE orders ALTER COLUMN id TYPE bigint"],

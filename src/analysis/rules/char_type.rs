@@ -14,6 +14,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("char_type.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE countries (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE countries ADD COLUMN code char(2)"],

@@ -20,6 +20,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("check_not_valid_missing.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric)",
         flagged: &["ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0)"],

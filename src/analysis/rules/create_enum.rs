@@ -15,6 +15,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("create_enum.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "",
         flagged: &["CREATE TYPE order_status AS ENUM ('new', 'paid', 'shipped')"],

@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("detach_partition_nonconcurrent.md"),
     examples: Examples {
+        min_server_major: 14,
         refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint, at date) PARTITION BY RANGE (at); \
                 CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')",

@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("domain_constraint.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE DOMAIN email AS text; CREATE TABLE users (id bigint PRIMARY KEY, address email)",
         flagged: &[

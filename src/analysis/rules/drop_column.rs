@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("drop_column.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY, legacy_flag boolean)",
         flagged: &["ALTER TABLE users DROP COLUMN legacy_flag"],

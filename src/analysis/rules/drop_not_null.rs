@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("drop_not_null.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)",
         flagged: &["ALTER TABLE users ALTER COLUMN email DROP NOT NULL"],

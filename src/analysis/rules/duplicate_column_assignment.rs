@@ -19,6 +19,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("duplicate_column_assignment.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: true,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY, status text, note text)",
         flagged: &["ALTER TABLE orders ADD COLUMN shipped boolean, ADD COLUMN shipped boolean"],

@@ -17,6 +17,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("dynamic_ddl.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY)",
         flagged: &["DO $$ BEGIN EXECUTE 'ALTER TABLE orders ADD COLUMN note text'; END $$"],

@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("enum_add_value_order.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TYPE order_status AS ENUM ('new', 'shipped')",
         flagged: &["ALTER TYPE order_status ADD VALUE 'paid' BEFORE 'shipped'"],

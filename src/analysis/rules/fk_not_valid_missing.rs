@@ -19,6 +19,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("fk_not_valid_missing.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE customers (id bigint PRIMARY KEY); \
                 CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint)",

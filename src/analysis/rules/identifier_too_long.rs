@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("identifier_too_long.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, created_at timestamptz)",
         flagged: &[

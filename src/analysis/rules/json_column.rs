@@ -14,6 +14,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("json_column.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE events ADD COLUMN payload json"],

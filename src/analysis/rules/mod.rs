@@ -142,6 +142,8 @@ pub struct Examples {
     /// The flagged statements are errors PostgreSQL itself refuses (the rule reports them
     /// before any lock is taken); the lock-truth test checks that they are refused.
     pub refused_by_postgres: bool,
+    /// The oldest PostgreSQL major version that accepts the examples' syntax (0: any).
+    pub min_server_major: u32,
 }
 
 /// Everything the catalog knows about a rule.

@@ -17,6 +17,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("multiple_alter_same_table.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id int PRIMARY KEY, total int)",
         flagged: &[

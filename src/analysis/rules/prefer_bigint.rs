@@ -14,6 +14,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("prefer_bigint.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE orders ADD COLUMN customer_id integer"],

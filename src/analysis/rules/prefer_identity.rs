@@ -14,6 +14,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("prefer_identity.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "",
         flagged: &["CREATE TABLE invoices (id bigserial PRIMARY KEY)"],

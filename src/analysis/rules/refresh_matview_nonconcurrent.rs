@@ -15,6 +15,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::Sometimes,
     docs: include_str!("refresh_matview_nonconcurrent.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric); \
                 CREATE MATERIALIZED VIEW order_totals AS SELECT id, total FROM orders; \

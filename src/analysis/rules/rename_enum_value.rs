@@ -15,6 +15,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("rename_enum_value.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TYPE order_status AS ENUM ('new', 'shipped')",
         flagged: &["ALTER TYPE order_status RENAME VALUE 'shipped' TO 'sent'"],

@@ -15,6 +15,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("rename_table.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE customer (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE customer RENAME TO customers"],

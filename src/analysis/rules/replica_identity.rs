@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("replica_identity.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY, payload text)",
         flagged: &["ALTER TABLE events REPLICA IDENTITY FULL"],

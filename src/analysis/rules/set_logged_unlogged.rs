@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("set_logged_unlogged.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE UNLOGGED TABLE imports (id bigint PRIMARY KEY, payload text)",
         flagged: &["ALTER TABLE imports SET LOGGED"],

@@ -18,6 +18,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("set_tablespace.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE events SET TABLESPACE pg_default"],

@@ -17,6 +17,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("transaction_hygiene.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY)",
         flagged: &["BEGIN; ALTER TABLE orders ADD COLUMN a int"],

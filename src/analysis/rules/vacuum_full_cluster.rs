@@ -16,6 +16,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("vacuum_full_cluster.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE events (id bigint PRIMARY KEY, payload text)",
         flagged: &["VACUUM FULL events", "CLUSTER events USING events_pkey"],

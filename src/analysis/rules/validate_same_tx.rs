@@ -17,6 +17,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("validate_same_tx.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE customers (id bigint PRIMARY KEY); \
                 CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint)",

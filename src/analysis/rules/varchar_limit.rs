@@ -14,6 +14,7 @@ pub static RULE: RuleMeta = RuleMeta {
     fix: FixAvailability::None,
     docs: include_str!("varchar_limit.md"),
     examples: Examples {
+        min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE users (id bigint PRIMARY KEY)",
         flagged: &["ALTER TABLE users ADD COLUMN email varchar(255)"],
