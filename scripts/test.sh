@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: installs what the build and tests need when it is missing (Debian,
-# apt-get: PostgreSQL server binaries, a C compiler, libclang), then format check, clippy, the
-# whole test suite on the local PostgreSQL, and the lock-truth test on PostgreSQL 13, 14, 16,
-# 17 and 18 (npm builds; DDLGATE_SKIP_PG_MATRIX=1 skips that part).
+# apt-get: PostgreSQL server binaries, a C compiler, libclang, pgjdbc and a JDK; pip: psycopg
+# in a venv under /var/tmp), then format check, clippy, the whole test suite on the local PostgreSQL, and the
+# lock-truth and enforcement tests on PostgreSQL 13, 14, 16, 17 and 18 (npm builds;
+# DDLGATE_SKIP_PG_MATRIX=1 skips that part).
 # The tests start their own throwaway clusters; they never use a server already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ have_pg_server() {
 
 missing=()
 have_pg_server || missing+=(postgresql)
+# pgjdbc and a JDK for the real-driver enforcement test.
+[ -n "${DDLGATE_JDBC_JAR:-}" ] || [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # pg_query (PostgreSQL's parser) generates its bindings with libclang at build time.
 { ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-*.so* && ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h; } >/dev/null 2>&1 \
@@ -39,6 +43,23 @@ if [ -z "${DDLGATE_SARIF_SCHEMA:-}" ]; then
   fi
 fi
 
+# psycopg 3 for the real-driver enforcement test, in a venv outside the source tree.
+if [ -z "${DDLGATE_PYTHON:-}" ]; then
+  venv="${DDLGATE_CACHE:-/var/tmp}/ddlgate-py"
+  if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      echo "test.sh: installing python3-venv with apt-get" >&2
+      SUDO=""
+      [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q "psycopg[binary]==3.2.*"
+  fi
+  export DDLGATE_PYTHON="$venv/bin/python"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
@@ -47,7 +68,8 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked 2>&1 | tee "$log" || status=$?
 # One plain total over every test binary.
-# Lock truth on the other supported majors (13–18; 15 ran above), from npm builds.
+# Lock truth and enforcement on the other supported majors (13–18; 15 ran above), from npm
+# builds.
 if [ "$status" -eq 0 ] && [ -z "${DDLGATE_SKIP_PG_MATRIX:-}" ]; then
   bash scripts/pg-matrix.sh 13 14 16 17 18 || status=$?
 fi

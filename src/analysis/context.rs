@@ -26,6 +26,9 @@ pub struct Context {
     /// Whether the caller applies `lock_timeout`/`statement_timeout` itself (the proxy does),
     /// so scripts need not.
     pub timeouts_managed: bool,
+    /// Whether each analysed text is one simple-protocol query string (the proxy), so that one
+    /// holding several statements runs them as one implicit transaction.
+    pub query_string: bool,
     /// Whether each analysed text is a whole script (a migration file), so a transaction left
     /// open at its end is a mistake. Through the proxy each request is a part of a session.
     pub whole_scripts: bool,
@@ -41,6 +44,7 @@ impl Default for Context {
             in_multi_statement_query: false,
             standard_conforming_strings: true,
             timeouts_managed: false,
+            query_string: false,
             whole_scripts: true,
             history: History::default(),
         }

@@ -53,6 +53,9 @@ impl Engine {
                 standard_conforming_strings: ctx.standard_conforming_strings,
             },
         );
+        if ctx.query_string {
+            ctx.in_multi_statement_query = parsed.len() > 1;
+        }
         let all_tokens = parse::tokens(source).unwrap_or_default();
         let file_overrides = overrides_in(source, &all_tokens, 0..source.len(), true);
         let mut previous_end = 0;

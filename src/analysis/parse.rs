@@ -82,6 +82,9 @@ pub enum TokenKind {
     Semicolon,
     /// An identifier, plain or quoted (`orders`, `"Orders"`, `U&"…"`), as written.
     Identifier,
+    /// A string constant in any spelling: `'…'`, `E'…'`, `U&'…'`, `$tag$…$tag$`, `B'…'`,
+    /// `X'…'`.
+    StringLiteral,
     /// Anything else: identifiers, literals, operators, punctuation.
     Other,
 }
@@ -90,6 +93,8 @@ pub enum TokenKind {
 const TOKEN_SEMICOLON: i32 = 59;
 const TOKEN_IDENT: i32 = 258;
 const TOKEN_UIDENT: i32 = 259;
+const TOKEN_SCONST: i32 = 261;
+const TOKEN_XCONST: i32 = 264;
 const TOKEN_SQL_COMMENT: i32 = 275;
 const TOKEN_C_COMMENT: i32 = 276;
 const KEYWORD_KIND_NO_KEYWORD: i32 = 0;
@@ -259,12 +264,31 @@ pub fn tokens(source: &str) -> Result<Vec<Token>, String> {
                 TOKEN_SQL_COMMENT => TokenKind::LineComment,
                 TOKEN_C_COMMENT => TokenKind::BlockComment,
                 TOKEN_IDENT | TOKEN_UIDENT => TokenKind::Identifier,
+                TOKEN_SCONST..=TOKEN_XCONST => TokenKind::StringLiteral,
                 _ if t.keyword_kind != KEYWORD_KIND_NO_KEYWORD => TokenKind::Keyword,
                 _ => TokenKind::Other,
             };
             Some(Token { span, kind })
         })
         .collect())
+}
+
+/// The text with every string constant replaced by `'…'` (for audit records that must not
+/// carry secrets from defaults, comments or function bodies). Text the scanner cannot read is
+/// replaced whole.
+pub fn redact_literals(source: &str) -> String {
+    let Ok(tokens) = tokens(source) else {
+        return "<redacted: unreadable statement>".to_owned();
+    };
+    let mut out = String::with_capacity(source.len());
+    let mut at = 0;
+    for t in tokens.iter().filter(|t| t.kind == TokenKind::StringLiteral) {
+        out.push_str(source.get(at..t.span.start).unwrap_or_default());
+        out.push_str("'…'");
+        at = t.span.end;
+    }
+    out.push_str(source.get(at..).unwrap_or_default());
+    out
 }
 
 /// Parses the body of a PL/pgSQL function or `DO` block given as a `CREATE FUNCTION` or `DO`
@@ -382,5 +406,19 @@ mod tests {
                 TokenKind::Identifier
             ]
         );
+    }
+
+    #[test]
+    fn redaction_replaces_every_string_constant() {
+        let sql = "ALTER ROLE app PASSWORD 'hunter2'; COMMENT ON TABLE t IS E'key=\\'abc\\''; ALTER TABLE t ALTER c SET DEFAULT $s$secret$s$ || U&'x' || X'1F'";
+        let redacted = redact_literals(sql);
+        for secret in ["hunter2", "key=", "secret", "U&'x'", "1F"] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        assert!(
+            redacted.starts_with("ALTER ROLE app PASSWORD '…';"),
+            "{redacted}"
+        );
+        assert_eq!(redact_literals("SELECT 1"), "SELECT 1");
     }
 }

@@ -1,5 +1,5 @@
-//! A cheap check that proves a query string is one plain DML statement, so the proxy can skip
-//! the full parse on the hot path.
+//! A cheap check that proves a query string is one plain DML statement (or one
+//! transaction-control statement), so the proxy can skip the full parse on the hot path.
 //!
 //! It reads the first keyword after whitespace and comments, then walks the rest once to prove
 //! there is no second statement and no `SELECT … INTO` (which creates a table). Anything it
@@ -13,6 +13,10 @@
 pub enum Prefilter {
     /// One statement of plain DML; no DDL, no table creation.
     Dml(DmlKind),
+    /// One transaction-control statement (`BEGIN`, `START TRANSACTION`, `COMMIT`, `END`,
+    /// `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`), which the TPC-B-like traffic of every
+    /// application sends around its DML.
+    TransactionControl,
     /// Could not prove it: parse it.
     NeedsParse,
 }
@@ -53,6 +57,13 @@ pub fn prefilter(sql: &str) -> Prefilter {
         6 if word.eq_ignore_ascii_case(b"update") => DmlKind::Update,
         6 if word.eq_ignore_ascii_case(b"delete") => DmlKind::Delete,
         6 if word.eq_ignore_ascii_case(b"values") => DmlKind::Select,
+        _ if is_transaction_control(word) => {
+            return if rest_is_one_plain_statement(bytes, word_end, false) {
+                Prefilter::TransactionControl
+            } else {
+                Prefilter::NeedsParse
+            };
+        }
         _ => return Prefilter::NeedsParse,
     };
     let forbid_into = matches!(kind, DmlKind::Select | DmlKind::With);
@@ -61,6 +72,23 @@ pub fn prefilter(sql: &str) -> Prefilter {
     } else {
         Prefilter::NeedsParse
     }
+}
+
+/// The first words of transaction-control statements. `PREPARE TRANSACTION` is left out (its
+/// first word also starts `PREPARE name AS …`).
+fn is_transaction_control(word: &[u8]) -> bool {
+    [
+        &b"begin"[..],
+        b"start",
+        b"commit",
+        b"end",
+        b"rollback",
+        b"abort",
+        b"savepoint",
+        b"release",
+    ]
+    .iter()
+    .any(|w| word.eq_ignore_ascii_case(w))
 }
 
 /// Skips whitespace and comments from `i`; `None` if a comment is unterminated or nothing but
@@ -266,7 +294,7 @@ mod tests {
     fn dml(sql: &str) -> Option<DmlKind> {
         match prefilter(sql) {
             Prefilter::Dml(k) => Some(k),
-            Prefilter::NeedsParse => None,
+            Prefilter::TransactionControl | Prefilter::NeedsParse => None,
         }
     }
 
@@ -368,6 +396,41 @@ mod tests {
                 ),
                 "{sql}: {tree:?}"
             );
+        }
+    }
+
+    /// Transaction control is proven one statement of that kind; anything after it goes to
+    /// the parser.
+    #[test]
+    fn transaction_control_is_proven_and_the_parser_agrees() {
+        for sql in [
+            "BEGIN",
+            "begin;",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "COMMIT",
+            "END",
+            "ROLLBACK",
+            "abort",
+            "SAVEPOINT s1",
+            "RELEASE SAVEPOINT s1",
+            "ROLLBACK TO SAVEPOINT s1",
+            "COMMIT AND CHAIN",
+        ] {
+            assert_eq!(prefilter(sql), Prefilter::TransactionControl, "{sql:?}");
+            let parsed = parse::parse_script(sql, Options::default());
+            assert_eq!(parsed.len(), 1, "{sql}");
+            assert!(
+                matches!(parsed[0].tree, Ok(NodeEnum::TransactionStmt(_))),
+                "{sql}"
+            );
+        }
+        for sql in [
+            "BEGIN; DROP TABLE t",
+            "COMMIT; CREATE INDEX i ON t (a)",
+            "PREPARE TRANSACTION 'x'",
+            "ENDX",
+        ] {
+            assert_eq!(prefilter(sql), Prefilter::NeedsParse, "{sql:?}");
         }
     }
 }

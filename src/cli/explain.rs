@@ -66,7 +66,7 @@ pub fn run(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
             let shown = if action == Action::Allow {
                 "off in this policy"
             } else {
-                action_word(action)
+                action.as_str()
             };
             writeln!(out, "  rule:        {} [{shown}]: {}", v.rule, v.message)?;
             if let Some(detail) = &v.detail {
@@ -146,13 +146,4 @@ fn write_facts(
         writeln!(out, "  dynamic:     runs statements ddlgate cannot see")?;
     }
     Ok(())
-}
-
-fn action_word(action: Action) -> &'static str {
-    match action {
-        Action::Allow => "allow",
-        Action::Warn => "warn",
-        Action::Reject => "reject",
-        Action::Rewrite => "rewrite",
-    }
 }

@@ -1,8 +1,9 @@
-//! The command line: `serve`, `check`, `explain`, `rules`.
+//! The command line: `serve`, `check`, `explain`, `rules`, `audit verify`.
 //!
 //! Exit codes: 0 success (and a clean shutdown), 1 when `check` finds something the policy
 //! rejects, 2 on usage, I/O or configuration errors, which print one sentence on stderr.
 
+pub mod audit;
 pub mod check;
 pub mod explain;
 pub mod report;
@@ -55,6 +56,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// List the rule catalog
     Rules(rules::RulesArgs),
+    /// Check the audit trail: `ddlgate audit verify PATH...`
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,12 +100,13 @@ pub fn main() -> ExitCode {
 fn run() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let mut stdout = std::io::stdout().lock();
+    // `serve` must not hold the stdout lock: its audit trail may be written there.
     let result = match cli.command {
         Command::Serve(args) => serve(*args).map(|()| 0),
-        Command::Check(args) => check::run(&args, &mut stdout),
-        Command::Explain(args) => explain::run(&args, &mut stdout),
-        Command::Rules(args) => rules::run(&args, &mut stdout),
+        Command::Check(args) => check::run(&args, &mut std::io::stdout().lock()),
+        Command::Explain(args) => explain::run(&args, &mut std::io::stdout().lock()),
+        Command::Rules(args) => rules::run(&args, &mut std::io::stdout().lock()),
+        Command::Audit(args) => audit::run(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -159,7 +163,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let policy = std::sync::Arc::clone(&config.policy);
+    info!(policy = %policy.describe(), "policy loaded");
     runtime.block_on(async {
+        tokio::spawn(reload_on_sighup(policy));
         let server = Server::bind(config).await?;
         let shutdown = Shutdown::default();
         tokio::spawn(forward_signals(
@@ -169,6 +176,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.run(shutdown).await;
         Ok(())
     })
+}
+
+/// SIGHUP: reload the policy file; a file that does not load leaves the old policy in force.
+async fn reload_on_sighup(policy: std::sync::Arc<crate::config::PolicyStore>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; policy reloads need a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match policy.reload() {
+            Ok(Some(path)) => info!(policy = %path.display(), "policy reloaded"),
+            Ok(None) => info!("SIGHUP: the built-in policy is in force, nothing to reload"),
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload failed; the previous policy stays in force");
+            }
+        }
+    }
 }
 
 /// First SIGTERM or SIGINT: drain. Second: close every session now.

@@ -35,4 +35,7 @@ pub enum ConfigError {
     /// The TLS certificate, key or CA could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The policy file could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] super::policy::PolicyError),
 }

@@ -25,6 +25,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 
 use crate::protocol::tls::{self, ClientTls, UpstreamTlsMode};
+use policy::{Policy, PolicyError};
 
 /// Default listen address: loopback only, PgBouncer's customary port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
@@ -114,6 +115,62 @@ pub struct ServeOptions {
     /// Worker threads serving sessions [default: half the CPU cores, at least 1]
     #[arg(long, env = "DDLGATE_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
+
+    /// Policy file (TOML); SIGHUP reloads it [default: the built-in policy, same as
+    /// policies/default.toml]
+    #[arg(long, env = "DDLGATE_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) here
+    /// [default: none]
+    #[arg(long, env = "DDLGATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// Audit trail: a file of JSON lines, or "-" for standard output [default: none]
+    #[arg(long, env = "DDLGATE_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+
+    /// When audit lines are forced to disk: always (before the client is answered),
+    /// interval (about once a second), never [default: always]
+    #[arg(long, env = "DDLGATE_AUDIT_FSYNC", value_name = "WHEN")]
+    pub audit_fsync: Option<crate::audit::Fsync>,
+
+    /// Start a new audit file when the current one would exceed this many bytes [default: no
+    /// size limit]
+    #[arg(long, env = "DDLGATE_AUDIT_ROTATE_BYTES", value_name = "BYTES")]
+    pub audit_rotate_bytes: Option<u64>,
+
+    /// Start a new audit file when the current one is this old, e.g. "1d" [default: never]
+    #[arg(long, env = "DDLGATE_AUDIT_ROTATE_INTERVAL", value_name = "DURATION")]
+    pub audit_rotate_interval: Option<String>,
+
+    /// Also write the audit trail to a Postgres table, through this libpq-style connection
+    /// string (a separate role) [default: none]
+    #[arg(long, env = "DDLGATE_AUDIT_TABLE_DSN", value_name = "DSN")]
+    pub audit_table_dsn: Option<String>,
+
+    /// The audit table, created if missing [default: ddlgate_audit]
+    #[allow(
+        clippy::doc_markdown,
+        reason = "clap shows this text in --help as it is"
+    )]
+    #[arg(long, env = "DDLGATE_AUDIT_TABLE", value_name = "NAME")]
+    pub audit_table: Option<String>,
+
+    /// This instance's name in the audit table's `instance` column (each instance keeps its
+    /// own chain) [default: host name and listen port]
+    #[arg(long, env = "DDLGATE_AUDIT_INSTANCE", value_name = "NAME")]
+    pub audit_instance: Option<String>,
+
+    /// Records that may wait for the audit table before writes count as failed
+    /// [default: 10000]
+    #[arg(long, env = "DDLGATE_AUDIT_TABLE_QUEUE", value_name = "N")]
+    pub audit_table_queue: Option<usize>,
+
+    /// Refuse DDL when its audit record cannot be written [default: false]
+    #[arg(long, env = "DDLGATE_AUDIT_FAIL_CLOSED", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub audit_fail_closed: Option<bool>,
 }
 
 impl ServeOptions {
@@ -147,6 +204,17 @@ impl ServeOptions {
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             tcp_keepalive: self.tcp_keepalive.or(lower.tcp_keepalive),
             worker_threads: self.worker_threads.or(lower.worker_threads),
+            policy: self.policy.or(lower.policy),
+            audit_log: self.audit_log.or(lower.audit_log),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            audit_fsync: self.audit_fsync.or(lower.audit_fsync),
+            audit_rotate_bytes: self.audit_rotate_bytes.or(lower.audit_rotate_bytes),
+            audit_rotate_interval: self.audit_rotate_interval.or(lower.audit_rotate_interval),
+            audit_fail_closed: self.audit_fail_closed.or(lower.audit_fail_closed),
+            audit_table_dsn: self.audit_table_dsn.or(lower.audit_table_dsn),
+            audit_table: self.audit_table.or(lower.audit_table),
+            audit_instance: self.audit_instance.or(lower.audit_instance),
+            audit_table_queue: self.audit_table_queue.or(lower.audit_table_queue),
         }
     }
 }
@@ -180,6 +248,29 @@ impl Upstream {
             reason: reason.to_owned(),
         };
         let s = s.trim();
+        // A libpq URL: only its host and port matter here (the client authenticates itself,
+        // and picks its own database and options).
+        let s = match s
+            .strip_prefix("postgresql://")
+            .or_else(|| s.strip_prefix("postgres://"))
+        {
+            None => s,
+            Some(rest) => {
+                let authority = rest.split(['/', '?']).next().unwrap_or_default();
+                let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                if hosts.contains(',') {
+                    return Err(invalid(
+                        "ddlgate connects to one upstream; give one host, not a list",
+                    ));
+                }
+                if hosts.is_empty() {
+                    return Err(invalid(
+                        "the URL names no host (Unix sockets are not supported)",
+                    ));
+                }
+                hosts
+            }
+        };
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (host, after) = rest
                 .split_once(']')
@@ -221,6 +312,24 @@ impl Upstream {
     }
 }
 
+/// `PGHOST[:PGPORT]`, libpq's defaults, when PGHOST names a TCP host (not a socket directory).
+fn pg_env_upstream() -> Option<String> {
+    let host = std::env::var("PGHOST")
+        .ok()
+        .filter(|h| !h.is_empty() && !h.starts_with('/'))?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Some(
+        match std::env::var("PGPORT").ok().filter(|p| !p.is_empty()) {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        },
+    )
+}
+
 /// The validated configuration of a running proxy.
 #[derive(Clone)]
 pub struct ServeConfig {
@@ -250,6 +359,29 @@ pub struct ServeConfig {
     pub tcp_keepalive: Option<Duration>,
     /// Worker threads (each a single-threaded runtime owning its sessions).
     pub worker_threads: usize,
+    /// The policy in force, reloadable.
+    pub policy: Arc<PolicyStore>,
+    /// The audit trail, if any.
+    pub audit: Option<AuditConfig>,
+    /// Where metrics and health checks are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where and how the audit trail is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// A file, or `-` for standard output; none when only the table is written.
+    pub path: Option<PathBuf>,
+    /// The Postgres table sink.
+    pub table: Option<crate::audit::table::TableTarget>,
+    /// When lines are forced to disk.
+    pub fsync: crate::audit::Fsync,
+    /// Rotate before a file exceeds this size.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate when a file is this old.
+    pub rotate_after: Option<Duration>,
+    /// Refuse DDL when its record cannot be written.
+    pub fail_closed: bool,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -267,6 +399,9 @@ impl fmt::Debug for ServeConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("worker_threads", &self.worker_threads)
+            .field("policy", &self.policy.describe())
+            .field("audit", &self.audit)
+            .field("metrics_listen", &self.metrics_listen)
             .finish_non_exhaustive()
     }
 }
@@ -300,10 +435,16 @@ impl ServeConfig {
             value: listen_str.to_owned(),
             reason: "expected IP:PORT, e.g. 0.0.0.0:6432 or [::]:6432".into(),
         })?;
-        let upstream = Upstream::parse(opts.upstream.as_deref().ok_or(ConfigError::Missing {
-            key: "upstream",
-            hint: "pass --upstream HOST:PORT, set DDLGATE_UPSTREAM, or set upstream in the config file",
-        })?)?;
+        let from_pg_env = pg_env_upstream();
+        let upstream = Upstream::parse(
+            opts.upstream
+                .as_deref()
+                .or(from_pg_env.as_deref())
+                .ok_or(ConfigError::Missing {
+                    key: "upstream",
+                    hint: "pass --upstream HOST:PORT (or a postgres:// URL), set DDLGATE_UPSTREAM or PGHOST, or set upstream in the config file",
+                })?,
+        )?;
         let client_tls = client_tls_setting(opts)?;
         let require_tls = opts.require_tls.unwrap_or(false);
         if require_tls && client_tls.is_none() {
@@ -330,6 +471,16 @@ impl ServeConfig {
                 "must be between 1024 and 1073741823 (PostgreSQL's own limit)",
             ));
         }
+        let policy = Arc::new(PolicyStore::load(opts.policy.clone())?);
+        let audit = audit_setting(opts)?;
+        let metrics_listen = match opts.metrics_listen.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
+                key: "metrics_listen",
+                value: text.to_owned(),
+                reason: "expected IP:PORT, e.g. 0.0.0.0:9187".into(),
+            })?),
+        };
         let keepalive = duration_setting(
             "tcp_keepalive",
             opts.tcp_keepalive.as_deref(),
@@ -373,8 +524,143 @@ impl ServeConfig {
                 Some(n) => n,
                 None => default_worker_threads(),
             },
+            policy,
+            audit,
+            metrics_listen,
         })
     }
+}
+
+/// The policy in force and where it came from. Sessions read it once per decision; `SIGHUP`
+/// swaps in a new one, and a file that does not load leaves the old one in force.
+#[derive(Debug)]
+pub struct PolicyStore {
+    path: Option<PathBuf>,
+    current: std::sync::RwLock<Arc<Policy>>,
+}
+
+impl PolicyStore {
+    /// Loads the file at `path`, or the built-in policy.
+    pub fn load(path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let policy = match &path {
+            Some(p) => Policy::load(p)?,
+            None => Policy::builtin_default(),
+        };
+        Ok(Self {
+            path,
+            current: std::sync::RwLock::new(Arc::new(policy)),
+        })
+    }
+
+    /// A store holding `policy`, with no file to reload from.
+    pub fn fixed(policy: Policy) -> Self {
+        Self {
+            path: None,
+            current: std::sync::RwLock::new(Arc::new(policy)),
+        }
+    }
+
+    /// The policy in force.
+    pub fn current(&self) -> Arc<Policy> {
+        match self.current.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Reads the file again; on error the policy in force stays.
+    pub fn reload(&self) -> Result<Option<&Path>, PolicyError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let policy = Arc::new(Policy::load(path)?);
+        match self.current.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+        Ok(Some(path))
+    }
+
+    /// The file, or "built-in default".
+    pub fn describe(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || "built-in default".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
+}
+
+fn audit_setting(opts: &ServeOptions) -> Result<Option<AuditConfig>, ConfigError> {
+    let table = match &opts.audit_table_dsn {
+        None => None,
+        Some(dsn) => {
+            let queue = opts.audit_table_queue.unwrap_or(10_000);
+            if queue == 0 {
+                return Err(invalid(
+                    "audit_table_queue",
+                    "0",
+                    "at least one record must be able to wait",
+                ));
+            }
+            Some(crate::audit::table::TableTarget {
+                dsn: dsn.clone(),
+                table: opts
+                    .audit_table
+                    .clone()
+                    .unwrap_or_else(|| "ddlgate_audit".to_owned()),
+                instance: opts.audit_instance.clone().unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map_or_else(|_| "ddlgate".to_owned(), |h| h.trim().to_owned());
+                    let port = opts
+                        .listen
+                        .as_deref()
+                        .and_then(|l| l.rsplit(':').next())
+                        .unwrap_or("6432");
+                    format!("{host}:{port}")
+                }),
+                queue,
+            })
+        }
+    };
+    let Some(path) = opts
+        .audit_log
+        .clone()
+        .or_else(|| table.as_ref().map(|_| PathBuf::new()))
+    else {
+        if opts.audit_fail_closed == Some(true) {
+            return Err(ConfigError::Missing {
+                key: "audit_log",
+                hint: "audit_fail_closed needs an audit_log or audit_table_dsn to write to",
+            });
+        }
+        return Ok(None);
+    };
+    let rotate_after = match opts.audit_rotate_interval.as_deref() {
+        None => None,
+        Some(text) => {
+            let d = parse_duration(text).map_err(|e| ConfigError::Invalid {
+                key: "audit_rotate_interval",
+                value: text.to_owned(),
+                reason: e.to_string(),
+            })?;
+            (!d.is_zero()).then_some(d)
+        }
+    };
+    if opts.audit_rotate_bytes == Some(0) {
+        return Err(invalid(
+            "audit_rotate_bytes",
+            "0",
+            "a file must be allowed at least one record",
+        ));
+    }
+    Ok(Some(AuditConfig {
+        path: (!path.as_os_str().is_empty()).then_some(path),
+        table,
+        fsync: opts.audit_fsync.unwrap_or_default(),
+        rotate_bytes: opts.audit_rotate_bytes,
+        rotate_after,
+        fail_closed: opts.audit_fail_closed.unwrap_or(false),
+    }))
 }
 
 fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
@@ -435,6 +721,18 @@ mod tests {
     }
 
     #[test]
+    fn upstream_urls() {
+        let u = Upstream::parse("postgres://migrator:secret@db.internal:6000/app?sslmode=require")
+            .unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("db.internal", 6000));
+        let u = Upstream::parse("postgresql://[::1]/app").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 5432));
+        assert_eq!(Upstream::parse("postgres://h").unwrap().port, 5432);
+        assert!(Upstream::parse("postgres://a:1,b:2/app").is_err());
+        assert!(Upstream::parse("postgresql:///app?host=/tmp").is_err());
+    }
+
+    #[test]
     fn upstream_forms() {
         assert_eq!(Upstream::parse("h:6000").unwrap().port, 6000);
         assert_eq!(Upstream::parse("[::1]:6000").unwrap().host, "::1");
@@ -450,10 +748,14 @@ mod tests {
 
     #[test]
     fn missing_upstream_says_how_to_set_it() {
+        // PGHOST would stand in for the upstream.
+        if std::env::var_os("PGHOST").is_some() {
+            return;
+        }
         let err = ServeConfig::from_options(&ServeOptions::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "missing upstream: pass --upstream HOST:PORT, set DDLGATE_UPSTREAM, or set upstream in the config file"
+            "missing upstream: pass --upstream HOST:PORT (or a postgres:// URL), set DDLGATE_UPSTREAM or PGHOST, or set upstream in the config file"
         );
     }
 

@@ -193,6 +193,31 @@ impl BackendScanner {
     }
 }
 
+/// The fields of an `ErrorResponse` or `NoticeResponse` body, as (code, value) pairs.
+pub fn error_fields(body: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some((&code, after)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let Some((value, after)) = super::frame::split_cstr(after) else {
+            break;
+        };
+        out.push((code, value));
+        rest = after;
+    }
+    out
+}
+
+/// One field of an `ErrorResponse` or `NoticeResponse` (`b'C'` SQLSTATE, `b'M'` message, …).
+pub fn error_field(fields: &[(u8, &[u8])], code: u8) -> Option<String> {
+    fields
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Reads a `ParameterStatus` body: the parameter name and its value.
 pub fn parameter_status(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
     let malformed = || ProtocolError::malformed("ParameterStatus", "expected two strings");
@@ -414,5 +439,17 @@ mod tests {
         );
         assert!(TxStatus::from_ready_for_query(b"X").is_err());
         assert!(TxStatus::from_ready_for_query(b"").is_err());
+    }
+
+    #[test]
+    fn error_fields_read_code_and_message() {
+        let body = b"SFATAL\0C28P01\0Mpassword authentication failed for user \"x\"\0\0";
+        let fields = error_fields(body);
+        assert_eq!(error_field(&fields, b'C').as_deref(), Some("28P01"));
+        assert_eq!(
+            error_field(&fields, b'M').as_deref(),
+            Some("password authentication failed for user \"x\"")
+        );
+        assert_eq!(error_field(&fields, b'D'), None);
     }
 }

@@ -25,6 +25,15 @@ pub mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     /// `57014 query_canceled`: what PostgreSQL reports when authentication times out.
     pub const QUERY_CANCELED: &str = "57014";
+    /// `ZD001`: a statement refused by ddlgate's policy. Class `ZD` is not used by PostgreSQL;
+    /// clients can tell a policy refusal from a server error by it.
+    pub const POLICY_REJECTED: &str = "ZD001";
+    /// `ZD002`: the audit trail cannot be written and `audit_fail_closed` is on.
+    pub const AUDIT_UNAVAILABLE: &str = "ZD002";
+    /// `01000 warning`: a policy warning sent as a `NoticeResponse`.
+    pub const WARNING: &str = "01000";
+    /// `42601 syntax_error`: a statement the parser refuses, on a server newer than its grammar.
+    pub const SYNTAX_ERROR: &str = "42601";
 }
 
 /// How serious a message is; the first two decide what the client does next.
@@ -95,32 +104,51 @@ impl Report {
     /// Appends this report as an `ErrorResponse` (for `Error` and `Fatal`) or a
     /// `NoticeResponse` (otherwise).
     pub fn encode(&self, out: &mut BytesMut) {
-        let tag = match self.severity {
-            Severity::Error | Severity::Fatal => b'E',
-            Severity::Warning | Severity::Notice => b'N',
-        };
-        let message = format!("ddlgate: {}", self.message);
-        let fields: [(u8, Option<&str>); 6] = [
-            (b'S', Some(self.severity.as_str())),
-            (b'V', Some(self.severity.as_str())),
-            (b'C', Some(self.code)),
-            (b'M', Some(&message)),
-            (b'D', self.detail.as_deref()),
-            (b'H', self.hint.as_deref()),
-        ];
-        let body_len = fields
-            .iter()
-            .filter_map(|(_, v)| v.map(|v| cstr_len(v).saturating_add(1)))
-            .fold(1usize, usize::saturating_add);
-        put_header(out, tag, body_len);
-        for (field, value) in fields {
-            if let Some(value) = value {
-                out.put_u8(field);
-                put_cstr(out, value);
-            }
-        }
-        out.put_u8(0);
+        encode_fields(
+            self.severity,
+            self.code,
+            &format!("ddlgate: {}", self.message),
+            self.detail.as_deref(),
+            self.hint.as_deref(),
+            out,
+        );
     }
+}
+
+/// Appends an `ErrorResponse` (for `Error` and `Fatal`) or a `NoticeResponse` (otherwise) with
+/// exactly these fields; the message is used as given.
+pub fn encode_fields(
+    severity: Severity,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+    out: &mut BytesMut,
+) {
+    let tag = match severity {
+        Severity::Error | Severity::Fatal => b'E',
+        Severity::Warning | Severity::Notice => b'N',
+    };
+    let fields: [(u8, Option<&str>); 6] = [
+        (b'S', Some(severity.as_str())),
+        (b'V', Some(severity.as_str())),
+        (b'C', Some(code)),
+        (b'M', Some(message)),
+        (b'D', detail),
+        (b'H', hint),
+    ];
+    let body_len = fields
+        .iter()
+        .filter_map(|(_, v)| v.map(|v| cstr_len(v).saturating_add(1)))
+        .fold(1usize, usize::saturating_add);
+    put_header(out, tag, body_len);
+    for (field, value) in fields {
+        if let Some(value) = value {
+            out.put_u8(field);
+            put_cstr(out, value);
+        }
+    }
+    out.put_u8(0);
 }
 
 /// Appends a `ReadyForQuery` with the given transaction status.

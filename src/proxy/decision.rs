@@ -1,10 +1,39 @@
 //! The one place where a session decides what happens to a client request.
 //!
-//! Every request passes through [`review`] before any of its bytes reach the server. The proxy
-//! core allows everything; policy enforcement (timeouts before DDL, rejections, rewrites) plugs
-//! in here and nowhere else, and the session applies whatever [`Verdict`] comes back.
+//! Every request passes through [`Review::review`] before any of its bytes reach the server.
+//! Plain DML is proven harmless by the cheap pre-filter and forwarded at once (the hot path:
+//! no parse, no added round trip). A request that runs or prepares DDL (or a `DO`/`CALL`) is
+//! *held*: the session waits until every earlier request has been answered, so the
+//! transaction status is exact, and then [`plan`] turns the policy's decision
+//! ([`crate::enforce`]) into a [`Program`] for the [`super::conductor`]: the timeouts to apply
+//! first, the statements to run, the client's request as sent or with statements replaced,
+//! and what to clean up if it fails.
+//!
+//! What is governed, and how (see also the README, "Enforcement"):
+//! - A simple `Query` is decided as a whole; its statements are replaced in its text (a
+//!   rewrite, or a refusal as a `DO` block that raises ddlgate's error, so that the server
+//!   fails the statement itself and client and server agree on the transaction state).
+//! - In the extended protocol, the text of each `Parse` is decided when it arrives; the
+//!   timeouts of a statement are applied when a run (up to `Sync`) executes it. Named
+//!   statements and portals are tracked so that a later `Execute` of DDL is recognised.
+//! - A run without a `Sync` cannot be wrapped (its answers have no end ddlgate could see): DDL
+//!   executed in one is refused with a clear error rather than run without timeouts.
 
-use super::request::Request;
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::analysis::classify::{ClassifyOptions, classify};
+use crate::analysis::parse::{self, Options};
+use crate::analysis::prefilter::{Prefilter, prefilter};
+use crate::analysis::{Context, Engine};
+use crate::config::policy::{Connection, Settings};
+use crate::enforce::{self, Class, GRAMMAR_MAJOR, Message, Plan, Situation, Step};
+use crate::protocol::backend::TxStatus;
+use crate::protocol::frame::{put_header, split_cstr};
+use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
+
+use super::request::{MessageSpan, Request, RequestEnd};
 use super::state::SessionState;
 
 /// What the session does with a request.
@@ -13,9 +42,623 @@ use super::state::SessionState;
 pub enum Verdict {
     /// Send the request's bytes upstream exactly as the client sent them.
     Forward,
+    /// Hold it until the session is quiet, then [`plan`] it.
+    Hold,
 }
 
-/// Decides about one request in the context of its session.
-pub fn review(_request: &Request<'_>, _session: &SessionState) -> Verdict {
-    Verdict::Forward
+/// What the session remembers about the client's prepared statements and portals: the
+/// timeout class of those that run DDL. Others are not stored.
+#[derive(Debug, Default)]
+pub struct Review {
+    statements: HashMap<Vec<u8>, Class>,
+    portals: HashMap<Vec<u8>, Class>,
+}
+
+impl Review {
+    /// The cheap look at a request: does it need the policy at all?
+    pub fn review(&mut self, request: &Request<'_>, session: &SessionState) -> Verdict {
+        let mut hold = false;
+        for message in request.messages() {
+            match message.tag {
+                fe::QUERY => {
+                    let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                    hold |= precheck(text, session).is_some();
+                }
+                fe::PARSE => {
+                    let Some((name, rest)) = split_cstr(message.body) else {
+                        continue;
+                    };
+                    let text = split_cstr(rest).map_or(&[][..], |(t, _)| t);
+                    match precheck(text, session) {
+                        Some(class) => {
+                            self.statements.insert(name.to_vec(), class);
+                            hold = true;
+                        }
+                        None if self.statements.is_empty() => {}
+                        None => {
+                            self.statements.remove(name);
+                        }
+                    }
+                }
+                fe::BIND => {
+                    if self.statements.is_empty() && self.portals.is_empty() {
+                        continue;
+                    }
+                    let Some((portal, rest)) = split_cstr(message.body) else {
+                        continue;
+                    };
+                    let statement = split_cstr(rest).map_or(&[][..], |(t, _)| t);
+                    match self.statements.get(statement) {
+                        Some(class) => {
+                            self.portals.insert(portal.to_vec(), *class);
+                        }
+                        None => {
+                            self.portals.remove(portal);
+                        }
+                    }
+                }
+                fe::EXECUTE if !self.portals.is_empty() => {
+                    let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                    hold |= self.portals.contains_key(portal);
+                }
+                fe::CLOSE => {
+                    if let (Some(kind), Some((name, _))) = (
+                        message.body.first(),
+                        message.body.get(1..).and_then(split_cstr),
+                    ) {
+                        match kind {
+                            b'S' => self.statements.remove(name),
+                            _ => self.portals.remove(name),
+                        };
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A run cut at the size limit is forwarded in parts; it cannot be held whole.
+        if hold && request.end == RequestEnd::Complete {
+            Verdict::Hold
+        } else {
+            Verdict::Forward
+        }
+    }
+
+    fn remember_statement(&mut self, name: &[u8], class: Option<Class>) {
+        match class {
+            Some(c) => {
+                self.statements.insert(name.to_vec(), c);
+            }
+            None => {
+                self.statements.remove(name);
+            }
+        }
+    }
+
+    fn class_of_portal(&self, portal: &[u8]) -> Option<Class> {
+        self.portals.get(portal).copied()
+    }
+}
+
+/// The timeout class of a query text when it needs the policy's attention: DDL, `DO`/`CALL`,
+/// or (on a server newer than the grammar) a statement that does not parse.
+fn precheck(text: &[u8], session: &SessionState) -> Option<Class> {
+    let text = String::from_utf8_lossy(text);
+    if let Prefilter::Dml(_) | Prefilter::TransactionControl = prefilter(&text) {
+        return None;
+    }
+    let server_major = session.server_major_version().unwrap_or(GRAMMAR_MAJOR);
+    precheck_parsed(
+        &text,
+        server_major,
+        session.parameter("standard_conforming_strings") != Some("off"),
+    )
+}
+
+/// [`precheck`] after the pre-filter could not prove the text harmless.
+fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Option<Class> {
+    let parsed = parse::parse_script(
+        text,
+        Options {
+            standard_conforming_strings: scs,
+        },
+    );
+    let mut class = None;
+    for statement in parsed {
+        let this = match statement.tree {
+            Ok(node) => Class::of(&classify(&node, ClassifyOptions { server_major })),
+            Err(_) if server_major > GRAMMAR_MAJOR => Some(Class::Brief),
+            Err(_) => None,
+        };
+        class = class.max(this);
+    }
+    class
+}
+
+/// A held request.
+#[derive(Debug)]
+pub struct Held {
+    /// Its bytes, as the client sent them.
+    pub bytes: Bytes,
+    /// Its messages within `bytes`.
+    pub spans: Vec<MessageSpan>,
+}
+
+impl Held {
+    fn request(&self) -> Request<'_> {
+        Request::new(&self.bytes, &self.spans, RequestEnd::Complete)
+    }
+
+    /// Whether the server answers it with `ReadyForQuery`.
+    pub fn ends_with_ready(&self) -> bool {
+        self.spans
+            .last()
+            .is_some_and(|s| ends_with_ready_for_query(s.tag))
+    }
+}
+
+/// What the conductor runs for one held request.
+#[derive(Debug)]
+pub struct Program {
+    /// Warnings for the client, sent before anything runs.
+    pub notices: Vec<Message>,
+    /// Statements that run before the client's request, each on its own (a multi-step
+    /// rewrite); an error in one goes to the client and the request is not sent.
+    pub steps: Vec<Step>,
+    /// The client's request, as it goes upstream.
+    pub request: Bytes,
+    /// Whether the server answers the request with `ReadyForQuery`.
+    pub request_ends_with_ready: bool,
+    /// The timeouts the request runs under.
+    pub request_class: Option<Class>,
+    /// When the request builds indexes concurrently, the table (a `regclass` expression).
+    pub request_builds_indexes_on: Option<String>,
+    /// Whether a transaction block is open (timeouts are then `SET LOCAL`).
+    pub in_transaction: bool,
+    /// Whether the request may be sent again after `lock_not_available`: outside a
+    /// transaction block, and neither beginning nor ending one.
+    pub retryable: bool,
+    /// The relations its DDL locks (`regclass` expressions), to name who blocks them.
+    pub relations: Vec<String>,
+    /// The settings in force (timeouts).
+    pub settings: Settings,
+    /// The statements the audit trail records, in the order they run.
+    pub audited: Vec<AuditedStatement>,
+    /// How many statements the request runs so far (positions of `audited`).
+    pub(crate) statements_seen: usize,
+}
+
+impl Default for Program {
+    /// A program that sends nothing and sets nothing.
+    fn default() -> Self {
+        Self {
+            notices: Vec::new(),
+            steps: Vec::new(),
+            request: Bytes::new(),
+            request_ends_with_ready: true,
+            request_class: None,
+            request_builds_indexes_on: None,
+            in_transaction: false,
+            retryable: false,
+            relations: Vec::new(),
+            settings: Settings::default(),
+            audited: Vec::new(),
+            statements_seen: 0,
+        }
+    }
+}
+
+/// What the audit trail records about one governed statement.
+#[derive(Debug, Clone)]
+pub struct AuditedStatement {
+    /// Its position among the statements the request runs (0-based): the n-th command
+    /// completion of the answer is its own.
+    pub position: usize,
+    /// As the client sent it.
+    pub sql: String,
+    /// Its kind.
+    pub kind: String,
+    /// Relations it locks.
+    pub relations: Vec<String>,
+    /// Its strongest lock.
+    pub lock: Option<String>,
+    /// Rules that fired and their actions.
+    pub rules: Vec<(String, String)>,
+    /// `allow`, `warn`, `reject` or `rewrite`.
+    pub action: &'static str,
+    /// What ran in its place.
+    pub rewritten_sql: Vec<String>,
+    /// Its timeout class.
+    pub class: Option<Class>,
+    /// Overrides honoured.
+    pub overrides: Vec<(String, Option<String>)>,
+}
+
+/// Decides about a held request now that the session is quiet.
+pub fn plan(
+    held: Held,
+    session: &SessionState,
+    review: &mut Review,
+    ctx: &mut Context,
+    settings: &Settings,
+    unsynced: bool,
+) -> Program {
+    let in_transaction = session.tx_status != TxStatus::Idle || unsynced;
+    prepare_context(ctx, session, in_transaction);
+    let engine = Engine::new(settings.enabled_rules());
+    let mut program = Program {
+        request_ends_with_ready: held.ends_with_ready(),
+        in_transaction,
+        retryable: !in_transaction,
+        settings: settings.clone(),
+        ..Program::default()
+    };
+    // In a failed transaction the server refuses everything but the end of it.
+    if session.tx_status == TxStatus::Failed {
+        program.request = held.bytes;
+        return program;
+    }
+    let request = held.request();
+    let executes = request.messages().filter(|m| m.tag == fe::EXECUTE).count();
+    let parses = request.messages().filter(|m| m.tag == fe::PARSE).count();
+    let mut out = BytesMut::with_capacity(held.bytes.len());
+    let mut run_classes: HashMap<Vec<u8>, Option<Class>> = HashMap::new();
+    let mut portal_classes: HashMap<Vec<u8>, Option<Class>> = HashMap::new();
+    let mut refused = false;
+    for (message, span) in request.messages().zip(&held.spans) {
+        let original = held.bytes.get(span.start..span.end).unwrap_or_default();
+        match message.tag {
+            fe::QUERY => {
+                let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                let text = String::from_utf8_lossy(text);
+                let sql = decide_query(&text, &engine, settings, ctx, &mut program);
+                put_query(&sql, &mut out);
+            }
+            fe::PARSE => {
+                let Some((name, rest)) = split_cstr(message.body) else {
+                    out.extend_from_slice(original);
+                    continue;
+                };
+                let Some((text_bytes, parameter_types)) = split_cstr(rest) else {
+                    out.extend_from_slice(original);
+                    continue;
+                };
+                let text = String::from_utf8_lossy(text_bytes);
+                ctx.query_string = false;
+                ctx.in_multi_statement_query = executes > 1;
+                let run = ParseRun {
+                    single_statement: executes == 1 && parses == 1,
+                    governable: !unsynced && program.request_ends_with_ready,
+                };
+                let (sql, class) = decide_parse(
+                    &text,
+                    &engine,
+                    settings,
+                    ctx,
+                    run,
+                    &mut refused,
+                    &mut program,
+                );
+                review.remember_statement(name, class);
+                run_classes.insert(name.to_vec(), class);
+                put_parse(name, &sql, parameter_types, &mut out);
+            }
+            fe::BIND => {
+                if let Some((portal, rest)) = split_cstr(message.body) {
+                    let statement = split_cstr(rest).map_or(&[][..], |(t, _)| t);
+                    let class = match run_classes.get(statement) {
+                        Some(c) => *c,
+                        None => review.statements.get(statement).copied(),
+                    };
+                    portal_classes.insert(portal.to_vec(), class);
+                }
+                out.extend_from_slice(original);
+            }
+            fe::EXECUTE => {
+                let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                let class = match portal_classes.get(portal) {
+                    Some(c) => *c,
+                    None => review.class_of_portal(portal),
+                };
+                program.request_class = program.request_class.max(class);
+                out.extend_from_slice(original);
+            }
+            _ => out.extend_from_slice(original),
+        }
+    }
+    if unsynced || !program.request_ends_with_ready {
+        // Nothing can be wrapped around this run (see the module docs).
+        program.request_class = None;
+        program.steps.clear();
+    }
+    program.request = out.freeze();
+    program
+}
+
+/// Brings the engine's context up to date with the session.
+fn prepare_context(ctx: &mut Context, session: &SessionState, in_transaction: bool) {
+    ctx.server_major = session
+        .server_major_version()
+        .unwrap_or(crate::analysis::context::DEFAULT_SERVER_MAJOR);
+    ctx.standard_conforming_strings =
+        session.parameter("standard_conforming_strings") != Some("off");
+    ctx.timeouts_managed = true;
+    ctx.whole_scripts = false;
+    // Outside a transaction block nothing earlier is "new" any more: what an earlier request
+    // created is committed and may be in use.
+    if !in_transaction {
+        ctx.next_script();
+    }
+    ctx.in_transaction = in_transaction;
+}
+
+/// Decides about a simple-protocol query string; returns the text that goes upstream.
+fn decide_query(
+    text: &str,
+    engine: &Engine,
+    settings: &Settings,
+    ctx: &mut Context,
+    program: &mut Program,
+) -> String {
+    ctx.query_string = true;
+    let decisions = enforce::decide(
+        engine,
+        settings,
+        text,
+        ctx,
+        Situation {
+            single_statement: true,
+        },
+    );
+    let mut notices = Vec::new();
+    let (sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
+    program.notices.extend(notices);
+    program.request_class = program.request_class.max(class);
+    program.steps = steps;
+    program.request_builds_indexes_on = builds;
+    sql
+}
+
+/// Where a `Parse` is.
+#[derive(Debug, Clone, Copy)]
+struct ParseRun {
+    /// The run parses and executes exactly one statement.
+    single_statement: bool,
+    /// The run ends with `Sync` and follows a synced one, so ddlgate can wrap it.
+    governable: bool,
+}
+
+/// Decides about the text of one `Parse`: the text that goes upstream, and its timeout class.
+fn decide_parse(
+    text: &str,
+    engine: &Engine,
+    settings: &Settings,
+    ctx: &mut Context,
+    run: ParseRun,
+    refused: &mut bool,
+    program: &mut Program,
+) -> (String, Option<Class>) {
+    let decisions = enforce::decide(
+        engine,
+        settings,
+        text,
+        ctx,
+        Situation {
+            single_statement: run.single_statement,
+        },
+    );
+    let refuses_here = decisions.iter().any(|d| matches!(d.plan, Plan::Reject(_)));
+    let mut notices = Vec::new();
+    let (mut sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
+    // Once a statement of the run is refused, the server skips the rest until Sync.
+    if !*refused {
+        program.notices.extend(notices);
+    }
+    *refused |= refuses_here;
+    if class.is_some() && !run.governable {
+        sql = enforce::raising_statement(&Message {
+            code: enforce::SQLSTATE_REJECTED,
+            message: "ddlgate: DDL in a pipeline without Sync cannot be governed".to_owned(),
+            detail: Some("ddlgate applies timeouts around a run of extended-protocol messages that ends with Sync; this run ends with Flush or follows one that did.".to_owned()),
+            hint: Some("Send Sync before and after DDL.".to_owned()),
+        });
+    } else if !steps.is_empty() {
+        program.steps = steps;
+    }
+    if builds.is_some() {
+        program.request_builds_indexes_on = builds;
+    }
+    (sql, class)
+}
+
+/// Applies the decisions to the text: replaced and refused statements, notices, the class the
+/// text runs under, the steps before it and whether it builds indexes concurrently.
+fn apply(
+    text: &str,
+    decisions: Vec<enforce::StatementDecision>,
+    notices: &mut Vec<Message>,
+    program: &mut Program,
+) -> (String, Option<Class>, Vec<Step>, Option<String>) {
+    let mut sql = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut class = None;
+    let mut before = Vec::new();
+    let mut builds = None;
+    for d in decisions {
+        let position = program.statements_seen;
+        program.statements_seen += 1;
+        if let Some(audited) =
+            audited_statement(text, &d, position, program.settings.audit_redact_literals)
+        {
+            program.audited.push(audited);
+        }
+        notices.extend(d.notices);
+        program.retryable &= !d.transaction_control;
+        for r in d.relations {
+            if !program.relations.contains(&r) {
+                program.relations.push(r);
+            }
+        }
+        let replacement = match d.plan {
+            Plan::Run => {
+                class = class.max(d.class);
+                None
+            }
+            Plan::Replace(step) => {
+                class = class.max(step.class);
+                builds = builds.or(step.builds_indexes_on);
+                Some(step.sql)
+            }
+            Plan::Steps(mut steps) => match steps.pop() {
+                Some(last) => {
+                    class = class.max(last.class);
+                    builds = builds.or(last.builds_indexes_on);
+                    before = steps;
+                    Some(last.sql)
+                }
+                None => None,
+            },
+            Plan::Reject(message) => Some(enforce::raising_statement(&message)),
+        };
+        if let Some(replacement) = replacement {
+            sql.push_str(text.get(at..d.span.start).unwrap_or_default());
+            sql.push_str(&replacement);
+            at = d.span.end;
+        }
+    }
+    sql.push_str(text.get(at..).unwrap_or_default());
+    (sql, class, before, builds)
+}
+
+/// The audit view of a decision, for statements the policy governs: DDL (or dynamic DDL), a
+/// rule that fired, an override, a refusal.
+fn audited_statement(
+    text: &str,
+    d: &enforce::StatementDecision,
+    position: usize,
+    redact: bool,
+) -> Option<AuditedStatement> {
+    let shown = |sql: &str| {
+        if redact {
+            parse::redact_literals(sql)
+        } else {
+            sql.to_owned()
+        }
+    };
+    let refused = matches!(d.plan, Plan::Reject(_));
+    if !d.ddl && d.rules.is_empty() && d.overrides.is_empty() && !refused {
+        return None;
+    }
+    let (action, rewritten_sql, class) = match &d.plan {
+        Plan::Run if d.rules.is_empty() => ("allow", Vec::new(), d.class),
+        Plan::Run => ("warn", Vec::new(), d.class),
+        Plan::Replace(step) => ("rewrite", vec![shown(&step.sql)], step.class),
+        Plan::Steps(steps) => (
+            "rewrite",
+            steps.iter().map(|s| shown(&s.sql)).collect(),
+            steps.iter().filter_map(|s| s.class).max(),
+        ),
+        Plan::Reject(_) => ("reject", Vec::new(), None),
+    };
+    Some(AuditedStatement {
+        position,
+        sql: shown(text.get(d.span.clone()).unwrap_or_default()),
+        kind: d.kind.clone(),
+        relations: d.relations.clone(),
+        lock: d.lock.clone(),
+        rules: d
+            .rules
+            .iter()
+            .map(|(r, a)| (r.to_string(), a.as_str().to_owned()))
+            .collect(),
+        action,
+        rewritten_sql,
+        class,
+        overrides: d
+            .overrides
+            .iter()
+            .map(|(r, reason)| (r.to_string(), reason.clone()))
+            .collect(),
+    })
+}
+
+/// The settings for a session, and the name of the profile that chose them.
+pub fn settings_for(
+    policy: &crate::config::policy::Policy,
+    session: &SessionState,
+) -> (Option<String>, Settings) {
+    let (profile, settings) = policy.for_connection(&Connection {
+        user: &session.user,
+        database: &session.database,
+        application_name: session.application_name(),
+        client: session.peer.ip(),
+    });
+    (profile.map(str::to_owned), settings.clone())
+}
+
+/// Appends a `Query` (F).
+pub fn put_query(sql: &str, out: &mut BytesMut) {
+    put_header(out, fe::QUERY, sql.len().saturating_add(1));
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+}
+
+fn put_parse(name: &[u8], sql: &str, rest: &[u8], out: &mut BytesMut) {
+    let len = name
+        .len()
+        .saturating_add(1)
+        .saturating_add(sql.len())
+        .saturating_add(1)
+        .saturating_add(rest.len());
+    put_header(out, fe::PARSE, len);
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+    out.put_slice(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precheck_passes_dml_and_catches_ddl() {
+        let precheck =
+            |sql: &[u8], major: u32, scs: bool| match prefilter(&String::from_utf8_lossy(sql)) {
+                Prefilter::Dml(_) | Prefilter::TransactionControl => None,
+                Prefilter::NeedsParse => precheck_parsed(&String::from_utf8_lossy(sql), major, scs),
+            };
+        assert_eq!(precheck(b"SELECT 1", 15, true), None);
+        assert_eq!(precheck(b"SET lock_timeout = '1s'", 15, true), None);
+        assert_eq!(
+            precheck(b"CREATE INDEX i ON t (a)", 15, true),
+            Some(Class::Brief)
+        );
+        assert_eq!(
+            precheck(b"SELECT 1; CREATE INDEX CONCURRENTLY i ON t (a)", 15, true),
+            Some(Class::Online)
+        );
+        assert_eq!(
+            precheck(b"DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$", 15, true),
+            Some(Class::Brief)
+        );
+        assert_eq!(precheck(b"SELEC 1", 15, true), None);
+        assert_eq!(precheck(b"SELEC 1", 19, true), Some(Class::Brief));
+    }
+
+    #[test]
+    fn put_parse_round_trips_through_the_reader() {
+        let mut out = BytesMut::new();
+        put_parse(b"s1", "SELECT 1", &[0, 1, 0, 0, 0, 23], &mut out);
+        let body = &out[5..];
+        let (name, rest) = split_cstr(body).unwrap();
+        assert_eq!(name, b"s1");
+        let (text, parameter_types) = split_cstr(rest).unwrap();
+        assert_eq!(text, b"SELECT 1");
+        assert_eq!(parameter_types, &[0, 1, 0, 0, 0, 23]);
+        assert_eq!(
+            out.len(),
+            1 + u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize
+        );
+    }
 }

@@ -48,8 +48,13 @@ pub enum SessionError {
     ChannelBinding,
     /// The server refused the session (bad password, unknown database, …); the client has
     /// already received the server's own error.
-    #[error("upstream refused the session: {0}")]
-    Refused(String),
+    #[error("upstream refused the session: {code} {message}")]
+    Refused {
+        /// The server's SQLSTATE.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
     /// The client went away before the session was ready.
     #[error("client closed the connection during startup")]
     ClientGone,
@@ -108,7 +113,7 @@ impl SessionError {
             Self::ClientIo(_)
             | Self::ClientTls(_)
             | Self::MissingAlpn
-            | Self::Refused(_)
+            | Self::Refused { .. }
             | Self::ClientGone
             | Self::Random(_) => None,
         }

@@ -339,7 +339,11 @@ pub async fn authenticate(
             backend::tag::ERROR_RESPONSE => {
                 to_client.extend_from_slice(&frame);
                 write_out(client, &mut to_client).await?;
-                return Err(SessionError::Refused(error_summary(body)));
+                let fields = backend::error_fields(body);
+                return Err(SessionError::Refused {
+                    code: backend::error_field(&fields, b'C').unwrap_or_default(),
+                    message: backend::error_field(&fields, b'M').unwrap_or_default(),
+                });
             }
             backend::tag::READY_FOR_QUERY => {
                 established.tx_status =
@@ -400,28 +404,6 @@ fn check_gs2_header(frame: &[u8], binding: ChannelBinding) -> Result<(), Session
     Ok(())
 }
 
-/// The SQLSTATE and message of an `ErrorResponse`, for logs.
-fn error_summary(body: &[u8]) -> String {
-    let mut code = "";
-    let mut message = String::new();
-    let mut rest = body;
-    while let Some((&field, after)) = rest.split_first() {
-        if field == 0 {
-            break;
-        }
-        let Some((value, after)) = split_cstr(after) else {
-            break;
-        };
-        match field {
-            b'C' => code = std::str::from_utf8(value).unwrap_or_default(),
-            b'M' => message = String::from_utf8_lossy(value).into_owned(),
-            _ => {}
-        }
-        rest = after;
-    }
-    format!("{code} {message}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,14 +431,5 @@ mod tests {
         ));
         assert!(check_gs2_header(&sasl_initial("n"), tls_upstream).is_ok());
         assert!(check_gs2_header(&sasl_initial("y"), plain_upstream).is_ok());
-    }
-
-    #[test]
-    fn error_summary_reads_code_and_message() {
-        let body = b"SFATAL\0C28P01\0Mpassword authentication failed for user \"x\"\0\0";
-        assert_eq!(
-            error_summary(body),
-            "28P01 password authentication failed for user \"x\""
-        );
     }
 }

@@ -8,9 +8,11 @@
 //! the drain deadline (or on the terminate signal) closes the rest with SQLSTATE 57P01.
 
 pub mod cancel;
+pub mod conductor;
 pub mod decision;
 pub mod error;
 pub mod handshake;
+pub mod http;
 pub mod outbox;
 pub mod phase;
 pub mod request;
@@ -32,7 +34,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::ServeConfig;
+use crate::audit::Auditor;
+use crate::audit::file::FileSink;
+use crate::audit::table::{TableSink, Tee};
+use crate::config::{AuditConfig, ServeConfig};
 use cancel::CancelRegistry;
 use phase::{Phase, ShutdownPhase};
 use workers::{Job, Workers};
@@ -45,12 +50,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long closed sessions may take to say goodbye after the terminate signal.
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 
-/// The listen socket could not be opened.
+/// The server could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {error}")]
-pub struct BindError {
-    addr: SocketAddr,
-    error: io::Error,
+pub enum BindError {
+    /// The listen socket could not be opened.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: io::Error,
+    },
+    /// The audit trail could not be opened.
+    #[error("{0}")]
+    Audit(String),
 }
 
 /// Signals that stop a running server.
@@ -76,6 +89,10 @@ pub struct Shared {
     /// The same two signals as a phase running sessions can check cheaply.
     pub phase: Arc<Phase>,
     next_session_id: AtomicU64,
+    /// The audit trail's writer, if one is configured.
+    pub audit: Option<Auditor>,
+    /// What sessions count.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -88,22 +105,46 @@ impl Shared {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: Arc<ServeConfig>,
+    auditor: Option<Auditor>,
 }
 
 impl Server {
     /// Opens the listen socket.
     pub async fn bind(config: ServeConfig) -> Result<Self, BindError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|error| BindError {
-                addr: config.listen,
-                error,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|error| BindError::Listen {
+                    addr: config.listen,
+                    error,
+                })?;
+        let metrics_listener = match config.metrics_listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| BindError::Listen { addr, error })?,
+            ),
+        };
+        let auditor = match &config.audit {
+            None => None,
+            Some(audit) => Some(open_audit(audit).map_err(BindError::Audit)?),
+        };
         Ok(Self {
             listener,
+            metrics_listener,
             config: Arc::new(config),
+            auditor,
         })
+    }
+
+    /// The address metrics are served on, if any (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address the server listens on (useful with port 0).
@@ -112,7 +153,7 @@ impl Server {
     }
 
     /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns.
-    pub async fn run(self, shutdown: Shutdown) {
+    pub async fn run(mut self, shutdown: Shutdown) {
         let shared = Arc::new(Shared {
             config: Arc::clone(&self.config),
             cancels: Arc::new(CancelRegistry::default()),
@@ -120,7 +161,12 @@ impl Server {
             terminate: shutdown.terminate.clone(),
             phase: Arc::new(Phase::default()),
             next_session_id: AtomicU64::new(1),
+            audit: self.auditor.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         });
+        if let Some(listener) = self.metrics_listener.take() {
+            tokio::spawn(http::serve(listener, Arc::clone(&shared)));
+        }
         let sessions = Arc::new(Semaphore::new(self.config.max_connections));
         let over_limit = Arc::new(Semaphore::new(OVER_LIMIT_SLOTS));
         let tracker = TaskTracker::new();
@@ -205,6 +251,42 @@ impl Server {
 }
 
 /// Accept errors that concern only the connection being accepted.
+/// Opens the audit sinks and starts the writer. The chain continues from the file when there
+/// is one, otherwise from this instance's last record in the table.
+fn open_audit(audit: &AuditConfig) -> Result<Auditor, String> {
+    let mut sinks: Vec<Box<dyn crate::audit::Sink>> = Vec::new();
+    let mut chain = None;
+    match &audit.path {
+        Some(path) if path.as_os_str() == "-" => sinks.push(Box::new(crate::audit::StdoutSink)),
+        Some(path) => {
+            let (sink, resumed) = FileSink::open(path, audit.rotate_bytes, audit.rotate_after)?;
+            sinks.push(Box::new(sink));
+            chain = Some(resumed);
+        }
+        None => {}
+    }
+    if let Some(target) = &audit.table {
+        let resume = chain.is_none() && audit.path.is_none();
+        let (sink, resumed) = TableSink::start(target, resume)?;
+        sinks.push(Box::new(sink));
+        if resume {
+            chain = resumed;
+        }
+    }
+    let sink: Box<dyn crate::audit::Sink> = if sinks.len() == 1 {
+        sinks.remove(0)
+    } else {
+        Box::new(Tee::new(sinks))
+    };
+    Auditor::start(
+        sink,
+        chain.unwrap_or_default(),
+        audit.fsync,
+        audit.fail_closed,
+    )
+    .map_err(|e| format!("cannot start the audit writer: {e}"))
+}
+
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),

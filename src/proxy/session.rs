@@ -10,7 +10,7 @@
 //! boundaries and the few messages that change session state (`ReadyForQuery`,
 //! `ParameterStatus`); everything else is forwarded in the chunks it was read in.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,7 +33,8 @@ use crate::protocol::{ProtocolError, error::Tag};
 
 use super::Shared;
 use super::cancel::Registration;
-use super::decision::{self, Verdict};
+use super::conductor::{Conductor, SavedTimeouts};
+use super::decision::{self, Held, Review, Verdict};
 use super::error::SessionError;
 use super::handshake::{self, ChannelBinding, Established, Failure, Opening};
 use super::outbox::Outbox;
@@ -127,6 +128,7 @@ async fn start(
         return None;
     }
     if !admitted {
+        shared.metrics.connections_rejected.increment(1);
         end_startup(
             Some(client),
             &SessionError::TooManyConnections(config.max_connections),
@@ -157,6 +159,26 @@ async fn start(
             return None;
         }
         Ok(Err(error)) => {
+            if matches!(
+                error,
+                SessionError::Upstream(_)
+                    | SessionError::UpstreamIo(_)
+                    | SessionError::UpstreamProtocol(_)
+            ) {
+                shared.metrics.upstream_connect_errors.increment(1);
+            }
+            if let Some(auditor) = &shared.audit
+                && !matches!(error, SessionError::ClientGone)
+            {
+                let mut record =
+                    crate::audit::Record::new(crate::audit::record::event::SESSION_START, id);
+                record.client = peer.to_string();
+                record.user.clone_from(&user);
+                record.database.clone_from(&database);
+                let (code, message) = refusal_outcome(&error);
+                record.outcome = Some(crate::audit::Outcome::error(code, message));
+                auditor.record(record);
+            }
             end_startup(Some(client), &error).await;
             return None;
         }
@@ -178,7 +200,9 @@ async fn start(
 async fn end_startup(client: Option<Stream>, error: &SessionError) {
     match error {
         SessionError::ClientGone => debug!("client left during startup"),
-        SessionError::Refused(why) => info!(reason = %why, "upstream refused the session"),
+        SessionError::Refused { code, message } => {
+            info!(%code, reason = %message, "upstream refused the session");
+        }
         SessionError::Upstream(_)
         | SessionError::UpstreamIo(_)
         | SessionError::UpstreamProtocol(_) => {
@@ -226,6 +250,10 @@ enum Event {
     Terminate,
     /// Draining, and nothing is in flight or open.
     IdleWhileDraining,
+    /// The pause before a retry is over.
+    RetryDue,
+    /// The audit trail answered.
+    Audited(Result<(), String>),
 }
 
 /// Why a running session ended.
@@ -297,6 +325,24 @@ struct Session {
     span: Span,
     /// Which side is read first in the next poll, alternated for fairness.
     client_first: bool,
+    /// The client's prepared statements and portals that run DDL.
+    review: Review,
+    /// What the policy engine knows about the session's current transaction.
+    analysis: crate::analysis::Context,
+    /// A request that needs the policy, waiting for the earlier ones to be answered.
+    pending: Option<Held>,
+    /// The program running for a held request; while it runs, nothing else goes upstream.
+    conductor: Option<Conductor>,
+    /// Timeouts to restore once the transaction block a governed request opened has ended.
+    deferred_restore: Option<SavedTimeouts>,
+    /// Wakes the session when the conductor's pause before a retry ends.
+    retry_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The audit trail's answer for records the conductor waits on.
+    audit_wait: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+    /// The policy profile of the latest decision (for the audit trail).
+    profile: Option<String>,
+    /// When the session started.
+    began: std::time::Instant,
 }
 
 impl Session {
@@ -320,6 +366,15 @@ impl Session {
             server_version = state.server_version().unwrap_or_default(),
             "session started"
         );
+        shared.metrics.connections_total.increment(1);
+        shared.metrics.connections_active.increment(1.0);
+        if let Some(auditor) = &shared.audit {
+            let mut record =
+                crate::audit::Record::new(crate::audit::record::event::SESSION_START, state.id);
+            fill_identity(&mut record, &state, None);
+            record.outcome = Some(crate::audit::Outcome::ok(None));
+            auditor.record(record);
+        }
         let registration = match (established.client_key, &established.upstream_key) {
             (Some(client_key), Some(upstream_key)) => {
                 Some(shared.cancels.register(client_key, upstream_key.clone()))
@@ -349,11 +404,23 @@ impl Session {
             phase_watch: None,
             span,
             client_first: true,
+            review: Review::default(),
+            analysis: crate::analysis::Context::default(),
+            pending: None,
+            conductor: None,
+            deferred_restore: None,
+            retry_timer: None,
+            audit_wait: None,
+            profile: None,
+            began: std::time::Instant::now(),
         }
     }
 
     async fn pump(mut self) -> Ending {
-        let first = self.on_client_data().and_then(|()| self.on_upstream_data());
+        let first = self
+            .on_client_data()
+            .and_then(|()| self.on_upstream_data())
+            .and_then(|()| self.drive());
         if let Err(e) = first {
             return self.close(Ending::Failed(e)).await;
         }
@@ -381,8 +448,21 @@ impl Session {
                 Event::IdleWhileDraining => {
                     return self.close(Ending::Shutdown { deadline: false }).await;
                 }
+                Event::RetryDue => {
+                    if let Some(c) = self.conductor.as_mut() {
+                        c.wake();
+                    }
+                    Ok(())
+                }
+                Event::Audited(result) => {
+                    let fail_closed = self.shared.audit.as_ref().is_some_and(|a| a.fail_closed);
+                    if let Some(c) = self.conductor.as_mut() {
+                        c.audited(result, fail_closed);
+                    }
+                    Ok(())
+                }
             };
-            if let Err(e) = step {
+            if let Err(e) = step.and_then(|()| self.drive()) {
                 return self.close(Ending::Failed(e)).await;
             }
             if self.client_done {
@@ -398,6 +478,8 @@ impl Session {
             && !self.unsynced
             && self.client_buf.is_empty()
             && self.held.is_empty()
+            && self.pending.is_none()
+            && self.conductor.is_none()
             && self.to_upstream.is_empty()
             && self.to_client.is_empty()
     }
@@ -414,6 +496,27 @@ impl Session {
         // be delivered before the session counts as idle, and no other event may follow.
         if self.draining && self.is_idle() {
             return Poll::Ready(Event::IdleWhileDraining);
+        }
+        if let Some(wait) = self.audit_wait.as_mut()
+            && let Poll::Ready(result) = Pin::new(wait).poll(cx)
+        {
+            self.audit_wait = None;
+            return Poll::Ready(Event::Audited(
+                result.unwrap_or_else(|_| Err("the audit writer has stopped".to_owned())),
+            ));
+        }
+        if let Some(at) = self.conductor.as_ref().and_then(Conductor::wake_at) {
+            let deadline = Instant::from_std(at);
+            let timer = self
+                .retry_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                self.retry_timer = None;
+                return Poll::Ready(Event::RetryDue);
+            }
         }
         self.client_first = !self.client_first;
         let read = if self.client_first {
@@ -442,7 +545,11 @@ impl Session {
     }
 
     fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
-        if self.client_done || self.to_upstream.len() >= HIGH_WATER {
+        if self.client_done
+            || self.to_upstream.len() >= HIGH_WATER
+            || ((self.pending.is_some() || self.conductor.is_some())
+                && self.client_buf.len() >= HIGH_WATER)
+        {
             return None;
         }
         let missing = self.frontend.missing(&self.client_buf, self.scanned);
@@ -471,7 +578,22 @@ impl Session {
     /// Groups newly read client bytes into requests, reviews each, and queues what is decided.
     fn on_client_data(&mut self) -> Result<(), SessionError> {
         let mut forward_to = 0;
+        let copy_only = self
+            .conductor
+            .as_ref()
+            .is_some_and(Conductor::wants_copy_data);
+        if (self.pending.is_some() || self.conductor.is_some()) && !copy_only {
+            return Ok(());
+        }
         while !self.client_done {
+            if copy_only
+                && !self
+                    .conductor
+                    .as_ref()
+                    .is_some_and(Conductor::wants_copy_data)
+            {
+                break;
+            }
             let Some(item) = self
                 .frontend
                 .next(&self.client_buf, self.scanned)
@@ -482,7 +604,21 @@ impl Session {
             match item {
                 FrontendItem::CopyChunk { end } => {
                     if !self.held.is_empty() {
-                        self.review_held(RequestEnd::Partial);
+                        let _ = self.review_held(RequestEnd::Partial);
+                    }
+                    self.scanned = end;
+                    forward_to = end;
+                }
+                FrontendItem::Message { tag, end } if copy_only => {
+                    // Inside the COPY of a governed request: only its data, end and failure
+                    // (and the Flush/Sync the server ignores during COPY) pass.
+                    if ![fe::COPY_DONE, fe::COPY_FAIL, fe::FLUSH, fe::SYNC].contains(&tag) {
+                        break;
+                    }
+                    if tag != fe::FLUSH && tag != fe::SYNC {
+                        if let Some(c) = self.conductor.as_mut() {
+                            c.copy_finished();
+                        }
                     }
                     self.scanned = end;
                     forward_to = end;
@@ -497,7 +633,10 @@ impl Session {
                     if waits_for_sync(tag) {
                         continue;
                     }
-                    self.review_held(RequestEnd::Complete);
+                    if self.review_held(RequestEnd::Complete) == Verdict::Hold {
+                        self.hold_request(forward_to);
+                        return Ok(());
+                    }
                     forward_to = end;
                     if ends_with_ready_for_query(tag) {
                         self.state.awaiting_ready += 1;
@@ -515,11 +654,12 @@ impl Session {
             .first()
             .map_or(0, |first| self.scanned - first.start);
         if held_bytes > MAX_HELD_BYTES {
-            self.review_held(RequestEnd::Partial);
+            let _ = self.review_held(RequestEnd::Partial);
             forward_to = self.scanned;
             self.unsynced = true;
         }
         if forward_to > 0 {
+            self.shared.metrics.bytes_in.increment(forward_to as u64);
             let chunk = self.client_buf.split_to(forward_to).freeze();
             self.scanned -= forward_to;
             for span in &mut self.held {
@@ -537,17 +677,150 @@ impl Session {
         Ok(())
     }
 
-    /// Hands the held messages to the decision point as one request.
-    fn review_held(&mut self, end: RequestEnd) {
+    /// Hands the held messages to the decision point as one request. A request to forward is
+    /// left in the buffer; one to hold keeps its messages in `held` for [`Self::hold_request`].
+    fn review_held(&mut self, end: RequestEnd) -> Verdict {
         let request = Request::new(&self.client_buf, &self.held, end);
-        match decision::review(&request, &self.state) {
-            Verdict::Forward => {}
+        let mut verdict = self.review.review(&request, &self.state);
+        if end == RequestEnd::Complete && self.deferred_restore.is_some() {
+            verdict = Verdict::Hold;
         }
-        self.held.clear();
+        if verdict == Verdict::Forward {
+            self.held.clear();
+        }
+        verdict
+    }
+
+    /// Forwards the bytes before the request in `held` (up to `forward_to`) and takes the
+    /// request out of the buffer to wait for [`Self::drive`].
+    fn hold_request(&mut self, forward_to: usize) {
+        let start = self.held.first().map_or(forward_to, |m| m.start);
+        let end = self.held.last().map_or(start, |m| m.end);
+        if start > 0 {
+            let chunk = self.client_buf.split_to(start).freeze();
+            self.to_upstream.push(chunk);
+        }
+        let bytes = self.client_buf.split_to(end - start).freeze();
+        let spans = self
+            .held
+            .drain(..)
+            .map(|m| MessageSpan {
+                tag: m.tag,
+                start: m.start - start,
+                end: m.end - start,
+            })
+            .collect();
+        self.scanned = 0;
+        self.pending = Some(Held { bytes, spans });
+    }
+
+    /// Moves governed requests along: starts the program of a held request once every earlier
+    /// request has been answered, and goes back to the client's later requests when it is over.
+    fn drive(&mut self) -> Result<(), SessionError> {
+        loop {
+            if let Some(conductor) = self.conductor.as_mut() {
+                conductor.advance(&mut self.to_upstream, &mut self.to_client, &mut self.state);
+                if let Some(mut records) = conductor.take_audit() {
+                    for record in &mut records {
+                        fill_identity(record, &self.state, self.profile.as_deref());
+                    }
+                    match &self.shared.audit {
+                        Some(auditor) => self.audit_wait = Some(auditor.record_and_wait(records)),
+                        None => conductor.audited(Ok(()), false),
+                    }
+                    continue;
+                }
+                if !conductor.is_finished() {
+                    if conductor.wants_copy_data() {
+                        return self.on_client_data();
+                    }
+                    return Ok(());
+                }
+                if let Some(done) = self.conductor.take() {
+                    let outcome = done.into_outcome();
+                    count_outcome(&self.shared.metrics, &outcome);
+                    if outcome.deferred_restore.is_some() {
+                        self.deferred_restore = outcome.deferred_restore;
+                    }
+                }
+                if self.pending.is_none() {
+                    // Requests that arrived meanwhile were left unscanned.
+                    self.on_client_data()?;
+                    if self.pending.is_none() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            if self.pending.is_none() || self.state.awaiting_ready > 0 {
+                return Ok(());
+            }
+            if let Some(saved) = self.deferred_restore.take() {
+                if self.state.tx_status == TxStatus::Idle && !self.unsynced {
+                    self.conductor = Some(Conductor::restore(saved, self.span.clone()));
+                    continue;
+                }
+                self.deferred_restore = Some(saved);
+            }
+            let Some(held) = self.pending.take() else {
+                return Ok(());
+            };
+            let policy = self.shared.config.policy.current();
+            let (profile, settings) = decision::settings_for(&policy, &self.state);
+            self.profile = profile;
+            let program = decision::plan(
+                held,
+                &self.state,
+                &mut self.review,
+                &mut self.analysis,
+                &settings,
+                self.unsynced,
+            );
+            count_decisions(&self.shared.metrics, &program.audited);
+            let audit = self.shared.audit.as_ref();
+            if let Some(auditor) =
+                audit.filter(|a| a.fail_closed && !a.is_healthy() && !program.audited.is_empty())
+            {
+                let why = format!(
+                    "The last audit write failed ({} record(s) lost since start); audit_fail_closed is on.",
+                    auditor.write_errors()
+                );
+                self.conductor = Some(Conductor::refuse(program, self.span.clone(), &why));
+            } else if program.request_ends_with_ready {
+                self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
+            } else {
+                // No ReadyForQuery will mark its end: forward it like any other request.
+                for notice in &program.notices {
+                    let mut out = BytesMut::new();
+                    crate::protocol::reply::encode_fields(
+                        Severity::Warning,
+                        notice.code,
+                        &notice.message,
+                        notice.detail.as_deref(),
+                        notice.hint.as_deref(),
+                        &mut out,
+                    );
+                    self.to_client.push(out.freeze());
+                }
+                self.to_upstream.push(program.request);
+                self.unsynced = true;
+                self.on_client_data()?;
+                if self.pending.is_none() {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Scans newly read server bytes, updates session state, and queues them for the client.
     fn on_upstream_data(&mut self) -> Result<(), SessionError> {
+        if let Some(conductor) = self.conductor.as_mut() {
+            return conductor.on_upstream(
+                &mut self.upstream_buf,
+                &mut self.to_client,
+                &mut self.state,
+            );
+        }
         let Self {
             backend,
             upstream_buf,
@@ -581,15 +854,40 @@ impl Session {
             })
             .map_err(SessionError::UpstreamProtocol)?;
         if done > 0 {
+            self.shared.metrics.bytes_out.increment(done as u64);
             let chunk = self.upstream_buf.split_to(done).freeze();
             self.to_client.push(chunk);
         }
         Ok(())
     }
 
+    /// Records the end of the session in the audit trail.
+    fn audit_session_end(&self, ending: &Ending) {
+        let Some(auditor) = &self.shared.audit else {
+            return;
+        };
+        let mut record =
+            crate::audit::Record::new(crate::audit::record::event::SESSION_END, self.state.id);
+        fill_identity(&mut record, &self.state, self.profile.as_deref());
+        record.outcome = Some(crate::audit::Outcome {
+            status: if matches!(ending, Ending::Failed(_)) {
+                "error"
+            } else {
+                "ok"
+            }
+            .to_owned(),
+            tag: None,
+            sqlstate: None,
+            message: Some(ending.to_string()),
+        });
+        record.duration_ms =
+            Some(u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX));
+        auditor.record(record);
+    }
+
     /// Ends the session: last words to each side, a cancel for a query left running, close.
     async fn close(mut self, ending: Ending) -> Ending {
-        let in_flight = self.state.awaiting_ready > 0 || self.unsynced;
+        let in_flight = self.state.awaiting_ready > 0 || self.unsynced || self.conductor.is_some();
         let client_report = match &ending {
             Ending::Terminated | Ending::ClientClosed => None,
             Ending::UpstreamClosed => {
@@ -685,8 +983,64 @@ impl Session {
             let _ = self.client.shutdown().await;
         })
         .await;
+        // A program cut short by the close (its client gone after the answer, before the
+        // restore) still counts.
+        if let Some(conductor) = self.conductor.take() {
+            count_outcome(&self.shared.metrics, &conductor.into_outcome());
+        }
+        self.audit_session_end(&ending);
+        self.shared.metrics.connections_active.decrement(1.0);
         ending
     }
+}
+
+/// Counts what a finished (or cut short) program did.
+fn count_outcome(metrics: &crate::metrics::Metrics, outcome: &super::conductor::Outcome) {
+    metrics
+        .lock_timeout_retries
+        .increment(u64::from(outcome.retries));
+    if let Some(d) = outcome.governed_duration {
+        metrics.ddl_duration.record(d.as_secs_f64());
+    }
+}
+
+/// Counts governed statements by kind and action, refusals and rewrites by rule.
+fn count_decisions(metrics: &crate::metrics::Metrics, audited: &[decision::AuditedStatement]) {
+    for a in audited {
+        metrics.statement(&a.kind, a.action);
+        for (rule, action) in &a.rules {
+            match (a.action, action.as_str()) {
+                ("reject", "reject" | "rewrite") => metrics.rejection(rule),
+                ("rewrite", "rewrite") => metrics.rewrite(rule),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// SQLSTATE and message of a session that could not start: the server's own for a refusal,
+/// else those of the report ddlgate sends.
+fn refusal_outcome(error: &SessionError) -> (String, String) {
+    match error {
+        SessionError::Refused { code, message } => (code.clone(), message.clone()),
+        other => (
+            other.client_report().map_or("08006", |r| r.code).to_owned(),
+            other.to_string(),
+        ),
+    }
+}
+
+/// Who and where, for an audit record.
+fn fill_identity(record: &mut crate::audit::Record, state: &SessionState, profile: Option<&str>) {
+    record.session = state.id;
+    record.client = state.peer.to_string();
+    record.user.clone_from(&state.user);
+    record.database.clone_from(&state.database);
+    state
+        .application_name()
+        .clone_into(&mut record.application_name);
+    record.profile = profile.map(str::to_owned);
+    record.server_version = state.server_version().map(str::to_owned);
 }
 
 /// Makes room for the next read: at least a chunk, or the rest of a large message at once.

@@ -6,7 +6,8 @@ use std::process::Output;
 fn ddlgate(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"));
     cmd.args(args);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DDLGATE_")) {
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DDLGATE_") || k.starts_with("PG"))
+    {
         cmd.env_remove(k);
     }
     for (k, v) in env {
@@ -26,8 +27,48 @@ fn missing_upstream_is_one_sentence_and_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr(&o),
-        "ddlgate: error: missing upstream: pass --upstream HOST:PORT, set DDLGATE_UPSTREAM, or set upstream in the config file\n"
+        "ddlgate: error: missing upstream: pass --upstream HOST:PORT (or a postgres:// URL), set DDLGATE_UPSTREAM or PGHOST, or set upstream in the config file\n"
     );
+}
+
+/// The upstream may be a libpq URL, or come from PGHOST/PGPORT like libpq's defaults.
+#[test]
+fn upstream_from_a_url_or_pghost() {
+    let o = ddlgate(
+        &[
+            "serve",
+            "--upstream",
+            "postgres://migrator:secret@db.internal:7000/app?sslmode=disable",
+            "--check-config",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("host: \"db.internal\""), "{out}");
+    assert!(out.contains("port: 7000"), "{out}");
+    assert!(!out.contains("secret"), "{out}");
+
+    let o = ddlgate(
+        &["serve", "--check-config"],
+        &[("PGHOST", "pg.internal"), ("PGPORT", "6543")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("host: \"pg.internal\""), "{out}");
+    assert!(out.contains("port: 6543"), "{out}");
+
+    let o = ddlgate(
+        &[
+            "serve",
+            "--upstream",
+            "postgres://a:1,b:2/app",
+            "--check-config",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("one upstream"), "{}", stderr(&o));
 }
 
 /// An unknown key in the config file is refused with the file, line and key.

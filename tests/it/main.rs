@@ -22,13 +22,16 @@
 
 mod support;
 
+mod audit;
 mod auth;
 mod check_cli;
 mod cli;
 mod copy;
+mod enforce;
 mod extended;
 mod limits;
 mod lock_truth;
+mod metrics;
 mod notify_cancel;
 mod passthrough;
 mod protocol_errors;

@@ -12,6 +12,8 @@ use super::pg::{self, PgServer, Role};
 #[derive(Debug)]
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// Where metrics are served, when `metrics_listen` was set.
+    pub metrics: Option<SocketAddr>,
     pub shutdown: Shutdown,
     task: Option<JoinHandle<()>>,
 }
@@ -34,10 +36,12 @@ impl TestProxy {
         let config = ServeConfig::from_options(&options).expect("valid test configuration");
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().unwrap();
+        let metrics = server.metrics_addr();
         let shutdown = Shutdown::default();
         let task = tokio::spawn(server.run(shutdown.clone()));
         Self {
             addr,
+            metrics,
             shutdown,
             task: Some(task),
         }

@@ -68,9 +68,13 @@ impl Wire {
 
     /// Opens a session as a `trust` role and reads up to the first ReadyForQuery.
     pub async fn startup(addr: &str, user: &str, database: &str) -> (Self, Vec<Msg>) {
+        Self::startup_with(addr, &[("user", user), ("database", database)]).await
+    }
+
+    /// Opens a session (a `trust` role) with these startup parameters.
+    pub async fn startup_with(addr: &str, params: &[(&str, &str)]) -> (Self, Vec<Msg>) {
         let mut w = Self::connect(addr).await;
-        w.send(&startup(&[("user", user), ("database", database)]))
-            .await;
+        w.send(&startup(params)).await;
         let msgs = w.until_ready().await;
         assert!(
             msgs.iter().all(|m| m.tag != b'E'),

@@ -1,0 +1,179 @@
+//! One audit record. Every field is always present (null or empty when it does not apply), in
+//! this order, so lines are uniform for log pipelines and SQL alike; `prev` comes last.
+
+use serde::Serialize;
+
+/// What a record is about.
+pub mod event {
+    /// A client session passed (or failed) authentication.
+    pub const SESSION_START: &str = "session_start";
+    /// A session ended.
+    pub const SESSION_END: &str = "session_end";
+    /// A statement the policy governed: DDL, a rule that fired, an override.
+    pub const STATEMENT: &str = "statement";
+}
+
+/// How something ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Outcome {
+    /// `ok`, `error`, or `not_run` (a statement after a failed one in the same request).
+    pub status: String,
+    /// The command tag (`CREATE INDEX`, `ALTER TABLE`) when it succeeded.
+    pub tag: Option<String>,
+    /// The SQLSTATE when it failed.
+    pub sqlstate: Option<String>,
+    /// The error message when it failed.
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    /// Success with a command tag.
+    pub fn ok(tag: Option<String>) -> Self {
+        Self {
+            status: "ok".to_owned(),
+            tag,
+            sqlstate: None,
+            message: None,
+        }
+    }
+
+    /// Failure with SQLSTATE and message.
+    pub fn error(sqlstate: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: "error".to_owned(),
+            tag: None,
+            sqlstate: Some(sqlstate.into()),
+            message: Some(message.into()),
+        }
+    }
+
+    /// Never ran: an earlier statement of the same request failed.
+    pub fn not_run() -> Self {
+        Self {
+            status: "not_run".to_owned(),
+            tag: None,
+            sqlstate: None,
+            message: None,
+        }
+    }
+}
+
+/// A rule that fired and the action it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RuleAction {
+    /// The rule id.
+    pub rule: String,
+    /// `warn`, `reject` or `rewrite`.
+    pub action: String,
+}
+
+/// An inline override that was honoured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OverrideUsed {
+    /// The rule it allowed.
+    pub rule: String,
+    /// The reason given.
+    pub reason: Option<String>,
+}
+
+/// The timeouts a statement ran under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TimeoutsApplied {
+    /// `brief` or `online`.
+    pub class: String,
+    /// The policy's `lock_timeout` for the class (a stricter one of the client's was kept).
+    pub lock_timeout: String,
+    /// The policy's `statement_timeout` for the class.
+    pub statement_timeout: String,
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Position in the chain, from 1, without gaps across rotated files.
+    pub seq: u64,
+    /// When it happened, RFC 3339 in UTC.
+    pub ts: String,
+    /// See [`event`].
+    pub event: String,
+    /// ddlgate's session number (in its logs too).
+    pub session: u64,
+    /// The client's address and port.
+    pub client: String,
+    /// The role.
+    pub user: String,
+    /// The database.
+    pub database: String,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// The policy profile that applied, if any.
+    pub profile: Option<String>,
+    /// The server's `server_version`.
+    pub server_version: Option<String>,
+    /// Whether a transaction block was open when the statement was decided.
+    pub in_transaction: Option<bool>,
+    /// The statement as the client sent it.
+    pub sql: Option<String>,
+    /// The statement's kind (`CREATE INDEX`, `ALTER TABLE`, …).
+    pub kind: Option<String>,
+    /// The relations it locks.
+    pub relations: Vec<String>,
+    /// The strongest lock it takes.
+    pub lock: Option<String>,
+    /// The rules that fired and their actions.
+    pub rules: Vec<RuleAction>,
+    /// What ddlgate did: `allow`, `warn`, `reject`, `rewrite`.
+    pub action: Option<String>,
+    /// The statements that ran in its place, in order.
+    pub rewritten_sql: Vec<String>,
+    /// The timeouts it ran under.
+    pub timeouts: Option<TimeoutsApplied>,
+    /// Overrides honoured.
+    #[serde(rename = "override")]
+    pub overrides: Vec<OverrideUsed>,
+    /// Attempts made (more than 1 after `lock_not_available` retries).
+    pub attempts: Option<u32>,
+    /// How it ended.
+    pub outcome: Option<Outcome>,
+    /// From the decision to the answer (statements), or the session's length.
+    pub duration_ms: Option<u64>,
+    /// SHA-256 of the previous line (hex); 64 zeros for the first record of a trail.
+    pub prev: String,
+}
+
+impl Record {
+    /// A record of `event` for a session; the rest is filled by the caller.
+    pub fn new(event: &str, session: u64) -> Self {
+        Self {
+            seq: 0,
+            ts: now(),
+            event: event.to_owned(),
+            session,
+            client: String::new(),
+            user: String::new(),
+            database: String::new(),
+            application_name: String::new(),
+            profile: None,
+            server_version: None,
+            in_transaction: None,
+            sql: None,
+            kind: None,
+            relations: Vec::new(),
+            lock: None,
+            rules: Vec::new(),
+            action: None,
+            rewritten_sql: Vec::new(),
+            timeouts: None,
+            overrides: Vec::new(),
+            attempts: None,
+            outcome: None,
+            duration_ms: None,
+            prev: String::new(),
+        }
+    }
+}
+
+/// The current time, RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

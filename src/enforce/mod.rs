@@ -1,0 +1,512 @@
+//! Enforcement: what the policy makes of one client request. Pure, like the analysis engine it
+//! joins with the policy settings: no I/O, no clock, no sockets.
+//!
+//! The proxy hands over the text of each statement a request runs, in order, with the
+//! [`Context`] of the session; [`decide`] answers per statement with a [`StatementDecision`]:
+//! run it as sent, run a safer text in its place, run a sequence of steps (a multi-step
+//! rewrite), or refuse it; plus the notices to send and the timeout class it runs under.
+//!
+//! Decisions taken here, and why:
+//! - The strongest action among a statement's violations wins: `reject` over `rewrite` over
+//!   `warn`. A rewrite is applied only when exactly one rule asks for one, its fix is marked
+//!   safe (an unnamed constraint gets a guessed name, so its fix is not), and the request is
+//!   that one statement. Multi-step rewrites (`NOT VALID` then `VALIDATE`, …) also need the
+//!   session outside a transaction block, since each step must commit on its own to release
+//!   its lock. Otherwise the policy's `rewrite_fallback` applies.
+//! - An inline override is honoured when the settings allow it (`on`, or `with-reason` and a
+//!   non-empty reason); otherwise the violation stands and the notice says the override was
+//!   ignored.
+//! - A statement the grammar refuses is left to the server when the server is not newer than
+//!   the grammar (PostgreSQL 18): the server refuses it with its own error, exactly as on a
+//!   direct connection. On a newer server the policy's `unparsable` action applies, and an
+//!   allowed unparsable statement runs under the brief-lock timeouts.
+//! - DDL runs under the timeouts of its class: online when every lock it takes blocks neither
+//!   reads nor writes, brief otherwise. `DO` and `CALL` that may run DDL get the brief class.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use crate::analysis::classify::{
+    ClassifyOptions, Facts, LockTarget, RelationName, alter_cmds, classify, has_option,
+    quote_ident, subtype,
+};
+use crate::analysis::parse::{self, NodeEnum, Options, ast};
+use crate::analysis::rules::lock_detail;
+use crate::analysis::{Context, Engine, Override, Report, RuleId, Violation};
+use crate::config::policy::{Action, Fallback, Overrides, Settings, Unparsable};
+use crate::protocol::reply::sqlstate;
+
+/// The newest PostgreSQL major version whose grammar the parser has.
+pub const GRAMMAR_MAJOR: u32 = 18;
+
+/// The SQLSTATE of a statement refused by policy.
+pub const SQLSTATE_REJECTED: &str = sqlstate::POLICY_REJECTED;
+/// The SQLSTATE of a statement refused because it cannot be parsed.
+pub const SQLSTATE_UNPARSABLE: &str = sqlstate::SYNTAX_ERROR;
+
+/// Which timeouts a statement runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// Takes only locks that block neither reads nor writes: long timeouts.
+    Online,
+    /// Takes a lock that blocks reads or writes: short timeouts.
+    Brief,
+}
+
+impl Class {
+    /// The class of a statement with these facts, if it needs timeouts at all.
+    pub fn of(facts: &Facts) -> Option<Self> {
+        if facts.is_online() {
+            Some(Self::Online)
+        } else if facts.ddl || facts.dynamic {
+            Some(Self::Brief)
+        } else {
+            None
+        }
+    }
+
+    /// Its name in logs and the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Brief => "brief",
+        }
+    }
+}
+
+/// Words for the client: the parts of an `ErrorResponse` or `NoticeResponse`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The SQLSTATE.
+    pub code: &'static str,
+    /// `ddlgate: <rule-id>: …`.
+    pub message: String,
+    /// The lock and the table.
+    pub detail: Option<String>,
+    /// The safe SQL.
+    pub hint: Option<String>,
+}
+
+/// One step of a multi-step rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The statement.
+    pub sql: String,
+    /// Its timeout class.
+    pub class: Option<Class>,
+    /// When the step builds indexes concurrently, the table they belong to, as SQL that yields
+    /// its `regclass`: a failed build leaves an INVALID index there that must be dropped.
+    pub builds_indexes_on: Option<String>,
+    /// SQL that takes the step back if a later step fails.
+    pub undo: Option<String>,
+}
+
+/// What happens to a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Run it as sent.
+    Run,
+    /// Run this single statement in its place (same command tag).
+    Replace(Step),
+    /// Run these statements in its place, in order, each on its own; the last one's command
+    /// tag is the original's.
+    Steps(Vec<Step>),
+    /// Refuse it.
+    Reject(Message),
+}
+
+/// What the policy decided for one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementDecision {
+    /// Where the statement is in its text.
+    pub span: Range<usize>,
+    /// The statement's kind (`CREATE INDEX`, …), or `unparsable`.
+    pub kind: String,
+    /// Whether it is DDL (or may run DDL).
+    pub ddl: bool,
+    /// What happens to it.
+    pub plan: Plan,
+    /// The timeout class it runs under as planned (for `Steps`: see each step).
+    pub class: Option<Class>,
+    /// Warnings to send before it runs.
+    pub notices: Vec<Message>,
+    /// The rules that fired and the action each got (audited).
+    pub rules: Vec<(RuleId, Action)>,
+    /// Overrides honoured: rule and reason.
+    pub overrides: Vec<(RuleId, Option<String>)>,
+    /// The relations it locks, as quoted, possibly schema-qualified names (to name who blocks
+    /// them).
+    pub relations: Vec<String>,
+    /// Whether it begins or ends a transaction block (a request holding one is not retried).
+    pub transaction_control: bool,
+    /// The strongest lock it takes (`ACCESS EXCLUSIVE`, …).
+    pub lock: Option<String>,
+}
+
+/// Where the statements run, beyond what [`Context`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Situation {
+    /// The request runs exactly one statement, so it may be rewritten into several.
+    pub single_statement: bool,
+}
+
+/// Decides about every statement of `source` (one simple-protocol query string, or the text of
+/// one `Parse`), updating `ctx` as they would run.
+pub fn decide(
+    engine: &Engine,
+    settings: &Settings,
+    source: &str,
+    ctx: &mut Context,
+    situation: Situation,
+) -> Vec<StatementDecision> {
+    let reports = engine.analyze(source, ctx);
+    let mut refused = false;
+    reports
+        .iter()
+        .map(|report| {
+            let mut d = decide_statement(settings, source, report, ctx, situation);
+            // Nothing after a refused statement runs: the server aborts the rest.
+            if refused {
+                d.notices.clear();
+            }
+            refused |= matches!(d.plan, Plan::Reject(_));
+            d
+        })
+        .collect()
+}
+
+fn decide_statement(
+    settings: &Settings,
+    source: &str,
+    report: &Report,
+    ctx: &Context,
+    situation: Situation,
+) -> StatementDecision {
+    let finding = match &report.result {
+        Ok(finding) => finding,
+        Err(error) => return unparsable(settings, report.span.clone(), &error.message, ctx),
+    };
+    let mut decision = StatementDecision {
+        span: report.span.clone(),
+        kind: finding.facts.kind.clone(),
+        ddl: finding.facts.ddl || finding.facts.dynamic,
+        plan: Plan::Run,
+        class: Class::of(&finding.facts),
+        notices: Vec::new(),
+        rules: Vec::new(),
+        overrides: Vec::new(),
+        relations: finding
+            .facts
+            .locks
+            .iter()
+            .filter_map(|l| match &l.target {
+                LockTarget::Relation(r) => Some(qualified_name(r)),
+                _ => None,
+            })
+            .collect(),
+        transaction_control: finding.facts.tx_control.is_some(),
+        lock: finding.facts.strongest_lock().map(|m| m.to_string()),
+    };
+    let mut in_force: Vec<&Violation> = finding.violations.iter().collect();
+    for (violation, o) in &finding.overridden {
+        if override_permitted(settings.overrides, o) {
+            if let Ok(rule) = o.rule {
+                decision.overrides.push((rule, o.reason.clone()));
+            }
+            continue;
+        }
+        if settings.action(violation.rule) != Action::Allow {
+            decision.notices.push(Message {
+                code: sqlstate::WARNING,
+                message: format!(
+                    "ddlgate: override of {} ignored: {}",
+                    violation.rule,
+                    match settings.overrides {
+                        Overrides::Off => "this policy does not honour inline overrides",
+                        _ => "this policy requires a reason=\"…\"",
+                    }
+                ),
+                detail: None,
+                hint: None,
+            });
+        }
+        in_force.push(violation);
+    }
+    let acting: Vec<(&Violation, Action)> = in_force
+        .into_iter()
+        .map(|v| (v, settings.action(v.rule)))
+        .filter(|(_, a)| *a != Action::Allow)
+        .collect();
+    decision.rules = acting.iter().map(|(v, a)| (v.rule, *a)).collect();
+
+    if let Some((v, _)) = acting.iter().find(|(_, a)| *a == Action::Reject) {
+        decision.plan = Plan::Reject(rejection(v, &finding.facts));
+        return decision;
+    }
+    let rewrites: Vec<&Violation> = acting
+        .iter()
+        .filter(|(_, a)| *a == Action::Rewrite)
+        .map(|(v, _)| *v)
+        .collect();
+    if let Some(first) = rewrites.first() {
+        match rewrite_plan(source, &report.span, &rewrites, ctx, situation) {
+            Some(plan) => {
+                decision.class = match &plan {
+                    Plan::Replace(step) => step.class,
+                    _ => None,
+                };
+                decision.plan = plan;
+            }
+            None => match settings.rewrite_fallback {
+                Fallback::Reject => {
+                    let mut m = rejection(first, &finding.facts);
+                    m.message.push_str(" (no automatic rewrite is valid here)");
+                    decision.plan = Plan::Reject(m);
+                    return decision;
+                }
+                Fallback::Warn => decision.notices.push(warning(first, &finding.facts)),
+            },
+        }
+    }
+    for (v, _) in acting.iter().filter(|(_, a)| *a == Action::Warn) {
+        decision.notices.push(warning(v, &finding.facts));
+    }
+    decision
+}
+
+fn override_permitted(setting: Overrides, o: &Override) -> bool {
+    match setting {
+        Overrides::Off => false,
+        Overrides::On => true,
+        Overrides::WithReason => o.reason.as_deref().is_some_and(|r| !r.trim().is_empty()),
+    }
+}
+
+fn unparsable(
+    settings: &Settings,
+    span: Range<usize>,
+    error: &str,
+    ctx: &Context,
+) -> StatementDecision {
+    let mut decision = StatementDecision {
+        span,
+        kind: "unparsable".to_owned(),
+        ddl: false,
+        plan: Plan::Run,
+        class: None,
+        notices: Vec::new(),
+        rules: Vec::new(),
+        overrides: Vec::new(),
+        relations: Vec::new(),
+        transaction_control: false,
+        lock: None,
+    };
+    if ctx.server_major <= GRAMMAR_MAJOR {
+        // The server refuses it too, with its own words.
+        return decision;
+    }
+    let message = Message {
+        code: SQLSTATE_UNPARSABLE,
+        message: format!("ddlgate: unparsable: {error}"),
+        detail: Some(format!(
+            "The server runs PostgreSQL {}, newer than ddlgate's grammar (PostgreSQL {GRAMMAR_MAJOR}), so the statement cannot be analysed.",
+            ctx.server_major
+        )),
+        hint: None,
+    };
+    match settings.unparsable {
+        Unparsable::Allow => decision.class = Some(Class::Brief),
+        Unparsable::Warn => {
+            decision.class = Some(Class::Brief);
+            decision.notices.push(Message {
+                code: sqlstate::WARNING,
+                ..message
+            });
+        }
+        Unparsable::Reject => decision.plan = Plan::Reject(message),
+    }
+    decision
+}
+
+fn rejection(v: &Violation, facts: &Facts) -> Message {
+    Message {
+        code: SQLSTATE_REJECTED,
+        message: format!("ddlgate: {}: {}", v.rule, v.message),
+        detail: detail_with_lock(v, facts),
+        hint: (!v.help.is_empty()).then(|| v.help.clone()),
+    }
+}
+
+fn warning(v: &Violation, facts: &Facts) -> Message {
+    Message {
+        code: sqlstate::WARNING,
+        ..rejection(v, facts)
+    }
+}
+
+/// The rule's detail, with the lock the statement takes (and on which table) when the detail
+/// does not already say it.
+fn detail_with_lock(v: &Violation, facts: &Facts) -> Option<String> {
+    let lock = lock_detail(facts);
+    match (&v.detail, lock) {
+        (Some(d), Some(l)) if !d.contains(&l) => Some(format!("{l} {d}")),
+        (Some(d), _) => Some(d.clone()),
+        (None, l) => l,
+    }
+}
+
+/// The rewrite of one statement, when exactly one safe fix applies here.
+fn rewrite_plan(
+    source: &str,
+    span: &Range<usize>,
+    rewrites: &[&Violation],
+    ctx: &Context,
+    situation: Situation,
+) -> Option<Plan> {
+    let [violation] = rewrites else {
+        return None;
+    };
+    let fix = violation.fix.as_ref()?;
+    if fix.applicability != crate::analysis::Applicability::Safe || !situation.single_statement {
+        return None;
+    }
+    let text = fix.apply(source, span);
+    let parsed = parse::parse_script(
+        &text,
+        Options {
+            standard_conforming_strings: ctx.standard_conforming_strings,
+        },
+    );
+    let mut steps = Vec::with_capacity(parsed.len());
+    for statement in &parsed {
+        let node = statement.tree.as_ref().ok()?;
+        let facts = classify(
+            node,
+            ClassifyOptions {
+                server_major: ctx.server_major,
+            },
+        );
+        steps.push(Step {
+            sql: text.get(statement.span.clone())?.to_owned(),
+            class: Class::of(&facts),
+            builds_indexes_on: index_build_table(node),
+            undo: undo_of(node),
+        });
+    }
+    match steps.len() {
+        0 => None,
+        1 => steps.pop().map(Plan::Replace),
+        _ if ctx.in_transaction => None,
+        _ => Some(Plan::Steps(steps)),
+    }
+}
+
+/// `schema.name` or `name`, each part quoted where needed.
+fn qualified_name(name: &RelationName) -> String {
+    match &name.schema {
+        Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&name.name)),
+        None => quote_ident(&name.name),
+    }
+}
+
+fn regclass_literal(name: &RelationName) -> String {
+    format!("{}::regclass", quote_literal(&qualified_name(name)))
+}
+
+/// The table whose indexes a concurrent build (or rebuild) adds to, as a `regclass` expression.
+fn index_build_table(node: &NodeEnum) -> Option<String> {
+    match node {
+        NodeEnum::IndexStmt(s) if s.concurrent => s
+            .relation
+            .as_ref()
+            .map(|rv| regclass_literal(&RelationName::from_range_var(rv))),
+        NodeEnum::ReindexStmt(s) => {
+            if !has_option(&s.params, "concurrently") {
+                return None;
+            }
+            let rv = s.relation.as_ref()?;
+            let name = regclass_literal(&RelationName::from_range_var(rv));
+            let object = ast::ReindexObjectType::try_from(s.kind)
+                .unwrap_or(ast::ReindexObjectType::Undefined);
+            match object {
+                ast::ReindexObjectType::ReindexObjectTable => Some(name),
+                ast::ReindexObjectType::ReindexObjectIndex => Some(format!(
+                    "(SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid = {name})"
+                )),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// SQL that takes back a rewrite step that added a constraint, for when a later step fails.
+fn undo_of(node: &NodeEnum) -> Option<String> {
+    let NodeEnum::AlterTableStmt(s) = node else {
+        return None;
+    };
+    let table = RelationName::from_range_var(s.relation.as_ref()?);
+    let qualified = match &table.schema {
+        Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&table.name)),
+        None => quote_ident(&table.name),
+    };
+    for cmd in alter_cmds(s) {
+        if subtype(cmd) != ast::AlterTableType::AtAddConstraint {
+            continue;
+        }
+        let Some(NodeEnum::Constraint(c)) = cmd.def.as_ref().and_then(|d| d.node.as_ref()) else {
+            continue;
+        };
+        if c.conname.is_empty() {
+            continue;
+        }
+        return Some(format!(
+            "ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {}",
+            quote_ident(&c.conname)
+        ));
+    }
+    None
+}
+
+/// A SQL string literal.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `DO` block that raises `message` as an error on the server, so the server itself fails the
+/// statement (aborting the transaction, skipping to `Sync`) exactly as a failing statement would.
+pub fn raising_statement(message: &Message) -> String {
+    let mut sql = format!(
+        "DO $ddlgate$ BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}",
+        quote_literal(message.code),
+        quote_literal(&message.message)
+    );
+    if let Some(detail) = &message.detail {
+        let _ = write!(sql, ", DETAIL = {}", quote_literal(detail));
+    }
+    if let Some(hint) = &message.hint {
+        let _ = write!(sql, ", HINT = {}", quote_literal(hint));
+    }
+    sql.push_str("; END $ddlgate$");
+    // A message containing the dollar-quote tag would end the block early; fall back to a
+    // plain literal-free form, which still fails the statement.
+    if message.message.contains("$ddlgate$")
+        || message
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("$ddlgate$"))
+        || message
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("$ddlgate$"))
+    {
+        return format!(
+            "DO $ddlgate$ BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = 'ddlgate: statement refused by policy'; END $ddlgate$",
+            quote_literal(message.code)
+        );
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests;

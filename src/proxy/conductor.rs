@@ -1,0 +1,1158 @@
+//! Runs a [`Program`]: ddlgate's own statements around a held client request, on the session's
+//! one upstream connection, one at a time.
+//!
+//! Each operation is sent as a simple `Query` (or, for the client's request, as the client's
+//! messages) and is over at its `ReadyForQuery`; only then is the next one sent, so an
+//! operation that fails stops what would depend on it. What the client sees is exactly the
+//! answer to its own request: ddlgate's statements and their responses are swallowed
+//! (asynchronous `ParameterStatus` and `NotificationResponse` messages excepted, which are
+//! passed on whenever they come).
+//!
+//! Timeouts: outside a transaction block the class's `lock_timeout`/`statement_timeout` are set
+//! for the session and restored afterwards — only if they still hold ddlgate's value, so a
+//! `SET` the request made itself is kept; when the request leaves a transaction block open
+//! the restore waits until it ends. Inside a block they are set with `set_config(…, true)`
+//! (`SET LOCAL`) and end with it. A value the client set that is already stricter is kept.
+//! When the timeouts cannot be applied the request is not sent: the client gets ddlgate's
+//! error instead (fail closed).
+//!
+//! Failure of a rewrite: a concurrent index build that fails leaves an INVALID index; before
+//! the build ddlgate records the table's indexes, and after a failure it drops every INVALID
+//! index of the table that was not there before and that no other session is still building.
+//! Constraints added by earlier steps are dropped again. The client gets the server's own
+//! error, and its `ReadyForQuery` only after the cleanup.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tracing::{Span, info, warn};
+
+use crate::config::policy::{Settings, TimeoutPair};
+use crate::enforce::{Class, Message, Step, quote_literal};
+use crate::protocol::backend::{self, TxStatus};
+use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::reply::{self, Severity};
+use crate::protocol::{ProtocolError, error::Tag};
+
+use super::decision::{AuditedStatement, Program, put_query};
+use super::error::SessionError;
+use super::outbox::Outbox;
+use super::state::SessionState;
+use crate::audit::Record;
+use crate::audit::record::{self as audit_record, OverrideUsed, RuleAction, TimeoutsApplied};
+
+/// One thing the conductor does.
+#[derive(Debug)]
+enum Op {
+    /// Words for the client (notices).
+    Say(Bytes),
+    /// Set the timeouts of a class.
+    ApplyTimeouts(Class),
+    /// Record the indexes of a table (a `regclass` expression) before a concurrent build.
+    ProbeIndexes(String),
+    /// A rewrite step; its errors go to the client.
+    Step(Step),
+    /// The client's request.
+    Request(Bytes),
+    /// Put the client's timeouts back.
+    Restore,
+    /// Drop the INVALID indexes a failed build left on this table.
+    DropNewInvalidIndexes(String),
+    /// A cleanup statement whose failure is only logged.
+    Cleanup(String),
+    /// The client's `ReadyForQuery`, held back during cleanup.
+    Ready,
+    /// Pause before the next attempt.
+    Wait(Duration),
+    /// Ask who holds locks on the relations the request needed.
+    FindBlockers,
+    /// Send the client the answer to its request, held back while it might be retried.
+    Deliver,
+    /// Write the audit records and wait until they are written.
+    Audit,
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Say(_) => "say",
+            Self::ApplyTimeouts(_) => "apply timeouts",
+            Self::ProbeIndexes(_) => "probe indexes",
+            Self::Step(_) => "rewrite step",
+            Self::Request(_) => "request",
+            Self::Restore => "restore timeouts",
+            Self::DropNewInvalidIndexes(_) => "find invalid indexes",
+            Self::Cleanup(_) => "cleanup",
+            Self::Ready => "ready",
+            Self::Wait(_) => "wait",
+            Self::FindBlockers => "find blockers",
+            Self::Deliver => "deliver",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// An operation sent upstream and not yet answered with `ReadyForQuery`.
+#[derive(Debug)]
+struct Running {
+    op: Op,
+    /// Code and message of the server's error, if it sent one.
+    error: Option<(String, String)>,
+    /// Rows returned, first column of each (text format).
+    rows: Vec<Option<String>>,
+    /// Every column of the first row.
+    first_row: Vec<Option<String>>,
+    /// The client's request is in COPY FROM STDIN: the client's copy data must flow.
+    copy_in: bool,
+    /// A failed request's `ReadyForQuery` is held back: cleanup runs first.
+    hold_ready_on_error: bool,
+    /// The answer is collected here instead of being forwarded, while a retry is possible.
+    buffer: Option<Vec<Bytes>>,
+    /// Bytes in `buffer`.
+    buffered: usize,
+    /// Part of the answer has reached the client (it outgrew the buffer): no retry.
+    answered: bool,
+    /// Command tags of the statements the request completed, in order.
+    completions: Vec<String>,
+}
+
+/// The client's timeouts before ddlgate changed them, and the values ddlgate set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedTimeouts {
+    lock_timeout: String,
+    statement_timeout: String,
+    lock_timeout_ms: String,
+    statement_timeout_ms: String,
+    applied_lock_timeout: String,
+    applied_statement_timeout: String,
+}
+
+impl SavedTimeouts {
+    /// The statement that puts the client's values back where ddlgate's still hold.
+    pub fn restore_sql(&self) -> String {
+        format!(
+            "SELECT CASE WHEN pg_catalog.current_setting('lock_timeout') = {} THEN pg_catalog.set_config('lock_timeout', {}, false) END, \
+             CASE WHEN pg_catalog.current_setting('statement_timeout') = {} THEN pg_catalog.set_config('statement_timeout', {}, false) END",
+            quote_literal(&self.applied_lock_timeout),
+            quote_literal(&self.lock_timeout),
+            quote_literal(&self.applied_statement_timeout),
+            quote_literal(&self.statement_timeout),
+        )
+    }
+}
+
+/// What a finished program leaves for the session.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Timeouts to restore once the transaction block the request opened has ended.
+    pub deferred_restore: Option<SavedTimeouts>,
+    /// Retries after `lock_not_available`.
+    pub retries: u32,
+    /// How long a governed request took, from the decision to the answer.
+    pub governed_duration: Option<Duration>,
+}
+
+/// Runs one program.
+#[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one program, not states of one machine"
+)]
+pub struct Conductor {
+    ops: VecDeque<Op>,
+    running: Option<Running>,
+    brief: TimeoutPair,
+    online: TimeoutPair,
+    in_transaction: bool,
+    /// The client's values, once the first `ApplyTimeouts` has read them.
+    saved: Option<SavedTimeouts>,
+    /// The indexes of the table before a concurrent build (`{oid,…}`), and the table.
+    probed: Option<(String, String)>,
+    /// SQL taking back the rewrite steps done so far.
+    undo: Vec<String>,
+    outcome: Outcome,
+    span: Span,
+    /// Retries left after `lock_not_available`, and how they are spaced.
+    retries_left: u32,
+    retry: crate::config::policy::Retry,
+    /// Attempts made of the current statement (1 for the first).
+    attempt: u32,
+    /// The relations the request locks, to name their blockers.
+    relations: Vec<String>,
+    /// The answer held back while a retry was possible.
+    held_reply: Vec<Bytes>,
+    /// Who held locks on `relations` when the last attempt gave up.
+    blockers: Vec<String>,
+    /// When the pause before the next attempt ends.
+    wake_at: Option<std::time::Instant>,
+    /// State of the jitter generator.
+    jitter: u64,
+    /// The statements to audit; empty when no audit trail is configured.
+    audited: Vec<AuditedStatement>,
+    /// Command tags of the request's completed statements (last attempt).
+    completions: Vec<String>,
+    /// The first error that ended the program (a step's or the request's).
+    failure: Option<(String, String)>,
+    /// Whether the client's request reached the server.
+    request_sent: bool,
+    /// When the program started.
+    started: std::time::Instant,
+    /// Records ready for the audit trail, until the session takes them.
+    audit_out: Option<Vec<Record>>,
+    /// Waiting for the audit trail to confirm the records.
+    waiting_audit: bool,
+    /// The policy's timeouts of each class, for the records.
+    audit_timeouts: crate::config::policy::Timeouts,
+    /// Whether the program runs DDL or statements the policy acted on.
+    governed: bool,
+}
+
+impl Conductor {
+    /// A conductor for `program`.
+    pub fn new(program: Program, span: Span, audit_on: bool) -> Self {
+        let mut ops = VecDeque::new();
+        if !program.notices.is_empty() {
+            let mut out = BytesMut::new();
+            for n in &program.notices {
+                encode_message(Severity::Warning, n, &mut out);
+            }
+            ops.push_back(Op::Say(out.freeze()));
+        }
+        let Settings {
+            timeouts, retry, ..
+        } = program.settings;
+        // A class whose timeouts are both "0" leaves the client's values alone: nothing to set.
+        let sets = |class: &Class| {
+            let pair = match class {
+                Class::Brief => &timeouts.brief,
+                Class::Online => &timeouts.online,
+            };
+            !(pair.lock_timeout.is_zero() && pair.statement_timeout.is_zero())
+        };
+        let mut applied = None;
+        for step in program.steps {
+            if let Some(class) = step.class.filter(sets)
+                && applied != Some(class)
+            {
+                ops.push_back(Op::ApplyTimeouts(class));
+                applied = Some(class);
+            }
+            if let Some(table) = &step.builds_indexes_on {
+                ops.push_back(Op::ProbeIndexes(table.clone()));
+            }
+            ops.push_back(Op::Step(step));
+        }
+        if let Some(class) = program.request_class.filter(sets)
+            && applied != Some(class)
+        {
+            ops.push_back(Op::ApplyTimeouts(class));
+        }
+        if let Some(table) = program.request_builds_indexes_on {
+            ops.push_back(Op::ProbeIndexes(table));
+        }
+        ops.push_back(Op::Request(program.request));
+        let retries_left = if program.retryable && program.request_class.is_some() {
+            retry.attempts
+        } else {
+            0
+        };
+        let governed = program.request_class.is_some() || !program.audited.is_empty();
+        Self {
+            governed,
+            audited: if audit_on {
+                program.audited
+            } else {
+                Vec::new()
+            },
+            completions: Vec::new(),
+            failure: None,
+            request_sent: false,
+            started: std::time::Instant::now(),
+            audit_out: None,
+            waiting_audit: false,
+            audit_timeouts: timeouts,
+            retries_left,
+            retry,
+            attempt: 1,
+            relations: program.relations,
+            held_reply: Vec::new(),
+            blockers: Vec::new(),
+            wake_at: None,
+            jitter: seed(),
+            ops,
+            running: None,
+            brief: timeouts.brief,
+            online: timeouts.online,
+            in_transaction: program.in_transaction,
+            saved: None,
+            probed: None,
+            undo: Vec::new(),
+            outcome: Outcome::default(),
+            span,
+        }
+    }
+
+    /// A conductor that refuses the program's request without sending anything: the audit
+    /// trail cannot be written and `audit_fail_closed` is on. The refusal itself is offered
+    /// to the audit trail (its write is the probe that finds the trail healthy again).
+    pub fn refuse(program: Program, span: Span, why: &str) -> Self {
+        let mut out = BytesMut::new();
+        reply::encode_fields(
+            Severity::Error,
+            reply::sqlstate::AUDIT_UNAVAILABLE,
+            "ddlgate: DDL refused: the audit trail cannot be written",
+            Some(why),
+            Some("Free space for the audit log (or fix its sink), then run the statement again."),
+            &mut out,
+        );
+        let mut conductor = Self::new(
+            Program {
+                notices: Vec::new(),
+                steps: Vec::new(),
+                request_class: None,
+                request_builds_indexes_on: None,
+                ..program
+            },
+            span,
+            true,
+        );
+        conductor.ops.clear();
+        conductor.failure = Some((
+            reply::sqlstate::AUDIT_UNAVAILABLE.to_owned(),
+            "refused: the audit trail cannot be written".to_owned(),
+        ));
+        conductor.ops.push_back(Op::Audit);
+        conductor.ops.push_back(Op::Say(out.freeze()));
+        conductor.ops.push_back(Op::Ready);
+        conductor
+    }
+
+    /// A conductor that only restores timeouts left from an earlier request.
+    pub fn restore(saved: SavedTimeouts, span: Span) -> Self {
+        let mut conductor = Self::new(Program::default(), span, false);
+        conductor.ops.clear();
+        conductor.ops.push_back(Op::Restore);
+        conductor.saved = Some(saved);
+        conductor
+    }
+
+    /// Whether everything has run.
+    pub fn is_finished(&self) -> bool {
+        self.running.is_none() && self.ops.is_empty()
+    }
+
+    /// Whether the client's COPY data should be forwarded now.
+    pub fn wants_copy_data(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| r.copy_in)
+    }
+
+    /// The client ended (or failed) its COPY data.
+    pub fn copy_finished(&mut self) {
+        if let Some(running) = self.running.as_mut() {
+            running.copy_in = false;
+        }
+    }
+
+    /// What the session keeps once the program is over.
+    pub fn into_outcome(mut self) -> Outcome {
+        if self.governed {
+            self.outcome.governed_duration = Some(self.started.elapsed());
+        }
+        self.outcome
+    }
+
+    /// When the conductor wants to be woken (a pause between attempts).
+    pub fn wake_at(&self) -> Option<std::time::Instant> {
+        self.wake_at
+    }
+
+    /// The pause is over.
+    pub fn wake(&mut self) {
+        self.wake_at = None;
+    }
+
+    /// Sends what can be sent now.
+    pub fn advance(
+        &mut self,
+        to_upstream: &mut Outbox,
+        to_client: &mut Outbox,
+        state: &mut SessionState,
+    ) {
+        while self.running.is_none() && self.wake_at.is_none() && !self.waiting_audit {
+            let Some(op) = self.ops.pop_front() else {
+                return;
+            };
+            let sql = match &op {
+                Op::Say(bytes) => {
+                    to_client.push(bytes.clone());
+                    continue;
+                }
+                Op::Ready => {
+                    let mut out = BytesMut::new();
+                    reply::ready_for_query(state.tx_status, &mut out);
+                    to_client.push(out.freeze());
+                    continue;
+                }
+                Op::Audit => {
+                    self.audit_out = Some(self.records(state));
+                    self.waiting_audit = true;
+                    continue;
+                }
+                Op::Request(bytes) => {
+                    self.request_sent = true;
+                    to_upstream.push(bytes.clone());
+                    state.awaiting_ready += 1;
+                    let mut running = Running::new(op);
+                    running.hold_ready_on_error = self.probed.is_some() || !self.undo.is_empty();
+                    if self.retries_left > 0
+                        || !self.relations.is_empty()
+                        || !self.audited.is_empty()
+                    {
+                        running.buffer = Some(Vec::new());
+                    }
+                    self.running = Some(running);
+                    continue;
+                }
+                Op::Wait(pause) => {
+                    self.wake_at = Some(std::time::Instant::now() + *pause);
+                    continue;
+                }
+                Op::Deliver => {
+                    for message in self.held_reply.drain(..) {
+                        to_client.push(with_blockers(message, &self.blockers));
+                    }
+                    continue;
+                }
+                Op::FindBlockers => {
+                    if self.relations.is_empty() {
+                        continue;
+                    }
+                    let relations: Vec<String> = self
+                        .relations
+                        .iter()
+                        .map(|r| format!("pg_catalog.to_regclass({})", quote_literal(r)))
+                        .collect();
+                    format!(
+                        "SELECT pg_catalog.format('pid %s (application_name %L, %s, query started %s): %s', a.pid, a.application_name, a.state, a.query_start, pg_catalog.left(a.query, 80)) \
+                         FROM pg_catalog.pg_stat_activity a WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.pid IN \
+                         (SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.granted AND l.relation IN ({})) ORDER BY a.query_start LIMIT 5",
+                        relations.join(", ")
+                    )
+                }
+                Op::ApplyTimeouts(class) => self.apply_sql(*class),
+                Op::ProbeIndexes(table) => format!(
+                    "SELECT pg_catalog.array_agg(indexrelid)::text FROM pg_catalog.pg_index WHERE indrelid = {table}"
+                ),
+                Op::Step(step) => step.sql.clone(),
+                Op::Restore => match &self.saved {
+                    Some(saved) => saved.restore_sql(),
+                    None => continue,
+                },
+                Op::DropNewInvalidIndexes(table) => {
+                    let before = self
+                        .probed
+                        .as_ref()
+                        .map_or_else(|| "{}".to_owned(), |(b, _)| b.clone());
+                    format!(
+                        "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
+                         WHERE i.indrelid = {table} AND NOT i.indisvalid \
+                         AND i.indexrelid <> ALL ({}::oid[]) \
+                         AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)",
+                        quote_literal(&before)
+                    )
+                }
+                Op::Cleanup(sql) => sql.clone(),
+            };
+            tracing::debug!(parent: &self.span, op = op.name(), %sql, "ddlgate statement");
+            let mut out = BytesMut::new();
+            put_query(&sql, &mut out);
+            to_upstream.push(out.freeze());
+            state.awaiting_ready += 1;
+            let buffer = matches!(op, Op::Step(_));
+            let mut running = Running::new(op);
+            if buffer {
+                // A step's words reach the client only once it is known whether it is retried.
+                running.buffer = Some(Vec::new());
+            }
+            self.running = Some(running);
+        }
+    }
+
+    /// The statement that applies a class's timeouts, keeping a stricter value of the client's.
+    fn apply_sql(&self, class: Class) -> String {
+        let pair = match class {
+            Class::Brief => &self.brief,
+            Class::Online => &self.online,
+        };
+        let local = if self.in_transaction { "true" } else { "false" };
+        // The client's own value in milliseconds: read now, or as it was before ddlgate's first
+        // change in this program (a later class must not be held to an earlier class's value).
+        let client_ms = |short: &str, saved_ms: Option<&str>| match saved_ms {
+            Some(ms) => format!("{}::bigint", quote_literal(ms)),
+            None => format!("c.{short}_ms"),
+        };
+        let value = |name: &str, short: &str, policy: Duration, saved_ms: Option<&str>| {
+            let current = client_ms(short, saved_ms);
+            let policy_ms = u64::try_from(policy.as_millis()).unwrap_or(u64::MAX);
+            if policy_ms == 0 {
+                format!("pg_catalog.set_config('{name}', ({current})::text, {local})")
+            } else {
+                format!(
+                    "pg_catalog.set_config('{name}', CASE WHEN {current} > 0 AND {current} <= {policy_ms} THEN ({current})::text ELSE '{policy_ms}' END, {local})"
+                )
+            }
+        };
+        let saved = self.saved.as_ref();
+        // current_setting() shows the value with its unit ("2s", "5min", "0"); an interval
+        // reads every unit PostgreSQL prints for these settings. (pg_settings would give the
+        // number directly but costs about a millisecond per look.)
+        format!(
+            "SELECT c.lt, c.st, c.lt_ms, c.st_ms, {}, {} FROM (SELECT \
+             pg_catalog.current_setting('lock_timeout') AS lt, \
+             pg_catalog.current_setting('statement_timeout') AS st, \
+             (extract(epoch FROM pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS lt_ms, \
+             (extract(epoch FROM pg_catalog.current_setting('statement_timeout')::interval) * 1000)::bigint AS st_ms \
+             OFFSET 0) c",
+            value(
+                "lock_timeout",
+                "lt",
+                pair.lock_timeout,
+                saved.map(|s| s.lock_timeout_ms.as_str())
+            ),
+            value(
+                "statement_timeout",
+                "st",
+                pair.statement_timeout,
+                saved.map(|s| s.statement_timeout_ms.as_str())
+            ),
+        )
+    }
+
+    /// Handles the complete server messages in `buf` and consumes them.
+    pub fn on_upstream(
+        &mut self,
+        buf: &mut BytesMut,
+        to_client: &mut Outbox,
+        state: &mut SessionState,
+    ) -> Result<(), SessionError> {
+        // Consecutive messages passed to the client go as one chunk.
+        let mut forward_from = 0usize;
+        let mut at = 0usize;
+        while let Some(header) = buf.get(at..at.saturating_add(HEADER_LEN)) {
+            let tag = header[0];
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            if len < 4 {
+                return Err(SessionError::UpstreamProtocol(ProtocolError::Unexpected {
+                    tag: Tag(tag),
+                    context: "a length below 4",
+                }));
+            }
+            let end = at.saturating_add(1).saturating_add(len);
+            if buf.len() < end {
+                break;
+            }
+            let body = buf
+                .get(at.saturating_add(HEADER_LEN)..end)
+                .unwrap_or_default();
+            let message = buf.get(at..end).unwrap_or_default();
+            let Some(running) = self.running.as_mut() else {
+                // Nothing was asked: only asynchronous messages can come now; pass them on.
+                at = end;
+                continue;
+            };
+            let forward = running.on_message(tag, body, state)?;
+            let keep = match &forward {
+                Forward::Pass | Forward::Finished { pass_ready: true } => {
+                    Some(Bytes::copy_from_slice(message))
+                }
+                Forward::Replace(bytes) => Some(bytes.clone()),
+                Forward::Drop | Forward::Finished { pass_ready: false } => None,
+            };
+            let passes_through = matches!(forward, Forward::Pass) && running.buffer.is_none();
+            if !passes_through {
+                if forward_from < at {
+                    to_client.push(Bytes::copy_from_slice(&buf[forward_from..at]));
+                }
+                forward_from = end;
+                if let Some(bytes) = keep {
+                    running.keep(bytes, to_client);
+                }
+            }
+            at = end;
+            if matches!(forward, Forward::Finished { .. })
+                && let Some(running) = self.running.take()
+            {
+                self.finished(running, state);
+            }
+        }
+        if forward_from < at {
+            to_client.push(Bytes::copy_from_slice(&buf[forward_from..at]));
+        }
+        buf.advance(at);
+        Ok(())
+    }
+
+    /// An operation got its `ReadyForQuery`: decide what comes next.
+    fn finished(&mut self, running: Running, state: &SessionState) {
+        let failed = running.error.is_some();
+        match running.op {
+            Op::ApplyTimeouts(class) => {
+                if let Some((code, message)) = &running.error {
+                    warn!(parent: &self.span, %code, %message, class = class.as_str(), "could not apply timeouts; the request is not sent");
+                    self.ops.clear();
+                    let mut out = BytesMut::new();
+                    reply::encode_fields(
+                        Severity::Error,
+                        reply::sqlstate::POLICY_REJECTED,
+                        &format!(
+                            "ddlgate: could not apply the policy's timeouts before DDL: {message}"
+                        ),
+                        Some("The statement was not sent."),
+                        None,
+                        &mut out,
+                    );
+                    self.failure = Some((
+                        reply::sqlstate::POLICY_REJECTED.to_owned(),
+                        format!("could not apply the policy's timeouts: {message}"),
+                    ));
+                    if !self.audited.is_empty() {
+                        self.ops.push_back(Op::Audit);
+                    }
+                    self.ops.push_back(Op::Say(out.freeze()));
+                    self.ops.push_back(Op::Ready);
+                    return;
+                }
+                let row = running.first_row;
+                if self.saved.is_none() && row.len() == 6 && !self.in_transaction {
+                    let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                    self.saved = Some(SavedTimeouts {
+                        lock_timeout: col(0),
+                        statement_timeout: col(1),
+                        lock_timeout_ms: col(2),
+                        statement_timeout_ms: col(3),
+                        applied_lock_timeout: col(4),
+                        applied_statement_timeout: col(5),
+                    });
+                } else if let Some(saved) = self.saved.as_mut() {
+                    saved.applied_lock_timeout = row.get(4).cloned().flatten().unwrap_or_default();
+                    saved.applied_statement_timeout =
+                        row.get(5).cloned().flatten().unwrap_or_default();
+                }
+            }
+            Op::ProbeIndexes(table) => {
+                if !failed {
+                    let before = running
+                        .rows
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| "{}".to_owned());
+                    self.probed = Some((before, table));
+                }
+            }
+            Op::Request(_) | Op::Step(_) => self.attempt_finished(running, state),
+            Op::FindBlockers => {
+                self.blockers = running.rows.into_iter().flatten().collect();
+            }
+            Op::DropNewInvalidIndexes(_) => {
+                for index in running.rows.into_iter().flatten().rev() {
+                    info!(parent: &self.span, %index, "dropping the INVALID index a failed concurrent build left behind");
+                    self.ops.push_front(Op::Cleanup(format!(
+                        "DROP INDEX CONCURRENTLY IF EXISTS {index}"
+                    )));
+                }
+            }
+            Op::Restore | Op::Cleanup(_) => {
+                if let Some((code, message)) = &running.error {
+                    warn!(parent: &self.span, %code, %message, "ddlgate's cleanup statement failed");
+                    if code == LOCK_NOT_AVAILABLE && matches!(running.op, Op::Cleanup(_)) {
+                        self.cleanup_timed_out(state);
+                    }
+                }
+            }
+            Op::Say(_) | Op::Ready | Op::Wait(_) | Op::Deliver | Op::Audit => {}
+        }
+    }
+
+    /// A rewrite step or the client's request got its `ReadyForQuery`: retry it, clean up after
+    /// it, or deliver its answer.
+    fn attempt_finished(&mut self, running: Running, state: &SessionState) {
+        let lock_not_available = running
+            .error
+            .as_ref()
+            .is_some_and(|(code, _)| code == LOCK_NOT_AVAILABLE);
+        // Kept in case no later attempt gets through: then it is the answer.
+        self.held_reply = running.buffer.unwrap_or_default();
+        if lock_not_available && self.retries_left > 0 && !running.answered {
+            self.retry(running.op);
+            return;
+        }
+        if matches!(running.op, Op::Request(_)) {
+            self.completions = running.completions;
+        }
+        if self.failure.is_none() {
+            self.failure.clone_from(&running.error);
+        }
+        self.conclude(
+            running.op,
+            running.error.is_some(),
+            lock_not_available,
+            state,
+        );
+    }
+
+    /// The last attempt of `op` is over: go on, or take back what was done; either way the
+    /// client gets the held answer (with the blockers named after `lock_not_available`).
+    fn conclude(&mut self, op: Op, failed: bool, lock_not_available: bool, state: &SessionState) {
+        match op {
+            Op::Step(step) => {
+                if failed {
+                    self.fail(state);
+                } else {
+                    self.attempt = 1;
+                    if let Some(undo) = step.undo {
+                        self.undo.push(undo);
+                    }
+                }
+            }
+            _ => {
+                if failed && (self.probed.is_some() || !self.undo.is_empty()) {
+                    self.fail(state);
+                } else {
+                    self.after_request(state);
+                }
+            }
+        }
+        self.ops.push_front(Op::Deliver);
+        if !self.audited.is_empty() {
+            self.ops.push_front(Op::Audit);
+        }
+        if lock_not_available {
+            self.ops.push_front(Op::FindBlockers);
+        }
+    }
+
+    /// The audit records of the program's statements, with their outcomes; the session adds
+    /// who and where.
+    fn records(&self, state: &SessionState) -> Vec<Record> {
+        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let failed_at = self.failure.as_ref().map(|_| self.completions.len());
+        self.audited
+            .iter()
+            .map(|a| {
+                let mut r = Record::new(audit_record::event::STATEMENT, 0);
+                r.in_transaction = Some(self.in_transaction);
+                r.sql = Some(a.sql.clone());
+                r.kind = Some(a.kind.clone());
+                r.relations.clone_from(&a.relations);
+                r.lock.clone_from(&a.lock);
+                r.rules = a
+                    .rules
+                    .iter()
+                    .map(|(rule, action)| RuleAction {
+                        rule: rule.clone(),
+                        action: action.clone(),
+                    })
+                    .collect();
+                r.action = Some(a.action.to_owned());
+                r.rewritten_sql.clone_from(&a.rewritten_sql);
+                r.timeouts = a.class.map(|class| {
+                    let pair = match class {
+                        Class::Brief => &self.audit_timeouts.brief,
+                        Class::Online => &self.audit_timeouts.online,
+                    };
+                    TimeoutsApplied {
+                        class: class.as_str().to_owned(),
+                        lock_timeout: crate::config::format_duration(pair.lock_timeout),
+                        statement_timeout: crate::config::format_duration(pair.statement_timeout),
+                    }
+                });
+                r.overrides = a
+                    .overrides
+                    .iter()
+                    .map(|(rule, reason)| OverrideUsed {
+                        rule: rule.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                r.attempts = Some(self.attempt);
+                r.outcome = Some(self.outcome_of(a.position, failed_at));
+                r.duration_ms = Some(duration_ms);
+                let _ = state;
+                r
+            })
+            .collect()
+    }
+
+    fn outcome_of(&self, position: usize, failed_at: Option<usize>) -> audit_record::Outcome {
+        if let Some(tag) = self.completions.get(position) {
+            return audit_record::Outcome::ok(Some(tag.clone()));
+        }
+        match (&self.failure, failed_at) {
+            (Some((code, message)), Some(at)) if position == at || !self.request_sent => {
+                audit_record::Outcome::error(code.clone(), message.clone())
+            }
+            (Some(_), _) => audit_record::Outcome::not_run(),
+            (None, _) => audit_record::Outcome::ok(None),
+        }
+    }
+
+    /// Records for the audit trail, once, when the program reaches them.
+    pub fn take_audit(&mut self) -> Option<Vec<Record>> {
+        self.audit_out.take()
+    }
+
+    /// Whether the program waits for the audit trail.
+    pub fn waits_for_audit(&self) -> bool {
+        self.waiting_audit
+    }
+
+    /// The audit trail has written the records, or could not. With `fail_closed`, a client
+    /// is never told that a statement succeeded when its record was not written: the success
+    /// is replaced by ddlgate's error (the statement did run; the error says so).
+    pub fn audited(&mut self, result: Result<(), String>, fail_closed: bool) {
+        self.waiting_audit = false;
+        let Err(why) = result else {
+            return;
+        };
+        warn!(parent: &self.span, error = %why, "audit records not written");
+        if !fail_closed {
+            return;
+        }
+        let already_failed = self
+            .held_reply
+            .iter()
+            .any(|m| m.first() == Some(&backend::tag::ERROR_RESPONSE));
+        if already_failed {
+            return;
+        }
+        let ready = self
+            .held_reply
+            .last()
+            .filter(|m| m.first() == Some(&backend::tag::READY_FOR_QUERY))
+            .cloned();
+        let mut out = BytesMut::new();
+        reply::encode_fields(
+            Severity::Error,
+            reply::sqlstate::AUDIT_UNAVAILABLE,
+            "ddlgate: the statement ran, but its audit record could not be written",
+            Some(&format!(
+                "{why}. Its effect is in the database; audit.fail_closed refuses to report it as done."
+            )),
+            Some(
+                "Free space for the audit log (or fix its sink); ddlgate refuses DDL until a record can be written.",
+            ),
+            &mut out,
+        );
+        self.held_reply = vec![out.freeze()];
+        self.held_reply.extend(ready);
+    }
+
+    /// Dropping what a timed-out attempt left timed out too (it waits for the same
+    /// transactions): the queued attempt would fail on the leftover, so it is not sent; the
+    /// whole round (wait, clean up, attempt) is tried again while retries last.
+    fn cleanup_timed_out(&mut self, state: &SessionState) {
+        let Some(pos) = self
+            .ops
+            .iter()
+            .position(|op| matches!(op, Op::Request(_) | Op::Step(_)))
+        else {
+            return;
+        };
+        let mut rest = self.ops.split_off(pos);
+        let Some(next) = rest.pop_front() else {
+            return;
+        };
+        self.ops = rest;
+        if self.retries_left > 0 {
+            self.retry(next);
+        } else {
+            self.conclude(next, true, true, state);
+        }
+    }
+
+    /// `lock_not_available`: wait, clean up what the attempt left (an INVALID index), and send
+    /// the same statement again.
+    fn retry(&mut self, op: Op) {
+        self.retries_left -= 1;
+        self.outcome.retries += 1;
+        let exponent = self.attempt.saturating_sub(1).min(20);
+        let base = self
+            .retry
+            .initial_backoff
+            .saturating_mul(1u32 << exponent)
+            .min(self.retry.max_backoff);
+        // Full jitter over the upper half: sessions retrying together spread out.
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let fraction = 0.5 + f64::from(u32::try_from(self.jitter % 1000).unwrap_or(0)) / 2000.0;
+        let pause = base.mul_f64(fraction);
+        self.attempt += 1;
+        info!(parent: &self.span, attempt = self.attempt, pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), "lock_not_available: retrying");
+        self.ops.push_front(op);
+        if let Some((_, table)) = &self.probed {
+            self.ops
+                .push_front(Op::DropNewInvalidIndexes(table.clone()));
+        }
+        self.ops.push_front(Op::Wait(pause));
+    }
+
+    /// The client's request is answered: restore timeouts now or when its transaction ends.
+    fn after_request(&mut self, state: &SessionState) {
+        if self.in_transaction {
+            return;
+        }
+        if let Some(saved) = &self.saved {
+            if state.tx_status == TxStatus::Idle {
+                self.ops.push_front(Op::Restore);
+            } else {
+                self.outcome.deferred_restore = Some(saved.clone());
+            }
+        }
+    }
+
+    /// A rewrite failed: take back what it did, then answer the client.
+    fn fail(&mut self, state: &SessionState) {
+        self.ops.clear();
+        if !self.undo.is_empty() {
+            self.ops.push_back(Op::ApplyTimeouts(Class::Brief));
+        }
+        for undo in self.undo.drain(..).rev() {
+            self.ops.push_back(Op::Cleanup(undo));
+        }
+        if let Some((_, table)) = &self.probed {
+            self.ops.push_back(Op::ApplyTimeouts(Class::Online));
+            self.ops.push_back(Op::DropNewInvalidIndexes(table.clone()));
+        }
+        if self.saved.is_some() && state.tx_status == TxStatus::Idle && !self.in_transaction {
+            self.ops.push_back(Op::Restore);
+        }
+        self.ops.push_back(Op::Ready);
+    }
+}
+
+/// The most of an answer held back while its statement may still be retried.
+const MAX_BUFFERED: usize = 1 << 20;
+
+/// SQLSTATE `55P03 lock_not_available`: `lock_timeout` expired.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// A seed for the retry jitter.
+fn seed() -> u64 {
+    getrandom::u64().unwrap_or(0x9E37_79B9_7F4A_7C15) | 1
+}
+
+/// The message, with the blockers added to its DETAIL when it is the `lock_not_available`
+/// error they caused.
+fn with_blockers(message: Bytes, blockers: &[String]) -> Bytes {
+    if blockers.is_empty() || message.first() != Some(&backend::tag::ERROR_RESPONSE) {
+        return message;
+    }
+    let body = message.get(HEADER_LEN..).unwrap_or_default();
+    let fields = backend::error_fields(body);
+    if backend::error_field(&fields, b'C').as_deref() != Some(LOCK_NOT_AVAILABLE) {
+        return message;
+    }
+    let who = format!("Blocked by: {}.", blockers.join("; "));
+    let detail = match backend::error_field(&fields, b'D') {
+        Some(d) => format!("{d} {who}"),
+        None => who,
+    };
+    let mut out = BytesMut::new();
+    reply::encode_fields(
+        Severity::Error,
+        LOCK_NOT_AVAILABLE,
+        &backend::error_field(&fields, b'M').unwrap_or_default(),
+        Some(&detail),
+        backend::error_field(&fields, b'H').as_deref(),
+        &mut out,
+    );
+    out.freeze()
+}
+
+/// What happens to one server message.
+#[derive(Debug)]
+enum Forward {
+    /// Pass it to the client.
+    Pass,
+    /// Swallow it.
+    Drop,
+    /// Send this instead.
+    Replace(Bytes),
+    /// It was the operation's `ReadyForQuery`; pass it on or not.
+    Finished { pass_ready: bool },
+}
+
+impl Running {
+    /// Holds a message of the answer back (while a retry is possible) or passes it on. An
+    /// answer larger than [`MAX_BUFFERED`] is passed on from then on, and is not retried.
+    fn keep(&mut self, bytes: Bytes, to_client: &mut Outbox) {
+        let Some(buffer) = self.buffer.as_mut() else {
+            to_client.push(bytes);
+            return;
+        };
+        self.buffered = self.buffered.saturating_add(bytes.len());
+        buffer.push(bytes);
+        if self.buffered > MAX_BUFFERED {
+            for b in buffer.drain(..) {
+                to_client.push(b);
+            }
+            self.buffer = None;
+            self.answered = true;
+        }
+    }
+
+    fn new(op: Op) -> Self {
+        Self {
+            op,
+            error: None,
+            rows: Vec::new(),
+            first_row: Vec::new(),
+            copy_in: false,
+            hold_ready_on_error: false,
+            buffer: None,
+            buffered: 0,
+            answered: false,
+            completions: Vec::new(),
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        state: &mut SessionState,
+    ) -> Result<Forward, SessionError> {
+        let is_request = matches!(self.op, Op::Request(_));
+        let is_step = matches!(self.op, Op::Step(_));
+        match tag {
+            backend::tag::READY_FOR_QUERY => {
+                state.tx_status =
+                    TxStatus::from_ready_for_query(body).map_err(SessionError::UpstreamProtocol)?;
+                state.awaiting_ready = state.awaiting_ready.saturating_sub(1);
+                self.copy_in = false;
+                // The request's answer is held back when a failed rewrite has to be cleaned
+                // up first; `Conductor::fail` sends a `ReadyForQuery` at the end.
+                let pass = is_request && !(self.error.is_some() && self.hold_ready_on_error);
+                Ok(Forward::Finished { pass_ready: pass })
+            }
+            backend::tag::PARAMETER_STATUS => {
+                let (name, value) =
+                    backend::parameter_status(body).map_err(SessionError::UpstreamProtocol)?;
+                state.parameters.insert(
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+                Ok(Forward::Pass)
+            }
+            // NotificationResponse: asynchronous, the client's.
+            b'A' => Ok(Forward::Pass),
+            backend::tag::BACKEND_KEY_DATA => {
+                Err(SessionError::UpstreamProtocol(ProtocolError::Unexpected {
+                    tag: Tag(tag),
+                    context: "after startup",
+                }))
+            }
+            backend::tag::ERROR_RESPONSE => {
+                let fields = backend::error_fields(body);
+                let code = backend::error_field(&fields, b'C').unwrap_or_default();
+                let message = backend::error_field(&fields, b'M').unwrap_or_default();
+                self.error = Some((code.clone(), message.clone()));
+                if is_request
+                    && code == reply::sqlstate::POLICY_REJECTED
+                    && message.starts_with("ddlgate: ")
+                {
+                    // ddlgate's own refusal, raised by the server: drop the PL/pgSQL context.
+                    let mut out = BytesMut::new();
+                    reply::encode_fields(
+                        Severity::Error,
+                        &code,
+                        &message,
+                        backend::error_field(&fields, b'D').as_deref(),
+                        backend::error_field(&fields, b'H').as_deref(),
+                        &mut out,
+                    );
+                    return Ok(Forward::Replace(out.freeze()));
+                }
+                Ok(if is_request || is_step {
+                    Forward::Pass
+                } else {
+                    Forward::Drop
+                })
+            }
+            backend::tag::NOTICE_RESPONSE => Ok(if is_request || is_step {
+                Forward::Pass
+            } else {
+                Forward::Drop
+            }),
+            // CommandComplete, EmptyQueryResponse, PortalSuspended: a statement's end.
+            b'C' | b'I' | b's' if is_request => {
+                self.completions.push(match tag {
+                    b'C' => String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body))
+                        .into_owned(),
+                    b's' => "suspended".to_owned(),
+                    _ => String::new(),
+                });
+                Ok(Forward::Pass)
+            }
+            // CopyInResponse / CopyBothResponse: the client's data must flow.
+            b'G' | b'W' if is_request => {
+                self.copy_in = true;
+                Ok(Forward::Pass)
+            }
+            // DataRow
+            b'D' if !is_request => {
+                let row = data_row(body);
+                if self.rows.is_empty() {
+                    self.first_row.clone_from(&row);
+                }
+                self.rows.push(row.into_iter().next().flatten());
+                Ok(Forward::Drop)
+            }
+            _ if is_request => Ok(Forward::Pass),
+            _ => Ok(Forward::Drop),
+        }
+    }
+}
+
+fn encode_message(severity: Severity, m: &Message, out: &mut BytesMut) {
+    reply::encode_fields(
+        severity,
+        m.code,
+        &m.message,
+        m.detail.as_deref(),
+        m.hint.as_deref(),
+        out,
+    );
+}
+
+/// The columns of a `DataRow` body, as text.
+fn data_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let Some(count) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return out;
+    };
+    let mut at = 2usize;
+    for _ in 0..count {
+        let Some(len) = body
+            .get(at..at.saturating_add(4))
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            break;
+        };
+        at = at.saturating_add(4);
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).unwrap_or(0);
+        out.push(
+            body.get(at..at.saturating_add(len))
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+        );
+        at = at.saturating_add(len);
+    }
+    out
+}
