@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: installs what the build and tests need when it is missing (Debian,
 # apt-get: PostgreSQL server binaries, a C compiler, libclang, pgjdbc and a JDK; pip: psycopg
-# in a venv under /var/tmp), then format check, clippy, the whole test suite on the local PostgreSQL, and the
+# in a venv under /var/tmp; npm: node-postgres under /var/tmp), then format check, clippy, the
+# whole test suite (the compatibility suite in tests/compat included) on the local PostgreSQL, and the
 # lock-truth and enforcement tests on PostgreSQL 13, 14, 16, 17 and 18 (npm builds;
 # DDLGATE_SKIP_PG_MATRIX=1 skips that part).
 # The tests start their own throwaway clusters; they never use a server already running.
@@ -58,6 +59,17 @@ if [ -z "${DDLGATE_PYTHON:-}" ]; then
     "$venv/bin/pip" install -q "psycopg[binary]==3.2.*"
   fi
   export DDLGATE_PYTHON="$venv/bin/python"
+fi
+
+# node-postgres for the compatibility suite (tests/compat), outside the source tree.
+if [ -z "${DDLGATE_NODE_PATH:-}" ]; then
+  node_dir="${DDLGATE_CACHE:-/var/tmp}/ddlgate-node"
+  if [ ! -f "$node_dir/node_modules/pg/package.json" ]; then
+    mkdir -p "$node_dir"
+    [ -f "$node_dir/package.json" ] || echo '{"private": true}' > "$node_dir/package.json"
+    (cd "$node_dir" && npm install --silent --no-audit --no-fund pg@8 >/dev/null)
+  fi
+  export DDLGATE_NODE_PATH="$node_dir/node_modules"
 fi
 
 cargo fmt --all -- --check

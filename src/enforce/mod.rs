@@ -33,7 +33,9 @@ use crate::analysis::classify::{
 use crate::analysis::parse::{self, NodeEnum, Options, ast};
 use crate::analysis::rules::lock_detail;
 use crate::analysis::{Context, Engine, Override, Report, RuleId, Violation};
-use crate::config::policy::{Action, Fallback, Overrides, Settings, Unparsable};
+use crate::config::policy::{
+    Action, Fallback, Overrides, Settings, TimeoutPair, Timeouts, Unparsable,
+};
 use crate::protocol::reply::sqlstate;
 
 /// The newest PostgreSQL major version whose grammar the parser has.
@@ -62,6 +64,14 @@ impl Class {
             Some(Self::Brief)
         } else {
             None
+        }
+    }
+
+    /// The policy's timeouts for this class.
+    pub fn timeouts(self, timeouts: &Timeouts) -> &TimeoutPair {
+        match self {
+            Self::Online => &timeouts.online,
+            Self::Brief => &timeouts.brief,
         }
     }
 

@@ -119,6 +119,19 @@ pub struct BackendScanner {
     /// The tag of the most recent frame header seen, so the session can tell whether the
     /// server said goodbye with an `ErrorResponse` before closing.
     last_tag: Option<u8>,
+    /// Messages ending the answer to one pipelined extended-protocol message (see
+    /// [`ends_a_pipelined_answer`]) since the last `ReadyForQuery`.
+    pipeline_answers: u64,
+    /// An `ErrorResponse` arrived since the last `ReadyForQuery`: the server skips everything
+    /// until the next `Sync`.
+    pipeline_failed: bool,
+}
+
+/// Whether a server message ends the answer to one extended-protocol message: `ParseComplete`,
+/// `BindComplete`, `CloseComplete`, `RowDescription` or `NoData` (Describe), `CommandComplete`,
+/// `EmptyQueryResponse` or `PortalSuspended` (Execute).
+pub fn ends_a_pipelined_answer(tag: u8) -> bool {
+    matches!(tag, b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's')
 }
 
 impl BackendScanner {
@@ -128,7 +141,21 @@ impl BackendScanner {
             passthrough_left: 0,
             inspect_limit,
             last_tag: None,
+            pipeline_answers: 0,
+            pipeline_failed: false,
         }
+    }
+
+    /// Answers to pipelined messages since the last `ReadyForQuery`, and whether an error
+    /// came among them.
+    pub fn pipeline(&self) -> (u64, bool) {
+        (self.pipeline_answers, self.pipeline_failed)
+    }
+
+    /// Starts counting answers afresh (someone else read the answers so far).
+    pub fn reset_pipeline(&mut self, failed: bool) {
+        self.pipeline_answers = 0;
+        self.pipeline_failed = failed;
     }
 
     /// The tag of the most recent frame whose header has been read.
@@ -181,12 +208,20 @@ impl BackendScanner {
                 let Some(body) = rest.get(HEADER_LEN..header.frame_len) else {
                     return Ok(done);
                 };
+                if header.tag == tag::READY_FOR_QUERY {
+                    self.reset_pipeline(false);
+                }
                 inspect(BackendMessage {
                     tag: header.tag,
                     body,
                 })?;
                 done = done.saturating_add(header.frame_len);
             } else {
+                if header.tag == tag::ERROR_RESPONSE {
+                    self.pipeline_failed = true;
+                } else if ends_a_pipelined_answer(header.tag) {
+                    self.pipeline_answers = self.pipeline_answers.saturating_add(1);
+                }
                 self.passthrough_left = header.frame_len;
             }
         }

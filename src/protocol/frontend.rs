@@ -49,6 +49,13 @@ pub fn waits_for_sync(tag: u8) -> bool {
     )
 }
 
+/// How many messages that end its answer the server sends for this message in a pipeline
+/// (`ParseComplete`, `BindComplete`, `CloseComplete`, `RowDescription`/`NoData`, or the end of
+/// an Execute); an `ErrorResponse` ends the answers of everything up to the next `Sync` instead.
+pub fn answers_in_pipeline(tag: u8) -> u64 {
+    u64::from(waits_for_sync(tag))
+}
+
 /// Whether the server answers this message with a `ReadyForQuery` of its own.
 pub fn ends_with_ready_for_query(tag: u8) -> bool {
     matches!(tag, tag::QUERY | tag::SYNC | tag::FUNCTION_CALL)

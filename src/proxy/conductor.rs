@@ -115,6 +115,25 @@ struct Running {
     answered: bool,
     /// Command tags of the statements the request completed, in order.
     completions: Vec<String>,
+    /// Positions of the `ParseComplete`/`CloseComplete` messages not passed to the client.
+    hidden_completions: Vec<usize>,
+    /// `ParseComplete`/`CloseComplete` messages of the answer so far.
+    close_parse_completions: usize,
+    /// Where the answer of a pipelined run is.
+    pipeline: PipelinedAnswer,
+}
+
+/// The answer to a run inside a pipeline.
+#[derive(Debug, Default)]
+struct PipelinedAnswer {
+    /// Messages still to hide at the start of the answer (ddlgate's timeouts).
+    hidden_prefix: usize,
+    /// A run ending with `Flush`: the number of messages that end its answer.
+    expected: Option<u64>,
+    /// Such messages seen so far.
+    seen: u64,
+    /// The answer of a run ending with `Flush` is complete.
+    complete: bool,
 }
 
 /// The client's timeouts before ddlgate changed them, and the values ddlgate set.
@@ -151,6 +170,10 @@ pub struct Outcome {
     pub retries: u32,
     /// How long a governed request took, from the decision to the answer.
     pub governed_duration: Option<Duration>,
+    /// The request was a pipelined run ending with `Flush`: the pipeline is still open.
+    pub pipeline_open: bool,
+    /// The request's answer held an error (the server skips the rest of the pipeline).
+    pub request_failed: bool,
 }
 
 /// Runs one program.
@@ -162,8 +185,6 @@ pub struct Outcome {
 pub struct Conductor {
     ops: VecDeque<Op>,
     running: Option<Running>,
-    brief: TimeoutPair,
-    online: TimeoutPair,
     in_transaction: bool,
     /// The client's values, once the first `ApplyTimeouts` has read them.
     saved: Option<SavedTimeouts>,
@@ -202,10 +223,17 @@ pub struct Conductor {
     audit_out: Option<Vec<Record>>,
     /// Waiting for the audit trail to confirm the records.
     waiting_audit: bool,
-    /// The policy's timeouts of each class, for the records.
+    /// The policy's timeouts of each class.
     audit_timeouts: crate::config::policy::Timeouts,
     /// Whether the program runs DDL or statements the policy acted on.
     governed: bool,
+    /// Completions in the request's answer that answer ddlgate's own messages (see
+    /// [`Program::request_hidden_completions`]); the client never sees them.
+    request_hidden_completions: Vec<usize>,
+    /// See [`Program::request_hidden_prefix`].
+    request_hidden_prefix: usize,
+    /// See [`Program::request_answers`].
+    request_answers: Option<u64>,
 }
 
 impl Conductor {
@@ -223,13 +251,7 @@ impl Conductor {
             timeouts, retry, ..
         } = program.settings;
         // A class whose timeouts are both "0" leaves the client's values alone: nothing to set.
-        let sets = |class: &Class| {
-            let pair = match class {
-                Class::Brief => &timeouts.brief,
-                Class::Online => &timeouts.online,
-            };
-            !(pair.lock_timeout.is_zero() && pair.statement_timeout.is_zero())
-        };
+        let sets = |class: &Class| !class.timeouts(&timeouts).sets_nothing();
         let mut applied = None;
         for step in program.steps {
             if let Some(class) = step.class.filter(sets)
@@ -252,6 +274,9 @@ impl Conductor {
             ops.push_back(Op::ProbeIndexes(table));
         }
         ops.push_back(Op::Request(program.request));
+        let request_hidden_completions = program.request_hidden_completions;
+        let request_hidden_prefix = program.request_hidden_prefix;
+        let request_answers = program.request_answers;
         let retries_left = if program.retryable && program.request_class.is_some() {
             retry.attempts
         } else {
@@ -260,6 +285,9 @@ impl Conductor {
         let governed = program.request_class.is_some() || !program.audited.is_empty();
         Self {
             governed,
+            request_hidden_completions,
+            request_hidden_prefix,
+            request_answers,
             audited: if audit_on {
                 program.audited
             } else {
@@ -282,8 +310,6 @@ impl Conductor {
             jitter: seed(),
             ops,
             running: None,
-            brief: timeouts.brief,
-            online: timeouts.online,
             in_transaction: program.in_transaction,
             saved: None,
             probed: None,
@@ -400,18 +426,8 @@ impl Conductor {
                     continue;
                 }
                 Op::Request(bytes) => {
-                    self.request_sent = true;
                     to_upstream.push(bytes.clone());
-                    state.awaiting_ready += 1;
-                    let mut running = Running::new(op);
-                    running.hold_ready_on_error = self.probed.is_some() || !self.undo.is_empty();
-                    if self.retries_left > 0
-                        || !self.relations.is_empty()
-                        || !self.audited.is_empty()
-                    {
-                        running.buffer = Some(Vec::new());
-                    }
-                    self.running = Some(running);
+                    self.start_request(op, state);
                     continue;
                 }
                 Op::Wait(pause) => {
@@ -479,53 +495,36 @@ impl Conductor {
         }
     }
 
+    /// The client's request has been sent: expect its answer.
+    fn start_request(&mut self, op: Op, state: &mut SessionState) {
+        self.request_sent = true;
+        if self.request_answers.is_none() {
+            state.awaiting_ready += 1;
+        }
+        self.outcome.pipeline_open = self.request_answers.is_some();
+        let mut running = Running::new(op);
+        running
+            .hidden_completions
+            .clone_from(&self.request_hidden_completions);
+        running.pipeline.hidden_prefix = self.request_hidden_prefix;
+        running.pipeline.expected = self.request_answers;
+        running.hold_ready_on_error = self.probed.is_some() || !self.undo.is_empty();
+        if self.retries_left > 0 || !self.relations.is_empty() || !self.audited.is_empty() {
+            running.buffer = Some(Vec::new());
+        }
+        self.running = Some(running);
+    }
+
     /// The statement that applies a class's timeouts, keeping a stricter value of the client's.
     fn apply_sql(&self, class: Class) -> String {
-        let pair = match class {
-            Class::Brief => &self.brief,
-            Class::Online => &self.online,
-        };
-        let local = if self.in_transaction { "true" } else { "false" };
-        // The client's own value in milliseconds: read now, or as it was before ddlgate's first
-        // change in this program (a later class must not be held to an earlier class's value).
-        let client_ms = |short: &str, saved_ms: Option<&str>| match saved_ms {
-            Some(ms) => format!("{}::bigint", quote_literal(ms)),
-            None => format!("c.{short}_ms"),
-        };
-        let value = |name: &str, short: &str, policy: Duration, saved_ms: Option<&str>| {
-            let current = client_ms(short, saved_ms);
-            let policy_ms = u64::try_from(policy.as_millis()).unwrap_or(u64::MAX);
-            if policy_ms == 0 {
-                format!("pg_catalog.set_config('{name}', ({current})::text, {local})")
-            } else {
-                format!(
-                    "pg_catalog.set_config('{name}', CASE WHEN {current} > 0 AND {current} <= {policy_ms} THEN ({current})::text ELSE '{policy_ms}' END, {local})"
-                )
-            }
-        };
-        let saved = self.saved.as_ref();
-        // current_setting() shows the value with its unit ("2s", "5min", "0"); an interval
-        // reads every unit PostgreSQL prints for these settings. (pg_settings would give the
-        // number directly but costs about a millisecond per look.)
-        format!(
-            "SELECT c.lt, c.st, c.lt_ms, c.st_ms, {}, {} FROM (SELECT \
-             pg_catalog.current_setting('lock_timeout') AS lt, \
-             pg_catalog.current_setting('statement_timeout') AS st, \
-             (extract(epoch FROM pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS lt_ms, \
-             (extract(epoch FROM pg_catalog.current_setting('statement_timeout')::interval) * 1000)::bigint AS st_ms \
-             OFFSET 0) c",
-            value(
-                "lock_timeout",
-                "lt",
-                pair.lock_timeout,
-                saved.map(|s| s.lock_timeout_ms.as_str())
-            ),
-            value(
-                "statement_timeout",
-                "st",
-                pair.statement_timeout,
-                saved.map(|s| s.statement_timeout_ms.as_str())
-            ),
+        let saved = self
+            .saved
+            .as_ref()
+            .map(|s| (s.lock_timeout_ms.as_str(), s.statement_timeout_ms.as_str()));
+        apply_timeouts_sql(
+            class.timeouts(&self.audit_timeouts),
+            self.in_transaction,
+            saved,
         )
     }
 
@@ -580,9 +579,12 @@ impl Conductor {
                 }
             }
             at = end;
-            if matches!(forward, Forward::Finished { .. })
+            if (matches!(forward, Forward::Finished { .. }) || running.pipeline.complete)
                 && let Some(running) = self.running.take()
             {
+                if matches!(running.op, Op::Request(_)) {
+                    self.outcome.request_failed = running.error.is_some();
+                }
                 self.finished(running, state);
             }
         }
@@ -728,7 +730,9 @@ impl Conductor {
         if !self.audited.is_empty() {
             self.ops.push_front(Op::Audit);
         }
-        if lock_not_available {
+        // After an error in a run ending with Flush the server skips everything until the
+        // client's Sync, a query of ddlgate's own included: the blockers stay unnamed.
+        if lock_not_available && self.request_answers.is_none() {
             self.ops.push_front(Op::FindBlockers);
         }
     }
@@ -758,10 +762,7 @@ impl Conductor {
                 r.action = Some(a.action.to_owned());
                 r.rewritten_sql.clone_from(&a.rewritten_sql);
                 r.timeouts = a.class.map(|class| {
-                    let pair = match class {
-                        Class::Brief => &self.audit_timeouts.brief,
-                        Class::Online => &self.audit_timeouts.online,
-                    };
+                    let pair = class.timeouts(&self.audit_timeouts);
                     TimeoutsApplied {
                         class: class.as_str().to_owned(),
                         lock_timeout: crate::config::format_duration(pair.lock_timeout),
@@ -905,7 +906,8 @@ impl Conductor {
             return;
         }
         if let Some(saved) = &self.saved {
-            if state.tx_status == TxStatus::Idle {
+            // After a run ending with Flush the pipeline is open: restore after its Sync.
+            if state.tx_status == TxStatus::Idle && self.request_answers.is_none() {
                 self.ops.push_front(Op::Restore);
             } else {
                 self.outcome.deferred_restore = Some(saved.clone());
@@ -940,6 +942,52 @@ const MAX_BUFFERED: usize = 1 << 20;
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// A seed for the retry jitter.
+/// The statement that applies a class's timeouts, keeping a stricter value of the client's:
+/// `set_config(…, local)`; `saved` holds the client's values in milliseconds when ddlgate has
+/// already changed them in this program.
+pub(crate) fn apply_timeouts_sql(
+    pair: &TimeoutPair,
+    local: bool,
+    saved: Option<(&str, &str)>,
+) -> String {
+    let local = if local { "true" } else { "false" };
+    // The client's own value in milliseconds: read now, or as it was before ddlgate's first
+    // change in this program (a later class must not be held to an earlier class's value).
+    let client_ms = |short: &str, saved_ms: Option<&str>| match saved_ms {
+        Some(ms) => format!("{}::bigint", quote_literal(ms)),
+        None => format!("c.{short}_ms"),
+    };
+    let value = |name: &str, short: &str, policy: Duration, saved_ms: Option<&str>| {
+        let current = client_ms(short, saved_ms);
+        let policy_ms = u64::try_from(policy.as_millis()).unwrap_or(u64::MAX);
+        if policy_ms == 0 {
+            format!("pg_catalog.set_config('{name}', ({current})::text, {local})")
+        } else {
+            format!(
+                "pg_catalog.set_config('{name}', CASE WHEN {current} > 0 AND {current} <= {policy_ms} THEN ({current})::text ELSE '{policy_ms}' END, {local})"
+            )
+        }
+    };
+    // current_setting() shows the value with its unit ("2s", "5min", "0"); an interval
+    // reads every unit PostgreSQL prints for these settings. (pg_settings would give the
+    // number directly but costs about a millisecond per look.)
+    format!(
+        "SELECT c.lt, c.st, c.lt_ms, c.st_ms, {}, {} FROM (SELECT \
+         pg_catalog.current_setting('lock_timeout') AS lt, \
+         pg_catalog.current_setting('statement_timeout') AS st, \
+         (extract(epoch FROM pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS lt_ms, \
+         (extract(epoch FROM pg_catalog.current_setting('statement_timeout')::interval) * 1000)::bigint AS st_ms \
+         OFFSET 0) c",
+        value("lock_timeout", "lt", pair.lock_timeout, saved.map(|s| s.0)),
+        value(
+            "statement_timeout",
+            "st",
+            pair.statement_timeout,
+            saved.map(|s| s.1)
+        ),
+    )
+}
+
 fn seed() -> u64 {
     getrandom::u64().unwrap_or(0x9E37_79B9_7F4A_7C15) | 1
 }
@@ -1016,7 +1064,40 @@ impl Running {
             buffered: 0,
             answered: false,
             completions: Vec::new(),
+            hidden_completions: Vec::new(),
+            close_parse_completions: 0,
+            pipeline: PipelinedAnswer::default(),
         }
+    }
+
+    /// Hides the answer to ddlgate's own messages at the start of a pipelined run, and
+    /// notices the end of the answer to a run that ends with `Flush`. Returns whether the
+    /// message is hidden.
+    fn pipeline_message(&mut self, tag: u8) -> bool {
+        let asynchronous = matches!(tag, b'N' | b'S' | b'A');
+        let hidden_completion = matches!(tag, b'1' | b'3')
+            && self
+                .hidden_completions
+                .contains(&self.close_parse_completions);
+        let answer = &mut self.pipeline;
+        if answer.hidden_prefix > 0 && !asynchronous {
+            if tag == backend::tag::ERROR_RESPONSE {
+                // ddlgate's statement failed: the client's error now (its run is skipped).
+                answer.hidden_prefix = 0;
+            } else {
+                answer.hidden_prefix -= 1;
+                return true;
+            }
+        }
+        if let Some(expected) = answer.expected {
+            if tag == backend::tag::ERROR_RESPONSE {
+                answer.complete = true;
+            } else if backend::ends_a_pipelined_answer(tag) && !hidden_completion {
+                answer.seen += 1;
+                answer.complete = answer.seen >= expected;
+            }
+        }
+        false
     }
 
     fn on_message(
@@ -1027,11 +1108,14 @@ impl Running {
     ) -> Result<Forward, SessionError> {
         let is_request = matches!(self.op, Op::Request(_));
         let is_step = matches!(self.op, Op::Step(_));
+        if is_request && self.pipeline_message(tag) {
+            return Ok(Forward::Drop);
+        }
         match tag {
             backend::tag::READY_FOR_QUERY => {
-                state.tx_status =
-                    TxStatus::from_ready_for_query(body).map_err(SessionError::UpstreamProtocol)?;
-                state.awaiting_ready = state.awaiting_ready.saturating_sub(1);
+                state
+                    .ready_for_query(body)
+                    .map_err(SessionError::UpstreamProtocol)?;
                 self.copy_in = false;
                 // The request's answer is held back when a failed rewrite has to be cleaned
                 // up first; `Conductor::fail` sends a `ReadyForQuery` at the end.
@@ -1087,6 +1171,16 @@ impl Running {
             } else {
                 Forward::Drop
             }),
+            // ParseComplete / CloseComplete: ddlgate's own are not the client's.
+            b'1' | b'3' if is_request => {
+                let position = self.close_parse_completions;
+                self.close_parse_completions += 1;
+                Ok(if self.hidden_completions.contains(&position) {
+                    Forward::Drop
+                } else {
+                    Forward::Pass
+                })
+            }
             // CommandComplete, EmptyQueryResponse, PortalSuspended: a statement's end.
             b'C' | b'I' | b's' if is_request => {
                 self.completions.push(match tag {

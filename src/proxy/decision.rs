@@ -52,6 +52,12 @@ pub enum Verdict {
 pub struct Review {
     statements: HashMap<Vec<u8>, Class>,
     portals: HashMap<Vec<u8>, Class>,
+    /// `SessionState::idle_readies` when the last request was planned.
+    idle_readies: u64,
+    /// Statements prepared by a run that executed nothing (tokio-postgres, sqlx, psycopg's
+    /// `prepare=True`, pgjdbc's describe round trip): their text as the client sent it,
+    /// decided when a later run binds them. See [`plan`].
+    deferred: HashMap<Vec<u8>, String>,
 }
 
 impl Review {
@@ -76,6 +82,7 @@ impl Review {
                         }
                         None if self.statements.is_empty() => {}
                         None => {
+                            self.deferred.remove(name);
                             self.statements.remove(name);
                         }
                     }
@@ -107,7 +114,10 @@ impl Review {
                         message.body.get(1..).and_then(split_cstr),
                     ) {
                         match kind {
-                            b'S' => self.statements.remove(name),
+                            b'S' => {
+                                self.deferred.remove(name);
+                                self.statements.remove(name)
+                            }
                             _ => self.portals.remove(name),
                         };
                     }
@@ -137,6 +147,23 @@ impl Review {
     fn class_of_portal(&self, portal: &[u8]) -> Option<Class> {
         self.portals.get(portal).copied()
     }
+
+    fn defer(&mut self, name: &[u8], text: Option<String>) {
+        match text {
+            Some(t) => {
+                self.deferred.insert(name.to_vec(), t);
+            }
+            None if self.deferred.is_empty() => {}
+            None => {
+                self.deferred.remove(name);
+            }
+        }
+    }
+}
+
+/// The name under which ddlgate prepares the n-th decided text of a deferred statement in a run.
+fn deferred_name(n: usize) -> Vec<u8> {
+    format!("ddlgate_deferred_{n}").into_bytes()
 }
 
 /// The timeout class of a query text when it needs the policy's attention: DDL, `DO`/`CALL`,
@@ -225,7 +252,23 @@ pub struct Program {
     pub audited: Vec<AuditedStatement>,
     /// How many statements the request runs so far (positions of `audited`).
     pub(crate) statements_seen: usize,
+    /// Positions, among the `CloseComplete`/`ParseComplete` messages of the request's answer,
+    /// of those that answer messages ddlgate added (a deferred statement's decided text).
+    pub request_hidden_completions: Vec<usize>,
+    /// Messages at the start of the request's answer that answer ddlgate's own statement
+    /// before a pipelined run (its timeouts, see [`PIPELINE_TIMEOUTS_ANSWERS`]).
+    pub request_hidden_prefix: usize,
+    /// For a run that ends with `Flush` (no `ReadyForQuery`): how many messages end its
+    /// answer (see [`crate::protocol::frontend::answers_in_pipeline`]).
+    pub request_answers: Option<u64>,
 }
+
+/// The answer to ddlgate's timeouts before a pipelined run: `CloseComplete` (statement),
+/// `CloseComplete` (portal), `ParseComplete`, `BindComplete`, `DataRow`, `CommandComplete`.
+const PIPELINE_TIMEOUTS_ANSWERS: usize = 6;
+
+/// ddlgate's statement and portal for the timeouts of a pipelined run.
+const PIPELINE_TIMEOUTS_NAME: &[u8] = b"ddlgate_timeouts";
 
 impl Default for Program {
     /// A program that sends nothing and sets nothing.
@@ -243,6 +286,9 @@ impl Default for Program {
             settings: Settings::default(),
             audited: Vec::new(),
             statements_seen: 0,
+            request_hidden_completions: Vec::new(),
+            request_hidden_prefix: 0,
+            request_answers: None,
         }
     }
 }
@@ -283,12 +329,21 @@ pub fn plan(
     unsynced: bool,
 ) -> Program {
     let in_transaction = session.tx_status != TxStatus::Idle || unsynced;
+    // Inside a pipeline opened since the last idle ReadyForQuery, the statements ddlgate saw
+    // before that belong to transactions that have ended.
+    let transactions_ended = review.idle_readies != session.idle_readies;
+    review.idle_readies = session.idle_readies;
+    if in_transaction && transactions_ended && session.tx_status == TxStatus::Idle {
+        ctx.next_script();
+    }
     prepare_context(ctx, session, in_transaction);
     let engine = Engine::new(settings.enabled_rules());
     let mut program = Program {
         request_ends_with_ready: held.ends_with_ready(),
         in_transaction,
-        retryable: !in_transaction,
+        // A run ending with Flush leaves the pipeline open: after an error the server skips
+        // the client's later messages, so nothing could be sent again.
+        retryable: !in_transaction && held.ends_with_ready(),
         settings: settings.clone(),
         ..Program::default()
     };
@@ -299,11 +354,26 @@ pub fn plan(
     }
     let request = held.request();
     let executes = request.messages().filter(|m| m.tag == fe::EXECUTE).count();
-    let parses = request.messages().filter(|m| m.tag == fe::PARSE).count();
-    let mut out = BytesMut::with_capacity(held.bytes.len());
-    let mut run_classes: HashMap<Vec<u8>, Option<Class>> = HashMap::new();
-    let mut portal_classes: HashMap<Vec<u8>, Option<Class>> = HashMap::new();
-    let mut refused = false;
+    // A run that ends with Flush, or follows one, is part of a pipeline whose end (Sync) has
+    // not been sent. No rewrite is valid there: a failed rewrite is cleaned up with statements
+    // of ddlgate's own, which the server would skip after the error. A run that opens the
+    // pipeline still gets its timeouts first, as usual (they are restored after the Sync);
+    // inside an open pipeline nothing can run before a run, so its timeouts become part of it
+    // (see `put_pipeline_timeouts`).
+    let governable = !unsynced && program.request_ends_with_ready;
+    let mut run = RunState {
+        engine: &engine,
+        settings,
+        executes,
+        parses: request.messages().filter(|m| m.tag == fe::PARSE).count(),
+        governable,
+        out: BytesMut::with_capacity(held.bytes.len()),
+        run_classes: HashMap::new(),
+        portal_classes: HashMap::new(),
+        refused: false,
+        completions: 0,
+        injected: 0,
+    };
     for (message, span) in request.messages().zip(&held.spans) {
         let original = held.bytes.get(span.start..span.end).unwrap_or_default();
         match message.tag {
@@ -311,67 +381,232 @@ pub fn plan(
                 let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
                 let text = String::from_utf8_lossy(text);
                 let sql = decide_query(&text, &engine, settings, ctx, &mut program);
-                put_query(&sql, &mut out);
+                put_query(&sql, &mut run.out);
             }
-            fe::PARSE => {
-                let Some((name, rest)) = split_cstr(message.body) else {
-                    out.extend_from_slice(original);
-                    continue;
-                };
-                let Some((text_bytes, parameter_types)) = split_cstr(rest) else {
-                    out.extend_from_slice(original);
-                    continue;
-                };
-                let text = String::from_utf8_lossy(text_bytes);
-                ctx.query_string = false;
-                ctx.in_multi_statement_query = executes > 1;
-                let run = ParseRun {
-                    single_statement: executes == 1 && parses == 1,
-                    governable: !unsynced && program.request_ends_with_ready,
-                };
-                let (sql, class) = decide_parse(
-                    &text,
-                    &engine,
-                    settings,
-                    ctx,
-                    run,
-                    &mut refused,
-                    &mut program,
-                );
-                review.remember_statement(name, class);
-                run_classes.insert(name.to_vec(), class);
-                put_parse(name, &sql, parameter_types, &mut out);
-            }
-            fe::BIND => {
-                if let Some((portal, rest)) = split_cstr(message.body) {
-                    let statement = split_cstr(rest).map_or(&[][..], |(t, _)| t);
-                    let class = match run_classes.get(statement) {
-                        Some(c) => *c,
-                        None => review.statements.get(statement).copied(),
-                    };
-                    portal_classes.insert(portal.to_vec(), class);
-                }
-                out.extend_from_slice(original);
-            }
+            fe::PARSE => run.parse(message.body, original, review, ctx, &mut program),
+            fe::BIND => run.bind(message.body, original, review, ctx, &mut program),
             fe::EXECUTE => {
                 let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                let class = match portal_classes.get(portal) {
+                let class = match run.portal_classes.get(portal) {
                     Some(c) => *c,
                     None => review.class_of_portal(portal),
                 };
                 program.request_class = program.request_class.max(class);
-                out.extend_from_slice(original);
+                run.out.extend_from_slice(original);
             }
-            _ => out.extend_from_slice(original),
+            fe::CLOSE => {
+                run.completions += 1;
+                run.out.extend_from_slice(original);
+            }
+            _ => run.out.extend_from_slice(original),
         }
     }
-    if unsynced || !program.request_ends_with_ready {
-        // Nothing can be wrapped around this run (see the module docs).
-        program.request_class = None;
+    let out = run.out;
+    finish_pipelined(&mut program, &request, settings, out, unsynced, governable);
+    program
+}
+
+/// What [`plan`] keeps while it goes through the messages of a run.
+struct RunState<'a> {
+    engine: &'a Engine,
+    settings: &'a Settings,
+    /// Executes and Parses in the run.
+    executes: usize,
+    parses: usize,
+    /// The run ends with Sync and no pipeline is open before it (see [`plan`]).
+    governable: bool,
+    /// The run as it goes upstream.
+    out: BytesMut,
+    /// Timeout classes of the statements parsed and portals bound in this run.
+    run_classes: HashMap<Vec<u8>, Option<Class>>,
+    portal_classes: HashMap<Vec<u8>, Option<Class>>,
+    /// A statement of the run is refused (the server skips the rest until Sync).
+    refused: bool,
+    /// `CloseComplete`/`ParseComplete` messages the answer holds before the next one that
+    /// answers ddlgate's own message, and how many statements ddlgate prepared in this run.
+    completions: usize,
+    injected: usize,
+}
+
+impl RunState<'_> {
+    fn parse(
+        &mut self,
+        body: &[u8],
+        original: &[u8],
+        review: &mut Review,
+        ctx: &mut Context,
+        program: &mut Program,
+    ) {
+        let Some((name, rest)) = split_cstr(body) else {
+            self.out.extend_from_slice(original);
+            return;
+        };
+        let Some((text_bytes, parameter_types)) = split_cstr(rest) else {
+            self.out.extend_from_slice(original);
+            return;
+        };
+        let text = String::from_utf8_lossy(text_bytes);
+        self.completions += 1;
+        if self.executes == 0 && self.governable {
+            // Preparing runs nothing: the text is decided when a run executes it, where the
+            // transaction state and the rest of that run are known.
+            let class = precheck_parsed(&text, ctx.server_major, ctx.standard_conforming_strings);
+            review.defer(name, class.map(|_| text.into_owned()));
+            review.remember_statement(name, class);
+            self.run_classes.insert(name.to_vec(), class);
+            self.out.extend_from_slice(original);
+            return;
+        }
+        review.defer(name, None);
+        ctx.query_string = false;
+        ctx.in_multi_statement_query = self.executes > 1;
+        let run = ParseRun {
+            single_statement: self.executes == 1 && self.parses == 1 && self.governable,
+        };
+        let (sql, class) = decide_parse(
+            &text,
+            self.engine,
+            self.settings,
+            ctx,
+            run,
+            &mut self.refused,
+            program,
+        );
+        review.remember_statement(name, class);
+        self.run_classes.insert(name.to_vec(), class);
+        put_parse(name, &sql, parameter_types, &mut self.out);
+    }
+
+    fn bind(
+        &mut self,
+        body: &[u8],
+        original: &[u8],
+        review: &Review,
+        ctx: &mut Context,
+        program: &mut Program,
+    ) {
+        let Some((portal, rest)) = split_cstr(body) else {
+            self.out.extend_from_slice(original);
+            return;
+        };
+        let (statement, bind_rest) = split_cstr(rest).unwrap_or((&[][..], &[][..]));
+        let deferred = if self.run_classes.contains_key(statement) {
+            None
+        } else {
+            review.deferred.get(statement)
+        };
+        let Some(text) = deferred else {
+            let class = match self.run_classes.get(statement) {
+                Some(c) => *c,
+                None => review.statements.get(statement).copied(),
+            };
+            self.portal_classes.insert(portal.to_vec(), class);
+            self.out.extend_from_slice(original);
+            return;
+        };
+        ctx.query_string = false;
+        ctx.in_multi_statement_query = self.executes > 1;
+        let run = ParseRun {
+            single_statement: self.executes == 1 && self.parses == 0 && self.governable,
+        };
+        let (sql, class) = decide_parse(
+            text,
+            self.engine,
+            self.settings,
+            ctx,
+            run,
+            &mut self.refused,
+            program,
+        );
+        self.portal_classes.insert(portal.to_vec(), class);
+        if sql == *text {
+            self.out.extend_from_slice(original);
+            return;
+        }
+        // The server holds the text as sent; what the policy decided runs as a statement of
+        // ddlgate's own, bound to the client's portal.
+        let name = deferred_name(self.injected);
+        self.injected += 1;
+        put_close_statement(&name, &mut self.out);
+        put_parse(&name, &sql, &[0, 0], &mut self.out);
+        put_bind(portal, &name, bind_rest, &mut self.out);
+        program
+            .request_hidden_completions
+            .extend([self.completions, self.completions + 1]);
+        self.completions += 2;
+    }
+}
+
+/// The parts of a plan that depend on where the run is in a pipeline (see [`plan`]).
+fn finish_pipelined(
+    program: &mut Program,
+    request: &Request<'_>,
+    settings: &Settings,
+    mut out: BytesMut,
+    unsynced: bool,
+    governable: bool,
+) {
+    if !governable {
         program.steps.clear();
+        program.request_builds_indexes_on = None;
+    }
+    if unsynced {
+        let class = program.request_class.take();
+        if let Some(pair) = class
+            .map(|c| c.timeouts(&settings.timeouts))
+            .filter(|p| !p.sets_nothing())
+        {
+            let mut prefixed = BytesMut::with_capacity(out.len().saturating_add(1024));
+            put_pipeline_timeouts(
+                &super::conductor::apply_timeouts_sql(pair, true, None),
+                &mut prefixed,
+            );
+            prefixed.extend_from_slice(&out);
+            out = prefixed;
+            program.request_hidden_prefix = PIPELINE_TIMEOUTS_ANSWERS;
+        }
+    }
+    if !program.request_ends_with_ready {
+        program.request_answers = Some(
+            request
+                .messages()
+                .map(|m| crate::protocol::frontend::answers_in_pipeline(m.tag))
+                .sum(),
+        );
     }
     program.request = out.freeze();
-    program
+}
+
+/// Appends ddlgate's timeouts as extended-protocol messages that run first in the pipeline:
+/// `set_config(…, true)` lasts until the pipeline's transaction ends, implicit (at `Sync`) or
+/// explicit. A fresh statement and portal of ddlgate's own, so that none of the client's
+/// (the unnamed ones included) is touched; their answers are hidden from the client.
+fn put_pipeline_timeouts(sql: &str, out: &mut BytesMut) {
+    put_close_statement(PIPELINE_TIMEOUTS_NAME, out);
+    put_header(
+        out,
+        fe::CLOSE,
+        PIPELINE_TIMEOUTS_NAME.len().saturating_add(2),
+    );
+    out.put_u8(b'P');
+    out.put_slice(PIPELINE_TIMEOUTS_NAME);
+    out.put_u8(0);
+    put_parse(PIPELINE_TIMEOUTS_NAME, sql, &[0, 0], out);
+    // No parameters, no result format codes.
+    put_bind(
+        PIPELINE_TIMEOUTS_NAME,
+        PIPELINE_TIMEOUTS_NAME,
+        &[0, 0, 0, 0, 0, 0],
+        out,
+    );
+    let len = PIPELINE_TIMEOUTS_NAME
+        .len()
+        .saturating_add(1)
+        .saturating_add(4);
+    put_header(out, fe::EXECUTE, len);
+    out.put_slice(PIPELINE_TIMEOUTS_NAME);
+    out.put_u8(0);
+    out.put_u32(0);
 }
 
 /// Brings the engine's context up to date with the session.
@@ -421,10 +656,8 @@ fn decide_query(
 /// Where a `Parse` is.
 #[derive(Debug, Clone, Copy)]
 struct ParseRun {
-    /// The run parses and executes exactly one statement.
+    /// The run parses and executes exactly one statement, and nothing else runs with it.
     single_statement: bool,
-    /// The run ends with `Sync` and follows a synced one, so ddlgate can wrap it.
-    governable: bool,
 }
 
 /// Decides about the text of one `Parse`: the text that goes upstream, and its timeout class.
@@ -448,20 +681,13 @@ fn decide_parse(
     );
     let refuses_here = decisions.iter().any(|d| matches!(d.plan, Plan::Reject(_)));
     let mut notices = Vec::new();
-    let (mut sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
+    let (sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
     // Once a statement of the run is refused, the server skips the rest until Sync.
     if !*refused {
         program.notices.extend(notices);
     }
     *refused |= refuses_here;
-    if class.is_some() && !run.governable {
-        sql = enforce::raising_statement(&Message {
-            code: enforce::SQLSTATE_REJECTED,
-            message: "ddlgate: DDL in a pipeline without Sync cannot be governed".to_owned(),
-            detail: Some("ddlgate applies timeouts around a run of extended-protocol messages that ends with Sync; this run ends with Flush or follows one that did.".to_owned()),
-            hint: Some("Send Sync before and after DDL.".to_owned()),
-        });
-    } else if !steps.is_empty() {
+    if !steps.is_empty() {
         program.steps = steps;
     }
     if builds.is_some() {
@@ -602,17 +828,36 @@ pub fn put_query(sql: &str, out: &mut BytesMut) {
     out.put_u8(0);
 }
 
-fn put_parse(name: &[u8], sql: &str, rest: &[u8], out: &mut BytesMut) {
-    let len = name
-        .len()
-        .saturating_add(1)
-        .saturating_add(sql.len())
-        .saturating_add(1)
-        .saturating_add(rest.len());
-    put_header(out, fe::PARSE, len);
+/// Appends `Close` (F) of the prepared statement `name`.
+fn put_close_statement(name: &[u8], out: &mut BytesMut) {
+    put_header(out, fe::CLOSE, name.len().saturating_add(2));
+    out.put_u8(b'S');
     out.put_slice(name);
     out.put_u8(0);
-    out.put_slice(sql.as_bytes());
+}
+
+/// Appends `Bind` (F) of `portal` to `statement`; `rest` is the client's Bind after the names.
+fn put_bind(portal: &[u8], statement: &[u8], rest: &[u8], out: &mut BytesMut) {
+    put_two_strings(fe::BIND, portal, statement, rest, out);
+}
+
+/// Appends `Parse` (F) of `sql` as `name`; `rest` holds the parameter types.
+fn put_parse(name: &[u8], sql: &str, rest: &[u8], out: &mut BytesMut) {
+    put_two_strings(fe::PARSE, name, sql.as_bytes(), rest, out);
+}
+
+/// Appends a message whose body is two C strings and then `rest`.
+fn put_two_strings(tag: u8, first: &[u8], second: &[u8], rest: &[u8], out: &mut BytesMut) {
+    let len = first
+        .len()
+        .saturating_add(1)
+        .saturating_add(second.len())
+        .saturating_add(1)
+        .saturating_add(rest.len());
+    put_header(out, tag, len);
+    out.put_slice(first);
+    out.put_u8(0);
+    out.put_slice(second);
     out.put_u8(0);
     out.put_slice(rest);
 }

@@ -26,7 +26,8 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::protocol::backend::{self, BackendKey, BackendScanner, TxStatus};
 use crate::protocol::frontend::{
-    FrontendItem, FrontendScanner, ends_with_ready_for_query, tag as fe, waits_for_sync,
+    FrontendItem, FrontendScanner, answers_in_pipeline, ends_with_ready_for_query, tag as fe,
+    waits_for_sync,
 };
 use crate::protocol::reply::{Report, Severity, sqlstate};
 use crate::protocol::{ProtocolError, error::Tag};
@@ -307,6 +308,10 @@ struct Session {
     /// Whether extended-protocol messages went upstream without a `Sync` after them: the server
     /// may be busy although no `ReadyForQuery` is awaited.
     unsynced: bool,
+    /// Answers the server owes for pipelined messages forwarded since the last `Sync` (see
+    /// [`crate::protocol::frontend::answers_in_pipeline`]); compared with what the backend
+    /// scanner has counted since the last `ReadyForQuery`.
+    pipeline_expected: u64,
     backend: BackendScanner,
     state: SessionState,
     /// The server's own cancel key, to stop a running query when the client vanishes.
@@ -394,6 +399,7 @@ impl Session {
             scanned: 0,
             held: Vec::new(),
             unsynced: false,
+            pipeline_expected: 0,
             backend: BackendScanner::new(MAX_INSPECTED_BACKEND_MESSAGE),
             state,
             upstream_key: established.upstream_key,
@@ -641,8 +647,6 @@ impl Session {
                     if ends_with_ready_for_query(tag) {
                         self.state.awaiting_ready += 1;
                         self.unsynced = false;
-                    } else if tag == fe::FLUSH {
-                        self.unsynced = true;
                     } else if tag == fe::TERMINATE {
                         self.client_done = true;
                     }
@@ -686,9 +690,32 @@ impl Session {
             verdict = Verdict::Hold;
         }
         if verdict == Verdict::Forward {
+            // A pipeline is open once a message that the server answers in it has gone up
+            // without a Sync after it (a Flush alone opens nothing: psycopg sends one after
+            // each Sync).
+            for message in &self.held {
+                if ends_with_ready_for_query(message.tag) {
+                    self.pipeline_expected = 0;
+                    self.unsynced = false;
+                } else if answers_in_pipeline(message.tag) > 0 {
+                    self.pipeline_expected += answers_in_pipeline(message.tag);
+                    self.unsynced = true;
+                }
+            }
             self.held.clear();
         }
         verdict
+    }
+
+    /// Whether every pipelined message sent since the last `Sync` has been answered (or an
+    /// error made the server skip the rest), so that the next run's answer starts with its
+    /// own first message. Without an open pipeline, `awaiting_ready` says it all.
+    fn pipeline_quiet(&self) -> bool {
+        if !self.unsynced {
+            return true;
+        }
+        let (answers, failed) = self.backend.pipeline();
+        failed || answers >= self.pipeline_expected
     }
 
     /// Forwards the bytes before the request in `held` (up to `forward_to`) and takes the
@@ -738,6 +765,12 @@ impl Session {
                 }
                 if let Some(done) = self.conductor.take() {
                     let outcome = done.into_outcome();
+                    // The conductor read the answer itself: the pipeline is quiet now, still
+                    // open after a run that ended with Flush, skipping to Sync after an error.
+                    self.unsynced = outcome.pipeline_open;
+                    self.pipeline_expected = 0;
+                    self.backend
+                        .reset_pipeline(outcome.pipeline_open && outcome.request_failed);
                     count_outcome(&self.shared.metrics, &outcome);
                     if outcome.deferred_restore.is_some() {
                         self.deferred_restore = outcome.deferred_restore;
@@ -752,7 +785,7 @@ impl Session {
                 }
                 continue;
             }
-            if self.pending.is_none() || self.state.awaiting_ready > 0 {
+            if self.pending.is_none() || self.state.awaiting_ready > 0 || !self.pipeline_quiet() {
                 return Ok(());
             }
             if let Some(saved) = self.deferred_restore.take() {
@@ -786,28 +819,8 @@ impl Session {
                     auditor.write_errors()
                 );
                 self.conductor = Some(Conductor::refuse(program, self.span.clone(), &why));
-            } else if program.request_ends_with_ready {
-                self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
             } else {
-                // No ReadyForQuery will mark its end: forward it like any other request.
-                for notice in &program.notices {
-                    let mut out = BytesMut::new();
-                    crate::protocol::reply::encode_fields(
-                        Severity::Warning,
-                        notice.code,
-                        &notice.message,
-                        notice.detail.as_deref(),
-                        notice.hint.as_deref(),
-                        &mut out,
-                    );
-                    self.to_client.push(out.freeze());
-                }
-                self.to_upstream.push(program.request);
-                self.unsynced = true;
-                self.on_client_data()?;
-                if self.pending.is_none() {
-                    return Ok(());
-                }
+                self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
             }
         }
     }
@@ -831,8 +844,7 @@ impl Session {
             .scan(upstream_buf, |message| {
                 match message.tag {
                     backend::tag::READY_FOR_QUERY => {
-                        state.tx_status = TxStatus::from_ready_for_query(message.body)?;
-                        state.awaiting_ready = state.awaiting_ready.saturating_sub(1);
+                        state.ready_for_query(message.body)?;
                     }
                     backend::tag::PARAMETER_STATUS => {
                         let (name, value) = backend::parameter_status(message.body)?;

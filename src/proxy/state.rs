@@ -27,6 +27,9 @@ pub struct SessionState {
     /// Requests forwarded whose `ReadyForQuery` has not come back yet. An over-estimate is
     /// possible (the server ignores a `Sync` sent during COPY IN), never an under-estimate.
     pub awaiting_ready: usize,
+    /// `ReadyForQuery` messages that said "idle": a new one means every transaction the
+    /// analysis remembers statements of has ended.
+    pub idle_readies: u64,
 }
 
 impl SessionState {
@@ -47,7 +50,21 @@ impl SessionState {
             tx_status: TxStatus::Idle,
             parameters: HashMap::new(),
             awaiting_ready: 0,
+            idle_readies: 0,
         }
+    }
+
+    /// Takes in a `ReadyForQuery` from the server.
+    pub fn ready_for_query(
+        &mut self,
+        body: &[u8],
+    ) -> Result<(), crate::protocol::error::ProtocolError> {
+        self.tx_status = TxStatus::from_ready_for_query(body)?;
+        self.awaiting_ready = self.awaiting_ready.saturating_sub(1);
+        if self.tx_status == TxStatus::Idle {
+            self.idle_readies = self.idle_readies.wrapping_add(1);
+        }
+        Ok(())
     }
 
     /// A parameter the server reported.

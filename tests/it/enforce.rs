@@ -1222,3 +1222,168 @@ async fn pgjdbc_through_ddlgate() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// A pipeline whose runs end with Flush (libpq's `PQsendFlushRequest`, drivers that pipeline
+/// without a Sync per statement): DDL in the run that opens the pipeline, and DDL in a run
+/// inside it, both wait no longer than the policy's lock_timeout. The client sees exactly the
+/// messages PostgreSQL sends for its own messages, and after the Sync its settings are its own.
+#[tokio::test]
+async fn ddl_in_a_flushed_pipeline_gets_the_timeouts() {
+    let pg = logged();
+    let (proxy, _policy) = proxy(pg, POLICY).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS fp_orders; CREATE TABLE fp_orders (id int); ALTER TABLE fp_orders OWNER TO ddlgate_trust",
+    )
+    .await;
+    let blocker = pg.connect(SUPERUSER).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE fp_orders IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    let statement = |sql: &str| {
+        let mut bytes = wire::parse("", sql);
+        bytes.extend(wire::bind("", ""));
+        bytes.extend(wire::execute(""));
+        bytes.extend(wire::flush());
+        bytes
+    };
+    // The run that opens the pipeline: timeouts applied before it, as usual.
+    w.send(&statement("ALTER TABLE fp_orders ADD COLUMN a int"))
+        .await;
+    assert_eq!(next_messages(&mut w, 3).await, ["1", "2", "E:55P03"]);
+    w.send(&wire::sync()).await;
+    let ready: Vec<String> = w.until_ready().await.iter().map(|m| m.summary()).collect();
+    assert_eq!(ready, ["Z:I"]);
+    w.send(&wire::query("SHOW lock_timeout")).await;
+    let shown = w.until_ready().await;
+    assert_eq!(
+        shown[1].body[6..shown[1].body.len()].to_vec(),
+        b"0".to_vec()
+    );
+    // Inside an open pipeline: ddlgate's timeouts travel in the run, unseen by the client.
+    w.send(&statement("SELECT 1")).await;
+    assert_eq!(
+        next_messages(&mut w, 4).await,
+        ["1", "2", "D", "C:SELECT 1"]
+    );
+    w.send(&statement("ALTER TABLE fp_orders ADD COLUMN b int"))
+        .await;
+    assert_eq!(next_messages(&mut w, 3).await, ["1", "2", "E:55P03"]);
+    w.send(&wire::sync()).await;
+    let ready: Vec<String> = w.until_ready().await.iter().map(|m| m.summary()).collect();
+    assert_eq!(ready, ["Z:I"]);
+    w.send(&wire::query("SHOW lock_timeout")).await;
+    let shown = w.until_ready().await;
+    assert_eq!(
+        shown[1].body[6..shown[1].body.len()].to_vec(),
+        b"0".to_vec()
+    );
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    // Without the lock both apply, in one pipeline.
+    w.send(&statement("SELECT 1")).await;
+    w.send(&statement("ALTER TABLE fp_orders ADD COLUMN c int"))
+        .await;
+    w.send(&wire::sync()).await;
+    let all: Vec<String> = w.until_ready().await.iter().map(|m| m.summary()).collect();
+    assert_eq!(
+        all,
+        [
+            "1",
+            "2",
+            "D",
+            "C:SELECT 1",
+            "1",
+            "2",
+            "C:ALTER TABLE",
+            "Z:I"
+        ],
+        "no warning either: the ALTERs of the earlier pipelines are not in this transaction"
+    );
+    let log = pg.log();
+    assert!(log.contains("pg_catalog.set_config('lock_timeout'"));
+}
+
+/// The next `n` messages' summaries.
+async fn next_messages(w: &mut Wire, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(
+            w.recv()
+                .await
+                .expect("an answer before the 10 s read timeout")
+                .summary(),
+        );
+    }
+    got
+}
+
+/// Clients that prepare first and execute later (tokio-postgres, sqlx, psycopg's
+/// `prepare=True`, pgjdbc's server-prepared statements): preparing DDL is not refused (it runs
+/// nothing); the policy decides when the statement is executed, as for a single statement. The
+/// client sees exactly the messages PostgreSQL sends for its own messages.
+#[tokio::test]
+async fn prepared_ddl_is_decided_when_executed() {
+    let pg = logged();
+    let (proxy, _policy) = proxy(pg, POLICY).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS pd_orders; CREATE TABLE pd_orders AS SELECT g AS id, 'n' AS note FROM generate_series(1, 1000) g; ALTER TABLE pd_orders OWNER TO ddlgate_trust",
+    )
+    .await;
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    let summaries = |msgs: Vec<wire::Msg>| msgs.iter().map(|m| m.summary()).collect::<Vec<_>>();
+    for (name, sql) in [
+        ("s_index", "CREATE INDEX pd_orders_id ON pd_orders (id)"),
+        (
+            "s_rename",
+            "ALTER TABLE pd_orders RENAME COLUMN note TO comment",
+        ),
+    ] {
+        let mut prepare = wire::parse(name, sql);
+        prepare.extend(wire::sync());
+        w.send(&prepare).await;
+        assert_eq!(summaries(w.until_ready().await), ["1", "Z:I"], "{sql}");
+    }
+    let execute = |statement: &str| {
+        let mut bytes = wire::bind("", statement);
+        bytes.extend(wire::execute(""));
+        bytes.extend(wire::sync());
+        bytes
+    };
+    // Rewritten into CREATE INDEX CONCURRENTLY: the client's tag, a valid index.
+    w.send(&execute("s_index")).await;
+    assert_eq!(
+        summaries(w.until_ready().await),
+        ["2", "C:CREATE INDEX", "Z:I"]
+    );
+    // Refused, and the connection (and its prepared statement) stays usable.
+    w.send(&execute("s_rename")).await;
+    assert_eq!(summaries(w.until_ready().await), ["2", "E:ZD001", "Z:I"]);
+    w.send(&execute("s_rename")).await;
+    assert_eq!(summaries(w.until_ready().await), ["2", "E:ZD001", "Z:I"]);
+    let client = pg.connect(SUPERUSER).await;
+    let valid: bool = client
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'pd_orders_id'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(valid);
+    let renamed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pd_orders'::regclass AND attname = 'comment'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(renamed, 0);
+    assert!(
+        pg.log()
+            .contains("CREATE INDEX CONCURRENTLY pd_orders_id ON pd_orders (id)")
+    );
+}

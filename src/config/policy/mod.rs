@@ -155,6 +155,13 @@ pub struct TimeoutPair {
     pub statement_timeout: Duration,
 }
 
+impl TimeoutPair {
+    /// Both are "0": ddlgate leaves the client's values alone, there is nothing to set.
+    pub fn sets_nothing(&self) -> bool {
+        self.lock_timeout.is_zero() && self.statement_timeout.is_zero()
+    }
+}
+
 /// Timeouts by class of DDL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
