@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Starts a throwaway PostgreSQL, puts ddlgate in front of it, shows a session through it, and
-# keeps serving until Ctrl-C. Installs the PostgreSQL server with apt-get if it is missing.
+# Starts a throwaway PostgreSQL, puts ddlgate in front of it (default policy, audit trail in a
+# file), runs a migration through it — one statement refused, one rewritten — shows the audit
+# records, and keeps serving until Ctrl-C. Installs the PostgreSQL server with apt-get if it is
+# missing.
 #
 #   bash scripts/quickstart.sh            # then, in another shell:
 #   psql "host=127.0.0.1 port=6432 user=postgres dbname=postgres"
@@ -53,21 +55,40 @@ if ! "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w 
 fi
 
 echo "== starting ddlgate on 127.0.0.1:$DDLGATE_PORT in front of it"
-./target/release/ddlgate serve --listen "127.0.0.1:$DDLGATE_PORT" --upstream "127.0.0.1:$PG_PORT" &
+./target/release/ddlgate serve --listen "127.0.0.1:$DDLGATE_PORT" --upstream "127.0.0.1:$PG_PORT" \
+  --audit-log "$WORK/audit.jsonl" 2>"$WORK/ddlgate.log" &
 DDLGATE_PID=$!
 for _ in $(seq 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$DDLGATE_PORT") 2>/dev/null && break
   sleep 0.1
 done
+# Something else may hold the port: then ddlgate has exited with the reason.
+if ! kill -0 "$DDLGATE_PID" 2>/dev/null; then
+  cat "$WORK/ddlgate.log" >&2
+  echo "ddlgate did not start (set DDLGATE_PORT to use another port)" >&2
+  exit 1
+fi
 
-echo "== a session through ddlgate"
-psql "host=127.0.0.1 port=$DDLGATE_PORT user=postgres dbname=postgres" -X -v ON_ERROR_STOP=1 <<'SQL'
-SELECT version();
-CREATE TABLE accounts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL);
-INSERT INTO accounts (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 3) g;
-SELECT * FROM accounts;
-\copy (SELECT id, email FROM accounts) TO STDOUT WITH (FORMAT csv)
+PSQL=(psql "host=127.0.0.1 port=$DDLGATE_PORT user=postgres dbname=postgres" -X)
+echo "== a table with data, through ddlgate"
+"${PSQL[@]}" -q -v ON_ERROR_STOP=1 <<'SQL'
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, note text);
+INSERT INTO orders SELECT g, g % 1000, 'n' FROM generate_series(1, 200000) g;
 SQL
+
+cat > "$WORK/0002_orders.sql" <<'SQL'
+ALTER TABLE orders RENAME COLUMN note TO comment;
+CREATE INDEX orders_customer_idx ON orders (customer_id);
+SQL
+echo "== a migration through ddlgate: psql -e -f 0002_orders.sql"
+"${PSQL[@]}" -e -f "$WORK/0002_orders.sql" || true
+
+echo "== what the server has now"
+"${PSQL[@]}" -c "SELECT indexrelid::regclass AS index, indisvalid AS valid FROM pg_index WHERE indrelid = 'orders'::regclass"
+
+echo "== the audit record of the rewritten statement ($WORK/audit.jsonl)"
+grep '"action":"rewrite"' "$WORK/audit.jsonl"
+./target/release/ddlgate audit verify "$WORK/audit.jsonl"
 
 echo
 echo "== ddlgate is serving on 127.0.0.1:$DDLGATE_PORT; connect with:"

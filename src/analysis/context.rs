@@ -111,8 +111,15 @@ impl Context {
     /// new any more and no transaction is open, but the column types learnt so far still hold.
     pub fn next_script(&mut self) {
         let schema = std::mem::take(&mut self.history.schema);
+        // A CHECK (c IS NOT NULL) outlives its transaction: validated later, or already
+        // validated, it lets a later SET NOT NULL (the next migration, or the next statement
+        // psql sends on its own) skip its scan.
+        let validated_not_null = std::mem::take(&mut self.history.validated_not_null);
+        let not_null_checks = std::mem::take(&mut self.history.not_null_checks);
         self.history = History {
             schema,
+            not_null_checks,
+            validated_not_null,
             ..History::default()
         };
         self.in_transaction = false;

@@ -2,8 +2,10 @@
 //! statement, keeping the transaction history in a [`Context`].
 //!
 //! Inline overrides are comments directly before a statement (after the previous one):
-//! `-- ddlgate:allow rename-column reason="expand done in #812"` (several ids may be separated
-//! by commas). `-- ddlgate:allow-file <ids> reason="…"` anywhere applies to the whole text.
+//! `/* ddlgate:allow rename-column reason="expand done in #812" */` or the same as a `--` line
+//! comment (several ids may be separated by commas). The block form is the one to recommend:
+//! psql, and the tools that run it, drop `--` lines before a statement instead of sending
+//! them. `ddlgate:allow-file <ids> reason="…"` anywhere applies to the whole text.
 //! Overridden violations are kept, marked with the override, so they can be audited.
 
 use std::ops::Range;

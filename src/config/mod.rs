@@ -52,7 +52,9 @@ pub struct ServeOptions {
     #[arg(long, env = "DDLGATE_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// Upstream PostgreSQL server as HOST:PORT (port 5432 when omitted) [required]
+    /// Upstream PostgreSQL server as HOST:PORT (port 5432 when omitted) or a
+    /// postgres://host:port URL (only host and port are used) [default: PGHOST:PGPORT when
+    /// PGHOST names a TCP host; otherwise required]
     #[arg(long, env = "DDLGATE_UPSTREAM", value_name = "HOST:PORT")]
     pub upstream: Option<String>,
 

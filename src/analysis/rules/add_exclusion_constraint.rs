@@ -48,7 +48,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
                 input
                     .violation(RULE.id, "ADD EXCLUDE builds its index while blocking every read and write on the table; exclusion constraints cannot be built concurrently or attached from an index")
                     .with_detail(lock_detail(input.facts))
-                    .with_help("Add exclusion constraints when the table is created, or in a maintenance window on a small table (allow with -- ddlgate:allow add-exclusion-constraint reason=\"…\")."),
+                    .with_help("Add exclusion constraints when the table is created, or in a maintenance window on a small table (allow with /* ddlgate:allow add-exclusion-constraint reason=\"…\" */)."),
             );
         }
     }

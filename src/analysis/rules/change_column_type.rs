@@ -105,7 +105,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
                 .violation(RULE.id, message)
                 .with_detail(lock_detail(input.facts))
                 .with_help(format!(
-                    "Expand and contract instead: add a new column of type {new}, write both columns from the application, backfill in batches, switch reads, then drop the old column. If the change is binary-compatible, allow it with -- ddlgate:allow change-column-type reason=\"…\"."
+                    "Expand and contract instead: add a new column of type {new}, write both columns from the application, backfill in batches, switch reads, then drop the old column. If the change is binary-compatible, allow it with /* ddlgate:allow change-column-type reason=\"…\" */."
                 )),
         );
     }

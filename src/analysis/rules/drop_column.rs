@@ -40,7 +40,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
                     .violation(RULE.id, format!("DROP COLUMN {} loses its data and breaks any running code that still uses it", cmd.name))
                     .with_detail(Some("The drop is quick (a brief ACCESS EXCLUSIVE lock, no rewrite), but it cannot be undone and the deployed code may still name the column.".to_owned()))
                     .with_help(format!(
-                        "Contract only after every running release stopped using {0}: first stop reading and writing it, deploy, then drop it with -- ddlgate:allow drop-column reason=\"…\".",
+                        "Contract only after every running release stopped using {0}: first stop reading and writing it, deploy, then drop it with /* ddlgate:allow drop-column reason=\"…\" */.",
                         cmd.name
                     )),
             );

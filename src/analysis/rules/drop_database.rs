@@ -38,7 +38,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     out.push(
         input
             .violation(RULE.id, format!("{what} destroys every object and row in it"))
-            .with_help("This is not a migration step; if it really is intended, record why with -- ddlgate:allow drop-database reason=\"…\"."),
+            .with_help("This is not a migration step; if it really is intended, record why with /* ddlgate:allow drop-database reason=\"…\" */."),
     );
 }
 

@@ -45,7 +45,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         input
             .violation(RULE.id, format!("DROP TABLE {} loses its data and breaks any running code that still uses it", existing.join(", ")))
             .with_detail(lock_detail(input.facts))
-            .with_help("Drop a table only after every running release stopped using it; record why with -- ddlgate:allow drop-table reason=\"…\"."),
+            .with_help("Drop a table only after every running release stopped using it; record why with /* ddlgate:allow drop-table reason=\"…\" */."),
     );
 }
 

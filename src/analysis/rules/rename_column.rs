@@ -39,7 +39,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             .violation(RULE.id, format!("RENAME COLUMN {} breaks every query of the running application that still uses that name", stmt.subname))
             .with_detail(Some("The rename is instant, but the deployed code is not renamed with it; queries fail until the new version is everywhere.".to_owned()))
             .with_help(format!(
-                "Expand and contract: add {new}, write both columns, backfill, move reads to {new}, then drop {old} in a later release; allow the rename only once no code uses {old} (-- ddlgate:allow rename-column reason=\"…\").",
+                "Expand and contract: add {new}, write both columns, backfill, move reads to {new}, then drop {old} in a later release; allow the rename only once no code uses {old} (/* ddlgate:allow rename-column reason=\"…\" */).",
                 new = stmt.newname,
                 old = stmt.subname
             )),

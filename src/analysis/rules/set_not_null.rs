@@ -165,6 +165,39 @@ mod tests {
         );
     }
 
+    /// The manual procedure, one statement per request (psql -f in autocommit) or one
+    /// migration file each: the validated CHECK is remembered across them, so the final
+    /// SET NOT NULL is not rewritten again (into a CHECK of the same name).
+    #[test]
+    fn a_check_validated_in_an_earlier_script_proves_the_column() {
+        let mut ctx = Context::default();
+        for step in [
+            "ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID",
+            "ALTER TABLE users VALIDATE CONSTRAINT users_email_nn",
+        ] {
+            violations_in(RULE.id, step, &mut ctx);
+            ctx.next_script();
+        }
+        assert!(
+            violations_in(
+                RULE.id,
+                "ALTER TABLE users ALTER COLUMN email SET NOT NULL",
+                &mut ctx
+            )
+            .is_empty()
+        );
+        // Another column is not proven.
+        assert_eq!(
+            violations_in(
+                RULE.id,
+                "ALTER TABLE users ALTER COLUMN name SET NOT NULL",
+                &mut ctx
+            )
+            .len(),
+            1
+        );
+    }
+
     #[test]
     fn new_tables_and_drop_not_null_are_fine() {
         assert_ok(
