@@ -2,9 +2,10 @@
 # Runs everything CI runs: installs what the build and tests need when it is missing (Debian,
 # apt-get: PostgreSQL server binaries, a C compiler, libclang, pgjdbc and a JDK; pip: psycopg
 # in a venv under /var/tmp; npm: node-postgres under /var/tmp), then format check, clippy, the
-# whole test suite (the compatibility suite in tests/compat included) on the local PostgreSQL, and the
+# whole test suite (the compatibility suite in tests/compat included) on the local PostgreSQL, the
 # lock-truth and enforcement tests on PostgreSQL 13, 14, 16, 17 and 18 (npm builds;
-# DDLGATE_SKIP_PG_MATRIX=1 skips that part).
+# DDLGATE_SKIP_PG_MATRIX=1 skips that part), and a short run of every fuzz target (nightly;
+# DDLGATE_SKIP_FUZZ=1 skips it).
 # The tests start their own throwaway clusters; they never use a server already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +85,12 @@ cargo test --locked 2>&1 | tee "$log" || status=$?
 # builds.
 if [ "$status" -eq 0 ] && [ -z "${DDLGATE_SKIP_PG_MATRIX:-}" ]; then
   bash scripts/pg-matrix.sh 13 14 16 17 18 || status=$?
+fi
+
+# A short run of every fuzz target (fuzz/, cargo fuzz on nightly): about 20 s each after the
+# build. DDLGATE_SKIP_FUZZ=1 skips it; scripts/fuzz.sh SECONDS runs longer campaigns.
+if [ "$status" -eq 0 ] && [ -z "${DDLGATE_SKIP_FUZZ:-}" ]; then
+  bash scripts/fuzz.sh "${DDLGATE_FUZZ_SECONDS:-20}" || status=$?
 fi
 
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
