@@ -328,6 +328,9 @@ pub fn classify(node: &NodeEnum, opts: ClassifyOptions) -> Facts {
                 s.relation.as_ref(),
                 if s.is_from { RowExclusive } else { AccessShare },
             );
+            // COPY … PROGRAM runs a shell command on the database server, which can do
+            // anything, schema changes through a connection of its own included.
+            f.dynamic = s.is_program;
             f
         }
         NodeEnum::ExplainStmt(s) => {
@@ -412,8 +415,11 @@ pub fn classify(node: &NodeEnum, opts: ClassifyOptions) -> Facts {
                 _ => "CREATE TABLE AS",
             };
             let mut f = Facts::new(kind, true);
+            // IF NOT EXISTS may find the relation there already, full and in use: not new.
             if let Some(rel) = s.into.as_ref().and_then(|i| i.rel.as_ref()) {
-                f.creates.push(RelationName::from_range_var(rel));
+                if !s.if_not_exists {
+                    f.creates.push(RelationName::from_range_var(rel));
+                }
             }
             f
         }
@@ -478,7 +484,7 @@ pub fn classify(node: &NodeEnum, opts: ClassifyOptions) -> Facts {
         }
         NodeEnum::CreateSeqStmt(s) => {
             let mut f = Facts::new("CREATE SEQUENCE", true);
-            if let Some(seq) = &s.sequence {
+            if let Some(seq) = s.sequence.as_ref().filter(|_| !s.if_not_exists) {
                 f.creates.push(RelationName::from_range_var(seq));
             }
             f
@@ -698,7 +704,8 @@ fn reindex(s: &ast::ReindexStmt) -> Facts {
 
 fn create_table(s: &ast::CreateStmt) -> Facts {
     let mut f = Facts::new("CREATE TABLE", true);
-    if let Some(rel) = &s.relation {
+    // IF NOT EXISTS may find the table there already, full and in use: not new.
+    if let Some(rel) = s.relation.as_ref().filter(|_| !s.if_not_exists) {
         f.creates.push(RelationName::from_range_var(rel));
     }
     if s.partbound.is_some() {
@@ -753,7 +760,7 @@ fn create_index(s: &ast::IndexStmt) -> Facts {
     );
     f.scans = true;
     f.allowed_in_transaction = !s.concurrent;
-    if !s.idxname.is_empty() {
+    if !s.idxname.is_empty() && !s.if_not_exists {
         f.creates.push(RelationName {
             schema: s
                 .relation

@@ -34,6 +34,52 @@ pub struct Context {
     pub whole_scripts: bool,
     /// What the current transaction (or script) has done so far.
     pub history: History,
+    /// The timeouts the proxy applies before DDL (meaningful when `timeouts_managed`).
+    pub managed_timeouts: ManagedTimeouts,
+    /// Changes to `lock_timeout`/`statement_timeout` made by earlier statements of the
+    /// current request (the proxy starts each request with none): they run after ddlgate
+    /// applied its timeouts, so they can undo them.
+    pub request_timeout_changes: Vec<TimeoutChange>,
+}
+
+/// The timeouts the proxy applies before DDL, in milliseconds (0: it sets none), by class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ManagedTimeouts {
+    /// DDL taking locks that block reads or writes: `(lock_timeout, statement_timeout)`.
+    pub brief_ms: (u64, u64),
+    /// Online DDL (`CONCURRENTLY`, `VALIDATE`): `(lock_timeout, statement_timeout)`.
+    pub online_ms: (u64, u64),
+}
+
+/// Which timeout a statement changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutSetting {
+    /// `lock_timeout`.
+    Lock,
+    /// `statement_timeout`.
+    Statement,
+}
+
+impl TimeoutSetting {
+    /// The setting's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lock => "lock_timeout",
+            Self::Statement => "statement_timeout",
+        }
+    }
+}
+
+/// A statement's change to a timeout setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeoutChange {
+    /// The setting.
+    pub setting: TimeoutSetting,
+    /// The new value in milliseconds; `None` when it cannot be known from the text (`RESET`,
+    /// `DEFAULT`, `RESET ALL`, a computed `set_config`, an `UPDATE` of `pg_settings`).
+    pub value_ms: Option<u64>,
+    /// How the statement did it, for messages (`SET lock_timeout = 0`, `RESET ALL`, …).
+    pub how: String,
 }
 
 impl Default for Context {
@@ -47,6 +93,8 @@ impl Default for Context {
             query_string: false,
             whole_scripts: true,
             history: History::default(),
+            managed_timeouts: ManagedTimeouts::default(),
+            request_timeout_changes: Vec::new(),
         }
     }
 }
@@ -194,14 +242,22 @@ impl RelationSet {
         }
     }
 
-    /// Whether the set holds a relation that may be `relation` (see [`RelationName::may_be`]).
+    /// Whether the set holds `relation`, named the same way (with the same schema, or none).
     pub fn may_contain(&self, relation: &RelationName) -> bool {
         self.by_name.get(&relation.name).is_some_and(|schemas| {
-            schemas.iter().any(|s| match (s, &relation.schema) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            })
+            // Exactly as named: `app.t` created and `t` used later may be different tables
+            // (the search_path decides), and a wrong "new" would exempt a live table.
+            schemas.contains(&relation.schema)
         })
+    }
+
+    /// Forgets the relations created under an unqualified name: after the `search_path`
+    /// changes, the same unqualified name may denote another, older table.
+    pub fn forget_unqualified(&mut self) {
+        self.by_name.retain(|_, schemas| {
+            schemas.retain(Option::is_some);
+            !schemas.is_empty()
+        });
     }
 
     /// Whether the set is empty.

@@ -135,6 +135,7 @@ impl Engine {
                 (rule.meta().check)(&input, &mut found);
             }
         }
+        found.extend(self.do_block_violations(node, span, ctx, 0));
         // A rewrite that does not parse is never offered (the proxy would send it).
         for v in &mut found {
             if v.fix
@@ -155,12 +156,80 @@ impl Engine {
                 None => violations.push(v),
             }
         }
-        record(node, &facts, span, ctx);
+        record(node, &facts, source, span, ctx);
         Finding {
             facts,
             violations,
             overridden,
         }
+    }
+}
+
+impl Engine {
+    /// The rules' findings about the statements written out in a `DO` block, reported on the
+    /// block: wrapping a statement in `DO $$ BEGIN … END $$` must not take it past the policy.
+    /// The body runs as one statement inside a transaction, so the statements are judged as
+    /// inside a transaction block (no `CONCURRENTLY`, no rewrites: the block is sent as written).
+    fn do_block_violations(
+        &self,
+        node: &NodeEnum,
+        span: &Range<usize>,
+        ctx: &Context,
+        depth: usize,
+    ) -> Vec<Violation> {
+        // A DO block can run another DO block; a few levels are all a real migration uses.
+        const MAX_DEPTH: usize = 4;
+        let statements = super::rules::dynamic_ddl::do_block_statements(node);
+        if statements.is_empty() || depth >= MAX_DEPTH {
+            return Vec::new();
+        }
+        let mut inner_ctx = ctx.clone();
+        inner_ctx.in_transaction = true;
+        inner_ctx.in_multi_statement_query = false;
+        let mut out = Vec::new();
+        for text in &statements {
+            let options = Options {
+                standard_conforming_strings: ctx.standard_conforming_strings,
+            };
+            for inner in parse::parse_script(text, options) {
+                let Ok(inner_node) = inner.tree else {
+                    continue;
+                };
+                let facts = classify(
+                    &inner_node,
+                    ClassifyOptions {
+                        server_major: ctx.server_major,
+                    },
+                );
+                let mut found = Vec::new();
+                {
+                    let input = Input {
+                        source: text,
+                        span: &inner.span,
+                        node: &inner_node,
+                        facts: &facts,
+                        ctx: &inner_ctx,
+                    };
+                    for rule in &self.rules {
+                        (rule.meta().check)(&input, &mut found);
+                    }
+                }
+                found.extend(self.do_block_violations(
+                    &inner_node,
+                    &inner.span,
+                    &inner_ctx,
+                    depth + 1,
+                ));
+                record(&inner_node, &facts, text, &inner.span, &mut inner_ctx);
+                out.extend(found.into_iter().map(|v| Violation {
+                    message: format!("in a DO block: {}", v.message),
+                    span: span.clone(),
+                    fix: None,
+                    ..v
+                }));
+            }
+        }
+        out
     }
 }
 
@@ -286,7 +355,8 @@ fn overrides_in(
 }
 
 /// Updates the history with what the statement did, beyond its generic facts.
-fn record(node: &NodeEnum, facts: &Facts, span: &Range<usize>, ctx: &mut Context) {
+fn record(node: &NodeEnum, facts: &Facts, source: &str, span: &Range<usize>, ctx: &mut Context) {
+    super::session_changes::record(node, source.get(span.clone()).unwrap_or_default(), ctx);
     match node {
         NodeEnum::VariableSetStmt(set) => record_setting(set, ctx),
         NodeEnum::CreateStmt(create) => record_create_table(create, span, ctx),
@@ -585,6 +655,67 @@ mod tests {
         assert!(!rewrite_parses(source, &span, &insert(" -- "), true));
     }
 
+    fn rules_of(source: &str) -> Vec<(RuleId, String, bool)> {
+        let reports = Engine::with_default_rules().analyze(source, &mut Context::default());
+        reports
+            .into_iter()
+            .flat_map(|r| r.result.unwrap().violations)
+            .map(|v| (v.rule, v.message, v.fix.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn statements_written_out_in_a_do_block_are_held_to_their_rules() {
+        let found =
+            rules_of("DO $$ BEGIN IF true THEN ALTER TABLE t RENAME COLUMN a TO b; END IF; END $$");
+        let rename = found
+            .iter()
+            .find(|(r, ..)| *r == RuleId::RenameColumn)
+            .expect("rename-column fires inside the block");
+        assert!(rename.1.starts_with("in a DO block: "), "{}", rename.1);
+        assert!(
+            found.iter().all(|(r, ..)| *r != RuleId::DynamicDdl),
+            "{found:?}"
+        );
+
+        // No rewrite inside a block: the block is sent as written.
+        let found = rules_of("DO $$ BEGIN CREATE INDEX i ON t (a); END $$");
+        let index = found
+            .iter()
+            .find(|(r, ..)| *r == RuleId::CreateIndexNonconcurrent)
+            .expect("create-index-nonconcurrent fires inside the block");
+        assert!(!index.2, "no fix is offered inside a DO block");
+
+        // What the block created earlier is known to later statements of the block.
+        let found =
+            rules_of("DO $$ BEGIN CREATE TABLE fresh (a int); CREATE INDEX i ON fresh (a); END $$");
+        assert!(
+            found
+                .iter()
+                .all(|(r, ..)| *r != RuleId::CreateIndexNonconcurrent),
+            "{found:?}"
+        );
+
+        // A CALL in a block is as opaque as a CALL on its own.
+        let found = rules_of("DO $$ BEGIN CALL maintenance(); END $$");
+        assert!(
+            found
+                .iter()
+                .any(|(r, m, _)| *r == RuleId::DynamicDdl && m.starts_with("in a DO block: CALL")),
+            "{found:?}"
+        );
+
+        // Nested DO blocks are looked into too.
+        let found = rules_of(
+            "DO $a$ BEGIN DO $b$ BEGIN ALTER TABLE t RENAME COLUMN a TO b; END $b$; END $a$",
+        );
+        assert!(
+            found.iter().any(|(r, m, _)| *r == RuleId::RenameColumn
+                && m.starts_with("in a DO block: in a DO block: ")),
+            "{found:?}"
+        );
+    }
+
     #[test]
     fn inline_overrides_allow_the_named_rule_for_the_next_statement_only() {
         let source = "-- ddlgate:allow rename-column reason=\"expand done in #812\"\n\
@@ -656,13 +787,52 @@ mod tests {
             schema: Some("s".into()),
             name: "t".into()
         }));
+        // An index lives in its table's schema.
         assert!(ctx.is_new(&RelationName {
-            schema: None,
+            schema: Some("s".into()),
             name: "i".into()
         }));
         assert!(!ctx.is_new(&RelationName {
             schema: None,
             name: "other".into()
         }));
+        // Unqualified, `t` is whatever the search_path finds first: maybe an old, full table.
+        assert!(!ctx.is_new(&RelationName {
+            schema: None,
+            name: "t".into()
+        }));
+    }
+
+    #[test]
+    fn if_not_exists_and_search_path_changes_do_not_make_old_tables_new() {
+        let rules = |sql: &str| -> Vec<RuleId> {
+            Engine::with_default_rules()
+                .analyze(sql, &mut Context::default())
+                .into_iter()
+                .flat_map(|r| r.result.unwrap().violations)
+                .map(|v| v.rule)
+                .collect()
+        };
+        // The table may exist already, full and in use.
+        assert!(
+            rules("CREATE TABLE IF NOT EXISTS t (a int); CREATE INDEX i ON t (a)")
+                .contains(&RuleId::CreateIndexNonconcurrent)
+        );
+        // After the search_path changes, `t` may be another, older table.
+        for change in [
+            "SET search_path = app",
+            "SELECT set_config('search_path', 'app', false)",
+            "RESET ALL",
+        ] {
+            let sql = format!("CREATE TABLE t (a int); {change}; CREATE INDEX i ON t (a)");
+            assert!(
+                rules(&sql).contains(&RuleId::CreateIndexNonconcurrent),
+                "{sql}"
+            );
+        }
+        assert!(
+            !rules("CREATE TABLE t (a int); SET work_mem = '64MB'; CREATE INDEX i ON t (a)")
+                .contains(&RuleId::CreateIndexNonconcurrent)
+        );
     }
 }

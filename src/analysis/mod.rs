@@ -15,6 +15,7 @@ pub mod parse;
 pub mod prefilter;
 pub mod registry;
 pub mod rules;
+pub mod session_changes;
 pub mod violation;
 
 /// The stack a thread needs to analyse any statement `libpg_query` accepts.

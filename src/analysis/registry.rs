@@ -81,6 +81,7 @@ catalog! {
     DynamicDdl => "dynamic-ddl" => dynamic_ddl,
     LockTimeoutMissing => "lock-timeout-missing" => lock_timeout_missing,
     StatementTimeoutMissing => "statement-timeout-missing" => statement_timeout_missing,
+    TimeoutOverride => "timeout-override" => timeout_override,
     DdlAfterAccessExclusive => "ddl-after-access-exclusive" => ddl_after_access_exclusive,
     MultipleAlterSameTable => "multiple-alter-same-table" => multiple_alter_same_table,
     TransactionHygiene => "transaction-hygiene" => transaction_hygiene,
@@ -96,6 +97,14 @@ catalog! {
     PreferIdentity => "prefer-identity" => prefer_identity,
     JsonColumn => "json-column" => json_column,
     CreateEnum => "create-enum" => create_enum,
+}
+
+impl RuleId {
+    /// Whether the rule can only be decided by the proxy (it needs the policy's timeouts);
+    /// `ddlgate check` never reports it, and its examples are judged as through the proxy.
+    pub fn proxy_only(self) -> bool {
+        matches!(self, Self::TimeoutOverride)
+    }
 }
 
 impl fmt::Display for RuleId {
@@ -225,6 +234,14 @@ mod tests {
         let mut ctx = Context::default();
         engine.analyze(setup, &mut ctx);
         ctx.next_script();
+        if rule.proxy_only() {
+            ctx.timeouts_managed = true;
+            ctx.query_string = true;
+            ctx.managed_timeouts = crate::analysis::context::ManagedTimeouts {
+                brief_ms: (2_000, 5_000),
+                online_ms: (300_000, 0),
+            };
+        }
         engine
             .analyze(sql, &mut ctx)
             .iter()

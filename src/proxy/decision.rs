@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::analysis::classify::{ClassifyOptions, classify};
+use crate::analysis::context::ManagedTimeouts;
 use crate::analysis::parse::{self, Options};
 use crate::analysis::prefilter::{Prefilter, prefilter};
 use crate::analysis::{Context, Engine};
@@ -336,7 +337,7 @@ pub fn plan(
     if in_transaction && transactions_ended && session.tx_status == TxStatus::Idle {
         ctx.next_script();
     }
-    prepare_context(ctx, session, in_transaction);
+    prepare_context(ctx, session, settings, in_transaction);
     let engine = Engine::new(settings.enabled_rules());
     let mut program = Program {
         request_ends_with_ready: held.ends_with_ready(),
@@ -610,13 +611,21 @@ fn put_pipeline_timeouts(sql: &str, out: &mut BytesMut) {
 }
 
 /// Brings the engine's context up to date with the session.
-fn prepare_context(ctx: &mut Context, session: &SessionState, in_transaction: bool) {
+fn prepare_context(
+    ctx: &mut Context,
+    session: &SessionState,
+    settings: &Settings,
+    in_transaction: bool,
+) {
     ctx.server_major = session
         .server_major_version()
         .unwrap_or(crate::analysis::context::DEFAULT_SERVER_MAJOR);
     ctx.standard_conforming_strings =
         session.parameter("standard_conforming_strings") != Some("off");
     ctx.timeouts_managed = true;
+    ctx.managed_timeouts = managed_timeouts(settings);
+    // Each request is applied its timeouts afresh; only its own statements can undo them.
+    ctx.request_timeout_changes.clear();
     ctx.whole_scripts = false;
     // Outside a transaction block nothing earlier is "new" any more: what an earlier request
     // created is committed and may be in use.
@@ -624,6 +633,17 @@ fn prepare_context(ctx: &mut Context, session: &SessionState, in_transaction: bo
         ctx.next_script();
     }
     ctx.in_transaction = in_transaction;
+}
+
+/// The policy's timeouts as the engine sees them.
+pub fn managed_timeouts(settings: &Settings) -> ManagedTimeouts {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let pair =
+        |p: &crate::config::policy::TimeoutPair| (ms(p.lock_timeout), ms(p.statement_timeout));
+    ManagedTimeouts {
+        brief_ms: pair(&settings.timeouts.brief),
+        online_ms: pair(&settings.timeouts.online),
+    }
 }
 
 /// Decides about a simple-protocol query string; returns the text that goes upstream.

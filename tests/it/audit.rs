@@ -11,13 +11,7 @@ use serde_json::Value;
 use crate::support::pg::{PgServer, SUPERUSER};
 use crate::support::proxy::TestProxy;
 
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use crate::support::audit_records as records;
 
 fn statements_about(path: &Path, needle: &str) -> Vec<Value> {
     records(path)
@@ -28,13 +22,7 @@ fn statements_about(path: &Path, needle: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn setup(pg: &PgServer, sql: &str) {
-    pg.connect(SUPERUSER)
-        .await
-        .batch_execute(sql)
-        .await
-        .unwrap();
-}
+use crate::support::pg::run_direct as setup;
 
 fn verify(paths: &[PathBuf]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))

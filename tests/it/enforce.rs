@@ -49,14 +49,7 @@ async fn show(client: &tokio_postgres::Client, name: &str) -> String {
         .get(0)
 }
 
-/// Runs `sql` on a direct connection (setup that the policy would refuse, like DROP TABLE).
-async fn setup(pg: &PgServer, sql: &str) {
-    pg.connect(SUPERUSER)
-        .await
-        .batch_execute(sql)
-        .await
-        .unwrap();
-}
+use crate::support::pg::run_direct as setup;
 
 fn code(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_owned()).unwrap_or_default()
@@ -197,12 +190,23 @@ async fn timeouts_are_restored_after_autocommit_ddl_and_stricter_client_values_w
         .unwrap();
     assert_eq!(show(&client, "lock_timeout").await, "1h");
 
-    // A SET in the same query string as the DDL is the client's and is kept.
+    // A stricter SET in the same query string as the DDL is the client's and is kept; a
+    // looser one would undo the policy's and is refused (timeout-override).
     client
-        .batch_execute("SET statement_timeout = '7s'; ALTER TABLE lt_restore ADD COLUMN d int")
+        .batch_execute("SET statement_timeout = '3s'; ALTER TABLE lt_restore ADD COLUMN d int")
         .await
         .unwrap();
-    assert_eq!(show(&client, "statement_timeout").await, "7s");
+    assert_eq!(show(&client, "statement_timeout").await, "3s");
+    let err = client
+        .batch_execute("SET statement_timeout = '7s'; ALTER TABLE lt_restore ADD COLUMN e int")
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.message().starts_with("ddlgate: timeout-override: ")),
+        "{err:?}"
+    );
+    assert_eq!(show(&client, "statement_timeout").await, "3s");
 
     // The server saw ddlgate's set_config before the DDL.
     let log = pg.log();

@@ -24,11 +24,13 @@ mod support;
 
 mod audit;
 mod auth;
+mod bypass;
 mod check_cli;
 mod cli;
 mod copy;
 mod enforce;
 mod extended;
+mod faults;
 mod limits;
 mod lock_truth;
 mod metrics;

@@ -148,3 +148,94 @@ async fn silent_client_is_closed_at_the_startup_timeout() {
         "{waited:?}"
     );
 }
+
+/// A startup packet carrying thousands of parameters is handled like any other: the server
+/// refuses the unknown settings, the client gets one FATAL error, and nobody else notices.
+#[tokio::test]
+async fn startup_with_thousands_of_parameters_ends_only_that_session() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start(pg).await;
+    let bystander = proxy.connect(SCRAM).await;
+    let names: Vec<String> = (0..1_500).map(|n| format!("p{n}")).collect();
+    let mut params: Vec<(&str, &str)> = vec![("user", TRUST.name), ("database", "app")];
+    params.extend(names.iter().map(|n| (n.as_str(), "v")));
+    let mut w = Wire::connect(&proxy.addr.to_string()).await;
+    w.send(&wire::startup(&params)).await;
+    let m = w.recv().await.expect("an answer");
+    assert_eq!(m.tag, b'E', "{m:?}");
+    assert_eq!(m.field(b'S').as_deref(), Some("FATAL"));
+    assert!(w.recv().await.is_none(), "closed after the error");
+    let n: i32 = bystander.query_one("SELECT 8", &[]).await.unwrap().get(0);
+    assert_eq!(n, 8);
+}
+
+/// Something that is not the Postgres protocol (an HTTP request, where an SSLRequest or a
+/// startup packet belongs) is refused from its first bytes.
+#[tokio::test]
+async fn garbage_instead_of_a_startup_packet_is_refused() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start(pg).await;
+    let mut w = Wire::connect(&proxy.addr.to_string()).await;
+    w.send(b"GET / HTTP/1.1\r\nHost: ddlgate\r\n\r\n").await;
+    let (code, message) = fatal_then_close(&mut w).await;
+    assert_eq!(code, "08P01");
+    assert!(
+        message.contains("startup packet declares a length of"),
+        "{message}"
+    );
+
+    // An SSLRequest followed by garbage instead of a TLS handshake or a startup packet.
+    let mut w = Wire::connect(&proxy.addr.to_string()).await;
+    w.send(&[0, 0, 0, 8, 4, 210, 22, 47]).await;
+    let mut answer = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut w.stream, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"N", "no TLS configured: plain text goes on");
+    w.send(&[0xff; 64]).await;
+    let rest = w.read_to_end().await;
+    assert!(
+        rest.first() == Some(&b'E') || rest.is_empty(),
+        "an error or a close, nothing else: {rest:?}"
+    );
+    // The proxy still serves.
+    let client = proxy.connect(SCRAM).await;
+    client.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// Messages whose contents contradict their length (a Parse without its terminators, a Bind
+/// cut short) and a message cut off by a closed socket end only their own session.
+#[tokio::test]
+async fn malformed_message_bodies_and_truncation_end_only_their_session() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start(pg).await;
+    let bystander = proxy.connect(SCRAM).await;
+    for bad in [
+        wire::raw_frame(b'P', b"no terminators at all"),
+        wire::raw_frame(b'P', b"\0SELECT 1"),
+        // A Bind cut short, after a valid Parse.
+        [
+            wire::parse("", "SELECT 1"),
+            wire::raw_frame(b'B', b"\0\0\0"),
+        ]
+        .concat(),
+    ] {
+        let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+        w.send(&[bad.clone(), wire::sync()].concat()).await;
+        let msgs = w.until_ready().await;
+        let error = msgs
+            .iter()
+            .find(|m| m.tag == b'E')
+            .unwrap_or_else(|| panic!("an error for {bad:?}: {msgs:?}"));
+        assert_eq!(error.code().as_deref(), Some("08P01"), "{bad:?}: {error:?}");
+    }
+    // Half a Query, then the client goes away.
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    let query = wire::query("SELECT 'cut short'");
+    w.send(&query[..query.len() / 2]).await;
+    drop(w);
+    let n: i32 = bystander.query_one("SELECT 9", &[]).await.unwrap().get(0);
+    assert_eq!(n, 9);
+    let fresh = proxy.connect(SCRAM).await;
+    fresh.batch_execute("SELECT 1").await.unwrap();
+}

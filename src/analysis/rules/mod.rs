@@ -59,6 +59,7 @@ pub mod set_not_null;
 pub mod set_tablespace;
 pub mod statement_timeout_missing;
 pub mod table_without_schema;
+pub mod timeout_override;
 pub mod timestamp_without_tz;
 pub mod transaction_hygiene;
 pub mod truncate_cascade;

@@ -141,6 +141,16 @@ impl PgServer {
     }
 }
 
+/// Runs `sql` on a direct superuser connection (setup the policy would refuse, like DROP
+/// TABLE).
+pub async fn run_direct(pg: &PgServer, sql: &str) {
+    pg.connect(SUPERUSER)
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap();
+}
+
 /// Connects expecting a refusal, and returns the error.
 pub async fn connect_error(conn_str: &str) -> tokio_postgres::Error {
     match tokio_postgres::connect(conn_str, tokio_postgres::NoTls).await {

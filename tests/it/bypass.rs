@@ -1,0 +1,416 @@
+//! Policy bypass attempts: the same unsafe statement spelled, wrapped and sent in every way a
+//! client can, each of which must be refused exactly like the plain statement (or governed),
+//! and each of which must be in the audit trail. Harmless look-alikes must still run.
+//!
+//! The default policy refuses `RENAME COLUMN` (`rename-column`), so the catalog shows whether a
+//! rename slipped through: after every attempt, the column still has its old name.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::audit_records as records;
+use crate::support::pg::{PgServer, SUPERUSER, TRUST, run_direct as setup};
+use crate::support::proxy::TestProxy;
+use crate::support::wire::{self, Msg, Wire};
+
+/// The audit records of statements whose SQL is exactly `sql`.
+fn audited(path: &Path, sql: &str) -> Vec<Value> {
+    records(path)
+        .into_iter()
+        .filter(|r| r["event"] == "statement" && r["sql"].as_str() == Some(sql))
+        .collect()
+}
+
+/// The audit records of statements refused by `rule`.
+fn refused_by(path: &Path, rule: &str) -> Vec<Value> {
+    records(path)
+        .into_iter()
+        .filter(|r| {
+            r["event"] == "statement" && r["action"] == "reject" && r["rules"][0]["rule"] == rule
+        })
+        .collect()
+}
+
+/// Sends `sql` as one query string and checks that `rule` refused it with ZD001 and that
+/// exactly one more refusal by `rule` is in the audit trail; returns that record.
+async fn assert_refused(
+    client: &tokio_postgres::Client,
+    log: &Path,
+    sql: &str,
+    rule: &str,
+) -> Value {
+    let before = refused_by(log, rule).len();
+    let err = client.batch_execute(sql).await.unwrap_err();
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{sql}: {err:?}"));
+    assert_eq!(db.code().code(), "ZD001", "{sql}: {db:?}");
+    assert!(
+        db.message().starts_with(&format!("ddlgate: {rule}: ")),
+        "{sql}: {}",
+        db.message()
+    );
+    let refused = refused_by(log, rule);
+    assert_eq!(refused.len(), before + 1, "{sql}: {refused:?}");
+    refused[before].clone()
+}
+
+/// The text column of `sql`'s rows, `$1` being `table`.
+async fn names(pg: &PgServer, sql: &str, table: &str) -> Vec<String> {
+    pg.connect(SUPERUSER)
+        .await
+        .query(sql, &[&table])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn columns(pg: &PgServer, table: &str) -> Vec<String> {
+    names(pg, "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", table).await
+}
+
+async fn indexes(pg: &PgServer, table: &str) -> Vec<String> {
+    names(pg, "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = $1::text::regclass ORDER BY 1", table).await
+}
+
+async fn proxy_with_audit(pg: &PgServer) -> (TestProxy, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let proxy = TestProxy::start_with(pg, |o| o.audit_log = Some(log.clone())).await;
+    (proxy, dir, log)
+}
+
+/// The refusal among `msgs`: its SQLSTATE and message.
+fn refusal(msgs: &[Msg]) -> Option<(String, String)> {
+    msgs.iter().find(|m| m.tag == b'E').map(|m| {
+        (
+            m.code().unwrap_or_default(),
+            m.field(b'M').unwrap_or_default(),
+        )
+    })
+}
+
+/// Every spelling of a column rename in a simple-protocol query string is refused by
+/// `rename-column`, the column keeps its name, and each attempt is audited as refused.
+#[tokio::test]
+async fn renames_in_disguise_are_refused_and_audited() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_orders; CREATE TABLE bp_orders (id int, note text); \
+         INSERT INTO bp_orders SELECT g, 'n' FROM generate_series(1, 100) g; \
+         DROP SCHEMA IF EXISTS bp_scratch CASCADE; CREATE SCHEMA bp_scratch",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    let attempts = [
+        "/* outer /* nested */ still a comment */ ALTER TABLE bp_orders RENAME COLUMN note TO n2",
+        "-- a line comment\nALTER TABLE bp_orders RENAME COLUMN note TO n2",
+        "aLtEr\tTaBlE\n  bp_orders   rEnAmE    note\n\tto n2",
+        "ALTER TABLE \"bp_orders\" RENAME COLUMN \"note\" TO \"n2\"",
+        "ALTER TABLE U&\"bp\\005forders\" RENAME COLUMN U&\"n\\006fte\" TO n2",
+        "ALTER TABLE U&\"bp!005forders\" UESCAPE '!' RENAME note TO n2",
+        "ALTER TABLE IF EXISTS ONLY public.bp_orders RENAME note TO n2",
+        "SELECT $$ ; $$; ALTER TABLE bp_orders RENAME note TO n2",
+        "SELECT $a$ $b$ ; ' $a$, 'it''s', E'\\' ;'; ALTER TABLE bp_orders RENAME note TO n2",
+        "SELECT 1; SELECT 2; ALTER TABLE bp_orders RENAME note TO n2",
+        // With standard_conforming_strings on (the default), the backslash is an ordinary
+        // character: the string ends at the second quote and the rename is a statement.
+        "SELECT 'a\\'; ALTER TABLE bp_orders RENAME note TO n2; --'",
+        // Written out in a DO block, it is held to the same rule.
+        "DO $$ BEGIN ALTER TABLE bp_orders RENAME note TO n2; END $$",
+        "DO $outer$ BEGIN IF true THEN DO $inner$ BEGIN ALTER TABLE bp_orders RENAME note TO n2; END $inner$; END IF; END $outer$",
+    ];
+    for sql in attempts {
+        // One record per statement: the refused one names the rename.
+        let record = assert_refused(&client, &log, sql, "rename-column").await;
+        assert!(
+            record["sql"]
+                .as_str()
+                .is_some_and(|s| s.to_lowercase().contains("rename")),
+            "{sql}: {record}"
+        );
+        assert_eq!(record["outcome"]["sqlstate"], "ZD001", "{sql}");
+    }
+    assert_eq!(columns(pg, "bp_orders").await, ["id", "note"]);
+
+    // Look-alikes that are not renames run: a string holding the text, and the same string
+    // in a session with standard_conforming_strings off, where the backslash escapes.
+    let row = client
+        .query_one("SELECT 'x; ALTER TABLE bp_orders RENAME note TO n2'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "x; ALTER TABLE bp_orders RENAME note TO n2"
+    );
+    client
+        .batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let rows = client
+        .simple_query("SELECT 'a\\'; ALTER TABLE bp_orders RENAME note TO n2; --'")
+        .await
+        .unwrap();
+    assert!(
+        rows.iter().any(|m| matches!(m,
+            tokio_postgres::SimpleQueryMessage::Row(r)
+                if r.get(0) == Some("a'; ALTER TABLE bp_orders RENAME note TO n2; --"))),
+        "the string came back whole"
+    );
+    assert_eq!(columns(pg, "bp_orders").await, ["id", "note"]);
+}
+
+/// A statement sent together with DDL cannot loosen the timeouts ddlgate applied
+/// (`timeout-override`), however it does it; a stricter value, or a SET sent on its own, is
+/// fine: ddlgate applies its timeouts again before the DDL.
+#[tokio::test]
+async fn loosening_the_timeouts_in_the_same_request_is_refused() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_timeouts; CREATE TABLE bp_timeouts (id int)",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    let attempts = [
+        "SET lock_timeout = 0; ALTER TABLE bp_timeouts ADD COLUMN a int",
+        "SET statement_timeout TO '1h'; ALTER TABLE bp_timeouts ADD COLUMN a int",
+        "RESET lock_timeout; ALTER TABLE bp_timeouts ADD COLUMN a int",
+        "RESET ALL; ALTER TABLE bp_timeouts ADD COLUMN a int",
+        "SELECT set_config('lock_timeout', '0', false); ALTER TABLE bp_timeouts ADD COLUMN a int",
+        "UPDATE pg_settings SET setting = '0' WHERE name = 'lock_timeout'; ALTER TABLE bp_timeouts ADD COLUMN a int",
+        "BEGIN; SET LOCAL lock_timeout = 0; ALTER TABLE bp_timeouts ADD COLUMN a int; COMMIT",
+        "DO $$ BEGIN PERFORM set_config('lock_timeout', '0', true); ALTER TABLE bp_timeouts ADD COLUMN a int; END $$",
+    ];
+    for sql in attempts {
+        assert_refused(&client, &log, sql, "timeout-override").await;
+        // The session is usable and its settings are what they were.
+        client.batch_execute("ROLLBACK").await.ok();
+        let lock: String = client
+            .query_one("SHOW lock_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(lock, "0", "{sql}");
+    }
+    assert_eq!(columns(pg, "bp_timeouts").await, ["id"]);
+
+    // Stricter is fine; and a loosening SET on its own is overridden for the next DDL.
+    client
+        .batch_execute("SET lock_timeout = '1s'; ALTER TABLE bp_timeouts ADD COLUMN b int")
+        .await
+        .unwrap();
+    client.batch_execute("SET lock_timeout = 0").await.unwrap();
+    client
+        .batch_execute("ALTER TABLE bp_timeouts ADD COLUMN c int")
+        .await
+        .unwrap();
+    let records = audited(&log, "ALTER TABLE bp_timeouts ADD COLUMN c int");
+    assert_eq!(records[0]["timeouts"]["lock_timeout"], "2s");
+    assert_eq!(columns(pg, "bp_timeouts").await, ["id", "b", "c"]);
+}
+
+/// Tables that only look new are not treated as new: `CREATE TABLE IF NOT EXISTS` of a table
+/// that exists, and an unqualified name after the search_path changed.
+#[tokio::test]
+async fn tables_that_only_look_new_are_governed() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_live; CREATE TABLE bp_live (id int, note text); \
+         INSERT INTO bp_live SELECT g, 'n' FROM generate_series(1, 100) g; \
+         DROP SCHEMA IF EXISTS bp_side CASCADE; CREATE SCHEMA bp_side",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS bp_live (id int, note text); CREATE INDEX bp_live_note ON bp_live (note)",
+        "CREATE TABLE bp_side.bp_live (id int, note text); CREATE INDEX bp_live_note ON bp_live (note)",
+        "SET search_path = bp_side, public; CREATE TABLE bp_live (id int, note text); SET search_path = public; CREATE INDEX bp_live_note ON bp_live (note)",
+    ] {
+        assert_refused(&client, &log, sql, "create-index-nonconcurrent").await;
+        client.batch_execute("RESET search_path").await.unwrap();
+    }
+    assert!(indexes(pg, "bp_live").await.is_empty());
+    let refused = refused_by(&log, "create-index-nonconcurrent");
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["sql"] == "CREATE INDEX bp_live_note ON bp_live (note)"),
+        "{refused:?}"
+    );
+    // A table created in the same request really is new: its index needs no CONCURRENTLY.
+    client
+        .batch_execute(
+            "CREATE TABLE bp_side.bp_fresh (id int); CREATE INDEX bp_fresh_id ON bp_side.bp_fresh (id)",
+        )
+        .await
+        .unwrap();
+}
+
+/// The rename sent in the extended protocol: unnamed and named statements, prepared in one
+/// run and executed in a later one, in a pipeline after other statements, with Describe
+/// before Execute. Every form is refused and audited; the pipeline's earlier statement runs.
+#[tokio::test]
+async fn renames_in_the_extended_protocol_are_refused() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_ext; CREATE TABLE bp_ext (id int, note text); \
+         GRANT ALL ON bp_ext TO PUBLIC",
+    )
+    .await;
+    let rename = "ALTER TABLE bp_ext RENAME COLUMN note TO n2";
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    let runs: Vec<Vec<Vec<u8>>> = vec![
+        // Unnamed statement and portal.
+        vec![
+            wire::parse("", rename),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::sync(),
+        ],
+        // Describe before Execute.
+        vec![
+            wire::parse("", rename),
+            wire::bind("p", ""),
+            wire::describe_portal("p"),
+            wire::execute("p"),
+            wire::sync(),
+        ],
+        // After another statement in the same pipeline.
+        vec![
+            wire::parse("", "SELECT 41 + 1"),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::parse("", rename),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::sync(),
+        ],
+    ];
+    for (n, run) in runs.iter().enumerate() {
+        w.send(&run.concat()).await;
+        let msgs = w.until_ready().await;
+        let (code, message) = refusal(&msgs).unwrap_or_else(|| panic!("run {n}: {msgs:?}"));
+        assert_eq!(code, "ZD001", "run {n}");
+        assert!(
+            message.starts_with("ddlgate: rename-column: "),
+            "run {n}: {message}"
+        );
+        if n == 2 {
+            assert!(
+                msgs.iter().any(|m| m.tag == b'D'),
+                "the SELECT before the rename ran"
+            );
+        }
+    }
+    // Prepared by name in one run, executed in later ones.
+    w.send(&[wire::parse("bp_named", rename), wire::sync()].concat())
+        .await;
+    let msgs = w.until_ready().await;
+    assert!(
+        refusal(&msgs).is_none(),
+        "preparing alone runs nothing: {msgs:?}"
+    );
+    for _ in 0..2 {
+        w.send(&[wire::bind("", "bp_named"), wire::execute(""), wire::sync()].concat())
+            .await;
+        let msgs = w.until_ready().await;
+        let (code, message) = refusal(&msgs).expect("executing the rename is refused");
+        assert_eq!(code, "ZD001");
+        assert!(message.starts_with("ddlgate: rename-column: "), "{message}");
+    }
+    assert_eq!(columns(pg, "bp_ext").await, ["id", "note"]);
+    let refused = audited(&log, rename)
+        .into_iter()
+        .filter(|r| r["action"] == "reject")
+        .count();
+    assert_eq!(refused, 5, "every attempt is audited");
+
+    // A SET in the same extended-protocol run cannot loosen the timeouts either.
+    w.send(
+        &[
+            wire::parse("", "SET lock_timeout = 0"),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::parse("", "ALTER TABLE bp_ext ADD COLUMN extra int"),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let msgs = w.until_ready().await;
+    let (code, message) = refusal(&msgs).expect("refused");
+    assert_eq!(code, "ZD001");
+    assert!(
+        message.starts_with("ddlgate: timeout-override: "),
+        "{message}"
+    );
+    assert_eq!(columns(pg, "bp_ext").await, ["id", "note"]);
+
+    // SQL-level PREPARE cannot hold DDL at all: the server refuses it with its own error.
+    w.send(&wire::query(&format!("PREPARE bp_p AS {rename}")))
+        .await;
+    let msgs = w.until_ready().await;
+    assert_eq!(refusal(&msgs).unwrap().0, "42601");
+}
+
+/// Code that runs DDL out of ddlgate's sight is governed by `dynamic-ddl` (a warning by
+/// default) and audited: DO with EXECUTE, functions and procedures that run DDL, CALL, and
+/// COPY … PROGRAM. Data that looks like SQL inside COPY FROM STDIN is only data.
+#[tokio::test]
+async fn hidden_ddl_is_flagged_and_audited() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_dyn; CREATE TABLE bp_dyn (id int, note text)",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    for sql in [
+        "DO $$ BEGIN EXECUTE 'ALTER TABLE bp_dyn ADD COLUMN d1 int'; END $$",
+        "CREATE OR REPLACE FUNCTION bp_f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'ALTER TABLE bp_dyn ADD COLUMN d2 int'; END $$",
+        "CREATE OR REPLACE PROCEDURE bp_p() LANGUAGE sql AS $$ ALTER TABLE bp_dyn ADD COLUMN d3 int $$",
+        "CALL bp_p()",
+        "COPY (SELECT 1) TO PROGRAM 'cat > /dev/null'",
+    ] {
+        let messages = client.simple_query(sql).await;
+        assert!(messages.is_ok(), "{sql}: {messages:?}");
+        let records = audited(&log, sql);
+        assert_eq!(records.len(), 1, "{sql}: {records:?}");
+        assert_eq!(records[0]["action"], "warn", "{sql}");
+        assert_eq!(records[0]["rules"][0]["rule"], "dynamic-ddl", "{sql}");
+    }
+
+    // COPY data is never taken for SQL.
+    let sink = client
+        .copy_in("COPY bp_dyn (id, note) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    sink.send(bytes::Bytes::from_static(
+        b"1\tALTER TABLE bp_dyn RENAME COLUMN note TO n2;\n2\tDROP TABLE bp_dyn;\n",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_eq!(
+        columns(pg, "bp_dyn").await,
+        ["id", "note", "d1", "d3"],
+        "DO ran (warned); the procedure ran when called; COPY data stayed data"
+    );
+}
