@@ -80,7 +80,7 @@ def cpu_ticks(pid):
 
 
 class Env:
-    def __init__(self, scale):
+    def __init__(self, scale, max_connections=200, ddlgate_args=()):
         self.procs = []
         self.pg_bin = find_pg_bin()
         self.prefix, ids = as_user_prefix()
@@ -94,7 +94,7 @@ class Env:
                        check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(data, "postgresql.conf"), "a") as f:
             f.write(f"\nport = {self.pg_port}\nlisten_addresses = '127.0.0.1'\n"
-                    f"unix_socket_directories = '{self.dir}'\nmax_connections = 200\n"
+                    f"unix_socket_directories = '{self.dir}'\nmax_connections = {max_connections}\n"
                     "shared_buffers = 256MB\nfsync = off\nsynchronous_commit = off\n"
                     "full_page_writes = off\n")
         self.spawn(self.prefix + [f"{self.pg_bin}/postgres", "-D", data], "postgres.log")
@@ -111,7 +111,7 @@ class Env:
         self.ddlgate = self.spawn(
             [os.path.join(ROOT, "target/release/ddlgate"), "serve",
              "--listen", f"127.0.0.1:{self.ddlgate_port}",
-             "--upstream", f"127.0.0.1:{self.pg_port}"], "ddlgate.log",
+             "--upstream", f"127.0.0.1:{self.pg_port}", *ddlgate_args], "ddlgate.log",
             env={**os.environ, "DDLGATE_LOG": "warn"})
         wait_port(self.ddlgate_port)
 

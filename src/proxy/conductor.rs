@@ -203,6 +203,8 @@ pub struct Conductor {
     relations: Vec<String>,
     /// The answer held back while a retry was possible.
     held_reply: Vec<Bytes>,
+    /// The program's audit records have been produced (they are written once).
+    audit_emitted: bool,
     /// Who held locks on `relations` when the last attempt gave up.
     blockers: Vec<String>,
     /// When the pause before the next attempt ends.
@@ -305,6 +307,7 @@ impl Conductor {
             attempt: 1,
             relations: program.relations,
             held_reply: Vec::new(),
+            audit_emitted: false,
             blockers: Vec::new(),
             wake_at: None,
             jitter: seed(),
@@ -380,6 +383,37 @@ impl Conductor {
         }
     }
 
+    /// The audit records of a program the session's end cut short before it reached its
+    /// audit step (the client vanished, the upstream died): the statements are recorded with
+    /// what had completed and, for the rest, an error saying why the session ended — never
+    /// silently dropped.
+    pub fn records_if_cut_short(&mut self, state: &SessionState, why: &str) -> Option<Vec<Record>> {
+        if self.audit_emitted || self.audited.is_empty() {
+            return None;
+        }
+        self.audit_emitted = true;
+        if self.failure.is_none() {
+            self.failure = Some((
+                reply::sqlstate::CONNECTION_FAILURE.to_owned(),
+                format!("the session ended before the statement finished: {why}"),
+            ));
+        }
+        Some(self.records(state))
+    }
+
+    /// The server's FATAL error among the answer held back (for a retry or for the audit
+    /// trail), if any. When the upstream then closes, it is the client's explanation: better
+    /// than ddlgate's own "closed unexpectedly".
+    pub fn held_fatal(&self) -> Option<Bytes> {
+        let buffered = self
+            .running
+            .as_ref()
+            .and_then(|r| r.buffer.as_ref())
+            .into_iter()
+            .flatten();
+        buffered.chain(self.held_reply.iter()).find_map(fatal_in)
+    }
+
     /// What the session keeps once the program is over.
     pub fn into_outcome(mut self) -> Outcome {
         if self.governed {
@@ -421,6 +455,7 @@ impl Conductor {
                     continue;
                 }
                 Op::Audit => {
+                    self.audit_emitted = true;
                     self.audit_out = Some(self.records(state));
                     self.waiting_audit = true;
                     continue;
@@ -1249,4 +1284,24 @@ fn data_row(body: &[u8]) -> Vec<Option<String>> {
         at = at.saturating_add(len);
     }
     out
+}
+
+/// The first `ErrorResponse` of severity FATAL among the whole messages in `bytes`.
+fn fatal_in(bytes: &Bytes) -> Option<Bytes> {
+    let mut at = 0usize;
+    while let Some(header) = bytes.get(at..at.checked_add(5)?) {
+        let tag = header.first().copied()?;
+        let len = u32::from_be_bytes(header.get(1..5)?.try_into().ok()?) as usize;
+        let end = at.checked_add(1)?.checked_add(len)?;
+        let body = bytes.get(at.checked_add(5)?..end)?;
+        if tag == crate::protocol::backend::tag::ERROR_RESPONSE
+            && body
+                .split(|b| *b == 0)
+                .any(|field| field == b"SFATAL" || field == b"VFATAL")
+        {
+            return Some(bytes.slice(at..end));
+        }
+        at = end;
+    }
+    None
 }

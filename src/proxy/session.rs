@@ -897,11 +897,18 @@ impl Session {
         auditor.record(record);
     }
 
-    /// Ends the session: last words to each side, a cancel for a query left running, close.
-    async fn close(mut self, ending: Ending) -> Ending {
-        let in_flight = self.state.awaiting_ready > 0 || self.unsynced || self.conductor.is_some();
-        let client_report = match &ending {
+    /// What the client is told as the session ends: the server's own FATAL error held back
+    /// with a governed statement's answer, or ddlgate's report.
+    fn last_words(&self, ending: &Ending) -> (Option<Bytes>, Option<Report>) {
+        // The server's last words (administrator shutdown, crash), held back with a governed
+        // statement's answer: the client gets them instead of a report of ddlgate's own.
+        let held_fatal = match ending {
+            Ending::UpstreamClosed => self.conductor.as_ref().and_then(Conductor::held_fatal),
+            _ => None,
+        };
+        let client_report = match ending {
             Ending::Terminated | Ending::ClientClosed => None,
+            Ending::UpstreamClosed if held_fatal.is_some() => None,
             Ending::UpstreamClosed => {
                 (self.backend.last_tag() != Some(backend::tag::ERROR_RESPONSE)).then(|| {
                     Report::new(
@@ -925,6 +932,13 @@ impl Session {
             ),
             Ending::Failed(e) => e.client_report(),
         };
+        (held_fatal, client_report)
+    }
+
+    /// Ends the session: last words to each side, a cancel for a query left running, close.
+    async fn close(mut self, ending: Ending) -> Ending {
+        let in_flight = self.state.awaiting_ready > 0 || self.unsynced || self.conductor.is_some();
+        let (held_fatal, client_report) = self.last_words(&ending);
         if let Ending::Failed(
             SessionError::ClientProtocol(_)
             | SessionError::UpstreamProtocol(_)
@@ -950,6 +964,9 @@ impl Session {
             .flatten();
         if closing_upstream {
             self.to_upstream.push(Bytes::from_static(TERMINATE));
+        }
+        if let Some(fatal) = held_fatal.filter(|_| !client_gone) {
+            self.to_client.push(fatal);
         }
         if let Some(report) = client_report.filter(|_| !client_gone) {
             let mut out = BytesMut::new();
@@ -998,11 +1015,30 @@ impl Session {
         // A program cut short by the close (its client gone after the answer, before the
         // restore) still counts.
         if let Some(conductor) = self.conductor.take() {
-            count_outcome(&self.shared.metrics, &conductor.into_outcome());
+            self.finish_cut_short(conductor, &ending);
         }
         self.audit_session_end(&ending);
         self.shared.metrics.connections_active.decrement(1.0);
         ending
+    }
+}
+
+impl Session {
+    /// A program the session's end cut short: its statements still get their audit records
+    /// (with how the session ended), and what it did still counts.
+    fn finish_cut_short(&self, mut conductor: Conductor, ending: &Ending) {
+        if let (Some(auditor), Some(mut records)) = (
+            &self.shared.audit,
+            conductor.records_if_cut_short(&self.state, &ending.to_string()),
+        ) {
+            for record in &mut records {
+                fill_identity(record, &self.state, self.profile.as_deref());
+            }
+            for record in records {
+                auditor.record(record);
+            }
+        }
+        count_outcome(&self.shared.metrics, &conductor.into_outcome());
     }
 }
 

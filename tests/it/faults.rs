@@ -17,12 +17,38 @@ lock_timeout = "60s"
 statement_timeout = "0"
 "#;
 
-async fn proxy(pg: &PgServer) -> (TestProxy, tempfile::NamedTempFile) {
+/// The proxy, the policy file and the directory of its audit log (`audit.jsonl`).
+async fn proxy(pg: &PgServer) -> (TestProxy, (tempfile::NamedTempFile, tempfile::TempDir)) {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(LONG_WAITS.as_bytes()).unwrap();
     let path = file.path().to_owned();
-    let proxy = TestProxy::start_with(pg, |o| o.policy = Some(path)).await;
-    (proxy, file)
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.policy = Some(path);
+        o.audit_log = Some(log);
+    })
+    .await;
+    (proxy, (file, dir))
+}
+
+/// The audit record of the statement `sql`, waiting up to 3 s for it to be written.
+async fn audit_record_of(
+    files: &(tempfile::NamedTempFile, tempfile::TempDir),
+    sql: &str,
+) -> serde_json::Value {
+    let log = files.1.path().join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(r) = crate::support::audit_records(&log)
+            .into_iter()
+            .find(|r| r["event"] == "statement" && r["sql"] == sql)
+        {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no audit record of {sql}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Lock requests on `table` that are still waiting.
@@ -42,7 +68,7 @@ async fn waiting_locks(admin: &tokio_postgres::Client, table: &str) -> i64 {
 #[tokio::test]
 async fn vanished_client_leaves_no_lock_request_behind() {
     let pg = PgServer::shared();
-    let (proxy, _policy) = proxy(pg).await;
+    let (proxy, files) = proxy(pg).await;
     let admin = pg.connect(SUPERUSER).await;
     admin
         .batch_execute(
@@ -88,6 +114,10 @@ async fn vanished_client_leaves_no_lock_request_behind() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
+    // The attempt is in the audit trail, with how it ended.
+    let record = audit_record_of(&files, "ALTER TABLE ft_queue ADD COLUMN note text").await;
+    assert_eq!(record["outcome"]["status"], "error", "{record}");
+    assert_eq!(record["outcome"]["sqlstate"], "08006", "{record}");
 }
 
 /// The upstream backend killed in the middle of a query and in the middle of a DDL's lock
@@ -96,7 +126,7 @@ async fn vanished_client_leaves_no_lock_request_behind() {
 #[tokio::test]
 async fn upstream_killed_mid_query_and_mid_ddl_gives_a_clean_error() {
     let pg = PgServer::shared();
-    let (proxy, _policy) = proxy(pg).await;
+    let (proxy, files) = proxy(pg).await;
     let admin = pg.connect(SUPERUSER).await;
     admin
         .batch_execute("DROP TABLE IF EXISTS ft_killed; CREATE TABLE ft_killed (id int)")
@@ -148,15 +178,124 @@ async fn upstream_killed_mid_query_and_mid_ddl_gives_a_clean_error() {
             "{name}: answered promptly"
         );
         let code = err.code().map(|c| c.code().to_owned());
-        // The plain query gets the server's own FATAL; for governed DDL, whose answer
-        // ddlgate holds until it is complete, ddlgate reports the lost upstream (08006).
-        let expected = if name == "ft_query" { "57P01" } else { "08006" };
-        assert_eq!(code.as_deref(), Some(expected), "{name}: {err:?}");
+        // The server's own FATAL, also for governed DDL whose answer ddlgate holds back.
+        assert_eq!(code.as_deref(), Some("57P01"), "{name}: {err:?}");
         assert!(client.is_closed() || client.batch_execute("SELECT 1").await.is_err());
         blocker.batch_execute("ROLLBACK").await.unwrap();
     }
+    let record = audit_record_of(&files, "ALTER TABLE ft_killed ADD COLUMN note text").await;
+    assert_eq!(record["outcome"]["status"], "error", "{record}");
     // New sessions are served.
     let fresh = proxy.connect(SUPERUSER).await;
     let n: i32 = fresh.query_one("SELECT 10", &[]).await.unwrap().get(0);
     assert_eq!(n, 10);
+}
+
+/// A client that vanishes in the middle of COPY FROM STDIN: the server's COPY ends (its
+/// backend goes away and the rows are not committed), and ddlgate goes on serving.
+#[tokio::test]
+async fn vanished_client_mid_copy_leaves_nothing_behind() {
+    let pg = PgServer::shared();
+    let (proxy, _files) = proxy(pg).await;
+    let admin = pg.connect(SUPERUSER).await;
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS ft_copy; CREATE TABLE ft_copy (id int, label text); \
+             GRANT ALL ON ft_copy TO PUBLIC",
+        )
+        .await
+        .unwrap();
+    let (mut w, _) = Wire::startup_with(
+        &proxy.addr.to_string(),
+        &[
+            ("user", TRUST.name),
+            ("database", "app"),
+            ("application_name", "ft_copier"),
+        ],
+    )
+    .await;
+    w.send(&wire::query("COPY ft_copy FROM STDIN")).await;
+    let m = w.recv().await.unwrap();
+    assert_eq!(m.tag, b'G', "CopyInResponse: {m:?}");
+    let mut data = Vec::new();
+    for n in 0..1_000 {
+        data.extend(wire::raw_frame(b'd', format!("{n}\trow {n}\n").as_bytes()));
+    }
+    w.send(&data).await;
+    // Half a CopyData message, then gone.
+    w.send(&wire::raw_frame(b'd', b"1001\tcut")[..6]).await;
+    drop(w);
+    pg.wait_until_no_backends("ft_copier").await;
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM ft_copy", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the COPY did not commit");
+    let client = proxy.connect(SUPERUSER).await;
+    client.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// This process's resident memory in KiB (ddlgate runs in it).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A client that asks for a huge result and does not read it: ddlgate stops reading from the
+/// server instead of buffering (the server's backend waits on `ClientWrite`), so memory stays
+/// bounded; when the client goes, so does the backend.
+#[tokio::test]
+async fn slow_reader_gets_backpressure_not_buffering() {
+    let pg = PgServer::shared();
+    let (proxy, _files) = proxy(pg).await;
+    let admin = pg.connect(SUPERUSER).await;
+    let (mut w, _) = Wire::startup_with(
+        &proxy.addr.to_string(),
+        &[
+            ("user", TRUST.name),
+            ("database", "app"),
+            ("application_name", "ft_slow_reader"),
+        ],
+    )
+    .await;
+    let before = rss_kib();
+    // About 1.6 GB of rows, never read.
+    w.send(&wire::query(
+        "SELECT repeat('x', 8000) FROM generate_series(1, 200000)",
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ft_slow_reader' \
+                 AND wait_event = 'ClientWrite'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never had to wait for ddlgate to read"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stays waiting: ddlgate is not draining it into memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 256 * 1024,
+        "memory grew by {grown} KiB while the client did not read"
+    );
+    drop(w);
+    pg.wait_until_no_backends("ft_slow_reader").await;
 }
