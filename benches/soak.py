@@ -11,8 +11,8 @@ Starts a throwaway cluster with room for the sessions (benches/pgbench.py's Env)
      CONCURRENTLY, DROP INDEX, a refused RENAME COLUMN);
   3. soak: --soak-clients TPC-B clients for --soak-seconds through ddlgate with the DDL stream,
      sampling ddlgate's RSS and open file descriptors every 10 s (they must stay flat), then the
-     same workload for --baseline-seconds directly; p50/p99 latency of both from pgbench's
-     per-transaction log, and every error pgbench or the DDL stream saw.
+     same workload and DDL (in its safe form) for --baseline-seconds directly; p50/p99 latency
+     of both from pgbench's per-transaction log, and every error pgbench or the DDL stream saw.
 
 Usage: benches/soak.py [--sessions 1000] [--load-seconds 60] [--soak-clients 32]
                        [--soak-seconds 600] [--baseline-seconds 120] [--scale 10]
@@ -83,9 +83,17 @@ class DdlStream(threading.Thread):
         ("ALTER TABLE soak_ddl RENAME COLUMN v TO w", False),  # refused by rename-column
     ]
 
-    def __init__(self, port):
+    # The same work sent directly, for the baseline: the safe forms, and no refused statement.
+    DIRECT = [
+        ("ALTER TABLE soak_ddl ALTER COLUMN v SET DEFAULT {n}", True),
+        ("CREATE INDEX CONCURRENTLY soak_ddl_v ON soak_ddl (v)", True),
+        ("DROP INDEX CONCURRENTLY soak_ddl_v", True),
+    ]
+
+    def __init__(self, port, direct=False):
         super().__init__(daemon=True)
         self.port = port
+        self.statements = self.DIRECT if direct else self.STATEMENTS
         self.stop = threading.Event()
         self.ok = 0
         self.refused = 0
@@ -94,7 +102,7 @@ class DdlStream(threading.Thread):
     def run(self):
         n = 0
         while not self.stop.is_set():
-            sql, should_pass = self.STATEMENTS[n % len(self.STATEMENTS)]
+            sql, should_pass = self.statements[n % len(self.statements)]
             n += 1
             out = subprocess.run(
                 ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "bench",
@@ -214,9 +222,16 @@ def main():
         result = next(s[1] for s in samples if s[0] == "result")
         points = [s for s in samples if s[0] != "result"]
         through = latencies_ms(prefix)
+        # The baseline runs the same traffic and the same DDL stream, directly.
         base_prefix = os.path.join(work, "direct")
+        ddl_direct = DdlStream(direct, direct=True)
+        ddl_direct.start()
         base = pgbench(direct, ["-M", "prepared", "-c", str(args.soak_clients), "-j", "2"],
                        args.baseline_seconds, base_prefix)
+        ddl_direct.stop.set()
+        ddl_direct.join()
+        if base.returncode != 0:
+            print(f"  direct baseline failed: {base.stderr[-500:]}")
         direct_lat = latencies_ms(base_prefix)
         rss = [p[1] for p in points]
         fds = [p[2] for p in points]

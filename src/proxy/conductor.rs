@@ -393,10 +393,21 @@ impl Conductor {
         }
         self.audit_emitted = true;
         if self.failure.is_none() {
-            self.failure = Some((
-                reply::sqlstate::CONNECTION_FAILURE.to_owned(),
-                format!("the session ended before the statement finished: {why}"),
-            ));
+            // The server's own FATAL (a shutdown, a terminated backend) says more than "the
+            // connection closed", and it is what the client was told.
+            let server_said = self.held_fatal().and_then(|frame| {
+                let fields = backend::error_fields(frame.get(HEADER_LEN..)?);
+                Some((
+                    backend::error_field(&fields, b'C')?,
+                    backend::error_field(&fields, b'M')?,
+                ))
+            });
+            self.failure = Some(server_said.unwrap_or_else(|| {
+                (
+                    reply::sqlstate::CONNECTION_FAILURE.to_owned(),
+                    format!("the session ended before the statement finished: {why}"),
+                )
+            }));
         }
         Some(self.records(state))
     }

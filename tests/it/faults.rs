@@ -299,3 +299,63 @@ async fn slow_reader_gets_backpressure_not_buffering() {
     drop(w);
     pg.wait_until_no_backends("ft_slow_reader").await;
 }
+
+/// The whole upstream server going down (fast shutdown) in the middle of a query and of a
+/// DDL's lock wait: both clients get the server's FATAL, ddlgate stays up, and a new session
+/// gets a clear connection error (08006) instead of a hang.
+#[tokio::test]
+async fn upstream_server_going_down_gives_clean_errors() {
+    let pg = PgServer::start_with(&[]);
+    let (proxy, files) = proxy(&pg).await;
+    let admin = pg.connect(SUPERUSER).await;
+    // Two calls: a BEGIN later in the same Query would take the CREATE into its transaction.
+    admin
+        .batch_execute("CREATE TABLE ft_down (id int)")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("BEGIN; LOCK TABLE ft_down IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let sleeper = proxy.connect(SUPERUSER).await;
+    let migrator = proxy.connect(SUPERUSER).await;
+    let query = tokio::spawn(async move { sleeper.batch_execute("SELECT pg_sleep(30)").await });
+    let ddl = tokio::spawn(async move {
+        migrator
+            .batch_execute("ALTER TABLE ft_down ADD COLUMN note text")
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting_locks(&admin, "ft_down").await == 0 {
+        assert!(Instant::now() < deadline, "the ALTER never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = pg.addr();
+    // The lock holder stays connected: the shutdown, not its rollback, must end the wait.
+    // Stopping the cluster blocks until it is down; the proxy must keep running meanwhile.
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+    for (what, task) in [("query", query), ("ddl", ddl)] {
+        let err = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer after the server went down"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("57P01"),
+            "{what}: the server's shutdown error: {err:?}"
+        );
+    }
+    let record = audit_record_of(&files, "ALTER TABLE ft_down ADD COLUMN note text").await;
+    assert_eq!(record["outcome"]["status"], "error", "{record}");
+    assert_eq!(record["outcome"]["sqlstate"], "57P01", "{record}");
+    let err = crate::support::pg::connect_error(&proxy.conn_str(SUPERUSER)).await;
+    let db = err.as_db_error().expect("ddlgate's error");
+    assert_eq!(db.code().code(), "08006");
+    assert!(
+        db.message()
+            .starts_with(&format!("ddlgate: could not connect to upstream {addr}")),
+        "{}",
+        db.message()
+    );
+}
