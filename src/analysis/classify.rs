@@ -346,7 +346,13 @@ pub fn classify(node: &NodeEnum, opts: ClassifyOptions) -> Facts {
         NodeEnum::TransactionStmt(s) => transaction(s),
         NodeEnum::VariableSetStmt(_) => Facts::new("SET", false),
         NodeEnum::VariableShowStmt(_) => Facts::new("SHOW", false),
-        NodeEnum::DiscardStmt(_) => Facts::new("DISCARD", false),
+        NodeEnum::DiscardStmt(s) => {
+            let mut f = Facts::new("DISCARD", false);
+            // DISCARD ALL runs RESET ALL and DEALLOCATE ALL, which PostgreSQL refuses inside a
+            // transaction block; the other forms run anywhere.
+            f.allowed_in_transaction = s.target != ast::DiscardMode::DiscardAll as i32;
+            f
+        }
         NodeEnum::PrepareStmt(_) => Facts::new("PREPARE", false),
         NodeEnum::DeallocateStmt(_) => Facts::new("DEALLOCATE", false),
         NodeEnum::ExecuteStmt(_) => Facts::new("EXECUTE", false),
@@ -1148,18 +1154,34 @@ pub fn drop_object_names(s: &ast::DropStmt) -> Vec<RelationName> {
 }
 
 fn utility_kind(node: &NodeEnum) -> String {
-    // "CreateEventTrigStmt" → "CREATE EVENT TRIG"; good enough for statements without a case.
+    // "CreateEventTrigStmt" → "CREATE EVENT TRIGGER": the node's name, split into words, with
+    // the parser's abbreviations spelled out as the command tag spells them.
     let debug = format!("{node:?}");
     let name = debug.split('(').next().unwrap_or("UTILITY");
     let name = name.strip_suffix("Stmt").unwrap_or(name);
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push(' ');
+    let mut words: Vec<String> = Vec::new();
+    for c in name.chars() {
+        match words.last_mut() {
+            Some(word) if !c.is_ascii_uppercase() => word.push(c.to_ascii_uppercase()),
+            _ => words.push(c.to_ascii_uppercase().to_string()),
         }
-        out.push(c.to_ascii_uppercase());
     }
-    out
+    let spelled: Vec<&str> = words
+        .iter()
+        .map(|word| match word.as_str() {
+            "TRIG" => "TRIGGER",
+            "FDW" => "FOREIGN DATA WRAPPER",
+            "PLANG" => "LANGUAGE",
+            "OP" => "OPERATOR",
+            "AM" => "ACCESS METHOD",
+            "STATS" => "STATISTICS",
+            "SEC" => "SECURITY",
+            "TSDICTIONARY" => "TEXT SEARCH DICTIONARY",
+            "TSCONFIGURATION" => "TEXT SEARCH CONFIGURATION",
+            other => other,
+        })
+        .collect();
+    spelled.join(" ").replace("TABLE SPACE", "TABLESPACE")
 }
 
 fn lock_stmt_mode(mode: i32) -> LockMode {
@@ -1223,6 +1245,42 @@ mod tests {
             .iter()
             .map(|l| format!("{} {}", l.target, l.mode))
             .collect()
+    }
+
+    #[test]
+    fn utility_kinds_are_spelled_as_command_tags() {
+        for (sql, kind) in [
+            (
+                "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()",
+                "CREATE EVENT TRIGGER",
+            ),
+            (
+                "CREATE FOREIGN DATA WRAPPER w",
+                "CREATE FOREIGN DATA WRAPPER",
+            ),
+            (
+                "CREATE ACCESS METHOD m TYPE TABLE HANDLER h",
+                "CREATE ACCESS METHOD",
+            ),
+            ("CREATE STATISTICS s ON a, b FROM t", "CREATE STATISTICS"),
+            (
+                "CREATE OPERATOR CLASS c FOR TYPE int USING btree AS OPERATOR 1 <",
+                "CREATE OPERATOR CLASS",
+            ),
+            (
+                "ALTER TABLESPACE ts SET (seq_page_cost = 1)",
+                "ALTER TABLESPACE OPTIONS",
+            ),
+            ("SECURITY LABEL ON TABLE t IS 'x'", "SECURITY LABEL"),
+        ] {
+            assert_eq!(facts(sql).kind, kind, "{sql}");
+        }
+    }
+
+    #[test]
+    fn discard_all_cannot_run_in_a_transaction_block() {
+        assert!(!facts("DISCARD ALL").allowed_in_transaction);
+        assert!(facts("DISCARD TEMP").allowed_in_transaction);
     }
 
     #[test]

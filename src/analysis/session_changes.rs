@@ -1,5 +1,5 @@
 //! What a statement changes about its session that matters to the rules: the timeouts the
-//! proxy applies before DDL (`SET`, `RESET`, `RESET ALL`, `set_config(…)`, an `UPDATE` of
+//! proxy applies before DDL (`SET`, `RESET`, `RESET ALL`, `DISCARD ALL`, `set_config(…)`, an `UPDATE` of
 //! `pg_settings`) and the `search_path` that unqualified names resolve through.
 //!
 //! Only changes visible in the text count; a function that calls `set_config` inside is as
@@ -12,6 +12,10 @@ use super::parse::{NodeEnum, NodeRef, ast};
 pub fn record(node: &NodeEnum, source_text: &str, ctx: &mut Context) {
     match node {
         NodeEnum::VariableSetStmt(set) => record_set(set, source_text, ctx),
+        // DISCARD ALL includes RESET ALL.
+        NodeEnum::DiscardStmt(d) if d.target == ast::DiscardMode::DiscardAll as i32 => {
+            reset_all(ctx, &one_line(source_text));
+        }
         // Functions and UPDATEs of pg_settings only hide in statements that parse as DML.
         NodeEnum::SelectStmt(_)
         | NodeEnum::InsertStmt(_)
@@ -28,12 +32,7 @@ fn record_set(set: &ast::VariableSetStmt, text: &str, ctx: &mut Context) {
     let kind = ast::VariableSetKind::try_from(set.kind).unwrap_or(ast::VariableSetKind::Undefined);
     let how = one_line(text);
     match kind {
-        ast::VariableSetKind::VarResetAll => {
-            ctx.history.created.forget_unqualified();
-            for setting in [TimeoutSetting::Lock, TimeoutSetting::Statement] {
-                push(ctx, setting, None, &how);
-            }
-        }
+        ast::VariableSetKind::VarResetAll => reset_all(ctx, &how),
         ast::VariableSetKind::VarSetValue
         | ast::VariableSetKind::VarSetDefault
         | ast::VariableSetKind::VarReset
@@ -54,6 +53,14 @@ fn record_set(set: &ast::VariableSetStmt, text: &str, ctx: &mut Context) {
             push(ctx, setting, value, &how);
         }
         _ => {}
+    }
+}
+
+/// `RESET ALL` (or `DISCARD ALL`): both timeouts and `search_path` go back to their defaults.
+fn reset_all(ctx: &mut Context, how: &str) {
+    ctx.history.created.forget_unqualified();
+    for setting in [TimeoutSetting::Lock, TimeoutSetting::Statement] {
+        push(ctx, setting, None, how);
     }
 }
 

@@ -414,3 +414,187 @@ async fn hidden_ddl_is_flagged_and_audited() {
         "DO ran (warned); the procedure ran when called; COPY data stayed data"
     );
 }
+
+/// Changing who the session is (`SET ROLE`, `SET SESSION AUTHORIZATION`) or throwing its
+/// settings away (`DISCARD ALL`) before DDL — in the same request, inside a transaction, or in
+/// a request of its own — changes nothing about how the DDL is governed: a rename is still
+/// refused, a DISCARD ALL that would drop the applied timeouts is refused (`timeout-override`),
+/// and DDL after a role change still runs with the policy's timeouts.
+#[tokio::test]
+async fn role_changes_and_discard_do_not_escape_the_policy() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    let trust = TRUST.name;
+    setup(
+        pg,
+        &format!(
+            "DROP TABLE IF EXISTS bp_roles; CREATE TABLE bp_roles (id int, note text); \
+             ALTER TABLE bp_roles OWNER TO {trust}"
+        ),
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    let rename = "ALTER TABLE bp_roles RENAME note TO n2";
+    for sql in [
+        format!("SET ROLE {trust}; {rename}"),
+        format!("SET SESSION AUTHORIZATION {trust}; {rename}"),
+        format!("BEGIN; SET LOCAL ROLE {trust}; {rename}; COMMIT"),
+        format!("RESET ROLE; SET ROLE NONE; {rename}"),
+    ] {
+        assert_refused(&client, &log, &sql, "rename-column").await;
+        client
+            .batch_execute("ROLLBACK; RESET SESSION AUTHORIZATION")
+            .await
+            .unwrap();
+    }
+    // The same changes sent as requests of their own first.
+    for change in [
+        format!("SET ROLE {trust}"),
+        format!("SET SESSION AUTHORIZATION {trust}"),
+        "DISCARD ALL".to_owned(),
+    ] {
+        client.batch_execute(&change).await.unwrap();
+        assert_refused(&client, &log, rename, "rename-column").await;
+        client
+            .batch_execute("RESET SESSION AUTHORIZATION; RESET ROLE")
+            .await
+            .unwrap();
+    }
+    assert_eq!(columns(pg, "bp_roles").await, ["id", "note"]);
+
+    // DISCARD ALL resets the timeouts ddlgate applied before the request. In one query string
+    // with DDL, PostgreSQL itself refuses it (the string is one implicit transaction) and the
+    // DDL never runs, which the audit trail says; in an extended-protocol run, where it can
+    // run first, ddlgate refuses the run (`timeout-override`).
+    let err = client
+        .batch_execute("DISCARD ALL; ALTER TABLE bp_roles ADD COLUMN a int")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("25001"), "{err:?}");
+    let records = audited(&log, "ALTER TABLE bp_roles ADD COLUMN a int");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["outcome"]["status"], "not_run", "{records:?}");
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), trust, "app").await;
+    w.send(
+        &[
+            wire::parse("", "DISCARD ALL"),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::parse("", "ALTER TABLE bp_roles ADD COLUMN a int"),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let msgs = w.until_ready().await;
+    let (code, message) = refusal(&msgs).unwrap_or_else(|| panic!("not refused: {msgs:?}"));
+    assert_eq!(code, "ZD001");
+    assert!(
+        message.starts_with("ddlgate: timeout-override: "),
+        "{message}"
+    );
+    assert_eq!(columns(pg, "bp_roles").await, ["id", "note"]);
+
+    // After a role change, in the same request or before it, DDL runs under the policy's
+    // timeouts, as the role it changed to.
+    client.batch_execute("SET lock_timeout = 0").await.unwrap();
+    for (sql, column) in [
+        (
+            format!("SET ROLE {trust}; ALTER TABLE bp_roles ADD COLUMN b int"),
+            "b",
+        ),
+        (
+            format!("SET SESSION AUTHORIZATION {trust}; ALTER TABLE bp_roles ADD COLUMN c int"),
+            "c",
+        ),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+        let ddl = format!("ALTER TABLE bp_roles ADD COLUMN {column} int");
+        let records = audited(&log, &ddl);
+        assert_eq!(records.len(), 1, "{sql}: {records:?}");
+        assert_eq!(records[0]["timeouts"]["lock_timeout"], "2s", "{sql}");
+        assert_eq!(records[0]["outcome"]["status"], "ok", "{sql}");
+        let lock: String = client
+            .query_one("SHOW lock_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(lock, "0", "{sql}: the client's own setting is back");
+        client
+            .batch_execute("RESET SESSION AUTHORIZATION; RESET ROLE")
+            .await
+            .unwrap();
+    }
+    assert_eq!(columns(pg, "bp_roles").await, ["id", "note", "b", "c"]);
+}
+
+/// DDL that runs later, out of ddlgate's sight, through a trigger, an event trigger or a rule:
+/// the function that holds it is flagged by `dynamic-ddl` when it is created, attaching it is
+/// governed and audited as DDL, and all of it is in the audit trail.
+#[tokio::test]
+async fn triggers_and_rules_that_run_ddl_later_are_flagged_and_audited() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_src, bp_target CASCADE; \
+         DROP EVENT TRIGGER IF EXISTS bp_on_ddl; \
+         CREATE TABLE bp_src (id int); CREATE TABLE bp_target (id int)",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    let functions = [
+        "CREATE OR REPLACE FUNCTION bp_trigger_ddl() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN EXECUTE format('ALTER TABLE bp_target ADD COLUMN c%s int', NEW.id); RETURN NEW; END $$",
+        "CREATE OR REPLACE FUNCTION bp_event_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+         BEGIN ALTER TABLE bp_target ADD COLUMN IF NOT EXISTS from_event int; END $$",
+        "CREATE OR REPLACE FUNCTION bp_rule_ddl() RETURNS void LANGUAGE plpgsql AS $$ \
+         BEGIN ALTER TABLE bp_target ADD COLUMN IF NOT EXISTS from_rule int; END $$",
+    ];
+    for sql in functions {
+        client.batch_execute(sql).await.unwrap();
+        let records = audited(&log, sql);
+        assert_eq!(records.len(), 1, "{sql}: {records:?}");
+        assert_eq!(records[0]["action"], "warn", "{sql}");
+        assert_eq!(records[0]["rules"][0]["rule"], "dynamic-ddl", "{sql}");
+    }
+    let attach = [
+        (
+            "CREATE TRIGGER bp_tr AFTER INSERT ON bp_src FOR EACH ROW EXECUTE FUNCTION bp_trigger_ddl()",
+            "CREATE TRIGGER",
+        ),
+        (
+            "CREATE EVENT TRIGGER bp_on_ddl ON ddl_command_end WHEN TAG IN ('CREATE CONVERSION') \
+             EXECUTE FUNCTION bp_event_ddl()",
+            "CREATE EVENT TRIGGER",
+        ),
+        (
+            "CREATE RULE bp_rule AS ON UPDATE TO bp_src DO ALSO SELECT bp_rule_ddl()",
+            "CREATE RULE",
+        ),
+    ];
+    for (sql, kind) in attach {
+        client.batch_execute(sql).await.unwrap();
+        let records = audited(&log, sql);
+        assert_eq!(records.len(), 1, "{sql}: {records:?}");
+        assert_eq!(records[0]["kind"], kind, "{sql}");
+        assert_eq!(records[0]["outcome"]["status"], "ok", "{sql}");
+    }
+    assert_eq!(
+        audited(&log, attach[0].0)[0]["rules"][0]["rule"],
+        "create-trigger"
+    );
+    assert_eq!(
+        audited(&log, attach[2].0)[0]["lock"],
+        "ACCESS EXCLUSIVE",
+        "a rule takes its table's strongest lock"
+    );
+    // The event trigger belongs to the whole shared cluster: drop it.
+    setup(
+        pg,
+        "DROP EVENT TRIGGER IF EXISTS bp_on_ddl; DROP TABLE IF EXISTS bp_src, bp_target CASCADE",
+    )
+    .await;
+}

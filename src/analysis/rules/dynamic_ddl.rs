@@ -109,13 +109,66 @@ fn inspect_plpgsql(create_function: &str, server_major: u32) -> BodyFindings {
 
 /// A `DO` body wrapped in a function, which is what the PL/pgSQL parser reads.
 fn do_block_as_function(body: &str) -> String {
+    body_as_function(body, "void")
+}
+
+fn body_as_function(body: &str, returns: &str) -> String {
     let mut tag = String::from("ddlgate");
     while body.contains(&format!("${tag}$")) {
         tag.push('_');
     }
     format!(
-        "CREATE FUNCTION ddlgate_inspect() RETURNS void LANGUAGE plpgsql AS ${tag}${body}${tag}$"
+        "CREATE FUNCTION ddlgate_inspect() RETURNS {returns} LANGUAGE plpgsql AS ${tag}${body}${tag}$"
     )
+}
+
+/// What kind of trigger function a `CREATE FUNCTION` defines, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TriggerFunction {
+    /// `RETURNS trigger`: runs on a table's writes, with `NEW` and `OLD`.
+    Dml,
+    /// `RETURNS event_trigger`: runs on DDL.
+    Event,
+}
+
+fn trigger_function(s: &ast::CreateFunctionStmt) -> Option<TriggerFunction> {
+    let names = &s.return_type.as_ref()?.names;
+    match names.last().and_then(string_value)? {
+        "trigger" => Some(TriggerFunction::Dml),
+        "event_trigger" => Some(TriggerFunction::Event),
+        _ => None,
+    }
+}
+
+/// Reads a trigger function's PL/pgSQL body. `libpg_query` cannot print the parse tree of a
+/// trigger function (its `TG_*` variables come out as invalid JSON), so the body is read as an
+/// ordinary function instead: an event trigger's as a `void` function, a table trigger's as a
+/// block nested in one that declares `NEW` and `OLD` as records (a nested block needs its own
+/// `;`, which the body may already end with, so both spellings are tried).
+fn inspect_trigger_plpgsql(body: &str, kind: TriggerFunction, server_major: u32) -> BodyFindings {
+    let sources = match kind {
+        TriggerFunction::Event => vec![body_as_function(body, "void")],
+        TriggerFunction::Dml => [";\n", "\n"]
+            .iter()
+            .map(|end| {
+                body_as_function(
+                    &format!("DECLARE new record; old record; BEGIN\n{body}\n{end}END"),
+                    "record",
+                )
+            })
+            .collect(),
+    };
+    let mut found = BodyFindings {
+        unreadable: true,
+        ..BodyFindings::default()
+    };
+    for source in sources {
+        found = inspect_plpgsql(&source, server_major);
+        if !found.unreadable {
+            break;
+        }
+    }
+    found
 }
 
 fn walk(value: &serde_json::Value, server_major: u32, found: &mut BodyFindings) {
@@ -238,7 +291,7 @@ fn inspect_body(lang: &str, body: &str, plpgsql_source: &str, server_major: u32)
 
 fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     let server_major = input.ctx.server_major;
-    let (what, findings, later) = match input.node {
+    let (what, findings, when) = match input.node {
         NodeEnum::DoStmt(s) => {
             let lang = language(&s.args, "plpgsql");
             let Some(body) = option_value(&s.args, "as").and_then(body_text) else {
@@ -249,7 +302,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             // The engine holds statements written out in the block to their own rules, and the
             // block gets the timeouts of DDL; only what cannot be seen is this rule's business.
             findings.ddl.clear();
-            ("DO block".to_owned(), findings, false)
+            ("DO block".to_owned(), findings, "")
         }
         NodeEnum::CreateFunctionStmt(s) => {
             let lang = language(&s.options, "sql");
@@ -261,7 +314,13 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             let Some(body) = option_value(&s.options, "as").and_then(body_text) else {
                 return;
             };
-            let mut findings = inspect_body(&lang, body, input.text(), server_major);
+            let trigger = trigger_function(s);
+            let mut findings = match trigger {
+                Some(kind) if lang == "plpgsql" => {
+                    inspect_trigger_plpgsql(body, kind, server_major)
+                }
+                _ => inspect_body(&lang, body, input.text(), server_major),
+            };
             // A body the parser cannot read is not evidence of DDL in a function created for
             // later; it is reported only for DO blocks, which run now.
             findings.unreadable = false;
@@ -271,7 +330,12 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
                 "function"
             };
             let name: Vec<&str> = s.funcname.iter().filter_map(string_value).collect();
-            (format!("{kind} {}", name.join(".")), findings, true)
+            let when = match trigger {
+                Some(TriggerFunction::Dml) => " when its trigger fires (on a later write)",
+                Some(TriggerFunction::Event) => " when its event trigger fires (on later DDL)",
+                None => " when called",
+            };
+            (format!("{kind} {}", name.join(".")), findings, when)
         }
         NodeEnum::CopyStmt(s) if s.is_program => {
             out.push(
@@ -294,7 +358,6 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     let Some(described) = findings.describe() else {
         return;
     };
-    let when = if later { " when called" } else { "" };
     out.push(
         input
             .violation(RULE.id, format!("{what} {described}{when}; ddlgate cannot apply timeouts or policy to statements run that way"))
@@ -348,6 +411,17 @@ mod tests {
             RULE.id,
             "CREATE PROCEDURE p() LANGUAGE sql AS 'CREATE TABLE x (a int)'",
         );
+        // Trigger and event-trigger functions run their DDL on a later write or DDL.
+        for sql in [
+            "CREATE FUNCTION tf() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'ALTER TABLE t ADD COLUMN c int'; RETURN NEW; END $$",
+            "CREATE FUNCTION tf() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('ALTER TABLE t ADD COLUMN c%s int', NEW.id); RETURN NEW; END $$",
+            "CREATE FUNCTION tf() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ALTER TABLE t ADD COLUMN c int; RETURN NULL; END $$",
+            "CREATE FUNCTION ef() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN ALTER TABLE t ADD COLUMN c int; END $$",
+            "CREATE FUNCTION tf() RETURNS trigger LANGUAGE plpgsql AS $$ <<outer>> DECLARE n int; BEGIN ALTER TABLE t ADD COLUMN c int; RETURN NULL; END outer; -- done\n$$",
+        ] {
+            let v = assert_flagged(RULE.id, sql);
+            assert!(v.message.contains("trigger fires"), "{}", v.message);
+        }
         assert_flagged(RULE.id, "CALL maintenance()");
         assert_flagged(RULE.id, "COPY t FROM PROGRAM 'psql -c \"DROP TABLE t\"'");
         assert_flagged(RULE.id, "COPY (SELECT 1) TO PROGRAM 'cat > /tmp/x'");

@@ -104,6 +104,7 @@ mod tests {
             "SET LOCAL lock_timeout = DEFAULT; ALTER TABLE t ADD COLUMN c int",
             "RESET lock_timeout; ALTER TABLE t ADD COLUMN c int",
             "RESET ALL; ALTER TABLE t ADD COLUMN c int",
+            "DISCARD ALL; ALTER TABLE t ADD COLUMN c int",
             "SELECT set_config('lock_timeout', '0', false); ALTER TABLE t ADD COLUMN c int",
             "SELECT pg_catalog.set_config('statement_timeout', '0', true); ALTER TABLE t ADD COLUMN c int",
             "SELECT set_config(current_setting('x.name'), '0', false); ALTER TABLE t ADD COLUMN c int",
