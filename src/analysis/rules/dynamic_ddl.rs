@@ -122,6 +122,78 @@ fn body_as_function(body: &str, returns: &str) -> String {
     )
 }
 
+/// The body of a `CREATE FUNCTION` under a plainer signature, for when `libpg_query` cannot
+/// compile the real one (it has no catalog: a `VARIADIC` array or a `%TYPE` parameter fails
+/// with "not implemented"). The body only needs its variables to exist: every parameter keeps
+/// its name and direction with type `text` (`text[]` for `VARIADIC`), and the result keeps its
+/// shape (none, `void`, a value, a set, a table).
+fn with_plain_signature(s: &ast::CreateFunctionStmt, body: &str) -> String {
+    use ast::FunctionParameterMode as Mode;
+    let mut params = Vec::new();
+    let mut table_columns = Vec::new();
+    let mut outputs = 0usize;
+    for p in &s.parameters {
+        let Some(NodeEnum::FunctionParameter(p)) = &p.node else {
+            continue;
+        };
+        let name = if p.name.is_empty() {
+            String::new()
+        } else {
+            format!("\"{}\" ", p.name.replace('"', "\"\""))
+        };
+        match Mode::try_from(p.mode).unwrap_or(Mode::FuncParamIn) {
+            Mode::FuncParamOut => {
+                outputs = outputs.saturating_add(1);
+                params.push(format!("OUT {name}text"));
+            }
+            Mode::FuncParamInout => {
+                outputs = outputs.saturating_add(1);
+                params.push(format!("INOUT {name}text"));
+            }
+            Mode::FuncParamVariadic => params.push(format!("{name}text[]")),
+            Mode::FuncParamTable => table_columns.push(format!("{name}text")),
+            _ => params.push(format!("{name}text")),
+        }
+    }
+    let setof = s.return_type.as_ref().is_some_and(|t| t.setof);
+    let returns_void = s
+        .return_type
+        .as_ref()
+        .and_then(|t| t.names.last())
+        .and_then(string_value)
+        == Some("void");
+    let returns = if s.is_procedure {
+        String::new()
+    } else if !table_columns.is_empty() {
+        format!(" RETURNS TABLE({})", table_columns.join(", "))
+    } else if outputs > 0 {
+        match (setof, outputs) {
+            (false, _) => String::new(),
+            (true, 1) => " RETURNS SETOF text".to_owned(),
+            (true, _) => " RETURNS SETOF record".to_owned(),
+        }
+    } else if returns_void {
+        " RETURNS void".to_owned()
+    } else if setof {
+        " RETURNS SETOF text".to_owned()
+    } else {
+        " RETURNS text".to_owned()
+    };
+    let kind = if s.is_procedure {
+        "PROCEDURE"
+    } else {
+        "FUNCTION"
+    };
+    let mut tag = String::from("ddlgate");
+    while body.contains(&format!("${tag}$")) {
+        tag.push('_');
+    }
+    format!(
+        "CREATE {kind} ddlgate_inspect({}){returns} LANGUAGE plpgsql AS ${tag}${body}${tag}$",
+        params.join(", ")
+    )
+}
+
 /// What kind of trigger function a `CREATE FUNCTION` defines, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TriggerFunction {
@@ -321,9 +393,11 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
                 }
                 _ => inspect_body(&lang, body, input.text(), server_major),
             };
-            // A body the parser cannot read is not evidence of DDL in a function created for
-            // later; it is reported only for DO blocks, which run now.
-            findings.unreadable = false;
+            if findings.unreadable && lang == "plpgsql" {
+                findings = inspect_plpgsql(&with_plain_signature(s, body), server_major);
+            }
+            // A body that still cannot be read is reported: it may hide anything. (PostgreSQL
+            // itself refuses most of those, when it checks function bodies.)
             let kind = if s.is_procedure {
                 "procedure"
             } else {
@@ -422,6 +496,34 @@ mod tests {
             let v = assert_flagged(RULE.id, sql);
             assert!(v.message.contains("trigger fires"), "{}", v.message);
         }
+        // Signatures libpg_query cannot compile do not hide the body.
+        for signature in [
+            "f(VARIADIC a text[]) RETURNS void",
+            "f(a t.c%TYPE, OUT b int, INOUT c int)",
+            "f(VARIADIC a int[]) RETURNS SETOF int",
+            "f(a t.c%TYPE) RETURNS TABLE(x int, y text)",
+            "f(a t.c%TYPE) RETURNS t.c%TYPE",
+        ] {
+            let sql = format!(
+                "CREATE FUNCTION {signature} LANGUAGE plpgsql AS $$ BEGIN a := a; EXECUTE 'DROP TABLE t'; END $$"
+            );
+            let v = assert_flagged(RULE.id, &sql);
+            assert!(
+                v.message.contains("EXECUTEs") && !v.message.contains("cannot read"),
+                "{sql}: {}",
+                v.message
+            );
+        }
+        let v = assert_flagged(
+            RULE.id,
+            "CREATE PROCEDURE p(a t.c%TYPE) LANGUAGE plpgsql AS $$ BEGIN DROP TABLE t; END $$",
+        );
+        assert!(v.message.contains("runs DROP TABLE"), "{}", v.message);
+        let v = assert_flagged(
+            RULE.id,
+            "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN this is not plpgsql; END $$",
+        );
+        assert!(v.message.contains("cannot read"), "{}", v.message);
         assert_flagged(RULE.id, "CALL maintenance()");
         assert_flagged(RULE.id, "COPY t FROM PROGRAM 'psql -c \"DROP TABLE t\"'");
         assert_flagged(RULE.id, "COPY (SELECT 1) TO PROGRAM 'cat > /tmp/x'");
