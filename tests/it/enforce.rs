@@ -1391,3 +1391,64 @@ async fn prepared_ddl_is_decided_when_executed() {
             .contains("CREATE INDEX CONCURRENTLY pd_orders_id ON pd_orders (id)")
     );
 }
+
+/// Migration tools connect to the `postgres` database to create their own (dbmate, sqlx,
+/// Rails, Django's test runner): through ddlgate that works and is audited with the database
+/// the session is in, CREATE DATABASE (which cannot run in a transaction block) gets the
+/// timeouts set and restored around it, and DROP DATABASE is refused by the default policy.
+#[tokio::test]
+async fn creating_a_database_from_the_postgres_database() {
+    let pg = PgServer::shared();
+    setup(pg, "DROP DATABASE IF EXISTS ddlgate_created").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let proxy = TestProxy::start_with(pg, |o| o.audit_log = Some(log.clone())).await;
+    let conn = proxy
+        .conn_str(SUPERUSER)
+        .replace("dbname=app", "dbname=postgres");
+    let client = crate::support::pg::connect(&conn).await;
+    client
+        .batch_execute("CREATE DATABASE ddlgate_created")
+        .await
+        .unwrap();
+    assert_eq!(show(&client, "lock_timeout").await, "0");
+    let err = client
+        .batch_execute("DROP DATABASE ddlgate_created")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ZD001", "{err:?}");
+    // The new database is there, and usable through ddlgate.
+    let created = crate::support::pg::connect(
+        &proxy
+            .conn_str(SUPERUSER)
+            .replace("dbname=app", "dbname=ddlgate_created"),
+    )
+    .await;
+    created
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    drop(created);
+    let records = crate::support::audit_records(&log);
+    let record = |sql: &str| {
+        records
+            .iter()
+            .find(|r| r["event"] == "statement" && r["sql"] == sql)
+            .unwrap_or_else(|| panic!("no audit record of {sql}: {records:?}"))
+            .clone()
+    };
+    let create = record("CREATE DATABASE ddlgate_created");
+    assert_eq!(create["database"], "postgres");
+    assert_eq!(create["kind"], "CREATE DATABASE");
+    assert_eq!(create["outcome"]["status"], "ok");
+    assert_eq!(create["timeouts"]["lock_timeout"], "2s");
+    let drop_db = record("DROP DATABASE ddlgate_created");
+    assert_eq!(drop_db["action"], "reject");
+    assert_eq!(drop_db["rules"][0]["rule"], "drop-database");
+    assert_eq!(
+        record("CREATE TABLE t (id int)")["database"],
+        "ddlgate_created"
+    );
+    drop(client);
+    setup(pg, "DROP DATABASE IF EXISTS ddlgate_created WITH (FORCE)").await;
+}
