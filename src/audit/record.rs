@@ -100,8 +100,13 @@ pub struct Record {
     pub session: u64,
     /// The client's address and port.
     pub client: String,
-    /// The role.
+    /// The role the client logged in as.
     pub user: String,
+    /// The session's authorization when `SET SESSION AUTHORIZATION` changed it from `user`
+    /// (as the server reports it); absent otherwise. `SET ROLE` is not reported by the server
+    /// and does not show here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_authorization: Option<String>,
     /// The database.
     pub database: String,
     /// The client's `application_name`.
@@ -151,6 +156,7 @@ impl Record {
             session,
             client: String::new(),
             user: String::new(),
+            session_authorization: None,
             database: String::new(),
             application_name: String::new(),
             profile: None,

@@ -45,6 +45,10 @@ pub enum Verdict {
     Forward,
     /// Hold it until the session is quiet, then [`plan`] it.
     Hold,
+    /// A part of a run too large to hold whole holds a statement the policy governs: it can
+    /// be neither decided (the rest of the run is unknown) nor forwarded unreviewed.
+    /// [`Review::unreviewable_statement`] says which.
+    TooLargeToReview,
 }
 
 /// What the session remembers about the client's prepared statements and portals: the
@@ -59,17 +63,27 @@ pub struct Review {
     /// `prepare=True`, pgjdbc's describe round trip): their text as the client sent it,
     /// decided when a later run binds them. See [`plan`].
     deferred: HashMap<Vec<u8>, String>,
+    /// The statement behind the last [`Verdict::TooLargeToReview`].
+    unreviewable: Option<String>,
 }
 
 impl Review {
     /// The cheap look at a request: does it need the policy at all?
     pub fn review(&mut self, request: &Request<'_>, session: &SessionState) -> Verdict {
         let mut hold = false;
+        // The first governed statement, for a run that turns out too large to hold.
+        let mut governed: Option<String> = None;
+        let mut note = |text: &[u8]| {
+            governed.get_or_insert_with(|| String::from_utf8_lossy(text).into_owned());
+        };
         for message in request.messages() {
             match message.tag {
                 fe::QUERY => {
                     let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                    hold |= precheck(text, session).is_some();
+                    if precheck(text, session).is_some() {
+                        hold = true;
+                        note(text);
+                    }
                 }
                 fe::PARSE => {
                     let Some((name, rest)) = split_cstr(message.body) else {
@@ -80,6 +94,7 @@ impl Review {
                         Some(class) => {
                             self.statements.insert(name.to_vec(), class);
                             hold = true;
+                            note(text);
                         }
                         None if self.statements.is_empty() => {}
                         None => {
@@ -107,7 +122,10 @@ impl Review {
                 }
                 fe::EXECUTE if !self.portals.is_empty() => {
                     let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                    hold |= self.portals.contains_key(portal);
+                    if self.portals.contains_key(portal) {
+                        hold = true;
+                        note(b"(a statement prepared earlier in the session)");
+                    }
                 }
                 fe::CLOSE => {
                     if let (Some(kind), Some((name, _))) = (
@@ -126,12 +144,21 @@ impl Review {
                 _ => {}
             }
         }
-        // A run cut at the size limit is forwarded in parts; it cannot be held whole.
-        if hold && request.end == RequestEnd::Complete {
-            Verdict::Hold
-        } else {
-            Verdict::Forward
+        // A run cut at the size limit is forwarded in parts, unless a part holds something
+        // the policy governs: that cannot be decided without the whole run.
+        match (hold, request.end) {
+            (false, _) => Verdict::Forward,
+            (true, RequestEnd::Complete) => Verdict::Hold,
+            (true, RequestEnd::Partial) => {
+                self.unreviewable = governed;
+                Verdict::TooLargeToReview
+            }
         }
+    }
+
+    /// The governed statement behind the last [`Verdict::TooLargeToReview`].
+    pub fn unreviewable_statement(&mut self) -> Option<String> {
+        self.unreviewable.take()
     }
 
     fn remember_statement(&mut self, name: &[u8], class: Option<Class>) {

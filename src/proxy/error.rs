@@ -58,6 +58,14 @@ pub enum SessionError {
     /// The client went away before the session was ready.
     #[error("client closed the connection during startup")]
     ClientGone,
+    /// An extended-protocol run too large to hold whole holds a statement the policy governs.
+    #[error(
+        "an extended-protocol run of more than {limit} bytes without Sync holds a statement the policy governs"
+    )]
+    UnreviewableRun {
+        /// The most bytes of a run ddlgate holds.
+        limit: usize,
+    },
     /// No randomness for a cancel key.
     #[error("cannot generate a cancel key: {0}")]
     Random(getrandom::Error),
@@ -109,6 +117,18 @@ impl SessionError {
                 )
                 .detail("The client supports channel binding over TLS, and the upstream server would insist on it, but the binding is to the certificate each side sees.")
                 .hint("Give ddlgate the upstream server's certificate and key (tls_cert, tls_key), connect with channel_binding=disable, or set upstream_tls = \"disable\"."),
+            ),
+            Self::UnreviewableRun { limit } => Some(
+                Report::new(
+                    Severity::Fatal,
+                    sqlstate::POLICY_REJECTED,
+                    format!(
+                        "an extended-protocol run of more than {} KiB without Sync holds a statement the policy governs; it cannot be reviewed in parts, so the session is closed",
+                        limit / 1024
+                    ),
+                )
+                .detail("The statement was not sent to the server; the server rolls back what the run had left uncommitted.")
+                .hint("Send schema changes in a run of their own: end the run before them with Sync."),
             ),
             Self::ClientIo(_)
             | Self::ClientTls(_)

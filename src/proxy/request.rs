@@ -5,7 +5,8 @@
 //! Holding a run until its `Sync` costs nothing (the server answers nothing before it) and lets
 //! the decision see a whole pipeline. A client that pipelines more than [`MAX_HELD_BYTES`]
 //! without a `Sync` (libpq pipeline mode may) has the run handed over in parts, so memory stays
-//! bounded and the client never waits on ddlgate.
+//! bounded and the client never waits on ddlgate; a part that holds a statement the policy
+//! governs cannot be decided without the rest, so it ends the session instead of passing.
 
 use crate::protocol::frame::HEADER_LEN;
 

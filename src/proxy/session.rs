@@ -52,6 +52,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const HIGH_WATER: usize = 256 * 1024;
 /// The largest server message the proxy inspects (`ParameterStatus`, `ReadyForQuery`, …).
 const MAX_INSPECTED_BACKEND_MESSAGE: usize = 1 << 20;
+/// A `Flush` (F) message.
+const FLUSH: &[u8] = b"H\0\0\0\x04";
 /// How long last words (a final error, a `Terminate`) may take to deliver when closing.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// `Terminate` (F), sent upstream when the client leaves without one.
@@ -312,6 +314,8 @@ struct Session {
     /// [`crate::protocol::frontend::answers_in_pipeline`]); compared with what the backend
     /// scanner has counted since the last `ReadyForQuery`.
     pipeline_expected: u64,
+    /// ddlgate asked the server for the answers of a pipeline a held request waits on.
+    pipeline_flushed: bool,
     backend: BackendScanner,
     state: SessionState,
     /// The server's own cancel key, to stop a running query when the client vanishes.
@@ -400,6 +404,7 @@ impl Session {
             held: Vec::new(),
             unsynced: false,
             pipeline_expected: 0,
+            pipeline_flushed: false,
             backend: BackendScanner::new(MAX_INSPECTED_BACKEND_MESSAGE),
             state,
             upstream_key: established.upstream_key,
@@ -610,7 +615,7 @@ impl Session {
             match item {
                 FrontendItem::CopyChunk { end } => {
                     if !self.held.is_empty() {
-                        let _ = self.review_held(RequestEnd::Partial);
+                        self.review_part()?;
                     }
                     self.scanned = end;
                     forward_to = end;
@@ -658,7 +663,7 @@ impl Session {
             .first()
             .map_or(0, |first| self.scanned - first.start);
         if held_bytes > MAX_HELD_BYTES {
-            let _ = self.review_held(RequestEnd::Partial);
+            self.review_part()?;
             forward_to = self.scanned;
             self.unsynced = true;
         }
@@ -679,6 +684,39 @@ impl Session {
             self.scanned = 0;
         }
         Ok(())
+    }
+
+    /// Reviews the held part of a run that is forwarded before its end. A part that holds a
+    /// statement the policy governs ends the session before anything of it is sent: the
+    /// statement cannot be decided without the rest of the run, and must not pass unreviewed.
+    /// The attempt is audited.
+    fn review_part(&mut self) -> Result<(), SessionError> {
+        if self.review_held(RequestEnd::Partial) != Verdict::TooLargeToReview {
+            return Ok(());
+        }
+        let error = SessionError::UnreviewableRun {
+            limit: MAX_HELD_BYTES,
+        };
+        warn!(
+            limit = MAX_HELD_BYTES,
+            "governed statement in a run too large to review; closing the session"
+        );
+        if let Some(auditor) = &self.shared.audit {
+            let mut record =
+                crate::audit::Record::new(crate::audit::record::event::STATEMENT, self.state.id);
+            fill_identity(&mut record, &self.state, self.profile.as_deref());
+            record.in_transaction = Some(self.state.tx_status != TxStatus::Idle);
+            record.sql = self.review.unreviewable_statement();
+            record.action = Some("reject".to_owned());
+            record.outcome = error.client_report().map(|report| crate::audit::Outcome {
+                status: "error".to_owned(),
+                tag: None,
+                sqlstate: Some(report.code.to_owned()),
+                message: Some(report.message),
+            });
+            auditor.record(record);
+        }
+        Err(error)
     }
 
     /// Hands the held messages to the decision point as one request. A request to forward is
@@ -785,9 +823,20 @@ impl Session {
                 }
                 continue;
             }
-            if self.pending.is_none() || self.state.awaiting_ready > 0 || !self.pipeline_quiet() {
+            if self.pending.is_none() || self.state.awaiting_ready > 0 {
                 return Ok(());
             }
+            if !self.pipeline_quiet() {
+                // The server sends a pipeline's answers only when flushed, and the client's
+                // own Flush or Sync is in the held request: ask for them (Flush has no answer
+                // of its own), or the held request would wait for ever.
+                if !self.pipeline_flushed {
+                    self.to_upstream.push(Bytes::from_static(FLUSH));
+                    self.pipeline_flushed = true;
+                }
+                return Ok(());
+            }
+            self.pipeline_flushed = false;
             if let Some(saved) = self.deferred_restore.take() {
                 if self.state.tx_status == TxStatus::Idle && !self.unsynced {
                     self.conductor = Some(Conductor::restore(saved, self.span.clone()));
@@ -1083,6 +1132,10 @@ fn fill_identity(record: &mut crate::audit::Record, state: &SessionState, profil
     record.session = state.id;
     record.client = state.peer.to_string();
     record.user.clone_from(&state.user);
+    record.session_authorization = state
+        .parameter("session_authorization")
+        .filter(|now| *now != state.user)
+        .map(str::to_owned);
     record.database.clone_from(&state.database);
     state
         .application_name()

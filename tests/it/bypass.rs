@@ -516,6 +516,12 @@ async fn role_changes_and_discard_do_not_escape_the_policy() {
         assert_eq!(records.len(), 1, "{sql}: {records:?}");
         assert_eq!(records[0]["timeouts"]["lock_timeout"], "2s", "{sql}");
         assert_eq!(records[0]["outcome"]["status"], "ok", "{sql}");
+        assert_eq!(records[0]["user"], SUPERUSER.name, "{sql}");
+        if sql.contains("SESSION AUTHORIZATION") {
+            assert_eq!(records[0]["session_authorization"], trust, "{sql}");
+        } else {
+            assert!(records[0].get("session_authorization").is_none(), "{sql}");
+        }
         let lock: String = client
             .query_one("SHOW lock_timeout", &[])
             .await
@@ -597,4 +603,109 @@ async fn triggers_and_rules_that_run_ddl_later_are_flagged_and_audited() {
         "DROP EVENT TRIGGER IF EXISTS bp_on_ddl; DROP TABLE IF EXISTS bp_src, bp_target CASCADE",
     )
     .await;
+}
+
+/// Bind with one text parameter of `len` bytes (`x` repeated).
+fn bind_big(len: usize) -> Vec<u8> {
+    let mut body = vec![0, 0]; // unnamed portal, unnamed statement
+    body.extend_from_slice(&0u16.to_be_bytes()); // parameter formats: all text
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+    body.extend(std::iter::repeat_n(b'x', len));
+    body.extend_from_slice(&0u16.to_be_bytes()); // result formats: all text
+    wire::raw_frame(b'B', &body)
+}
+
+/// An extended-protocol run too large for ddlgate to hold whole (more than 256 KiB before its
+/// Sync) is forwarded in parts; a part that holds DDL cannot be decided without the rest and
+/// must not pass unreviewed, so the session ends with ddlgate's FATAL refusal before the DDL
+/// is sent, and the attempt is audited. DDL that arrives with the run's Sync is governed as
+/// usual, and a large run without DDL runs.
+#[tokio::test]
+async fn ddl_in_a_run_too_large_to_hold_is_refused() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_big; CREATE TABLE bp_big (id int, note text); \
+         GRANT ALL ON bp_big TO PUBLIC",
+    )
+    .await;
+    let addr = proxy.addr.to_string();
+    let rename = "ALTER TABLE bp_big RENAME COLUMN note TO n2";
+    let big_select = || {
+        [
+            wire::parse("", "SELECT length($1)"),
+            bind_big(300 * 1024),
+            wire::execute(""),
+        ]
+        .concat()
+    };
+    let rename_run = || {
+        [
+            wire::parse("", rename),
+            wire::bind("", ""),
+            wire::execute(""),
+        ]
+        .concat()
+    };
+    let fatal_refusal = |msgs: &[Msg]| {
+        let fatal = msgs
+            .iter()
+            .find(|m| m.tag == b'E' && m.field(b'S').as_deref() == Some("FATAL"))
+            .unwrap_or_else(|| panic!("no FATAL: {msgs:?}"));
+        assert_eq!(fatal.code().as_deref(), Some("ZD001"));
+        assert!(
+            fatal
+                .field(b'M')
+                .unwrap_or_default()
+                .starts_with("ddlgate: an extended-protocol run of more than 256 KiB"),
+            "{:?}",
+            fatal.field(b'M')
+        );
+    };
+
+    // The DDL in the first part, with more of the run behind it.
+    let (mut w, _) = Wire::startup(&addr, TRUST.name, "app").await;
+    w.send(&[rename_run(), big_select()].concat()).await;
+    let msgs = w.until_ready().await;
+    fatal_refusal(&msgs);
+    assert!(w.recv().await.is_none(), "the session is closed");
+
+    // The DDL in a later part, after a part that went up already.
+    let (mut w, _) = Wire::startup(&addr, TRUST.name, "app").await;
+    w.send(&big_select()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    w.send(&[rename_run(), big_select()].concat()).await;
+    let msgs = w.until_ready().await;
+    fatal_refusal(&msgs);
+    assert!(w.recv().await.is_none(), "the session is closed");
+
+    assert_eq!(columns(pg, "bp_big").await, ["id", "note"]);
+    let refused: Vec<Value> = audited(&log, rename)
+        .into_iter()
+        .filter(|r| r["action"] == "reject")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0]["outcome"]["sqlstate"], "ZD001");
+
+    // A large run whose DDL comes with its Sync is governed as usual: refused, session kept.
+    let (mut w, _) = Wire::startup(&addr, TRUST.name, "app").await;
+    w.send(&big_select()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    w.send(&[rename_run(), wire::sync()].concat()).await;
+    let msgs = w.until_ready().await;
+    let (code, message) = refusal(&msgs).unwrap_or_else(|| panic!("not refused: {msgs:?}"));
+    assert_eq!(code, "ZD001");
+    assert!(message.starts_with("ddlgate: rename-column: "), "{message}");
+    // And a large run without DDL runs.
+    w.send(&[big_select(), wire::sync()].concat()).await;
+    let msgs = w.until_ready().await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(
+        String::from_utf8_lossy(&row.body).contains(&(300 * 1024).to_string()),
+        "{}",
+        row.summary()
+    );
+    assert_eq!(columns(pg, "bp_big").await, ["id", "note"]);
 }
