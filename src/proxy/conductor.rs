@@ -35,6 +35,7 @@ use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::reply::{self, Severity};
 use crate::protocol::{ProtocolError, error::Tag};
 
+use super::client_text::{self, Mapping};
 use super::decision::{AuditedStatement, Program, put_query};
 use super::error::SessionError;
 use super::outbox::Outbox;
@@ -236,6 +237,8 @@ pub struct Conductor {
     request_hidden_prefix: usize,
     /// See [`Program::request_answers`].
     request_answers: Option<u64>,
+    /// See [`Program::mapping`]: ddlgate's statements go up in the client's encoding.
+    mapping: Mapping,
 }
 
 impl Conductor {
@@ -287,6 +290,7 @@ impl Conductor {
         let governed = program.request_class.is_some() || !program.audited.is_empty();
         Self {
             governed,
+            mapping: program.mapping,
             request_hidden_completions,
             request_hidden_prefix,
             request_answers,
@@ -528,7 +532,7 @@ impl Conductor {
             };
             tracing::debug!(parent: &self.span, op = op.name(), %sql, "ddlgate statement");
             let mut out = BytesMut::new();
-            put_query(&sql, &mut out);
+            put_query(&client_text::encode(&sql, self.mapping), &mut out);
             to_upstream.push(out.freeze());
             state.awaiting_ready += 1;
             let buffer = matches!(op, Op::Step(_));

@@ -34,6 +34,7 @@ use crate::protocol::backend::TxStatus;
 use crate::protocol::frame::{put_header, split_cstr};
 use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
 
+use super::client_text::{self, Mapping};
 use super::request::{MessageSpan, Request, RequestEnd};
 use super::state::SessionState;
 
@@ -62,7 +63,7 @@ pub struct Review {
     /// Statements prepared by a run that executed nothing (tokio-postgres, sqlx, psycopg's
     /// `prepare=True`, pgjdbc's describe round trip): their text as the client sent it,
     /// decided when a later run binds them. See [`plan`].
-    deferred: HashMap<Vec<u8>, String>,
+    deferred: HashMap<Vec<u8>, (String, Mapping)>,
     /// The statement behind the last [`Verdict::TooLargeToReview`].
     unreviewable: Option<String>,
 }
@@ -73,16 +74,18 @@ impl Review {
         let mut hold = false;
         // The first governed statement, for a run that turns out too large to hold.
         let mut governed: Option<String> = None;
-        let mut note = |text: &[u8]| {
-            governed.get_or_insert_with(|| String::from_utf8_lossy(text).into_owned());
+        let mut note = |text: &str| {
+            governed.get_or_insert_with(|| text.to_owned());
         };
+        let encoding = session.parameter("client_encoding");
         for message in request.messages() {
             match message.tag {
                 fe::QUERY => {
                     let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                    if precheck(text, session).is_some() {
+                    let (text, _) = client_text::decode(text, encoding);
+                    if precheck(&text, session).is_some() {
                         hold = true;
-                        note(text);
+                        note(&text);
                     }
                 }
                 fe::PARSE => {
@@ -90,11 +93,12 @@ impl Review {
                         continue;
                     };
                     let text = split_cstr(rest).map_or(&[][..], |(t, _)| t);
-                    match precheck(text, session) {
+                    let (text, _) = client_text::decode(text, encoding);
+                    match precheck(&text, session) {
                         Some(class) => {
                             self.statements.insert(name.to_vec(), class);
                             hold = true;
-                            note(text);
+                            note(&text);
                         }
                         None if self.statements.is_empty() => {}
                         None => {
@@ -124,7 +128,7 @@ impl Review {
                     let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
                     if self.portals.contains_key(portal) {
                         hold = true;
-                        note(b"(a statement prepared earlier in the session)");
+                        note("(a statement prepared earlier in the session)");
                     }
                 }
                 fe::CLOSE => {
@@ -176,7 +180,7 @@ impl Review {
         self.portals.get(portal).copied()
     }
 
-    fn defer(&mut self, name: &[u8], text: Option<String>) {
+    fn defer(&mut self, name: &[u8], text: Option<(String, Mapping)>) {
         match text {
             Some(t) => {
                 self.deferred.insert(name.to_vec(), t);
@@ -196,14 +200,14 @@ fn deferred_name(n: usize) -> Vec<u8> {
 
 /// The timeout class of a query text when it needs the policy's attention: DDL, `DO`/`CALL`,
 /// or (on a server newer than the grammar) a statement that does not parse.
-fn precheck(text: &[u8], session: &SessionState) -> Option<Class> {
-    let text = String::from_utf8_lossy(text);
-    if let Prefilter::Dml(_) | Prefilter::TransactionControl = prefilter(&text) {
+/// `text` is the query as [`client_text::decode`] reads it.
+fn precheck(text: &str, session: &SessionState) -> Option<Class> {
+    if let Prefilter::Dml(_) | Prefilter::TransactionControl = prefilter(text) {
         return None;
     }
     let server_major = session.server_major_version().unwrap_or(GRAMMAR_MAJOR);
     precheck_parsed(
-        &text,
+        text,
         server_major,
         session.parameter("standard_conforming_strings") != Some("off"),
     )
@@ -289,6 +293,8 @@ pub struct Program {
     /// For a run that ends with `Flush` (no `ReadyForQuery`): how many messages end its
     /// answer (see [`crate::protocol::frontend::answers_in_pipeline`]).
     pub request_answers: Option<u64>,
+    /// How the text of the steps was read from the client's encoding: they are sent back in it.
+    pub mapping: Mapping,
 }
 
 /// The answer to ddlgate's timeouts before a pipelined run: `CloseComplete` (statement),
@@ -317,6 +323,7 @@ impl Default for Program {
             request_hidden_completions: Vec::new(),
             request_hidden_prefix: 0,
             request_answers: None,
+            mapping: Mapping::Identity,
         }
     }
 }
@@ -401,15 +408,21 @@ pub fn plan(
         refused: false,
         completions: 0,
         injected: 0,
+        encoding: session.parameter("client_encoding"),
     };
     for (message, span) in request.messages().zip(&held.spans) {
         let original = held.bytes.get(span.start..span.end).unwrap_or_default();
         match message.tag {
             fe::QUERY => {
                 let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                let text = String::from_utf8_lossy(text);
-                let sql = decide_query(&text, &engine, settings, ctx, &mut program);
-                put_query(&sql, &mut run.out);
+                let (text, mapping) = client_text::decode(text, run.encoding);
+                let sql = decide_query(&text, mapping, &engine, settings, ctx, &mut program);
+                // Unchanged text goes up as the client's own bytes.
+                if sql == *text {
+                    run.out.extend_from_slice(original);
+                } else {
+                    put_query(&client_text::encode(&sql, mapping), &mut run.out);
+                }
             }
             fe::PARSE => run.parse(message.body, original, review, ctx, &mut program),
             fe::BIND => run.bind(message.body, original, review, ctx, &mut program),
@@ -454,6 +467,8 @@ struct RunState<'a> {
     /// answers ddlgate's own message, and how many statements ddlgate prepared in this run.
     completions: usize,
     injected: usize,
+    /// The session's `client_encoding`, to read query texts the way the server does.
+    encoding: Option<&'a str>,
 }
 
 impl RunState<'_> {
@@ -473,13 +488,13 @@ impl RunState<'_> {
             self.out.extend_from_slice(original);
             return;
         };
-        let text = String::from_utf8_lossy(text_bytes);
+        let (text, mapping) = client_text::decode(text_bytes, self.encoding);
         self.completions += 1;
         if self.executes == 0 && self.governable {
             // Preparing runs nothing: the text is decided when a run executes it, where the
             // transaction state and the rest of that run are known.
             let class = precheck_parsed(&text, ctx.server_major, ctx.standard_conforming_strings);
-            review.defer(name, class.map(|_| text.into_owned()));
+            review.defer(name, class.map(|_| (text.into_owned(), mapping)));
             review.remember_statement(name, class);
             self.run_classes.insert(name.to_vec(), class);
             self.out.extend_from_slice(original);
@@ -492,7 +507,7 @@ impl RunState<'_> {
             single_statement: self.executes == 1 && self.parses == 1 && self.governable,
         };
         let (sql, class) = decide_parse(
-            &text,
+            (&text, mapping),
             self.engine,
             self.settings,
             ctx,
@@ -502,7 +517,16 @@ impl RunState<'_> {
         );
         review.remember_statement(name, class);
         self.run_classes.insert(name.to_vec(), class);
-        put_parse(name, &sql, parameter_types, &mut self.out);
+        if sql == *text {
+            self.out.extend_from_slice(original);
+        } else {
+            put_parse(
+                name,
+                &client_text::encode(&sql, mapping),
+                parameter_types,
+                &mut self.out,
+            );
+        }
     }
 
     fn bind(
@@ -523,7 +547,7 @@ impl RunState<'_> {
         } else {
             review.deferred.get(statement)
         };
-        let Some(text) = deferred else {
+        let Some((text, mapping)) = deferred else {
             let class = match self.run_classes.get(statement) {
                 Some(c) => *c,
                 None => review.statements.get(statement).copied(),
@@ -538,7 +562,7 @@ impl RunState<'_> {
             single_statement: self.executes == 1 && self.parses == 0 && self.governable,
         };
         let (sql, class) = decide_parse(
-            text,
+            (text, *mapping),
             self.engine,
             self.settings,
             ctx,
@@ -556,7 +580,12 @@ impl RunState<'_> {
         let name = deferred_name(self.injected);
         self.injected += 1;
         put_close_statement(&name, &mut self.out);
-        put_parse(&name, &sql, &[0, 0], &mut self.out);
+        put_parse(
+            &name,
+            &client_text::encode(&sql, *mapping),
+            &[0, 0],
+            &mut self.out,
+        );
         put_bind(portal, &name, bind_rest, &mut self.out);
         program
             .request_hidden_completions
@@ -619,7 +648,7 @@ fn put_pipeline_timeouts(sql: &str, out: &mut BytesMut) {
     out.put_u8(b'P');
     out.put_slice(PIPELINE_TIMEOUTS_NAME);
     out.put_u8(0);
-    put_parse(PIPELINE_TIMEOUTS_NAME, sql, &[0, 0], out);
+    put_parse(PIPELINE_TIMEOUTS_NAME, sql.as_bytes(), &[0, 0], out);
     // No parameters, no result format codes.
     put_bind(
         PIPELINE_TIMEOUTS_NAME,
@@ -676,6 +705,7 @@ pub fn managed_timeouts(settings: &Settings) -> ManagedTimeouts {
 /// Decides about a simple-protocol query string; returns the text that goes upstream.
 fn decide_query(
     text: &str,
+    mapping: Mapping,
     engine: &Engine,
     settings: &Settings,
     ctx: &mut Context,
@@ -695,6 +725,9 @@ fn decide_query(
     let (sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
     program.notices.extend(notices);
     program.request_class = program.request_class.max(class);
+    if !steps.is_empty() {
+        program.mapping = mapping;
+    }
     program.steps = steps;
     program.request_builds_indexes_on = builds;
     sql
@@ -709,7 +742,7 @@ struct ParseRun {
 
 /// Decides about the text of one `Parse`: the text that goes upstream, and its timeout class.
 fn decide_parse(
-    text: &str,
+    (text, mapping): (&str, Mapping),
     engine: &Engine,
     settings: &Settings,
     ctx: &mut Context,
@@ -735,6 +768,7 @@ fn decide_parse(
     }
     *refused |= refuses_here;
     if !steps.is_empty() {
+        program.mapping = mapping;
         program.steps = steps;
     }
     if builds.is_some() {
@@ -869,9 +903,9 @@ pub fn settings_for(
 }
 
 /// Appends a `Query` (F).
-pub fn put_query(sql: &str, out: &mut BytesMut) {
+pub fn put_query(sql: &[u8], out: &mut BytesMut) {
     put_header(out, fe::QUERY, sql.len().saturating_add(1));
-    out.put_slice(sql.as_bytes());
+    out.put_slice(sql);
     out.put_u8(0);
 }
 
@@ -889,8 +923,8 @@ fn put_bind(portal: &[u8], statement: &[u8], rest: &[u8], out: &mut BytesMut) {
 }
 
 /// Appends `Parse` (F) of `sql` as `name`; `rest` holds the parameter types.
-fn put_parse(name: &[u8], sql: &str, rest: &[u8], out: &mut BytesMut) {
-    put_two_strings(fe::PARSE, name, sql.as_bytes(), rest, out);
+fn put_parse(name: &[u8], sql: &[u8], rest: &[u8], out: &mut BytesMut) {
+    put_two_strings(fe::PARSE, name, sql, rest, out);
 }
 
 /// Appends a message whose body is two C strings and then `rest`.
@@ -941,7 +975,7 @@ mod tests {
     #[test]
     fn put_parse_round_trips_through_the_reader() {
         let mut out = BytesMut::new();
-        put_parse(b"s1", "SELECT 1", &[0, 1, 0, 0, 0, 23], &mut out);
+        put_parse(b"s1", b"SELECT 1", &[0, 1, 0, 0, 0, 23], &mut out);
         let body = &out[5..];
         let (name, rest) = split_cstr(body).unwrap();
         assert_eq!(name, b"s1");

@@ -8,6 +8,7 @@
 //! the drain deadline (or on the terminate signal) closes the rest with SQLSTATE 57P01.
 
 pub mod cancel;
+pub mod client_text;
 pub mod conductor;
 pub mod decision;
 pub mod error;

@@ -709,3 +709,97 @@ async fn ddl_in_a_run_too_large_to_hold_is_refused() {
     );
     assert_eq!(columns(pg, "bp_big").await, ["id", "note"]);
 }
+
+/// A Query (F) message holding `sql` as raw bytes (not UTF-8).
+fn query_bytes(sql: &[u8]) -> Vec<u8> {
+    let mut body = sql.to_vec();
+    body.push(0);
+    wire::raw_frame(b'Q', &body)
+}
+
+/// ddlgate reads a query the way the server does whatever the client's encoding: characters
+/// that are not UTF-8 stay distinct (LATIN1 `$é$` and `$è$` are different dollar-quote tags),
+/// and in a client-only encoding an ASCII byte inside a character is part of it (SJIS
+/// `0x83 0x5C` is no backslash). DDL hidden that way is refused; governed statements keep the
+/// client's bytes, and a rewrite goes up in the client's encoding.
+#[tokio::test]
+async fn ddl_hidden_by_the_client_encoding_is_refused() {
+    let pg = PgServer::shared();
+    let (proxy, _dir, _log) = proxy_with_audit(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_enc; CREATE TABLE bp_enc (id int, note text); \
+         INSERT INTO bp_enc SELECT g, 'n' FROM generate_series(1, 100) g; \
+         ALTER TABLE bp_enc OWNER TO ddlgate_trust",
+    )
+    .await;
+    let addr = proxy.addr.to_string();
+    let refused_rename = |msgs: &[Msg], what: &str| {
+        let (code, message) = refusal(msgs).unwrap_or_else(|| panic!("{what}: {msgs:?}"));
+        assert_eq!(code, "ZD001", "{what}: {message}");
+        assert!(
+            message.starts_with("ddlgate: rename-column: "),
+            "{what}: {message}"
+        );
+    };
+
+    // LATIN1: é (0xE9) and è (0xE8) are different tags, so the server reads the rename as a
+    // statement between two strings.
+    let (mut w, _) = Wire::startup_with(
+        &addr,
+        &[
+            ("user", TRUST.name),
+            ("database", "app"),
+            ("client_encoding", "LATIN1"),
+        ],
+    )
+    .await;
+    w.send(&query_bytes(
+        b"SELECT $\xE9$ x $\xE8$ y $\xE9$; ALTER TABLE bp_enc RENAME note TO n2; SELECT $\xE8$ z $\xE0$ w $\xE8$",
+    ))
+    .await;
+    refused_rename(&w.until_ready().await, "LATIN1 dollar tags");
+    // Governed statements keep the client's bytes; a rewrite goes up in LATIN1.
+    w.send(&query_bytes(b"COMMENT ON TABLE bp_enc IS 'caf\xE9'"))
+        .await;
+    let msgs = w.until_ready().await;
+    assert!(refusal(&msgs).is_none(), "{msgs:?}");
+    w.send(&query_bytes(b"CREATE INDEX bp_enc_\xE9 ON bp_enc (note)"))
+        .await;
+    let msgs = w.until_ready().await;
+    assert!(refusal(&msgs).is_none(), "{msgs:?}");
+    let admin = pg.connect(SUPERUSER).await;
+    let comment: String = admin
+        .query_one("SELECT obj_description('bp_enc'::regclass)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment, "café");
+    assert_eq!(indexes(pg, "bp_enc").await, ["\"bp_enc_é\""]);
+    let valid: bool = admin
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'bp_enc_é'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(valid, "built CONCURRENTLY");
+
+    // SJIS: 0x83 0x5C is one character, so the E'' string ends at the next quote.
+    let (mut w, _) = Wire::startup_with(
+        &addr,
+        &[
+            ("user", TRUST.name),
+            ("database", "app"),
+            ("client_encoding", "SJIS"),
+        ],
+    )
+    .await;
+    w.send(&query_bytes(
+        b"SELECT E'\x83\x5C'; ALTER TABLE bp_enc RENAME note TO n2; --'",
+    ))
+    .await;
+    refused_rename(&w.until_ready().await, "SJIS trail byte");
+    assert_eq!(columns(pg, "bp_enc").await, ["id", "note"]);
+}
