@@ -46,10 +46,21 @@ pub enum Verdict {
     Forward,
     /// Hold it until the session is quiet, then [`plan`] it.
     Hold,
+    /// The request cannot be decided and must not be forwarded unreviewed: the session ends.
+    /// [`Review::unreviewable_statement`] says which statement.
+    Unreviewable(Unreviewable),
+}
+
+/// Why a request cannot be reviewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreviewable {
     /// A part of a run too large to hold whole holds a statement the policy governs: it can
-    /// be neither decided (the rest of the run is unknown) nor forwarded unreviewed.
-    /// [`Review::unreviewable_statement`] says which.
-    TooLargeToReview,
+    /// be neither decided (the rest of the run is unknown) nor forwarded.
+    TooLarge,
+    /// A statement of an extended-protocol run may change `client_encoding`, and a later
+    /// `Parse` of the same run holds non-ASCII text: the server reads it in an encoding
+    /// ddlgate cannot know yet.
+    EncodingChanged,
 }
 
 /// What the session remembers about the client's prepared statements and portals: the
@@ -64,13 +75,19 @@ pub struct Review {
     /// `prepare=True`, pgjdbc's describe round trip): their text as the client sent it,
     /// decided when a later run binds them. See [`plan`].
     deferred: HashMap<Vec<u8>, (String, Mapping)>,
-    /// The statement behind the last [`Verdict::TooLargeToReview`].
+    /// The statement behind the last [`Verdict::Unreviewable`].
     unreviewable: Option<String>,
 }
 
 impl Review {
-    /// The cheap look at a request: does it need the policy at all?
-    pub fn review(&mut self, request: &Request<'_>, session: &SessionState) -> Verdict {
+    /// The cheap look at a request: does it need the policy at all? `in_flight`: earlier
+    /// requests are not answered yet.
+    pub fn review(
+        &mut self,
+        request: &Request<'_>,
+        session: &SessionState,
+        in_flight: bool,
+    ) -> Verdict {
         let mut hold = false;
         // The first governed statement, for a run that turns out too large to hold.
         let mut governed: Option<String> = None;
@@ -78,22 +95,39 @@ impl Review {
             governed.get_or_insert_with(|| text.to_owned());
         };
         let encoding = session.parameter("client_encoding");
+        // A statement of this request may change client_encoding: the server reads what
+        // follows it in an encoding ddlgate learns only from the answer.
+        let mut encoding_may_change = false;
         for message in request.messages() {
             match message.tag {
                 fe::QUERY => {
-                    let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                    let (text, _) = client_text::decode(text, encoding);
+                    let bytes = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                    // Non-ASCII text is read in the encoding in force when it runs, which an
+                    // earlier request still running may change (even from inside a function).
+                    hold |= in_flight && !bytes.is_ascii();
+                    let (text, _) = client_text::decode(bytes, encoding);
                     if precheck(&text, session).is_some() {
                         hold = true;
                         note(&text);
                     }
+                    // Held, so that the next request is read after the change is known.
+                    hold |= may_change_encoding(&text);
                 }
                 fe::PARSE => {
                     let Some((name, rest)) = split_cstr(message.body) else {
                         continue;
                     };
-                    let text = split_cstr(rest).map_or(&[][..], |(t, _)| t);
-                    let (text, _) = client_text::decode(text, encoding);
+                    let bytes = split_cstr(rest).map_or(&[][..], |(t, _)| t);
+                    hold |= in_flight && !bytes.is_ascii();
+                    if encoding_may_change && !bytes.is_ascii() {
+                        self.unreviewable = Some(String::from_utf8_lossy(bytes).into_owned());
+                        return Verdict::Unreviewable(Unreviewable::EncodingChanged);
+                    }
+                    let (text, _) = client_text::decode(bytes, encoding);
+                    if may_change_encoding(&text) {
+                        encoding_may_change = true;
+                        hold = true;
+                    }
                     match precheck(&text, session) {
                         Some(class) => {
                             self.statements.insert(name.to_vec(), class);
@@ -155,12 +189,12 @@ impl Review {
             (true, RequestEnd::Complete) => Verdict::Hold,
             (true, RequestEnd::Partial) => {
                 self.unreviewable = governed;
-                Verdict::TooLargeToReview
+                Verdict::Unreviewable(Unreviewable::TooLarge)
             }
         }
     }
 
-    /// The governed statement behind the last [`Verdict::TooLargeToReview`].
+    /// The statement behind the last [`Verdict::Unreviewable`].
     pub fn unreviewable_statement(&mut self) -> Option<String> {
         self.unreviewable.take()
     }
@@ -200,6 +234,28 @@ fn deferred_name(n: usize) -> Vec<u8> {
 
 /// The timeout class of a query text when it needs the policy's attention: DDL, `DO`/`CALL`,
 /// or (on a server newer than the grammar) a statement that does not parse.
+/// Whether `text` may change `client_encoding`: `SET client_encoding`, `SET NAMES`,
+/// `set_config('client_encoding', …)`, `RESET ALL`, `DISCARD ALL`, … A plain look at the
+/// words, generous on purpose: a false alarm only holds the request until it is answered.
+fn may_change_encoding(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let has = |word: &[u8]| {
+        let first = word.first().copied().unwrap_or_default();
+        bytes.iter().enumerate().any(|(i, b)| {
+            b.to_ascii_lowercase() == first
+                && bytes
+                    .get(i..i.saturating_add(word.len()))
+                    .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        })
+    };
+    has(b"encoding")
+        || ((has(b"names") || has(b"reset") || has(b"discard"))
+            && !matches!(
+                prefilter(text),
+                Prefilter::Dml(_) | Prefilter::TransactionControl
+            ))
+}
+
 /// `text` is the query as [`client_text::decode`] reads it.
 fn precheck(text: &str, session: &SessionState) -> Option<Class> {
     if let Prefilter::Dml(_) | Prefilter::TransactionControl = prefilter(text) {

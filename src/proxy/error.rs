@@ -66,6 +66,9 @@ pub enum SessionError {
         /// The most bytes of a run ddlgate holds.
         limit: usize,
     },
+    /// An extended-protocol run changes `client_encoding` before a `Parse` of non-ASCII text.
+    #[error("an extended-protocol run may change client_encoding before a later statement")]
+    EncodingChangedInRun,
     /// No randomness for a cancel key.
     #[error("cannot generate a cancel key: {0}")]
     Random(getrandom::Error),
@@ -129,6 +132,15 @@ impl SessionError {
                 )
                 .detail("The statement was not sent to the server; the server rolls back what the run had left uncommitted.")
                 .hint("Send schema changes in a run of their own: end the run before them with Sync."),
+            ),
+            Self::EncodingChangedInRun => Some(
+                Report::new(
+                    Severity::Fatal,
+                    sqlstate::POLICY_REJECTED,
+                    "an extended-protocol run may change client_encoding before a later statement with non-ASCII text, which ddlgate cannot read the way the server will; the session is closed",
+                )
+                .detail("The statement was not sent to the server; the server rolls back what the run had left uncommitted.")
+                .hint("Change client_encoding in a request of its own (end the run with Sync after it)."),
             ),
             Self::ClientIo(_)
             | Self::ClientTls(_)

@@ -35,7 +35,7 @@ use crate::protocol::{ProtocolError, error::Tag};
 use super::Shared;
 use super::cancel::Registration;
 use super::conductor::{Conductor, SavedTimeouts};
-use super::decision::{self, Held, Review, Verdict};
+use super::decision::{self, Held, Review, Unreviewable, Verdict};
 use super::error::SessionError;
 use super::handshake::{self, ChannelBinding, Established, Failure, Opening};
 use super::outbox::Outbox;
@@ -644,9 +644,13 @@ impl Session {
                     if waits_for_sync(tag) {
                         continue;
                     }
-                    if self.review_held(RequestEnd::Complete) == Verdict::Hold {
-                        self.hold_request(forward_to);
-                        return Ok(());
+                    match self.review_held(RequestEnd::Complete) {
+                        Verdict::Hold => {
+                            self.hold_request(forward_to);
+                            return Ok(());
+                        }
+                        Verdict::Unreviewable(why) => return Err(self.unreviewable(why)),
+                        Verdict::Forward => {}
                     }
                     forward_to = end;
                     if ends_with_ready_for_query(tag) {
@@ -691,16 +695,22 @@ impl Session {
     /// statement cannot be decided without the rest of the run, and must not pass unreviewed.
     /// The attempt is audited.
     fn review_part(&mut self) -> Result<(), SessionError> {
-        if self.review_held(RequestEnd::Partial) != Verdict::TooLargeToReview {
-            return Ok(());
+        match self.review_held(RequestEnd::Partial) {
+            Verdict::Unreviewable(why) => Err(self.unreviewable(why)),
+            Verdict::Forward | Verdict::Hold => Ok(()),
         }
-        let error = SessionError::UnreviewableRun {
-            limit: MAX_HELD_BYTES,
+    }
+
+    /// Ends the session over a request that can be neither decided nor forwarded, with its
+    /// audit record.
+    fn unreviewable(&mut self, why: Unreviewable) -> SessionError {
+        let error = match why {
+            Unreviewable::TooLarge => SessionError::UnreviewableRun {
+                limit: MAX_HELD_BYTES,
+            },
+            Unreviewable::EncodingChanged => SessionError::EncodingChangedInRun,
         };
-        warn!(
-            limit = MAX_HELD_BYTES,
-            "governed statement in a run too large to review; closing the session"
-        );
+        warn!(why = ?why, "a request ddlgate cannot review; closing the session");
         if let Some(auditor) = &self.shared.audit {
             let mut record =
                 crate::audit::Record::new(crate::audit::record::event::STATEMENT, self.state.id);
@@ -716,14 +726,15 @@ impl Session {
             });
             auditor.record(record);
         }
-        Err(error)
+        error
     }
 
     /// Hands the held messages to the decision point as one request. A request to forward is
     /// left in the buffer; one to hold keeps its messages in `held` for [`Self::hold_request`].
     fn review_held(&mut self, end: RequestEnd) -> Verdict {
         let request = Request::new(&self.client_buf, &self.held, end);
-        let mut verdict = self.review.review(&request, &self.state);
+        let in_flight = self.state.awaiting_ready > 0 || self.unsynced;
+        let mut verdict = self.review.review(&request, &self.state, in_flight);
         if end == RequestEnd::Complete && self.deferred_restore.is_some() {
             verdict = Verdict::Hold;
         }

@@ -801,5 +801,60 @@ async fn ddl_hidden_by_the_client_encoding_is_refused() {
     ))
     .await;
     refused_rename(&w.until_ready().await, "SJIS trail byte");
+
+    // The encoding changed by a request still running when the next one arrives: the next is
+    // read in the encoding the server will use.
+    let sjis_rename: &[u8] = b"SELECT E'\x83\x5C'; ALTER TABLE bp_enc RENAME note TO n2; --'";
+    for change in [
+        &b"SET client_encoding = 'SJIS'"[..],
+        b"SET NAMES 'SJIS'",
+        b"SELECT pg_sleep(0.2), set_config('client_encoding', 'SJIS', false)",
+    ] {
+        let (mut w, _) = Wire::startup(&addr, TRUST.name, "app").await;
+        w.send(&[query_bytes(change), query_bytes(sjis_rename)].concat())
+            .await;
+        let first = w.until_ready().await;
+        assert!(refusal(&first).is_none(), "{first:?}");
+        let what = String::from_utf8_lossy(change).into_owned();
+        refused_rename(&w.until_ready().await, &what);
+    }
+    // Within one extended-protocol run ddlgate cannot know the new encoding before the server
+    // reads the next statement: the session ends before that statement is sent.
+    let (mut w, _) = Wire::startup(&addr, TRUST.name, "app").await;
+    let mut parse_sjis = vec![0u8];
+    parse_sjis.extend_from_slice(b"ALTER TABLE bp_enc ALTER COLUMN note SET DEFAULT E'\x83\x5C', ALTER COLUMN id TYPE bigint --'");
+    parse_sjis.extend_from_slice(&[0, 0, 0]);
+    w.send(
+        &[
+            wire::parse("", "SET client_encoding = 'SJIS'"),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::raw_frame(b'P', &parse_sjis),
+            wire::bind("", ""),
+            wire::execute(""),
+            wire::sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let msgs = w.until_ready().await;
+    let fatal = msgs
+        .iter()
+        .find(|m| m.tag == b'E')
+        .unwrap_or_else(|| panic!("{msgs:?}"));
+    assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"));
+    assert_eq!(fatal.code().as_deref(), Some("ZD001"));
+    assert!(w.recv().await.is_none(), "the session is closed");
     assert_eq!(columns(pg, "bp_enc").await, ["id", "note"]);
+    let id_type: String = pg
+        .connect(SUPERUSER)
+        .await
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bp_enc'::regclass AND attname = 'id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id_type, "integer");
 }
