@@ -63,9 +63,15 @@ fn check(data: &[u8]) {
         _ => TxStatus::Failed,
     };
     let unsynced = selector & 0x40 != 0;
+    // The client encoding decides how query text is read (see proxy::client_text).
+    let encoding = ["UTF8", "LATIN1", "SJIS", "GB18030"]
+        [usize::from((selector >> 5) & 1) | usize::from((selector >> 6) & 2)];
+    state
+        .parameters
+        .insert("client_encoding".into(), encoding.into());
     let mut review = Review::default();
     let request = Request::new(bytes, &spans, RequestEnd::Complete);
-    if review.review(&request, &state) == Verdict::Forward {
+    if review.review(&request, &state, unsynced) != Verdict::Hold {
         return;
     }
     let policy = Policy::builtin_default();
