@@ -83,6 +83,28 @@ async fn proxy_with_audit(pg: &PgServer) -> (TestProxy, tempfile::TempDir, PathB
     (proxy, dir, log)
 }
 
+/// One extended-protocol run: Parse, Bind and Execute of each statement (unnamed), then Sync.
+fn extended_run(statements: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for sql in statements {
+        out.extend(wire::parse("", sql));
+        out.extend(wire::bind("", ""));
+        out.extend(wire::execute(""));
+    }
+    out.extend(wire::sync());
+    out
+}
+
+/// Checks that `msgs` hold ddlgate's refusal (ZD001) by `rule`.
+fn assert_refusal_by(msgs: &[Msg], rule: &str, what: &str) {
+    let (code, message) = refusal(msgs).unwrap_or_else(|| panic!("{what}: not refused: {msgs:?}"));
+    assert_eq!(code, "ZD001", "{what}: {message}");
+    assert!(
+        message.starts_with(&format!("ddlgate: {rule}: ")),
+        "{what}: {message}"
+    );
+}
+
 /// The refusal among `msgs`: its SQLSTATE and message.
 fn refusal(msgs: &[Msg]) -> Option<(String, String)> {
     msgs.iter().find(|m| m.tag == b'E').map(|m| {
@@ -301,12 +323,7 @@ async fn renames_in_the_extended_protocol_are_refused() {
     for (n, run) in runs.iter().enumerate() {
         w.send(&run.concat()).await;
         let msgs = w.until_ready().await;
-        let (code, message) = refusal(&msgs).unwrap_or_else(|| panic!("run {n}: {msgs:?}"));
-        assert_eq!(code, "ZD001", "run {n}");
-        assert!(
-            message.starts_with("ddlgate: rename-column: "),
-            "run {n}: {message}"
-        );
+        assert_refusal_by(&msgs, "rename-column", &format!("run {n}"));
         if n == 2 {
             assert!(
                 msgs.iter().any(|m| m.tag == b'D'),
@@ -325,10 +342,7 @@ async fn renames_in_the_extended_protocol_are_refused() {
     for _ in 0..2 {
         w.send(&[wire::bind("", "bp_named"), wire::execute(""), wire::sync()].concat())
             .await;
-        let msgs = w.until_ready().await;
-        let (code, message) = refusal(&msgs).expect("executing the rename is refused");
-        assert_eq!(code, "ZD001");
-        assert!(message.starts_with("ddlgate: rename-column: "), "{message}");
+        assert_refusal_by(&w.until_ready().await, "rename-column", "executing it");
     }
     assert_eq!(columns(pg, "bp_ext").await, ["id", "note"]);
     let refused = audited(&log, rename)
@@ -338,26 +352,12 @@ async fn renames_in_the_extended_protocol_are_refused() {
     assert_eq!(refused, 5, "every attempt is audited");
 
     // A SET in the same extended-protocol run cannot loosen the timeouts either.
-    w.send(
-        &[
-            wire::parse("", "SET lock_timeout = 0"),
-            wire::bind("", ""),
-            wire::execute(""),
-            wire::parse("", "ALTER TABLE bp_ext ADD COLUMN extra int"),
-            wire::bind("", ""),
-            wire::execute(""),
-            wire::sync(),
-        ]
-        .concat(),
-    )
+    w.send(&extended_run(&[
+        "SET lock_timeout = 0",
+        "ALTER TABLE bp_ext ADD COLUMN extra int",
+    ]))
     .await;
-    let msgs = w.until_ready().await;
-    let (code, message) = refusal(&msgs).expect("refused");
-    assert_eq!(code, "ZD001");
-    assert!(
-        message.starts_with("ddlgate: timeout-override: "),
-        "{message}"
-    );
+    assert_refusal_by(&w.until_ready().await, "timeout-override", "SET in the run");
     assert_eq!(columns(pg, "bp_ext").await, ["id", "note"]);
 
     // SQL-level PREPARE cannot hold DDL at all: the server refuses it with its own error.
@@ -475,25 +475,15 @@ async fn role_changes_and_discard_do_not_escape_the_policy() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["outcome"]["status"], "not_run", "{records:?}");
     let (mut w, _) = Wire::startup(&proxy.addr.to_string(), trust, "app").await;
-    w.send(
-        &[
-            wire::parse("", "DISCARD ALL"),
-            wire::bind("", ""),
-            wire::execute(""),
-            wire::parse("", "ALTER TABLE bp_roles ADD COLUMN a int"),
-            wire::bind("", ""),
-            wire::execute(""),
-            wire::sync(),
-        ]
-        .concat(),
-    )
+    w.send(&extended_run(&[
+        "DISCARD ALL",
+        "ALTER TABLE bp_roles ADD COLUMN a int",
+    ]))
     .await;
-    let msgs = w.until_ready().await;
-    let (code, message) = refusal(&msgs).unwrap_or_else(|| panic!("not refused: {msgs:?}"));
-    assert_eq!(code, "ZD001");
-    assert!(
-        message.starts_with("ddlgate: timeout-override: "),
-        "{message}"
+    assert_refusal_by(
+        &w.until_ready().await,
+        "timeout-override",
+        "DISCARD ALL in the run",
     );
     assert_eq!(columns(pg, "bp_roles").await, ["id", "note"]);
 
@@ -694,10 +684,7 @@ async fn ddl_in_a_run_too_large_to_hold_is_refused() {
     w.send(&big_select()).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     w.send(&[rename_run(), wire::sync()].concat()).await;
-    let msgs = w.until_ready().await;
-    let (code, message) = refusal(&msgs).unwrap_or_else(|| panic!("not refused: {msgs:?}"));
-    assert_eq!(code, "ZD001");
-    assert!(message.starts_with("ddlgate: rename-column: "), "{message}");
+    assert_refusal_by(&w.until_ready().await, "rename-column", "DDL with the Sync");
     // And a large run without DDL runs.
     w.send(&[big_select(), wire::sync()].concat()).await;
     let msgs = w.until_ready().await;
@@ -734,14 +721,7 @@ async fn ddl_hidden_by_the_client_encoding_is_refused() {
     )
     .await;
     let addr = proxy.addr.to_string();
-    let refused_rename = |msgs: &[Msg], what: &str| {
-        let (code, message) = refusal(msgs).unwrap_or_else(|| panic!("{what}: {msgs:?}"));
-        assert_eq!(code, "ZD001", "{what}: {message}");
-        assert!(
-            message.starts_with("ddlgate: rename-column: "),
-            "{what}: {message}"
-        );
-    };
+    let refused_rename = |msgs: &[Msg], what: &str| assert_refusal_by(msgs, "rename-column", what);
 
     // LATIN1: é (0xE9) and è (0xE8) are different tags, so the server reads the rename as a
     // statement between two strings.
