@@ -735,7 +735,10 @@ impl Session {
         let request = Request::new(&self.client_buf, &self.held, end);
         let in_flight = self.state.awaiting_ready > 0 || self.unsynced;
         let mut verdict = self.review.review(&request, &self.state, in_flight);
-        if end == RequestEnd::Complete && self.deferred_restore.is_some() {
+        if end == RequestEnd::Complete
+            && self.deferred_restore.is_some()
+            && verdict == Verdict::Forward
+        {
             verdict = Verdict::Hold;
         }
         if verdict == Verdict::Forward {
