@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs ddlgate's fuzz targets (fuzz/, cargo fuzz on nightly) for SECONDS each:
+# Runs ddlgate's fuzz targets (fuzz/, cargo fuzz on nightly, or on stable with RUSTC_BOOTSTRAP=1) for SECONDS each:
 #
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]      # default: 60 s, every target
 #
@@ -17,9 +17,14 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(frontend_stream backend_stream startup_packet statement_splitter analysis decision policy_file)
 fi
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-  echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2
-  exit 2
+# cargo fuzz needs nightly features (sanitizer flags). Where no nightly toolchain is installed
+# (and none can be downloaded), the stable toolchain is allowed to use them.
+if cargo +nightly --version >/dev/null 2>&1; then
+  toolchain=(+nightly)
+else
+  echo "fuzz.sh: no nightly toolchain; running cargo fuzz on stable with RUSTC_BOOTSTRAP=1" >&2
+  toolchain=()
+  export RUSTC_BOOTSTRAP=1
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz.sh: installing cargo-fuzz" >&2
@@ -27,13 +32,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 corpus_root="${DDLGATE_FUZZ_CORPUS:-/var/tmp/ddlgate-fuzz}"
-cargo +nightly fuzz build --release --debug-assertions
+cargo "${toolchain[@]}" fuzz build --release --debug-assertions
 status=0
 for target in "${targets[@]}"; do
   corpus="$corpus_root/$target"
   mkdir -p "$corpus"
   echo "== fuzz $target for ${seconds}s"
-  if ! cargo +nightly fuzz run --release --debug-assertions "$target" "$corpus" "fuzz/seeds/$target" -- \
+  if ! cargo "${toolchain[@]}" fuzz run --release --debug-assertions "$target" "$corpus" "fuzz/seeds/$target" -- \
       -max_total_time="$seconds" -max_len=65536 -timeout=30 -rss_limit_mb=4096 \
       -print_final_stats=1 2>"$corpus_root/$target.log"; then
     status=1

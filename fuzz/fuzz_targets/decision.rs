@@ -81,7 +81,20 @@ fn check(data: &[u8]) {
         spans: spans.clone(),
     };
     let ended_with_ready = held.ends_with_ready();
-    let program = decision::plan(held, &state, &mut review, &mut ctx, &policy.base, unsynced);
+    // A transaction may have ended since the last plan (the selector's high bit says so).
+    let since = ddlgate::proxy::tx::Since {
+        ended: (selector & 0x80 != 0).then_some(false),
+        rolled_back_to_savepoint: selector & 0x04 != 0,
+    };
+    let program = decision::plan(
+        held,
+        &state,
+        &mut review,
+        &mut ctx,
+        &policy.base,
+        unsynced,
+        since,
+    );
     let planned = frames(&program.request).expect("the planned request is whole messages");
     assert_eq!(
         planned.last().map(|m| m.tag),

@@ -242,6 +242,9 @@ pub struct Facts {
     pub tx_control: Option<TxControl>,
     /// Whether its effect cannot be known from its text (`DO`, `CALL`, `EXECUTE`, …).
     pub dynamic: bool,
+    /// An explicit `LOCK TABLE` in a mode that blocks writes (`SHARE` or stronger): it queues
+    /// application traffic exactly like the DDL it usually precedes.
+    pub blocking_lock: bool,
 }
 
 impl Facts {
@@ -256,7 +259,14 @@ impl Facts {
             creates: Vec::new(),
             tx_control: None,
             dynamic: false,
+            blocking_lock: false,
         }
+    }
+
+    /// Whether the policy governs it: DDL, statements that may run DDL, and explicit locks
+    /// that block writes. These get timeouts and an audit record.
+    pub fn governed(&self) -> bool {
+        self.ddl || self.dynamic || self.blocking_lock
     }
 
     /// Records a lock, keeping only the strongest mode per target.
@@ -381,6 +391,7 @@ pub fn classify(node: &NodeEnum, opts: ClassifyOptions) -> Facts {
             for rel in range_vars(&s.relations) {
                 f.lock_relation(Some(rel), mode);
             }
+            f.blocking_lock = mode.blocks_writes();
             f
         }
         NodeEnum::VacuumStmt(s) => vacuum(s),

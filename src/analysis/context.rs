@@ -1,5 +1,33 @@
 //! What the engine knows about where a statement runs: the server, whether a transaction block
 //! is open, and what the transaction (or, for `check`, the script) has done so far.
+//!
+//! # Transaction-scoped facts
+//!
+//! Most of what the engine remembers belongs to one transaction and must end with it, or a
+//! later transaction inherits an exemption it does not have. [`History`] keeps them apart:
+//!
+//! | fact | ends |
+//! |---|---|
+//! | `created`: relations created (so new, empty, invisible to others) | with the transaction in the proxy ([`NewObjects::Transaction`]); with the script in `check` ([`NewObjects::Script`]); forgotten on `ROLLBACK TO SAVEPOINT` |
+//! | `held_locks`: locks taken so far | with the transaction |
+//! | `not_validated`: constraints added `NOT VALID` | with the transaction |
+//! | `statements_in_transaction`, `open_begin`, `alters` | with the transaction |
+//! | `SET LOCAL` of a timeout | with the transaction (the session's value returns) |
+//! | `uncommitted`: `CHECK (c IS NOT NULL)` constraints and validated not-null columns learnt in the open transaction | kept (moved to the lasting lists) only when it commits; dropped on rollback; the exemptions among them are forgotten on `ROLLBACK TO SAVEPOINT` |
+//! | `schema`: column types, indexes, partitioned tables | with the transaction in the proxy; the sequence of scripts in `check` |
+//! | `not_null_checks`, `validated_not_null`, session-level timeouts | the session or the sequence of scripts |
+//!
+//! The proxy keeps one fact past a transaction: a `CHECK (c IS NOT NULL)` that a transaction
+//! proven to have committed added or validated (it lets a later `SET NOT NULL` skip its scan,
+//! the last step of the safe procedure). Everything else a statement that starts a transaction
+//! is judged by is what a fresh session would know.
+//!
+//! Ending a transaction is [`Context::end_transaction`]; `ROLLBACK TO SAVEPOINT` is
+//! [`Context::rollback_to_savepoint`], which only ever makes the engine stricter: it forgets
+//! exemptions (what was created, what was proven not null), never restrictions.
+//!
+//! The invariant the proxy builds on: for a statement that starts a transaction, the decision
+//! is the one a fresh session would get, apart from what the lasting lists say.
 
 use super::classify::{Facts, Lock, RelationName, TxControl};
 use super::locks::LockMode;
@@ -34,12 +62,26 @@ pub struct Context {
     pub whole_scripts: bool,
     /// What the current transaction (or script) has done so far.
     pub history: History,
+    /// How long a created relation counts as new.
+    pub new_objects: NewObjects,
     /// The timeouts the proxy applies before DDL (meaningful when `timeouts_managed`).
     pub managed_timeouts: ManagedTimeouts,
     /// Changes to `lock_timeout`/`statement_timeout` made by earlier statements of the
     /// current request (the proxy starts each request with none): they run after ddlgate
     /// applied its timeouts, so they can undo them.
     pub request_timeout_changes: Vec<TimeoutChange>,
+}
+
+/// How long a relation created by an earlier statement counts as new (empty, used by nobody).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NewObjects {
+    /// Until the end of the script: `check` reads a migration file as one deployment, so what
+    /// an earlier statement of the file created is not yet in use by the application.
+    #[default]
+    Script,
+    /// Until the end of the transaction that created it: the proxy sees a live database, where
+    /// a committed table is visible to every session and may already hold data.
+    Transaction,
 }
 
 /// The timeouts the proxy applies before DDL, in milliseconds (0: it sets none), by class.
@@ -93,6 +135,7 @@ impl Default for Context {
             query_string: false,
             whole_scripts: true,
             history: History::default(),
+            new_objects: NewObjects::Script,
             managed_timeouts: ManagedTimeouts::default(),
             request_timeout_changes: Vec::new(),
         }
@@ -123,17 +166,12 @@ impl Context {
     /// Updates the history after a statement with these facts has run.
     pub fn record(&mut self, facts: &Facts) {
         match facts.tx_control {
-            Some(TxControl::Begin) => {
-                self.in_transaction = true;
-                self.history.held_locks.clear();
-                self.history.not_validated.clear();
-            }
-            Some(TxControl::Commit | TxControl::Rollback | TxControl::Prepare) => {
-                self.in_transaction = false;
-                self.history.held_locks.clear();
-                self.history.not_validated.clear();
-                self.history.statements_in_transaction = 0;
-            }
+            // A BEGIN inside an implicit transaction (a query string) turns it into the block:
+            // what ran before it is part of the same transaction.
+            Some(TxControl::Begin) => self.in_transaction = true,
+            Some(TxControl::Commit) => self.end_transaction(true),
+            Some(TxControl::Rollback | TxControl::Prepare) => self.end_transaction(false),
+            Some(TxControl::RollbackTo) => self.rollback_to_savepoint(),
             _ => {}
         }
         if self.in_transaction || self.in_multi_statement_query {
@@ -155,19 +193,163 @@ impl Context {
         }
     }
 
+    /// The transaction ends (`COMMIT`, `ROLLBACK`, the end of an implicit transaction, or —
+    /// in the proxy — whatever the server's `ReadyForQuery` showed): every fact of the
+    /// transaction ends with it. What it taught that lasts is kept only when it `committed`.
+    pub fn end_transaction(&mut self, committed: bool) {
+        let h = &mut self.history;
+        h.held_locks.clear();
+        h.not_validated.clear();
+        h.statements_in_transaction = 0;
+        h.open_begin = None;
+        h.alters.clear();
+        if self.new_objects == NewObjects::Transaction || !committed {
+            h.created = RelationSet::default();
+        }
+        if self.new_objects == NewObjects::Transaction {
+            // On a live database what a committed transaction taught about column types,
+            // indexes and partitioning may be changed by any other session: the next
+            // transaction is judged as in a fresh session.
+            h.schema = Schema::default();
+        }
+        let learnt = std::mem::take(&mut h.uncommitted);
+        let timeouts = h.session_timeouts;
+        if committed {
+            h.not_null_checks.extend(learnt.not_null_checks);
+            h.validated_not_null.extend(learnt.validated_not_null);
+            let (lock, statement) = learnt.session_timeouts.unwrap_or(timeouts);
+            h.session_timeouts = (lock, statement);
+        }
+        // SET LOCAL ends here; the session's own value returns.
+        (h.lock_timeout_set, h.statement_timeout_set) = h.session_timeouts;
+        self.in_transaction = false;
+    }
+
+    /// `ROLLBACK TO SAVEPOINT`: what was created or proven since the savepoint is gone, and
+    /// ddlgate cannot tell which facts came before it, so every exemption of the transaction
+    /// is forgotten. Restrictions (locks held, constraints added `NOT VALID`) stay: being
+    /// stricter is safe, being looser is not.
+    pub fn rollback_to_savepoint(&mut self) {
+        self.history.created = RelationSet::default();
+        self.history.uncommitted = Uncommitted::default();
+    }
+
+    /// Whether the statement runs in an explicit or implicit transaction of several
+    /// statements, so that what it teaches lasts only if that transaction commits.
+    fn learns_uncommitted(&self) -> bool {
+        self.in_transaction || self.in_multi_statement_query
+    }
+
+    /// Learns that `CHECK (column IS NOT NULL)` named `constraint` exists on `table`.
+    pub fn learn_not_null_check(
+        &mut self,
+        table: RelationName,
+        constraint: String,
+        column: String,
+    ) {
+        let entry = (table, constraint, column);
+        if self.learns_uncommitted() {
+            self.history.uncommitted.not_null_checks.push(entry);
+        } else {
+            self.history.not_null_checks.push(entry);
+        }
+    }
+
+    /// Learns that a valid check proves `column` of `table` not null.
+    pub fn learn_validated_not_null(&mut self, table: RelationName, column: String) {
+        if self.learns_uncommitted() {
+            self.history
+                .uncommitted
+                .validated_not_null
+                .push((table, column));
+        } else {
+            self.history.validated_not_null.push((table, column));
+        }
+    }
+
+    /// The columns of `table` that the not-null check named `constraint` is about.
+    pub fn not_null_check_columns(&self, table: &RelationName, constraint: &str) -> Vec<String> {
+        self.history
+            .not_null_checks
+            .iter()
+            .chain(&self.history.uncommitted.not_null_checks)
+            .filter(|(t, name, _)| t.may_be(table) && name == constraint)
+            .map(|(_, _, column)| column.clone())
+            .collect()
+    }
+
+    /// Whether a validated check proves `column` of `table` not null.
+    pub fn proven_not_null(&self, table: &RelationName, column: &str) -> bool {
+        self.history
+            .validated_not_null
+            .iter()
+            .chain(&self.history.uncommitted.validated_not_null)
+            .any(|(t, c)| t.may_be(table) && c == column)
+    }
+
+    /// A timeout setting changed: `local` for `SET LOCAL` (ends with the transaction).
+    pub fn learn_timeout_set(&mut self, setting: TimeoutSetting, set: bool, local: bool) {
+        match setting {
+            TimeoutSetting::Lock => self.history.lock_timeout_set = set,
+            TimeoutSetting::Statement => self.history.statement_timeout_set = set,
+        }
+        if local {
+            return;
+        }
+        let h = &mut self.history;
+        let mut session = h.uncommitted.session_timeouts.unwrap_or(h.session_timeouts);
+        match setting {
+            TimeoutSetting::Lock => session.0 = set,
+            TimeoutSetting::Statement => session.1 = set,
+        }
+        if self.in_transaction || self.in_multi_statement_query {
+            self.history.uncommitted.session_timeouts = Some(session);
+        } else {
+            self.history.session_timeouts = session;
+        }
+    }
+
+    /// Where the lasting lists end now, to forget what a request taught if it fails (see
+    /// [`Self::forget_lessons_since`]).
+    pub fn lasting_marks(&self) -> LastingMarks {
+        let h = &self.history;
+        LastingMarks {
+            columns: h.schema.columns.len(),
+            partitioned: h.schema.partitioned.len(),
+            indexes: h.schema.indexes.len(),
+            not_null_checks: h.not_null_checks.len(),
+            validated_not_null: h.validated_not_null.len(),
+            session_timeouts: h.session_timeouts,
+        }
+    }
+
+    /// A request failed: what it taught that lasts is forgotten (a failed `CREATE TABLE`
+    /// describes a table that does not exist; a `COMMIT` inside it may not have committed).
+    /// The lists only grow while a request is analysed, so cutting them back is exact.
+    pub fn forget_lessons_since(&mut self, marks: &LastingMarks) {
+        let h = &mut self.history;
+        h.schema.columns.truncate(marks.columns);
+        h.schema.partitioned.truncate(marks.partitioned);
+        h.schema.indexes.truncate(marks.indexes);
+        h.not_null_checks.truncate(marks.not_null_checks);
+        h.validated_not_null.truncate(marks.validated_not_null);
+        h.session_timeouts = marks.session_timeouts;
+    }
+
     /// Moves on to the next script of a sequence (the next migration file): nothing in it is
     /// new any more and no transaction is open, but the column types learnt so far still hold.
+    /// A script that left its transaction open is taken as committed (the tool that runs it
+    /// commits at the end).
     pub fn next_script(&mut self) {
-        let schema = std::mem::take(&mut self.history.schema);
-        // A CHECK (c IS NOT NULL) outlives its transaction: validated later, or already
-        // validated, it lets a later SET NOT NULL (the next migration, or the next statement
-        // psql sends on its own) skip its scan.
-        let validated_not_null = std::mem::take(&mut self.history.validated_not_null);
-        let not_null_checks = std::mem::take(&mut self.history.not_null_checks);
+        self.end_transaction(true);
+        let h = std::mem::take(&mut self.history);
         self.history = History {
-            schema,
-            not_null_checks,
-            validated_not_null,
+            schema: h.schema,
+            not_null_checks: h.not_null_checks,
+            validated_not_null: h.validated_not_null,
+            session_timeouts: h.session_timeouts,
+            lock_timeout_set: h.lock_timeout_set,
+            statement_timeout_set: h.statement_timeout_set,
             ..History::default()
         };
         self.in_transaction = false;
@@ -191,14 +373,18 @@ pub struct History {
     pub created: RelationSet,
     /// Locks taken by earlier statements of the open transaction; held until it ends.
     pub held_locks: Vec<Lock>,
-    /// Constraints added `NOT VALID` in the open transaction: `(table, constraint)`.
-    pub not_validated: Vec<(RelationName, String)>,
+    /// Constraints added `NOT VALID` in the open transaction.
+    pub not_validated: Vec<NotValidated>,
     /// Statements run so far in the open transaction.
     pub statements_in_transaction: usize,
-    /// Whether a `lock_timeout` (other than 0) was set earlier in the session or script.
+    /// Whether a `lock_timeout` (other than 0) is in force: set earlier in the session or
+    /// script, or by `SET LOCAL` in the open transaction.
     pub lock_timeout_set: bool,
-    /// Whether a `statement_timeout` (other than 0) was set earlier in the session or script.
+    /// Whether a `statement_timeout` (other than 0) is in force (like `lock_timeout_set`).
     pub statement_timeout_set: bool,
+    /// The session-level `(lock_timeout_set, statement_timeout_set)` of committed `SET`s:
+    /// what is in force again when the transaction ends.
+    pub session_timeouts: (bool, bool),
     /// What earlier scripts and statements taught about the schema; kept across scripts.
     pub schema: Schema,
     /// Foreign keys added in this script, checked for a supporting index when it ends.
@@ -212,6 +398,41 @@ pub struct History {
     pub not_null_checks: Vec<(RelationName, String, String)>,
     /// Columns proven not null by a validated check: `SET NOT NULL` on them needs no scan.
     pub validated_not_null: Vec<(RelationName, String)>,
+    /// What the open transaction taught that lasts only if it commits.
+    pub uncommitted: Uncommitted,
+}
+
+/// Lengths of the lasting lists at one moment (see [`Context::lasting_marks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastingMarks {
+    columns: usize,
+    partitioned: usize,
+    indexes: usize,
+    not_null_checks: usize,
+    validated_not_null: usize,
+    session_timeouts: (bool, bool),
+}
+
+/// Facts learnt in the open transaction that outlive it only if it commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uncommitted {
+    /// `CHECK (column IS NOT NULL)` constraints added: `(table, constraint, column)`.
+    pub not_null_checks: Vec<(RelationName, String, String)>,
+    /// Columns proven not null by a check validated in this transaction.
+    pub validated_not_null: Vec<(RelationName, String)>,
+    /// Session-level timeout `SET`s made in this transaction (see `History::session_timeouts`).
+    pub session_timeouts: Option<(bool, bool)>,
+}
+
+/// A constraint added `NOT VALID` in the open transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotValidated {
+    /// The table it was added to.
+    pub table: RelationName,
+    /// Its name.
+    pub constraint: String,
+    /// For a foreign key, the table it references (locked too, and validated against).
+    pub references: Option<RelationName>,
 }
 
 impl History {

@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use super::classify::{ClassifyOptions, Facts, RelationName, classify};
-use super::context::{ColumnType, Context};
+use super::context::{ColumnType, Context, TimeoutSetting};
 use super::parse::{self, NodeEnum, Options, SyntaxError, Token, TokenKind, ast};
 use super::registry::RuleId;
 use super::rules::Input;
@@ -376,23 +376,22 @@ fn record(node: &NodeEnum, facts: &Facts, source: &str, span: &Range<usize>, ctx
                 }
             }
         }
-        NodeEnum::TransactionStmt(_) => match facts.tx_control {
-            Some(super::classify::TxControl::Begin) if !ctx.in_transaction => {
+        NodeEnum::TransactionStmt(_) => {
+            if let Some(super::classify::TxControl::Begin) = facts.tx_control
+                && !ctx.in_transaction
+            {
                 ctx.history.open_begin = Some(span.clone());
             }
-            Some(
-                super::classify::TxControl::Commit
-                | super::classify::TxControl::Rollback
-                | super::classify::TxControl::Prepare,
-            ) => {
-                ctx.history.open_begin = None;
-                ctx.history.alters.clear();
-            }
-            _ => {}
-        },
+        }
         _ => {}
     }
     ctx.record(facts);
+    // COMMIT AND CHAIN / ROLLBACK AND CHAIN: a new transaction starts at once.
+    if let NodeEnum::TransactionStmt(t) = node
+        && t.chain
+    {
+        ctx.in_transaction = true;
+    }
 }
 
 /// Key columns of a PRIMARY KEY or UNIQUE constraint.
@@ -548,30 +547,23 @@ fn record_alter(
                 if c.skip_validation && in_block {
                     ctx.history
                         .not_validated
-                        .push((table.clone(), c.conname.clone()));
+                        .push(super::context::NotValidated {
+                            table: table.clone(),
+                            constraint: c.conname.clone(),
+                            references: c.pktable.as_ref().map(RelationName::from_range_var),
+                        });
                 }
                 if let Some(column) = c.raw_expr.as_deref().and_then(not_null_check_column) {
                     if c.skip_validation {
-                        ctx.history.not_null_checks.push((
-                            table.clone(),
-                            c.conname.clone(),
-                            column,
-                        ));
+                        ctx.learn_not_null_check(table.clone(), c.conname.clone(), column);
                     } else {
-                        ctx.history.validated_not_null.push((table.clone(), column));
+                        ctx.learn_validated_not_null(table.clone(), column);
                     }
                 }
             }
             (T::AtValidateConstraint, _) => {
-                let proven: Vec<String> = ctx
-                    .history
-                    .not_null_checks
-                    .iter()
-                    .filter(|(t, name, _)| t.may_be(&table) && *name == cmd.name)
-                    .map(|(_, _, column)| column.clone())
-                    .collect();
-                for column in proven {
-                    ctx.history.validated_not_null.push((table.clone(), column));
+                for column in ctx.not_null_check_columns(&table, &cmd.name) {
+                    ctx.learn_validated_not_null(table.clone(), column);
                 }
             }
             _ => {}
@@ -606,8 +598,8 @@ fn record_setting(set: &ast::VariableSetStmt, ctx: &mut Context) {
         ast::VariableSetKind::VarSetValue => effective && value_is_nonzero(),
         ast::VariableSetKind::VarReset | ast::VariableSetKind::VarSetDefault => false,
         ast::VariableSetKind::VarResetAll => {
-            ctx.history.lock_timeout_set = false;
-            ctx.history.statement_timeout_set = false;
+            ctx.learn_timeout_set(TimeoutSetting::Lock, false, false);
+            ctx.learn_timeout_set(TimeoutSetting::Statement, false, false);
             return;
         }
         _ => return,
@@ -615,11 +607,12 @@ fn record_setting(set: &ast::VariableSetStmt, ctx: &mut Context) {
     if !effective && kind == ast::VariableSetKind::VarSetValue {
         return;
     }
-    match name.as_str() {
-        "lock_timeout" => ctx.history.lock_timeout_set = setting,
-        "statement_timeout" => ctx.history.statement_timeout_set = setting,
-        _ => {}
-    }
+    let which = match name.as_str() {
+        "lock_timeout" => TimeoutSetting::Lock,
+        "statement_timeout" => TimeoutSetting::Statement,
+        _ => return,
+    };
+    ctx.learn_timeout_set(which, setting, set.is_local);
 }
 
 #[cfg(test)]

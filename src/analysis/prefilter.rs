@@ -91,6 +91,25 @@ fn is_transaction_control(word: &[u8]) -> bool {
     .any(|w| word.eq_ignore_ascii_case(w))
 }
 
+/// The next word (ASCII letters) at or after `from`, outside comments, and the offset after
+/// it; other bytes between words are skipped. For reading the few words of a statement the
+/// pre-filter already proved to be transaction control.
+pub fn word_at(bytes: &[u8], mut from: usize) -> Option<(&[u8], usize)> {
+    loop {
+        from = skip_space_and_comments(bytes, from)?;
+        let rest = bytes.get(from..)?;
+        let len = rest
+            .iter()
+            .position(|b| !b.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        if len > 0 {
+            let end = from.saturating_add(len);
+            return Some((bytes.get(from..end)?, end));
+        }
+        from = from.saturating_add(1);
+    }
+}
+
 /// Skips whitespace and comments from `i`; `None` if a comment is unterminated or nothing but
 /// space and comments remain.
 fn skip_space_and_comments(bytes: &[u8], mut i: usize) -> Option<usize> {

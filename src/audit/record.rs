@@ -1,5 +1,6 @@
-//! One audit record. Every field is always present (null or empty when it does not apply), in
-//! this order, so lines are uniform for log pipelines and SQL alike; `prev` comes last.
+//! One audit record. Every field is present (null or empty when it does not apply), in this
+//! order, so lines are uniform for log pipelines and SQL alike; `prev` comes last. Two fields
+//! are the exception and appear only when they apply: `session_authorization` and `steps`.
 
 use serde::Serialize;
 
@@ -87,6 +88,20 @@ pub struct TimeoutsApplied {
     pub statement_timeout: String,
 }
 
+/// One step of a multi-step rewrite, as it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Step {
+    /// The step's SQL (redacted like `rewritten_sql` when the policy asks for it).
+    pub sql: String,
+    /// Attempts made of this step (more than 1 after `lock_not_available` retries); null when
+    /// it never ran.
+    pub attempts: Option<u32>,
+    /// How it ended: `ok` with its command tag, `error`, or `not_run` (an earlier step failed).
+    pub outcome: Outcome,
+    /// How long its last attempt took; null when it never ran.
+    pub duration_ms: Option<u64>,
+}
+
 /// One line of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Record {
@@ -131,6 +146,11 @@ pub struct Record {
     pub action: Option<String>,
     /// The statements that ran in its place, in order.
     pub rewritten_sql: Vec<String>,
+    /// For a multi-step rewrite, how each step ended, in order (the last is the client's
+    /// request in its rewritten form); absent otherwise. Records written before this field
+    /// existed have none and still verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
     /// The timeouts it ran under.
     pub timeouts: Option<TimeoutsApplied>,
     /// Overrides honoured.
@@ -169,6 +189,7 @@ impl Record {
             rules: Vec::new(),
             action: None,
             rewritten_sql: Vec::new(),
+            steps: Vec::new(),
             timeouts: None,
             overrides: Vec::new(),
             attempts: None,

@@ -166,6 +166,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let policy = std::sync::Arc::clone(&config.policy);
+    let worker_threads = config.worker_threads;
     info!(policy = %policy.describe(), "policy loaded");
     runtime.block_on(async {
         tokio::spawn(reload_on_sighup(policy));
@@ -175,8 +176,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.drain.clone(),
             shutdown.terminate.clone(),
         ));
-        server.run(shutdown).await;
-        Ok(())
+        server.run(shutdown).await.with_context(|| {
+            format!("cannot start {worker_threads} worker thread(s) to serve sessions")
+        })
     })
 }
 

@@ -60,7 +60,7 @@ impl Class {
     pub fn of(facts: &Facts) -> Option<Self> {
         if facts.is_online() {
             Some(Self::Online)
-        } else if facts.ddl || facts.dynamic {
+        } else if facts.governed() {
             Some(Self::Brief)
         } else {
             None
@@ -132,7 +132,8 @@ pub struct StatementDecision {
     pub span: Range<usize>,
     /// The statement's kind (`CREATE INDEX`, …), or `unparsable`.
     pub kind: String,
-    /// Whether it is DDL (or may run DDL).
+    /// Whether the policy governs it: DDL, a statement that may run DDL, or an explicit
+    /// `LOCK TABLE` that blocks writes (see [`Facts::governed`]).
     pub ddl: bool,
     /// What happens to it.
     pub plan: Plan,
@@ -199,7 +200,7 @@ fn decide_statement(
     let mut decision = StatementDecision {
         span: report.span.clone(),
         kind: finding.facts.kind.clone(),
-        ddl: finding.facts.ddl || finding.facts.dynamic,
+        ddl: finding.facts.governed(),
         plan: Plan::Run,
         class: Class::of(&finding.facts),
         notices: Vec::new(),

@@ -105,6 +105,9 @@ pub struct BackendMessage<'a> {
     pub tag: u8,
     /// The bytes after the header.
     pub body: &'a [u8],
+    /// For `ReadyForQuery`: an `ErrorResponse` came since the previous one (the answer it
+    /// ends failed).
+    pub after_error: bool,
 }
 
 /// Finds frame boundaries in the server's byte stream.
@@ -208,12 +211,14 @@ impl BackendScanner {
                 let Some(body) = rest.get(HEADER_LEN..header.frame_len) else {
                     return Ok(done);
                 };
+                let after_error = self.pipeline_failed;
                 if header.tag == tag::READY_FOR_QUERY {
                     self.reset_pipeline(false);
                 }
                 inspect(BackendMessage {
                     tag: header.tag,
                     body,
+                    after_error,
                 })?;
                 done = done.saturating_add(header.frame_len);
             } else {

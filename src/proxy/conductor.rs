@@ -122,6 +122,8 @@ struct Running {
     close_parse_completions: usize,
     /// Where the answer of a pipelined run is.
     pipeline: PipelinedAnswer,
+    /// When it was sent.
+    started: std::time::Instant,
 }
 
 /// The answer to a run inside a pipeline.
@@ -175,6 +177,9 @@ pub struct Outcome {
     pub pipeline_open: bool,
     /// The request's answer held an error (the server skips the rest of the pipeline).
     pub request_failed: bool,
+    /// Something of the program failed: a step, the timeouts, the request, or it was refused
+    /// before it ran.
+    pub failed: bool,
 }
 
 /// Runs one program.
@@ -239,6 +244,11 @@ pub struct Conductor {
     request_answers: Option<u64>,
     /// See [`Program::mapping`]: ddlgate's statements go up in the client's encoding.
     mapping: Mapping,
+    /// How each step of a multi-step rewrite ended (the request, its last step, excluded):
+    /// attempts, outcome, duration. One audit record carries them all.
+    step_log: Vec<(u32, audit_record::Outcome, u64)>,
+    /// How long the request's last attempt took.
+    request_ms: Option<u64>,
 }
 
 impl Conductor {
@@ -323,6 +333,8 @@ impl Conductor {
             undo: Vec::new(),
             outcome: Outcome::default(),
             span,
+            step_log: Vec::new(),
+            request_ms: None,
         }
     }
 
@@ -434,6 +446,7 @@ impl Conductor {
         if self.governed {
             self.outcome.governed_duration = Some(self.started.elapsed());
         }
+        self.outcome.failed = self.failure.is_some() || self.outcome.request_failed;
         self.outcome
     }
 
@@ -740,8 +753,22 @@ impl Conductor {
             self.retry(running.op);
             return;
         }
-        if matches!(running.op, Op::Request(_)) {
-            self.completions = running.completions;
+        let ms = u64::try_from(running.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &running.op {
+            Op::Request(_) => {
+                self.completions = running.completions;
+                self.request_ms = Some(ms);
+            }
+            Op::Step(_) => {
+                let outcome = match &running.error {
+                    Some((code, message)) => {
+                        audit_record::Outcome::error(code.clone(), message.clone())
+                    }
+                    None => audit_record::Outcome::ok(running.completions.last().cloned()),
+                };
+                self.step_log.push((self.attempt, outcome, ms));
+            }
+            _ => {}
         }
         if self.failure.is_none() {
             self.failure.clone_from(&running.error);
@@ -757,6 +784,9 @@ impl Conductor {
     /// The last attempt of `op` is over: go on, or take back what was done; either way the
     /// client gets the held answer (with the blockers named after `lock_not_available`).
     fn conclude(&mut self, op: Op, failed: bool, lock_not_available: bool, state: &SessionState) {
+        // One audit record per client statement: written when the request is over, or when a
+        // step failed and the rest will not run; never once per step.
+        let audit_now = failed || !matches!(op, Op::Step(_));
         match op {
             Op::Step(step) => {
                 if failed {
@@ -777,7 +807,7 @@ impl Conductor {
             }
         }
         self.ops.push_front(Op::Deliver);
-        if !self.audited.is_empty() {
+        if !self.audited.is_empty() && audit_now {
             self.ops.push_front(Op::Audit);
         }
         // After an error in a run ending with Flush the server skips everything until the
@@ -830,8 +860,38 @@ impl Conductor {
                 r.attempts = Some(self.attempt);
                 r.outcome = Some(self.outcome_of(a.position, failed_at));
                 r.duration_ms = Some(duration_ms);
+                if a.rewritten_sql.len() > 1 {
+                    r.steps = self.steps_of(a, failed_at);
+                }
                 let _ = state;
                 r
+            })
+            .collect()
+    }
+
+    /// The steps of a multi-step rewrite, in order: each one's SQL, attempts, outcome and
+    /// duration; the last step is the client's request in its rewritten form.
+    fn steps_of(&self, a: &AuditedStatement, failed_at: Option<usize>) -> Vec<audit_record::Step> {
+        let last = a.rewritten_sql.len().saturating_sub(1);
+        a.rewritten_sql
+            .iter()
+            .enumerate()
+            .map(|(i, sql)| {
+                let (attempts, outcome, duration_ms) = match self.step_log.get(i) {
+                    Some((attempts, outcome, ms)) => (Some(*attempts), outcome.clone(), Some(*ms)),
+                    None if i == last && self.request_sent => (
+                        Some(self.attempt),
+                        self.outcome_of(a.position, failed_at),
+                        self.request_ms,
+                    ),
+                    None => (None, audit_record::Outcome::not_run(), None),
+                };
+                audit_record::Step {
+                    sql: sql.clone(),
+                    attempts,
+                    outcome,
+                    duration_ms,
+                }
             })
             .collect()
     }
@@ -1117,6 +1177,7 @@ impl Running {
             hidden_completions: Vec::new(),
             close_parse_completions: 0,
             pipeline: PipelinedAnswer::default(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -1164,7 +1225,7 @@ impl Running {
         match tag {
             backend::tag::READY_FOR_QUERY => {
                 state
-                    .ready_for_query(body)
+                    .ready_for_query(body, self.error.is_some())
                     .map_err(SessionError::UpstreamProtocol)?;
                 self.copy_in = false;
                 // The request's answer is held back when a failed rewrite has to be cleaned

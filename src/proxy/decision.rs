@@ -23,8 +23,8 @@ use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::analysis::classify::{ClassifyOptions, classify};
-use crate::analysis::context::ManagedTimeouts;
+use crate::analysis::classify::{ClassifyOptions, TxControl, classify};
+use crate::analysis::context::{ManagedTimeouts, NewObjects};
 use crate::analysis::parse::{self, Options};
 use crate::analysis::prefilter::{Prefilter, prefilter};
 use crate::analysis::{Context, Engine};
@@ -37,6 +37,7 @@ use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
 use super::client_text::{self, Mapping};
 use super::request::{MessageSpan, Request, RequestEnd};
 use super::state::SessionState;
+use super::tx::{Since, TxEffect};
 
 /// What the session does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,19 +70,27 @@ pub enum Unreviewable {
 pub struct Review {
     statements: HashMap<Vec<u8>, Class>,
     portals: HashMap<Vec<u8>, Class>,
-    /// `SessionState::idle_readies` when the last request was planned.
-    idle_readies: u64,
     /// Statements prepared by a run that executed nothing (tokio-postgres, sqlx, psycopg's
     /// `prepare=True`, pgjdbc's describe round trip): their text as the client sent it,
     /// decided when a later run binds them. See [`plan`].
     deferred: HashMap<Vec<u8>, (String, Mapping)>,
     /// The statement behind the last [`Verdict::Unreviewable`].
     unreviewable: Option<String>,
+    /// Prepared statements (`""`: the unnamed one) that end a transaction or roll back to a
+    /// savepoint when executed: their executions are transaction boundaries.
+    transaction_statements: HashMap<Vec<u8>, TxEffect>,
+    /// What the last forwarded request does to transactions, and whether it is one statement
+    /// alone in flight; taken by [`Review::take_forwarded_tx`].
+    forwarded_tx: (TxEffect, bool),
 }
 
 impl Review {
     /// The cheap look at a request: does it need the policy at all? `in_flight`: earlier
     /// requests are not answered yet.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the request's messages; the proxy restructuring (issue 15) splits it"
+    )]
     pub fn review(
         &mut self,
         request: &Request<'_>,
@@ -98,6 +107,10 @@ impl Review {
         // A statement of this request may change client_encoding: the server reads what
         // follows it in an encoding ddlgate learns only from the answer.
         let mut encoding_may_change = false;
+        // What the request does to transactions, for a forwarded one (see `super::tx`).
+        let mut tx = TxEffect::None;
+        let mut statements = 0usize;
+        let mut executes = 0usize;
         for message in request.messages() {
             match message.tag {
                 fe::QUERY => {
@@ -106,10 +119,13 @@ impl Review {
                     // earlier request still running may change (even from inside a function).
                     hold |= in_flight && !bytes.is_ascii();
                     let (text, _) = client_text::decode(bytes, encoding);
-                    if precheck(&text, session).is_some() {
+                    let checked = precheck(&text, session);
+                    if checked.class.is_some() {
                         hold = true;
                         note(&text);
                     }
+                    tx = tx.and(checked.tx);
+                    statements += 1;
                     // Held, so that the next request is read after the change is known.
                     hold |= may_change_encoding(&text);
                 }
@@ -128,7 +144,8 @@ impl Review {
                         encoding_may_change = true;
                         hold = true;
                     }
-                    match precheck(&text, session) {
+                    let checked = precheck(&text, session);
+                    match checked.class {
                         Some(class) => {
                             self.statements.insert(name.to_vec(), class);
                             hold = true;
@@ -140,15 +157,30 @@ impl Review {
                             self.statements.remove(name);
                         }
                     }
+                    if checked.tx != TxEffect::None {
+                        self.transaction_statements
+                            .insert(name.to_vec(), checked.tx);
+                    } else if !self.transaction_statements.is_empty() {
+                        self.transaction_statements.remove(name);
+                    }
                 }
                 fe::BIND => {
-                    if self.statements.is_empty() && self.portals.is_empty() {
+                    if self.statements.is_empty()
+                        && self.portals.is_empty()
+                        && self.transaction_statements.is_empty()
+                    {
                         continue;
                     }
                     let Some((portal, rest)) = split_cstr(message.body) else {
                         continue;
                     };
                     let statement = split_cstr(rest).map_or(&[][..], |(t, _)| t);
+                    // Counted when bound: a portal is executed in the same run in practice,
+                    // and counting one too many only makes ddlgate stricter.
+                    if let Some(effect) = self.transaction_statements.get(statement) {
+                        tx = tx.and(*effect);
+                        statements += 1;
+                    }
                     match self.statements.get(statement) {
                         Some(class) => {
                             self.portals.insert(portal.to_vec(), *class);
@@ -158,11 +190,14 @@ impl Review {
                         }
                     }
                 }
-                fe::EXECUTE if !self.portals.is_empty() => {
-                    let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                    if self.portals.contains_key(portal) {
-                        hold = true;
-                        note("(a statement prepared earlier in the session)");
+                fe::EXECUTE => {
+                    executes += 1;
+                    if !self.portals.is_empty() {
+                        let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                        if self.portals.contains_key(portal) {
+                            hold = true;
+                            note("(a statement prepared earlier in the session)");
+                        }
                     }
                 }
                 fe::CLOSE => {
@@ -173,6 +208,7 @@ impl Review {
                         match kind {
                             b'S' => {
                                 self.deferred.remove(name);
+                                self.transaction_statements.remove(name);
                                 self.statements.remove(name)
                             }
                             _ => self.portals.remove(name),
@@ -185,13 +221,30 @@ impl Review {
         // A run cut at the size limit is forwarded in parts, unless a part holds something
         // the policy governs: that cannot be decided without the whole run.
         match (hold, request.end) {
-            (false, _) => Verdict::Forward,
+            (false, _) => {
+                // One statement with nothing else in flight: its ReadyForQuery is its own.
+                let alone = statements == 1
+                    && executes <= 1
+                    && !in_flight
+                    && request.end == RequestEnd::Complete
+                    && request
+                        .messages()
+                        .last()
+                        .is_some_and(|m| ends_with_ready_for_query(m.tag));
+                self.forwarded_tx = (tx, alone);
+                Verdict::Forward
+            }
             (true, RequestEnd::Complete) => Verdict::Hold,
             (true, RequestEnd::Partial) => {
                 self.unreviewable = governed;
                 Verdict::Unreviewable(Unreviewable::TooLarge)
             }
         }
+    }
+
+    /// What the request just forwarded does to transactions (see [`super::tx::Transactions`]).
+    pub fn take_forwarded_tx(&mut self) -> (TxEffect, bool) {
+        std::mem::take(&mut self.forwarded_tx)
     }
 
     /// The statement behind the last [`Verdict::Unreviewable`].
@@ -256,37 +309,68 @@ fn may_change_encoding(text: &str) -> bool {
             ))
 }
 
+/// What the cheap look at a query text found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Checked {
+    /// The timeout class of a text that needs the policy's attention: DDL, `DO`/`CALL`, an
+    /// explicit lock that blocks writes, or (on a server newer than the grammar) a statement
+    /// that does not parse.
+    class: Option<Class>,
+    /// What it does to the transaction it runs in.
+    tx: TxEffect,
+}
+
 /// `text` is the query as [`client_text::decode`] reads it.
-fn precheck(text: &str, session: &SessionState) -> Option<Class> {
-    if let Prefilter::Dml(_) | Prefilter::TransactionControl = prefilter(text) {
-        return None;
+fn precheck(text: &str, session: &SessionState) -> Checked {
+    match prefilter(text) {
+        Prefilter::Dml(_) => Checked::default(),
+        Prefilter::TransactionControl => Checked {
+            class: None,
+            tx: TxEffect::of_transaction_control(text),
+        },
+        Prefilter::NeedsParse => precheck_parsed(
+            text,
+            session.server_major(),
+            session.parameter("standard_conforming_strings") != Some("off"),
+        ),
     }
-    let server_major = session.server_major_version().unwrap_or(GRAMMAR_MAJOR);
-    precheck_parsed(
-        text,
-        server_major,
-        session.parameter("standard_conforming_strings") != Some("off"),
-    )
 }
 
 /// [`precheck`] after the pre-filter could not prove the text harmless.
-fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Option<Class> {
+fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Checked {
     let parsed = parse::parse_script(
         text,
         Options {
             standard_conforming_strings: scs,
         },
     );
-    let mut class = None;
+    let alone = parsed.len() == 1;
+    let mut checked = Checked::default();
     for statement in parsed {
         let this = match statement.tree {
-            Ok(node) => Class::of(&classify(&node, ClassifyOptions { server_major })),
+            Ok(node) => {
+                let facts = classify(&node, ClassifyOptions { server_major });
+                let tx = match (facts.tx_control, &node) {
+                    (Some(TxControl::Commit), parse::NodeEnum::TransactionStmt(t)) => {
+                        TxEffect::End {
+                            commit_alone: alone && !t.chain,
+                        }
+                    }
+                    (Some(TxControl::Rollback | TxControl::Prepare), _) => TxEffect::End {
+                        commit_alone: false,
+                    },
+                    (Some(TxControl::RollbackTo), _) => TxEffect::RollbackToSavepoint,
+                    _ => TxEffect::None,
+                };
+                checked.tx = checked.tx.and(tx);
+                Class::of(&facts)
+            }
             Err(_) if server_major > GRAMMAR_MAJOR => Some(Class::Brief),
             Err(_) => None,
         };
-        class = class.max(this);
+        checked.class = checked.class.max(this);
     }
-    class
+    checked
 }
 
 /// A held request.
@@ -418,15 +502,10 @@ pub fn plan(
     ctx: &mut Context,
     settings: &Settings,
     unsynced: bool,
+    since: Since,
 ) -> Program {
     let in_transaction = session.tx_status != TxStatus::Idle || unsynced;
-    // Inside a pipeline opened since the last idle ReadyForQuery, the statements ddlgate saw
-    // before that belong to transactions that have ended.
-    let transactions_ended = review.idle_readies != session.idle_readies;
-    review.idle_readies = session.idle_readies;
-    if in_transaction && transactions_ended && session.tx_status == TxStatus::Idle {
-        ctx.next_script();
-    }
+    catch_up(ctx, since, in_transaction);
     prepare_context(ctx, session, settings, in_transaction);
     let engine = Engine::new(settings.enabled_rules());
     let mut program = Program {
@@ -549,7 +628,8 @@ impl RunState<'_> {
         if self.executes == 0 && self.governable {
             // Preparing runs nothing: the text is decided when a run executes it, where the
             // transaction state and the rest of that run are known.
-            let class = precheck_parsed(&text, ctx.server_major, ctx.standard_conforming_strings);
+            let class =
+                precheck_parsed(&text, ctx.server_major, ctx.standard_conforming_strings).class;
             review.defer(name, class.map(|_| (text.into_owned(), mapping)));
             review.remember_statement(name, class);
             self.run_classes.insert(name.to_vec(), class);
@@ -729,9 +809,7 @@ fn prepare_context(
     settings: &Settings,
     in_transaction: bool,
 ) {
-    ctx.server_major = session
-        .server_major_version()
-        .unwrap_or(crate::analysis::context::DEFAULT_SERVER_MAJOR);
+    ctx.server_major = session.server_major();
     ctx.standard_conforming_strings =
         session.parameter("standard_conforming_strings") != Some("off");
     ctx.timeouts_managed = true;
@@ -739,12 +817,24 @@ fn prepare_context(
     // Each request is applied its timeouts afresh; only its own statements can undo them.
     ctx.request_timeout_changes.clear();
     ctx.whole_scripts = false;
-    // Outside a transaction block nothing earlier is "new" any more: what an earlier request
-    // created is committed and may be in use.
-    if !in_transaction {
-        ctx.next_script();
-    }
+    ctx.new_objects = NewObjects::Transaction;
+    // Foreign keys are matched with their indexes within one text (a request).
+    ctx.history.foreign_keys.clear();
     ctx.in_transaction = in_transaction;
+}
+
+/// Ends in the engine's context what the server ended since the engine last looked: the
+/// transaction-scoped facts of a transaction that is over (see [`super::tx`]). With no
+/// transaction open nothing can be left of one, whatever was seen.
+pub fn catch_up(ctx: &mut Context, since: Since, transaction_open: bool) {
+    match since.ended {
+        Some(committed) => ctx.end_transaction(committed),
+        None if !transaction_open => ctx.end_transaction(false),
+        None => {}
+    }
+    if since.rolled_back_to_savepoint {
+        ctx.rollback_to_savepoint();
+    }
 }
 
 /// The policy's timeouts as the engine sees them.
@@ -1008,7 +1098,9 @@ mod tests {
         let precheck =
             |sql: &[u8], major: u32, scs: bool| match prefilter(&String::from_utf8_lossy(sql)) {
                 Prefilter::Dml(_) | Prefilter::TransactionControl => None,
-                Prefilter::NeedsParse => precheck_parsed(&String::from_utf8_lossy(sql), major, scs),
+                Prefilter::NeedsParse => {
+                    precheck_parsed(&String::from_utf8_lossy(sql), major, scs).class
+                }
             };
         assert_eq!(precheck(b"SELECT 1", 15, true), None);
         assert_eq!(precheck(b"SET lock_timeout = '1s'", 15, true), None);
@@ -1026,6 +1118,46 @@ mod tests {
         );
         assert_eq!(precheck(b"SELEC 1", 15, true), None);
         assert_eq!(precheck(b"SELEC 1", 19, true), Some(Class::Brief));
+        assert_eq!(
+            precheck(b"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE", 15, true),
+            Some(Class::Brief)
+        );
+        assert_eq!(
+            precheck(
+                b"BEGIN; LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE",
+                15,
+                true
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn parsed_requests_report_where_transactions_end() {
+        let tx = |sql: &str| precheck_parsed(sql, 15, true).tx;
+        assert_eq!(tx("SELECT 1; SELECT 2"), TxEffect::None);
+        assert_eq!(
+            tx("COMMIT; BEGIN"),
+            TxEffect::End {
+                commit_alone: false
+            }
+        );
+        assert_eq!(
+            tx("SELECT 1; ROLLBACK TO SAVEPOINT s"),
+            TxEffect::RollbackToSavepoint
+        );
+        assert_eq!(
+            tx("PREPARE TRANSACTION 'x'"),
+            TxEffect::End {
+                commit_alone: false
+            }
+        );
+        assert_eq!(
+            tx("COMMIT AND CHAIN"),
+            TxEffect::End {
+                commit_alone: false
+            }
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod request;
 pub mod session;
 pub mod state;
 pub mod stream;
+pub mod tx;
 pub mod upstream;
 pub mod workers;
 
@@ -153,8 +154,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns.
-    pub async fn run(mut self, shutdown: Shutdown) {
+    /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns. Fails
+    /// only when it cannot start serving (its worker threads cannot be created).
+    pub async fn run(mut self, shutdown: Shutdown) -> io::Result<()> {
         let shared = Arc::new(Shared {
             config: Arc::clone(&self.config),
             cancels: Arc::new(CancelRegistry::default()),
@@ -175,7 +177,7 @@ impl Server {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start worker threads");
-                return;
+                return Err(e);
             }
         };
         info!(
@@ -248,6 +250,7 @@ impl Server {
             warn!(sessions = tracker.len(), "sessions still closing at exit");
         }
         info!("ddlgate stopped");
+        Ok(())
     }
 }
 

@@ -350,6 +350,9 @@ struct Session {
     audit_wait: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
     /// The policy profile of the latest decision (for the audit trail).
     profile: Option<String>,
+    /// Where the engine's lasting lists ended before the running program was planned, to
+    /// forget what it taught if it fails (see [`Self::finish_program`]).
+    lessons: Option<crate::analysis::context::LastingMarks>,
     /// When the session started.
     began: std::time::Instant,
 }
@@ -423,6 +426,7 @@ impl Session {
             retry_timer: None,
             audit_wait: None,
             profile: None,
+            lessons: None,
             began: std::time::Instant::now(),
         }
     }
@@ -824,6 +828,7 @@ impl Session {
                     self.backend
                         .reset_pipeline(outcome.pipeline_open && outcome.request_failed);
                     count_outcome(&self.shared.metrics, &outcome);
+                    self.finish_program(&outcome);
                     if outcome.deferred_restore.is_some() {
                         self.deferred_restore = outcome.deferred_restore;
                     }
@@ -864,6 +869,8 @@ impl Session {
             let policy = self.shared.config.policy.current();
             let (profile, settings) = decision::settings_for(&policy, &self.state);
             self.profile = profile;
+            self.lessons = Some(self.analysis.lasting_marks());
+            let since = self.state.tx.take();
             let program = decision::plan(
                 held,
                 &self.state,
@@ -871,6 +878,7 @@ impl Session {
                 &mut self.analysis,
                 &settings,
                 self.unsynced,
+                since,
             );
             count_decisions(&self.shared.metrics, &program.audited);
             let audit = self.shared.audit.as_ref();
@@ -886,6 +894,26 @@ impl Session {
                 self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
             }
         }
+    }
+
+    /// Brings the engine's context up to date once a planned program is over. The plan
+    /// recorded its statements as if they all succeeded; the server has now answered:
+    /// - a failed program taught nothing that lasts (its transaction, if still open, is
+    ///   failed and can only roll back);
+    /// - with no transaction open now, the transaction the request ran in is over (committed
+    ///   unless it failed), so none of its facts may reach the next request;
+    /// - boundaries the program's own statements crossed are accounted for by the plan.
+    fn finish_program(&mut self, outcome: &super::conductor::Outcome) {
+        let Some(marks) = self.lessons.take() else {
+            return;
+        };
+        if outcome.failed {
+            self.analysis.forget_lessons_since(&marks);
+        }
+        if self.state.tx_status == TxStatus::Idle && !outcome.pipeline_open {
+            self.analysis.end_transaction(!outcome.failed);
+        }
+        let _ = self.state.tx.take();
     }
 
     /// Scans newly read server bytes, updates session state, and queues them for the client.
@@ -907,7 +935,7 @@ impl Session {
             .scan(upstream_buf, |message| {
                 match message.tag {
                     backend::tag::READY_FOR_QUERY => {
-                        state.ready_for_query(message.body)?;
+                        state.ready_for_query(message.body, message.after_error)?;
                     }
                     backend::tag::PARAMETER_STATUS => {
                         let (name, value) = backend::parameter_status(message.body)?;

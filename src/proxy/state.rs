@@ -27,9 +27,8 @@ pub struct SessionState {
     /// Requests forwarded whose `ReadyForQuery` has not come back yet. An over-estimate is
     /// possible (the server ignores a `Sync` sent during COPY IN), never an under-estimate.
     pub awaiting_ready: usize,
-    /// `ReadyForQuery` messages that said "idle": a new one means every transaction the
-    /// analysis remembers statements of has ended.
-    pub idle_readies: u64,
+    /// Where transactions ended since the analysis last looked (see [`super::tx`]).
+    pub tx: super::tx::Transactions,
 }
 
 impl SessionState {
@@ -50,20 +49,21 @@ impl SessionState {
             tx_status: TxStatus::Idle,
             parameters: HashMap::new(),
             awaiting_ready: 0,
-            idle_readies: 0,
+            tx: super::tx::Transactions::default(),
         }
     }
 
-    /// Takes in a `ReadyForQuery` from the server.
+    /// Takes in a `ReadyForQuery` from the server; `after_error`: an `ErrorResponse` came
+    /// since the previous one.
     pub fn ready_for_query(
         &mut self,
         body: &[u8],
+        after_error: bool,
     ) -> Result<(), crate::protocol::error::ProtocolError> {
+        let before = self.tx_status;
         self.tx_status = TxStatus::from_ready_for_query(body)?;
         self.awaiting_ready = self.awaiting_ready.saturating_sub(1);
-        if self.tx_status == TxStatus::Idle {
-            self.idle_readies = self.idle_readies.wrapping_add(1);
-        }
+        self.tx.ready(before, self.tx_status, after_error);
         Ok(())
     }
 
@@ -82,6 +82,14 @@ impl SessionState {
         let v = self.server_version()?;
         let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
         v.get(..end)?.parse().ok()
+    }
+
+    /// The major version the analysis assumes: the server's, or, for a server that does not
+    /// report a readable `server_version`, [`crate::analysis::context::DEFAULT_SERVER_MAJOR`]
+    /// (review and planning use this one value).
+    pub fn server_major(&self) -> u32 {
+        self.server_major_version()
+            .unwrap_or(crate::analysis::context::DEFAULT_SERVER_MAJOR)
     }
 
     /// The client's `application_name` as the server last reported it.

@@ -78,7 +78,7 @@ async fn tokio_postgres_statement(client: &tokio_postgres::Client, mode: &str, s
     }
 }
 
-async fn run_tokio_postgres(conn: Connection, mode: &str, steps: &[Step]) -> Value {
+pub(crate) async fn run_tokio_postgres(conn: Connection, mode: &str, steps: &[Step]) -> Value {
     let client = pg::connect(&format!(
         "{} application_name=compat-tokio-postgres",
         conn.keywords()
@@ -132,7 +132,7 @@ async fn tokio_postgres_prepared_statements() {
         .await;
 }
 
-fn python() -> tokio::process::Command {
+pub(crate) fn python() -> tokio::process::Command {
     let python = std::env::var("DDLGATE_PYTHON")
         .unwrap_or_else(|_| "/var/tmp/ddlgate-py/bin/python".to_owned());
     let mut command = tokio::process::Command::new(python);
@@ -186,7 +186,7 @@ async fn psycopg_pipeline_mode() {
     bench.check_default_schema(client).await;
 }
 
-fn node() -> tokio::process::Command {
+pub(crate) fn node() -> tokio::process::Command {
     let modules = std::env::var("DDLGATE_NODE_PATH")
         .unwrap_or_else(|_| "/var/tmp/ddlgate-node/node_modules".to_owned());
     assert!(
@@ -226,7 +226,7 @@ async fn node_postgres_prepared_statements() {
     node_pg("prepared").await;
 }
 
-fn java() -> tokio::process::Command {
+pub(crate) fn java() -> tokio::process::Command {
     let jar = std::env::var("DDLGATE_JDBC_JAR")
         .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".to_owned());
     assert!(

@@ -38,4 +38,5 @@ mod support;
 
 mod drivers;
 mod harness;
+mod shapes;
 mod tools;

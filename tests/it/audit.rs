@@ -594,3 +594,53 @@ async fn overrides_and_dynamic_ddl_are_recorded() {
     assert_eq!(dynamic[0]["action"], "warn");
     assert_eq!(dynamic[0]["rules"][0]["rule"], "dynamic-ddl");
 }
+
+/// A multi-step rewrite is one audit record for the one statement the client sent, with a
+/// `steps` array (each step's SQL, attempts, outcome and duration), not one record per step;
+/// the chain still verifies with the new field.
+#[tokio::test]
+async fn a_multi_step_rewrite_is_one_record_with_its_steps() {
+    let pg = PgServer::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let proxy = TestProxy::start_with(pg, |o| o.audit_log = Some(log.clone())).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS au_steps; CREATE TABLE au_steps AS SELECT g AS id, g AS n FROM generate_series(1, 500) g",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    client
+        .batch_execute("ALTER TABLE au_steps ALTER COLUMN n SET NOT NULL")
+        .await
+        .unwrap();
+    let records = statements_about(&log, "au_steps");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(r["action"], "rewrite");
+    let rewritten = r["rewritten_sql"].as_array().unwrap();
+    let steps = r["steps"].as_array().unwrap();
+    assert!(rewritten.len() >= 3, "{r:#}");
+    assert_eq!(steps.len(), rewritten.len(), "{r:#}");
+    for (step, sql) in steps.iter().zip(rewritten) {
+        assert_eq!(&step["sql"], sql);
+        assert_eq!(step["outcome"]["status"], "ok", "{step:#}");
+        assert_eq!(step["attempts"], 1);
+        assert!(step["duration_ms"].as_u64().is_some(), "{step:#}");
+    }
+    assert_eq!(r["outcome"]["tag"], "ALTER TABLE");
+    // A rewrite of one step carries no `steps`.
+    client
+        .batch_execute("CREATE INDEX au_steps_n ON au_steps (n)")
+        .await
+        .unwrap();
+    let index = statements_about(&log, "au_steps_n");
+    assert_eq!(index.len(), 1);
+    assert!(index[0].get("steps").is_none(), "{:#}", index[0]);
+    let out = verify(std::slice::from_ref(&log));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

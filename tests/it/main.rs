@@ -38,5 +38,6 @@ mod notify_cancel;
 mod passthrough;
 mod protocol_errors;
 mod psql;
+mod session_truth;
 mod shutdown;
 mod tls;

@@ -50,10 +50,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     let proven_by_check = |column: &str| {
         input
             .ctx
-            .history
-            .validated_not_null
-            .iter()
-            .any(|(t, c)| t.may_be(&RelationName::from_range_var(table)) && c == column)
+            .proven_not_null(&RelationName::from_range_var(table), column)
     };
     for cmd in &cmds {
         if subtype(cmd) != ast::AlterTableType::AtSetNotNull || proven_by_check(&cmd.name) {

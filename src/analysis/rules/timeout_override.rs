@@ -33,7 +33,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     let facts = input.facts;
     let (lock_ms, statement_ms) = if facts.is_online() {
         ctx.managed_timeouts.online_ms
-    } else if facts.ddl || facts.dynamic {
+    } else if facts.governed() {
         ctx.managed_timeouts.brief_ms
     } else {
         return;

@@ -50,8 +50,13 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             .history
             .not_validated
             .iter()
-            .any(|(t, name)| t.may_be(&table) && *name == cmd.name);
-        if added_here {
+            .find(|n| n.table.may_be(&table) && n.constraint == cmd.name);
+        // On tables created in this transaction nobody else waits: the lock blocks no one.
+        let blocks_others = added_here.is_some_and(|n| {
+            !input.ctx.is_new(&n.table)
+                || n.references.as_ref().is_some_and(|r| !input.ctx.is_new(r))
+        });
+        if blocks_others {
             out.push(
                 input
                     .violation(
@@ -91,5 +96,22 @@ mod tests {
             "ALTER TABLE t ADD CONSTRAINT c CHECK (n > 0) NOT VALID; ALTER TABLE t VALIDATE CONSTRAINT c",
         );
         assert_ok(RULE.id, "BEGIN; ALTER TABLE t VALIDATE CONSTRAINT other");
+    }
+
+    #[test]
+    fn tables_created_in_the_same_transaction_block_nobody() {
+        assert_ok(
+            RULE.id,
+            "BEGIN; CREATE TABLE u (id bigint PRIMARY KEY); CREATE TABLE o (id bigint, uid bigint); \
+             ALTER TABLE o ADD CONSTRAINT o_fk FOREIGN KEY (uid) REFERENCES u (id) NOT VALID; \
+             ALTER TABLE o VALIDATE CONSTRAINT o_fk; COMMIT",
+        );
+        // The referenced table is visible to everyone: its lock is held through the scan.
+        assert_flagged(
+            RULE.id,
+            "BEGIN; CREATE TABLE o (id bigint, uid bigint); \
+             ALTER TABLE o ADD CONSTRAINT o_fk FOREIGN KEY (uid) REFERENCES users (id) NOT VALID; \
+             ALTER TABLE o VALIDATE CONSTRAINT o_fk; COMMIT",
+        );
     }
 }

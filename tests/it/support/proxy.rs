@@ -38,7 +38,9 @@ impl TestProxy {
         let addr = server.local_addr().unwrap();
         let metrics = server.metrics_addr();
         let shutdown = Shutdown::default();
-        let task = tokio::spawn(server.run(shutdown.clone()));
+        let run = server.run(shutdown.clone());
+        let task =
+            tokio::spawn(async move { run.await.expect("the proxy could not start serving") });
         Self {
             addr,
             metrics,
