@@ -739,6 +739,9 @@ impl Session {
         let request = Request::new(&self.client_buf, &self.held, end);
         let in_flight = self.state.awaiting_ready > 0 || self.unsynced;
         let mut verdict = self.review.review(&request, &self.state, in_flight);
+        // Taken whatever the verdict: only a forwarded request's effect is the tracker's (a
+        // held one is simulated statement by statement when it is planned).
+        let (tx_effect, alone) = self.review.take_forwarded_tx();
         if end == RequestEnd::Complete
             && self.deferred_restore.is_some()
             && verdict == Verdict::Forward
@@ -759,6 +762,7 @@ impl Session {
                 }
             }
             self.held.clear();
+            self.state.tx.forwarded(tx_effect, alone);
         }
         verdict
     }

@@ -389,3 +389,83 @@ async fn session_shapes_pgjdbc() {
         })
         .await;
 }
+
+/// psql as deploy scripts run it. One file of all migrations over one connection (each in
+/// its own `BEGIN … COMMIT`, with savepoints, or autocommit), and for the all-in-one shape
+/// `psql -1 -f` per batch. After each statement psql prints its SQLSTATE and last error
+/// message (`\echo`), so the answers compare statement by statement like a driver's.
+async fn run_psql(
+    bench: &Bench,
+    conn: Connection,
+    steps: Vec<Step>,
+    one_transaction: bool,
+) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs: Vec<Vec<&Step>> = Vec::new();
+    if one_transaction {
+        runs.extend(steps.iter().map(|s| vec![s]));
+    } else {
+        runs.push(steps.iter().collect());
+    }
+    let mut out = Vec::new();
+    for (n, run) in runs.into_iter().enumerate() {
+        let mut script = String::new();
+        for step in &run {
+            script.push_str("\\echo @@step\n");
+            let wrapped = step.transaction && !one_transaction;
+            if wrapped {
+                script.push_str("BEGIN;\n");
+            }
+            for sql in &step.sql {
+                script.push_str(sql);
+                script.push_str(";\n\\echo @@ :SQLSTATE :LAST_ERROR_MESSAGE\n");
+            }
+            if wrapped {
+                // Ends a failed block with ROLLBACK, as psql-driven runners do.
+                script.push_str("COMMIT;\n");
+            }
+        }
+        let file = dir.path().join(format!("migrations_{n}.sql"));
+        std::fs::write(&file, script).unwrap();
+        let file = file.to_str().unwrap();
+        let mut args = vec!["-X", "-q", "-f", file];
+        if one_transaction {
+            args.insert(0, "-1");
+        }
+        let output = crate::tools::run(bench, "psql", &conn, &args).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        for (step, text) in run.iter().zip(stdout.split("@@step\n").skip(1)) {
+            let results: Vec<Value> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("@@ "))
+                .map(|l| {
+                    let (sqlstate, message) = l.split_once(' ').unwrap_or((l, ""));
+                    if sqlstate == "00000" {
+                        serde_json::json!({"ok": true})
+                    } else {
+                        serde_json::json!({"error": {"sqlstate": sqlstate, "message": message}})
+                    }
+                })
+                .collect();
+            out.push(serde_json::json!({"name": step.name, "results": results}));
+        }
+    }
+    Value::Array(out)
+}
+
+#[tokio::test]
+async fn session_shapes_psql() {
+    let bench = ShapeBench::start().await;
+    bench
+        .check(
+            "shape_psql",
+            &[Shape::Transactions, Shape::Savepoints, Shape::Autocommit],
+            |c, steps| run_psql(&bench.bench, c, steps, false),
+        )
+        .await;
+    bench
+        .check("shape_psql_1", &[Shape::AllInOne], |c, steps| {
+            run_psql(&bench.bench, c, steps, true)
+        })
+        .await;
+}

@@ -27,12 +27,12 @@ ALTER TABLE orders ALTER COLUMN total TYPE bigint;
 ALTER TABLE orders RENAME COLUMN note TO comment;
 ";
 
-fn program(bench: &Bench, name: &str) -> PathBuf {
+pub(crate) fn program(bench: &Bench, name: &str) -> PathBuf {
     let local = bench.pg.bin.join(name);
     if local.is_file() { local } else { name.into() }
 }
 
-async fn run(bench: &Bench, name: &str, conn: &Connection, args: &[&str]) -> Output {
+pub(crate) async fn run(bench: &Bench, name: &str, conn: &Connection, args: &[&str]) -> Output {
     tokio::process::Command::new(program(bench, name))
         .args(args)
         .env("PGCONNECT_TIMEOUT", "10")

@@ -21,6 +21,16 @@ fn message(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
+/// The error is ddlgate's refusal by `rule`.
+fn assert_refused(e: &tokio_postgres::Error, rule: &str) {
+    assert_eq!(code(e), "ZD001", "{}", message(e));
+    assert!(
+        message(e).starts_with(&format!("ddlgate: {rule}: ")),
+        "{}",
+        message(e)
+    );
+}
+
 async fn one(client: &tokio_postgres::Client, sql: &str) -> String {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -93,11 +103,7 @@ async fn validate_in_the_next_transaction_is_not_refused() {
         .batch_execute("ALTER TABLE st_o VALIDATE CONSTRAINT st_o_fk")
         .await
         .unwrap_err();
-    assert!(
-        message(&e).starts_with("ddlgate: validate-same-tx: "),
-        "{}",
-        message(&e)
-    );
+    assert_refused(&e, "validate-same-tx");
     client.batch_execute("ROLLBACK").await.unwrap();
 }
 
@@ -133,12 +139,7 @@ async fn a_table_committed_earlier_in_the_session_is_not_new() {
         ),
     ] {
         let e = client.batch_execute(sql).await.unwrap_err();
-        assert_eq!(code(&e), "ZD001", "{sql}: {}", message(&e));
-        assert!(
-            message(&e).starts_with(&format!("ddlgate: {rule}: ")),
-            "{sql}: {}",
-            message(&e)
-        );
+        assert_refused(&e, rule);
         // As on a direct connection, the error skipped the COMMIT: the block is failed
         // until the client ends it, and then the session is usable.
         client.batch_execute("ROLLBACK").await.unwrap();
@@ -184,17 +185,16 @@ async fn transactions_that_end_without_an_idle_ready_for_query_still_end() {
     setup(pg, "DROP TABLE IF EXISTS st_c1, st_c2, st_c3").await;
     let client = proxy.connect(SUPERUSER).await;
     let refused = |e: tokio_postgres::Error| {
-        assert!(
-            message(&e).starts_with("ddlgate: create-index-nonconcurrent: "),
-            "{}",
-            message(&e)
-        );
+        assert_refused(&e, "create-index-nonconcurrent");
     };
-    // COMMIT; BEGIN in one query string.
+    // BEGIN on its own, so that the CREATE TABLE runs inside the block (SET LOCAL: nothing
+    // for ddlgate to restore later) and what follows takes the fast path.
+    client.batch_execute("BEGIN").await.unwrap();
     client
-        .batch_execute("BEGIN; CREATE TABLE st_c1 (v int)")
+        .batch_execute("CREATE TABLE st_c1 (v int)")
         .await
         .unwrap();
+    // COMMIT; BEGIN in one query string.
     client.batch_execute("COMMIT; BEGIN").await.unwrap();
     refused(
         client
@@ -204,8 +204,9 @@ async fn transactions_that_end_without_an_idle_ready_for_query_still_end() {
     );
     client.batch_execute("ROLLBACK").await.unwrap();
     // COMMIT AND CHAIN.
+    client.batch_execute("BEGIN").await.unwrap();
     client
-        .batch_execute("BEGIN; CREATE TABLE st_c2 (v int)")
+        .batch_execute("CREATE TABLE st_c2 (v int)")
         .await
         .unwrap();
     client.batch_execute("COMMIT AND CHAIN").await.unwrap();
@@ -219,16 +220,15 @@ async fn transactions_that_end_without_an_idle_ready_for_query_still_end() {
 
     // Extended protocol: COMMIT and BEGIN pipelined under one Sync.
     let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
-    let mut run = Vec::new();
     for sql in ["BEGIN", "CREATE TABLE st_c3 (v int)"] {
-        run.extend(wire::parse("", sql));
+        let mut run = wire::parse("", sql);
         run.extend(wire::bind("", ""));
         run.extend(wire::execute(""));
+        run.extend(wire::sync());
+        w.send(&run).await;
+        let answer = w.until_ready().await;
+        assert!(!answer.iter().any(|m| m.tag == b'E'), "{answer:?}");
     }
-    run.extend(wire::sync());
-    w.send(&run).await;
-    let answer = w.until_ready().await;
-    assert!(!answer.iter().any(|m| m.tag == b'E'), "{answer:?}");
     let mut run = Vec::new();
     for sql in ["COMMIT", "BEGIN"] {
         run.extend(wire::parse("", sql));
@@ -269,8 +269,10 @@ async fn rollback_to_savepoint_forgets_exemptions_and_keeps_restrictions() {
     )
     .await;
     let client = proxy.connect(SUPERUSER).await;
+    // Each on its own: BEGIN, SAVEPOINT and ROLLBACK TO take the fast path.
+    client.batch_execute("BEGIN").await.unwrap();
     client
-        .batch_execute("BEGIN; CREATE TABLE st_s (v int)")
+        .batch_execute("CREATE TABLE st_s (v int)")
         .await
         .unwrap();
     client
@@ -287,11 +289,7 @@ async fn rollback_to_savepoint_forgets_exemptions_and_keeps_restrictions() {
         .batch_execute("CREATE INDEX st_s_v ON st_s (v)")
         .await
         .unwrap_err();
-    assert!(
-        message(&e).starts_with("ddlgate: create-index-nonconcurrent: "),
-        "{}",
-        message(&e)
-    );
+    assert_refused(&e, "create-index-nonconcurrent");
     client
         .batch_execute("ROLLBACK TO SAVEPOINT a")
         .await
@@ -300,11 +298,7 @@ async fn rollback_to_savepoint_forgets_exemptions_and_keeps_restrictions() {
         .batch_execute("ALTER TABLE st_sv VALIDATE CONSTRAINT st_sv_n")
         .await
         .unwrap_err();
-    assert!(
-        message(&e).starts_with("ddlgate: validate-same-tx: "),
-        "{}",
-        message(&e)
-    );
+    assert_refused(&e, "validate-same-tx");
     client.batch_execute("ROLLBACK").await.unwrap();
 }
 
@@ -420,4 +414,53 @@ async fn lock_table_gets_the_brief_timeouts_and_an_audit_record() {
     assert_eq!(locks[0]["lock"], "ACCESS EXCLUSIVE");
     assert_eq!(locks[0]["timeouts"]["class"], "brief");
     assert_eq!(locks[0]["outcome"]["sqlstate"], "55P03");
+}
+
+/// What outlives a transaction is kept only when the transaction is proven to have
+/// committed: a `CHECK (n IS NOT NULL)` added `NOT VALID` and committed with a lone `COMMIT`,
+/// validated in the next migration, lets `SET NOT NULL` skip its scan there — allowed even by
+/// the strict policy, which refuses `SET NOT NULL` without such a check.
+#[tokio::test]
+async fn a_not_null_check_committed_earlier_lets_set_not_null_through() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.policy =
+            Some(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/strict.toml"));
+    })
+    .await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS st_nn; CREATE TABLE st_nn (id int PRIMARY KEY, n int); \
+         INSERT INTO st_nn SELECT g, g FROM generate_series(1, 1000) g",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    let e = client
+        .batch_execute("ALTER TABLE st_nn ALTER COLUMN n SET NOT NULL")
+        .await
+        .unwrap_err();
+    assert_refused(&e, "set-not-null");
+    for sql in [
+        "BEGIN",
+        "ALTER TABLE st_nn ADD CONSTRAINT st_nn_n CHECK (n IS NOT NULL) NOT VALID",
+        "COMMIT",
+        "BEGIN",
+        "ALTER TABLE st_nn VALIDATE CONSTRAINT st_nn_n",
+        "ALTER TABLE st_nn ALTER COLUMN n SET NOT NULL",
+        "ALTER TABLE st_nn DROP CONSTRAINT st_nn_n",
+        "COMMIT",
+    ] {
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", message(&e)));
+    }
+    assert_eq!(
+        one(
+            &client,
+            "SELECT attnotnull::text FROM pg_attribute WHERE attrelid = 'st_nn'::regclass AND attname = 'n'"
+        )
+        .await,
+        "true"
+    );
 }
