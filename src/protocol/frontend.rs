@@ -6,7 +6,17 @@
 //! frames of any size, and none of it is SQL.
 
 use super::error::ProtocolError;
-use super::frame::{HEADER_LEN, Header, POSTGRES_MESSAGE_LIMIT, read_header, split_cstr};
+use super::frame::{
+    HEADER_LEN, Header, POSTGRES_MESSAGE_LIMIT, put_header, read_header, split_cstr,
+};
+
+/// Appends `CopyFail` (F) with `reason`: ddlgate ends a COPY in the client's place.
+pub fn put_copy_fail(reason: &str, out: &mut bytes::BytesMut) {
+    use bytes::BufMut;
+    put_header(out, tag::COPY_FAIL, reason.len().saturating_add(1));
+    out.put_slice(reason.as_bytes());
+    out.put_u8(0);
+}
 
 /// Frontend message tags.
 pub mod tag {
@@ -328,5 +338,8 @@ mod tests {
             assert!(!waits_for_sync(t));
         }
         assert!(ends_with_ready_for_query(b'S') && !ends_with_ready_for_query(b'H'));
+        let mut out = bytes::BytesMut::new();
+        put_copy_fail("why", &mut out);
+        assert_eq!(&out[..], b"f\0\0\0\x08why\0");
     }
 }

@@ -16,6 +16,18 @@
 //! When the timeouts cannot be applied the request is not sent: the client gets ddlgate's
 //! error instead (fail closed).
 //!
+//! Nothing held back waits on the client. The answer of a governed request is kept back while
+//! a retry is possible, while the blockers are named, and until its audit records are written;
+//! each of these ends with the server's answer or the audit writer's, never with more client
+//! input — except a COPY: when the server asks for COPY data in the middle of such a request
+//! (`ALTER …; COPY … FROM STDIN`, or a request held because `COPY … ENCODING …` may change how
+//! the server reads text), the records of the statements completed before it are written, then
+//! everything kept back goes to the client at once and the request is no longer retried. In the
+//! extended protocol the server ignores the `Sync` sent with the request during the COPY, so
+//! the client's next `Sync` after its data passes too. When those records cannot be written
+//! under `audit_fail_closed`, ddlgate ends the COPY itself (`CopyFail`, and a `Sync` in the
+//! extended protocol): the request fails and its implicit transaction rolls back.
+//!
 //! Failure of a rewrite: a concurrent index build that fails leaves an INVALID index; before
 //! the build ddlgate records the table's indexes, and after a failure it drops every INVALID
 //! index of the table that was not there before and that no other session is still building.
@@ -42,6 +54,18 @@ use super::outbox::Outbox;
 use super::state::SessionState;
 use crate::audit::Record;
 use crate::audit::record::{self as audit_record, OverrideUsed, RuleAction, TimeoutsApplied};
+
+/// The tag of the last whole message in `bytes`, a run of frontend messages.
+fn last_tag(bytes: &[u8]) -> Option<u8> {
+    let mut at = 0usize;
+    let mut last = None;
+    while let Some(header) = bytes.get(at..at.saturating_add(HEADER_LEN)) {
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        last = Some(header[0]);
+        at = at.saturating_add(1).saturating_add(len.max(4));
+    }
+    last
+}
 
 /// One thing the conductor does.
 #[derive(Debug)]
@@ -96,6 +120,10 @@ impl Op {
 
 /// An operation sent upstream and not yet answered with `ReadyForQuery`.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one operation's answer, not states of one machine"
+)]
 struct Running {
     op: Op,
     /// Code and message of the server's error, if it sent one.
@@ -124,6 +152,10 @@ struct Running {
     pipeline: PipelinedAnswer,
     /// When it was sent.
     started: std::time::Instant,
+    /// The client's request ends with `Sync` (extended protocol), not `Query`.
+    extended: bool,
+    /// After COPY data in an extended-protocol request: the client's next `Sync` passes.
+    awaiting_client_sync: bool,
 }
 
 /// The answer to a run inside a pipeline.
@@ -249,6 +281,16 @@ pub struct Conductor {
     step_log: Vec<(u32, audit_record::Outcome, u64)>,
     /// How long the request's last attempt took.
     request_ms: Option<u64>,
+    /// Leading entries of `audited` already written (a COPY inside the request made the
+    /// statements before it reach the trail early, see [`Conductor::copy_started`]).
+    audited_written: usize,
+    /// The answer held back so far is released to the client once the audit records being
+    /// written are confirmed: the request is in COPY and the client must get its
+    /// `CopyInResponse` to go on.
+    release_when_audited: bool,
+    /// The records before a COPY could not be written under `audit_fail_closed`: ddlgate
+    /// sends the server a `CopyFail` in the client's place.
+    abort_copy: bool,
 }
 
 impl Conductor {
@@ -335,6 +377,9 @@ impl Conductor {
             span,
             step_log: Vec::new(),
             request_ms: None,
+            audited_written: 0,
+            release_when_audited: false,
+            abort_copy: false,
         }
     }
 
@@ -389,13 +434,25 @@ impl Conductor {
 
     /// Whether the client's COPY data should be forwarded now.
     pub fn wants_copy_data(&self) -> bool {
-        self.running.as_ref().is_some_and(|r| r.copy_in)
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.copy_in || r.awaiting_client_sync)
     }
 
-    /// The client ended (or failed) its COPY data.
+    /// The client ended (or failed) its COPY data. The server ignored the `Sync` an
+    /// extended-protocol request sent before the data: the client's next one must pass, or
+    /// the server and ddlgate would wait for each other.
     pub fn copy_finished(&mut self) {
         if let Some(running) = self.running.as_mut() {
             running.copy_in = false;
+            running.awaiting_client_sync = running.extended;
+        }
+    }
+
+    /// The client's `Sync` after its COPY data went upstream.
+    pub fn client_synced(&mut self) {
+        if let Some(running) = self.running.as_mut() {
+            running.awaiting_client_sync = false;
         }
     }
 
@@ -404,7 +461,7 @@ impl Conductor {
     /// what had completed and, for the rest, an error saying why the session ended — never
     /// silently dropped.
     pub fn records_if_cut_short(&mut self, state: &SessionState, why: &str) -> Option<Vec<Record>> {
-        if self.audit_emitted || self.audited.is_empty() {
+        if self.audit_emitted || self.audited.len() <= self.audited_written {
             return None;
         }
         self.audit_emitted = true;
@@ -467,6 +524,7 @@ impl Conductor {
         to_client: &mut Outbox,
         state: &mut SessionState,
     ) {
+        self.settle_copy(to_upstream, to_client);
         while self.running.is_none() && self.wake_at.is_none() && !self.waiting_audit {
             let Some(op) = self.ops.pop_front() else {
                 return;
@@ -484,8 +542,12 @@ impl Conductor {
                 }
                 Op::Audit => {
                     self.audit_emitted = true;
-                    self.audit_out = Some(self.records(state));
-                    self.waiting_audit = true;
+                    let records = self.records(state);
+                    // All of them may have been written already, before a COPY.
+                    if !records.is_empty() {
+                        self.audit_out = Some(records);
+                        self.waiting_audit = true;
+                    }
                     continue;
                 }
                 Op::Request(bytes) => {
@@ -565,7 +627,12 @@ impl Conductor {
             state.awaiting_ready += 1;
         }
         self.outcome.pipeline_open = self.request_answers.is_some();
+        let extended = match &op {
+            Op::Request(bytes) => last_tag(bytes) != Some(crate::protocol::frontend::tag::QUERY),
+            _ => false,
+        };
         let mut running = Running::new(op);
+        running.extended = extended;
         running
             .hidden_completions
             .clone_from(&self.request_hidden_completions);
@@ -623,7 +690,9 @@ impl Conductor {
                 at = end;
                 continue;
             };
+            let copy_was_off = !running.copy_in;
             let forward = running.on_message(tag, body, state)?;
+            let copy_started = copy_was_off && running.copy_in && running.buffer.is_some();
             let keep = match &forward {
                 Forward::Pass | Forward::Finished { pass_ready: true } => {
                     Some(Bytes::copy_from_slice(message))
@@ -642,6 +711,14 @@ impl Conductor {
                 }
             }
             at = end;
+            if copy_started {
+                if forward_from < at {
+                    to_client.push(Bytes::copy_from_slice(&buf[forward_from..at]));
+                }
+                forward_from = at;
+                self.copy_started(to_client, state);
+                continue;
+            }
             if (matches!(forward, Forward::Finished { .. }) || running.pipeline.complete)
                 && let Some(running) = self.running.take()
             {
@@ -656,6 +733,68 @@ impl Conductor {
         }
         buf.advance(at);
         Ok(())
+    }
+
+    /// Once the records written before a COPY are confirmed, the answer held back goes to the
+    /// client; when they could not be written (`audit_fail_closed`), the COPY is ended from
+    /// ddlgate's side instead.
+    fn settle_copy(&mut self, to_upstream: &mut Outbox, to_client: &mut Outbox) {
+        if std::mem::take(&mut self.abort_copy) {
+            let mut out = BytesMut::new();
+            crate::protocol::frontend::put_copy_fail(
+                "ddlgate: the audit trail cannot be written (audit_fail_closed)",
+                &mut out,
+            );
+            if let Some(running) = self.running.as_mut() {
+                running.copy_in = false;
+                // After a CopyFail the server skips to the next Sync; the request's own was
+                // ignored during the COPY.
+                if running.extended {
+                    out.extend_from_slice(&[crate::protocol::frontend::tag::SYNC, 0, 0, 0, 4]);
+                }
+            }
+            to_upstream.push(out.freeze());
+        }
+        if self.release_when_audited && !self.waiting_audit {
+            self.release_when_audited = false;
+            if let Some(running) = self.running.as_mut() {
+                running.release(to_client);
+            }
+        }
+    }
+
+    /// The server asked the client for COPY data in the middle of a request whose answer is
+    /// held back (for a retry, for the blockers' names, for the audit trail). Nothing more
+    /// can come until the client sends data, and it sends none before it sees the
+    /// `CopyInResponse`: the answer so far goes to the client now — after the records of the
+    /// statements completed before the COPY are written, so that none is reported done before
+    /// it is recorded — and the request can no longer be retried.
+    fn copy_started(&mut self, to_client: &mut Outbox, state: &SessionState) {
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
+        let completed = running.completions.len();
+        let written = self.audited_written;
+        let done = self
+            .audited
+            .iter()
+            .skip(written)
+            .take_while(|a| a.position < completed)
+            .count();
+        if done == 0 {
+            running.release(to_client);
+            return;
+        }
+        self.completions.clone_from(&running.completions);
+        let audited = self
+            .audited
+            .get(written..written.saturating_add(done))
+            .unwrap_or_default()
+            .to_vec();
+        self.audit_out = Some(self.records_of(&audited, state));
+        self.audited_written = written.saturating_add(done);
+        self.waiting_audit = true;
+        self.release_when_audited = true;
     }
 
     /// An operation got its `ReadyForQuery`: decide what comes next.
@@ -820,9 +959,16 @@ impl Conductor {
     /// The audit records of the program's statements, with their outcomes; the session adds
     /// who and where.
     fn records(&self, state: &SessionState) -> Vec<Record> {
+        self.records_of(
+            self.audited.get(self.audited_written..).unwrap_or_default(),
+            state,
+        )
+    }
+
+    fn records_of(&self, audited: &[AuditedStatement], state: &SessionState) -> Vec<Record> {
         let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let failed_at = self.failure.as_ref().map(|_| self.completions.len());
-        self.audited
+        audited
             .iter()
             .map(|a| {
                 let mut r = Record::new(audit_record::event::STATEMENT, 0);
@@ -929,6 +1075,13 @@ impl Conductor {
         };
         warn!(parent: &self.span, error = %why, "audit records not written");
         if !fail_closed {
+            return;
+        }
+        if std::mem::take(&mut self.release_when_audited) {
+            // The statements before the COPY ran but are not recorded: end the COPY from
+            // ddlgate's side, so the server fails the request (and, outside a transaction
+            // block, rolls them back) before the client is told anything.
+            self.abort_copy = true;
             return;
         }
         let already_failed = self
@@ -1146,6 +1299,17 @@ enum Forward {
 impl Running {
     /// Holds a message of the answer back (while a retry is possible) or passes it on. An
     /// answer larger than [`MAX_BUFFERED`] is passed on from then on, and is not retried.
+    /// Sends what was held back of the answer and passes the rest through: once the client
+    /// has part of the answer, the request is not retried.
+    fn release(&mut self, to_client: &mut Outbox) {
+        if let Some(buffer) = self.buffer.take() {
+            for b in buffer {
+                to_client.push(b);
+            }
+        }
+        self.answered = true;
+    }
+
     fn keep(&mut self, bytes: Bytes, to_client: &mut Outbox) {
         let Some(buffer) = self.buffer.as_mut() else {
             to_client.push(bytes);
@@ -1178,6 +1342,8 @@ impl Running {
             close_parse_completions: 0,
             pipeline: PipelinedAnswer::default(),
             started: std::time::Instant::now(),
+            extended: false,
+            awaiting_client_sync: false,
         }
     }
 

@@ -630,9 +630,11 @@ impl Session {
                     if ![fe::COPY_DONE, fe::COPY_FAIL, fe::FLUSH, fe::SYNC].contains(&tag) {
                         break;
                     }
-                    if tag != fe::FLUSH && tag != fe::SYNC {
-                        if let Some(c) = self.conductor.as_mut() {
-                            c.copy_finished();
+                    if let Some(c) = self.conductor.as_mut() {
+                        match tag {
+                            fe::SYNC => c.client_synced(),
+                            fe::FLUSH => {}
+                            _ => c.copy_finished(),
                         }
                     }
                     self.scanned = end;

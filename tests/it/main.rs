@@ -34,6 +34,7 @@ mod faults;
 mod limits;
 mod lock_truth;
 mod metrics;
+mod never_hang;
 mod notify_cancel;
 mod passthrough;
 mod protocol_errors;
