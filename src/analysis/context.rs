@@ -14,13 +14,15 @@
 //! | `statements_in_transaction`, `open_begin`, `alters` | with the transaction |
 //! | `SET LOCAL` of a timeout | with the transaction (the session's value returns) |
 //! | `uncommitted`: `CHECK (c IS NOT NULL)` constraints and validated not-null columns learnt in the open transaction | kept (moved to the lasting lists) only when it commits; dropped on rollback; the exemptions among them are forgotten on `ROLLBACK TO SAVEPOINT` |
-//! | `schema`: column types, indexes, partitioned tables | with the transaction in the proxy; the sequence of scripts in `check` |
+//! | `schema.columns`, `schema.indexes`: column types and indexes learnt | with the transaction in the proxy; the sequence of scripts in `check` |
+//! | `schema.partitioned`: tables seen created `PARTITION BY` | the session or the sequence of scripts (it only makes the engine stricter) |
 //! | `not_null_checks`, `validated_not_null`, session-level timeouts | the session or the sequence of scripts |
 //!
-//! The proxy keeps one fact past a transaction: a `CHECK (c IS NOT NULL)` that a transaction
-//! proven to have committed added or validated (it lets a later `SET NOT NULL` skip its scan,
-//! the last step of the safe procedure). Everything else a statement that starts a transaction
-//! is judged by is what a fresh session would know.
+//! The proxy keeps two kinds of fact past a transaction: a `CHECK (c IS NOT NULL)` that a
+//! transaction proven to have committed added or validated (it lets a later `SET NOT NULL`
+//! skip its scan, the last step of the safe procedure), and the partitioned tables it has seen
+//! created (which only make it stricter). Everything else a statement that starts a
+//! transaction is judged by is what a fresh session would know.
 //!
 //! Ending a transaction is [`Context::end_transaction`]; `ROLLBACK TO SAVEPOINT` is
 //! [`Context::rollback_to_savepoint`], which only ever makes the engine stricter: it forgets
@@ -207,10 +209,13 @@ impl Context {
             h.created = RelationSet::default();
         }
         if self.new_objects == NewObjects::Transaction {
-            // On a live database what a committed transaction taught about column types,
-            // indexes and partitioning may be changed by any other session: the next
-            // transaction is judged as in a fresh session.
-            h.schema = Schema::default();
+            // On a live database what a transaction taught about column types and indexes
+            // may be changed by any other session, and a known type or index can only exempt:
+            // the next transaction is judged as in a fresh session. Partitioned tables seen
+            // are kept: that knowledge only makes ddlgate stricter (it refuses a CREATE INDEX
+            // it could otherwise only rewrite into a CONCURRENTLY that PostgreSQL refuses).
+            h.schema.columns.clear();
+            h.schema.indexes.clear();
         }
         let learnt = std::mem::take(&mut h.uncommitted);
         let timeouts = h.session_timeouts;

@@ -128,6 +128,9 @@ pub struct BackendScanner {
     /// An `ErrorResponse` arrived since the last `ReadyForQuery`: the server skips everything
     /// until the next `Sync`.
     pipeline_failed: bool,
+    /// The server sent `CopyInResponse` (or `CopyBothResponse`) and has not ended that COPY
+    /// yet: it waits for the client's data.
+    copy_in: bool,
 }
 
 /// Whether a server message ends the answer to one extended-protocol message: `ParseComplete`,
@@ -146,7 +149,13 @@ impl BackendScanner {
             last_tag: None,
             pipeline_answers: 0,
             pipeline_failed: false,
+            copy_in: false,
         }
+    }
+
+    /// Whether the server waits for the client's COPY data (see `copy_in`).
+    pub fn server_awaits_copy_data(&self) -> bool {
+        self.copy_in
     }
 
     /// Answers to pipelined messages since the last `ReadyForQuery`, and whether an error
@@ -159,6 +168,7 @@ impl BackendScanner {
     pub fn reset_pipeline(&mut self, failed: bool) {
         self.pipeline_answers = 0;
         self.pipeline_failed = failed;
+        self.copy_in = false;
     }
 
     /// The tag of the most recent frame whose header has been read.
@@ -222,9 +232,18 @@ impl BackendScanner {
                 })?;
                 done = done.saturating_add(header.frame_len);
             } else {
-                if header.tag == tag::ERROR_RESPONSE {
-                    self.pipeline_failed = true;
-                } else if ends_a_pipelined_answer(header.tag) {
+                match header.tag {
+                    tag::ERROR_RESPONSE => {
+                        self.pipeline_failed = true;
+                        self.copy_in = false;
+                    }
+                    b'G' | b'W' => self.copy_in = true,
+                    _ => {}
+                }
+                if ends_a_pipelined_answer(header.tag) {
+                    if header.tag == b'C' {
+                        self.copy_in = false;
+                    }
                     self.pipeline_answers = self.pipeline_answers.saturating_add(1);
                 }
                 self.passthrough_left = header.frame_len;

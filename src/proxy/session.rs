@@ -9,6 +9,21 @@
 //! through [`decision::review`] before it is forwarded. Server bytes are scanned for frame
 //! boundaries and the few messages that change session state (`ReadyForQuery`,
 //! `ParameterStatus`); everything else is forwarded in the chunks it was read in.
+//!
+//! # Nothing held back waits on ddlgate itself
+//!
+//! Whatever the session holds back has an exit that depends only on the server, the audit
+//! writer or a clock — never on the client sending more while it waits for an answer. Each
+//! state, its exit, and the test that holds it (`tests/it/never_hang.rs` unless named):
+//!
+//! | held | why | exit |
+//! |---|---|---|
+//! | a request that needs the policy (`pending`) | earlier requests are not answered yet, so the transaction state is not exact | their `ReadyForQuery`; when one of them is a COPY the server waits for, the client's COPY data (and the `Sync` ending an extended-protocol COPY) flows past the held request (`copy_data_flows_past_a_request_held_behind_the_copy`) |
+//! | the same, in an open pipeline | the pipeline's answers are not all in | ddlgate sends `Flush`, so the server sends them (`enforce::ddl_in_a_flushed_pipeline_gets_the_timeouts`) |
+//! | a governed request's answer (for a retry, the blockers' names, the audit trail) | a retry is still possible; records come first | the server's `ReadyForQuery`; a `CopyInResponse` releases it at once (`ddl_and_copy_from_stdin_in_one_request_flow`, `…_extended_run_…`, `copy_with_an_encoding_option_is_not_held_for_ever`) |
+//! | the client's messages during a governed request | the conductor speaks to the server | its own COPY data always flows, and after it the client's `Sync` |
+//! | the answer, until its audit records are written | written before the client is answered | the writer's confirmation, or [`AUDIT_WAIT_LIMIT`] (`a_stuck_audit_trail_does_not_hold_the_answer_for_ever`) |
+//! | the next attempt after `lock_not_available` | backoff | its timer |
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -54,6 +69,14 @@ const HIGH_WATER: usize = 256 * 1024;
 const MAX_INSPECTED_BACKEND_MESSAGE: usize = 1 << 20;
 /// A `Flush` (F) message.
 const FLUSH: &[u8] = b"H\0\0\0\x04";
+/// The audit writer's answer for records written on a session's behalf.
+type AuditAck = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+/// How long a governed request waits for the audit trail to confirm its records before it is
+/// answered anyway (the records are still written when the writer catches up; with
+/// `audit_fail_closed` the answer is ddlgate's error instead). A stuck disk must not keep a
+/// session — and the locks its transaction holds — waiting.
+const AUDIT_WAIT_LIMIT: Duration = Duration::from_secs(5);
 /// How long last words (a final error, a `Terminate`) may take to deliver when closing.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// `Terminate` (F), sent upstream when the client leaves without one.
@@ -346,10 +369,14 @@ struct Session {
     deferred_restore: Option<SavedTimeouts>,
     /// Wakes the session when the conductor's pause before a retry ends.
     retry_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The audit trail's answer for records the conductor waits on.
-    audit_wait: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+    /// The audit trail's answer for records the conductor waits on, and when ddlgate stops
+    /// waiting for it ([`AUDIT_WAIT_LIMIT`]).
+    audit_wait: Option<(AuditAck, Pin<Box<tokio::time::Sleep>>)>,
     /// The policy profile of the latest decision (for the audit trail).
     profile: Option<String>,
+    /// The client ended a COPY that a held request waits behind: its next `Sync`, which
+    /// ends an extended-protocol COPY, passes too (see [`Self::copy_flows`]).
+    sync_may_follow_copy: bool,
     /// Where the engine's lasting lists ended before the running program was planned, to
     /// forget what it taught if it fails (see [`Self::finish_program`]).
     lessons: Option<crate::analysis::context::LastingMarks>,
@@ -427,6 +454,7 @@ impl Session {
             audit_wait: None,
             profile: None,
             lessons: None,
+            sync_may_follow_copy: false,
             began: std::time::Instant::now(),
         }
     }
@@ -512,13 +540,22 @@ impl Session {
         if self.draining && self.is_idle() {
             return Poll::Ready(Event::IdleWhileDraining);
         }
-        if let Some(wait) = self.audit_wait.as_mut()
-            && let Poll::Ready(result) = Pin::new(wait).poll(cx)
-        {
-            self.audit_wait = None;
-            return Poll::Ready(Event::Audited(
-                result.unwrap_or_else(|_| Err("the audit writer has stopped".to_owned())),
-            ));
+        if let Some((wait, limit)) = self.audit_wait.as_mut() {
+            let result = match Pin::new(wait).poll(cx) {
+                Poll::Ready(result) => {
+                    Some(result.unwrap_or_else(|_| Err("the audit writer has stopped".to_owned())))
+                }
+                Poll::Pending => limit.as_mut().poll(cx).is_ready().then(|| {
+                    Err(format!(
+                        "the audit trail did not confirm the record within {} s (it is written when the writer catches up)",
+                        AUDIT_WAIT_LIMIT.as_secs()
+                    ))
+                }),
+            };
+            if let Some(result) = result {
+                self.audit_wait = None;
+                return Poll::Ready(Event::Audited(result));
+            }
         }
         if let Some(at) = self.conductor.as_ref().and_then(Conductor::wake_at) {
             let deadline = Instant::from_std(at);
@@ -593,20 +630,12 @@ impl Session {
     /// Groups newly read client bytes into requests, reviews each, and queues what is decided.
     fn on_client_data(&mut self) -> Result<(), SessionError> {
         let mut forward_to = 0;
-        let copy_only = self
-            .conductor
-            .as_ref()
-            .is_some_and(Conductor::wants_copy_data);
+        let copy_only = self.copy_flows();
         if (self.pending.is_some() || self.conductor.is_some()) && !copy_only {
             return Ok(());
         }
         while !self.client_done {
-            if copy_only
-                && !self
-                    .conductor
-                    .as_ref()
-                    .is_some_and(Conductor::wants_copy_data)
-            {
+            if copy_only && !self.copy_flows() {
                 break;
             }
             let Some(item) = self
@@ -630,12 +659,15 @@ impl Session {
                     if ![fe::COPY_DONE, fe::COPY_FAIL, fe::FLUSH, fe::SYNC].contains(&tag) {
                         break;
                     }
-                    if let Some(c) = self.conductor.as_mut() {
-                        match tag {
+                    match self.conductor.as_mut() {
+                        Some(c) => match tag {
                             fe::SYNC => c.client_synced(),
                             fe::FLUSH => {}
                             _ => c.copy_finished(),
-                        }
+                        },
+                        // An extended-protocol COPY ends with the client's next Sync (the
+                        // server ignored the one sent during the COPY).
+                        None => self.sync_may_follow_copy = tag != fe::SYNC,
                     }
                     self.scanned = end;
                     forward_to = end;
@@ -694,6 +726,19 @@ impl Session {
             self.scanned = 0;
         }
         Ok(())
+    }
+
+    /// Whether the client's COPY data must flow although a request is held back or governed:
+    /// the server waits for it, in the governed request itself or in an earlier request that
+    /// the held one waits behind. Without it the session would wait on itself.
+    fn copy_flows(&self) -> bool {
+        match &self.conductor {
+            Some(c) => c.wants_copy_data(),
+            None => {
+                self.pending.is_some()
+                    && (self.backend.server_awaits_copy_data() || self.sync_may_follow_copy)
+            }
+        }
     }
 
     /// Reviews the held part of a run that is forwarded before its end. A part that holds a
@@ -814,7 +859,12 @@ impl Session {
                         fill_identity(record, &self.state, self.profile.as_deref());
                     }
                     match &self.shared.audit {
-                        Some(auditor) => self.audit_wait = Some(auditor.record_and_wait(records)),
+                        Some(auditor) => {
+                            self.audit_wait = Some((
+                                auditor.record_and_wait(records),
+                                Box::pin(tokio::time::sleep(AUDIT_WAIT_LIMIT)),
+                            ));
+                        }
                         None => conductor.audited(Ok(()), false),
                     }
                     continue;
@@ -872,6 +922,7 @@ impl Session {
             let Some(held) = self.pending.take() else {
                 return Ok(());
             };
+            self.sync_may_follow_copy = false;
             let policy = self.shared.config.policy.current();
             let (profile, settings) = decision::settings_for(&policy, &self.state);
             self.profile = profile;

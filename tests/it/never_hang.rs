@@ -261,3 +261,109 @@ async fn an_unwritable_trail_refuses_ddl_and_copy_without_hanging() {
         ["T", "D", "C:SELECT 1", "Z:I"]
     );
 }
+
+/// A request held behind an earlier one that is in COPY: the server waits for the client's
+/// data, and the data comes after the held request in the client's stream. It flows — the
+/// COPY ends, then the held request is decided and runs — instead of the session waiting on
+/// itself. (On a direct connection the server would abort the COPY at the pipelined message;
+/// ddlgate lets the data the client sent for it through first.)
+#[tokio::test]
+async fn copy_data_flows_past_a_request_held_behind_the_copy() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS nh_behind; CREATE TABLE nh_behind (a int); ALTER TABLE nh_behind OWNER TO ddlgate_trust",
+    )
+    .await;
+    for extended in [false, true] {
+        let mut w = session(&proxy).await;
+        let mut first = if extended {
+            let mut run = wire::parse("", "COPY nh_behind (a) FROM STDIN");
+            run.extend(wire::bind("", ""));
+            run.extend(wire::execute(""));
+            run.extend(wire::sync());
+            run
+        } else {
+            wire::query("COPY nh_behind (a) FROM STDIN")
+        };
+        // Sent before the CopyInResponse is read: held, it waits behind the COPY.
+        first.extend(wire::query(
+            "ALTER TABLE nh_behind ADD COLUMN IF NOT EXISTS b int",
+        ));
+        w.send(&first).await;
+        until_copy_in(&mut w, "COPY with a held request behind it").await;
+        w.send(&copy_data(b"1\n2\n")).await;
+        w.send(&copy_done()).await;
+        if extended {
+            // The server ignored the run's Sync during the COPY (and flushes nothing before
+            // the next one): the client syncs again.
+            w.send(&wire::sync()).await;
+        }
+        assert_eq!(summaries(&w.until_ready().await), ["C:COPY 2", "Z:I"]);
+        assert_eq!(summaries(&w.until_ready().await), ["C:ALTER TABLE", "Z:I"]);
+    }
+    assert_eq!(count(pg, "SELECT count(*) FROM nh_behind").await, 4);
+}
+
+/// A stuck audit trail (here: a pipe nobody reads, so writes block once it is full) does not
+/// keep a governed request — and the locks of its transaction — waiting: after the audit wait
+/// limit (5 s) the client is answered, and the session goes on.
+#[tokio::test]
+async fn a_stuck_audit_trail_does_not_hold_the_answer_for_ever() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let pg = PgServer::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A reader that never reads: the writer can open the pipe, and blocks once it is full.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000) // O_NONBLOCK
+        .open(&fifo)
+        .unwrap();
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.audit_log = Some(fifo.clone());
+        o.audit_fsync = Some(ddlgate::audit::Fsync::Never);
+    })
+    .await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS nh_stuck; CREATE TABLE nh_stuck (a int); ALTER TABLE nh_stuck OWNER TO ddlgate_trust",
+    )
+    .await;
+    let mut w = session(&proxy).await;
+    // Fill the pipe (64 KiB) with records of DDL that succeeds, until one answer is slow.
+    let started = std::time::Instant::now();
+    let mut slow = None;
+    for n in 0..400 {
+        let sent = std::time::Instant::now();
+        w.send(&wire::query(&format!(
+            "COMMENT ON TABLE nh_stuck IS 'comment number {n} {}'",
+            "x".repeat(200)
+        )))
+        .await;
+        let answer = summaries(&w.until_ready().await);
+        assert_eq!(answer, ["C:COMMENT", "Z:I"], "statement {n}");
+        if sent.elapsed() >= std::time::Duration::from_secs(3) {
+            slow = Some(sent.elapsed());
+            break;
+        }
+    }
+    let slow =
+        slow.unwrap_or_else(|| panic!("the pipe never filled ({:?} in all)", started.elapsed()));
+    assert!(
+        slow < std::time::Duration::from_secs(9),
+        "answered after {slow:?}, past the audit wait limit"
+    );
+    // The session still works.
+    w.send(&wire::query("SELECT 1")).await;
+    assert_eq!(
+        summaries(&w.until_ready().await),
+        ["T", "D", "C:SELECT 1", "Z:I"]
+    );
+}
