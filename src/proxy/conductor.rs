@@ -55,18 +55,6 @@ use super::state::SessionState;
 use crate::audit::Record;
 use crate::audit::record::{self as audit_record, OverrideUsed, RuleAction, TimeoutsApplied};
 
-/// The tag of the last whole message in `bytes`, a run of frontend messages.
-fn last_tag(bytes: &[u8]) -> Option<u8> {
-    let mut at = 0usize;
-    let mut last = None;
-    while let Some(header) = bytes.get(at..at.saturating_add(HEADER_LEN)) {
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        last = Some(header[0]);
-        at = at.saturating_add(1).saturating_add(len.max(4));
-    }
-    last
-}
-
 /// One thing the conductor does.
 #[derive(Debug)]
 enum Op {
@@ -276,6 +264,8 @@ pub struct Conductor {
     request_answers: Option<u64>,
     /// See [`Program::mapping`]: ddlgate's statements go up in the client's encoding.
     mapping: Mapping,
+    /// See [`Program::request_is_extended`].
+    request_extended: bool,
     /// How each step of a multi-step rewrite ended (the request, its last step, excluded):
     /// attempts, outcome, duration. One audit record carries them all.
     step_log: Vec<(u32, audit_record::Outcome, u64)>,
@@ -343,6 +333,7 @@ impl Conductor {
         Self {
             governed,
             mapping: program.mapping,
+            request_extended: program.request_is_extended,
             request_hidden_completions,
             request_hidden_prefix,
             request_answers,
@@ -627,12 +618,8 @@ impl Conductor {
             state.awaiting_ready += 1;
         }
         self.outcome.pipeline_open = self.request_answers.is_some();
-        let extended = match &op {
-            Op::Request(bytes) => last_tag(bytes) != Some(crate::protocol::frontend::tag::QUERY),
-            _ => false,
-        };
         let mut running = Running::new(op);
-        running.extended = extended;
+        running.extended = self.request_extended;
         running
             .hidden_completions
             .clone_from(&self.request_hidden_completions);

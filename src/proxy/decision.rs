@@ -397,6 +397,10 @@ impl Held {
 
 /// What the conductor runs for one held request.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one request, not states of one machine"
+)]
 pub struct Program {
     /// Warnings for the client, sent before anything runs.
     pub notices: Vec<Message>,
@@ -407,6 +411,9 @@ pub struct Program {
     pub request: Bytes,
     /// Whether the server answers the request with `ReadyForQuery`.
     pub request_ends_with_ready: bool,
+    /// Whether the request is a run of extended-protocol messages rather than a simple
+    /// `Query` (the server then ignores its `Sync` during a COPY).
+    pub request_is_extended: bool,
     /// The timeouts the request runs under.
     pub request_class: Option<Class>,
     /// When the request builds indexes concurrently, the table (a `regclass` expression).
@@ -452,6 +459,7 @@ impl Default for Program {
             steps: Vec::new(),
             request: Bytes::new(),
             request_ends_with_ready: true,
+            request_is_extended: false,
             request_class: None,
             request_builds_indexes_on: None,
             in_transaction: false,
@@ -510,6 +518,7 @@ pub fn plan(
     let engine = Engine::new(settings.enabled_rules());
     let mut program = Program {
         request_ends_with_ready: held.ends_with_ready(),
+        request_is_extended: held.spans.last().is_some_and(|s| s.tag != fe::QUERY),
         in_transaction,
         // A run ending with Flush leaves the pipeline open: after an error the server skips
         // the client's later messages, so nothing could be sent again.

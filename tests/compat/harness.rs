@@ -319,6 +319,12 @@ impl Bench {
     /// 1–100), and how to reach it through `target`.
     pub async fn fresh_database(&self, client: &str, target: Target) -> Connection {
         let database = format!("{client}_{}", target.name());
+        self.create_fresh(&database).await;
+        self.connection(&database, target)
+    }
+
+    /// Creates `database` afresh, owned by [`MIGRATOR`], holding `items` (ids 1–100).
+    pub async fn create_fresh(&self, database: &str) {
         let admin = self.pg.connect(SUPERUSER).await;
         admin
             .simple_query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
@@ -331,7 +337,7 @@ impl Bench {
             ))
             .await
             .unwrap();
-        let direct = self.connection(&database, Target::Direct);
+        let direct = self.connection(database, Target::Direct);
         pg::connect(&direct.keywords())
             .await
             .batch_execute(
@@ -340,7 +346,6 @@ impl Bench {
             )
             .await
             .unwrap();
-        self.connection(&database, target)
     }
 
     pub fn connection(&self, database: &str, target: Target) -> Connection {

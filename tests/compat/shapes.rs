@@ -219,7 +219,7 @@ impl ShapeBench {
                 let plan = migrations(shape, policy);
                 let steps: Vec<Step> = plan.iter().map(|(s, _)| s.clone()).collect();
                 let database = format!("{label}_{policy}");
-                self.fresh(&database).await;
+                self.bench.create_fresh(&database).await;
                 let conn = Connection {
                     port: proxy.addr.port(),
                     database: database.clone(),
@@ -273,24 +273,6 @@ impl ShapeBench {
                 Self::check_catalog(&what, shape, policy, &schema, &direct_schema);
             }
         }
-    }
-
-    async fn fresh(&self, database: &str) {
-        // `fresh_database` names databases `<client>_<target>`; a policy is not a target.
-        let label = database.rsplit_once('_').map_or(database, |(l, _)| l);
-        let conn = self.bench.fresh_database(label, Target::Observe).await;
-        let admin = self.bench.pg.connect(crate::support::pg::SUPERUSER).await;
-        admin
-            .simple_query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-            .await
-            .unwrap();
-        admin
-            .simple_query(&format!(
-                "ALTER DATABASE {} RENAME TO {database}",
-                conn.database
-            ))
-            .await
-            .unwrap();
     }
 
     fn check_catalog(what: &str, shape: Shape, policy: &str, schema: &[String], direct: &[String]) {
