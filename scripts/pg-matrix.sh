@@ -7,12 +7,17 @@
 #
 #   bash scripts/pg-matrix.sh              # 13 14 15 16 17 18, lock truth and enforcement
 #   bash scripts/pg-matrix.sh --all 17 18  # the whole integration suite on 17 and 18
+#   bash scripts/pg-matrix.sh --install 18 # only install; print the server binaries' directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 filter="lock_truth enforce::"
+install_only=""
 if [ "${1:-}" = "--all" ]; then
   filter=""
+  shift
+elif [ "${1:-}" = "--install" ]; then
+  install_only=1
   shift
 fi
 majors=("$@")
@@ -55,6 +60,11 @@ install_major() {
   fi
   echo "$dir/native/bin"
 }
+
+if [ -n "$install_only" ]; then
+  for major in "${majors[@]}"; do install_major "$major"; done
+  exit 0
+fi
 
 declare -A result
 for major in "${majors[@]}"; do

@@ -4,7 +4,8 @@
 # in a venv under /var/tmp; npm: node-postgres under /var/tmp), then format check, clippy, the
 # whole test suite (the compatibility suite in tests/compat included) on the local PostgreSQL, the
 # lock-truth and enforcement tests on PostgreSQL 13, 14, 16, 17 and 18 (npm builds;
-# DDLGATE_SKIP_PG_MATRIX=1 skips that part), and a short run of every fuzz target (nightly;
+# DDLGATE_SKIP_PG_MATRIX=1 skips that part), PostgreSQL's regression scripts through ddlgate
+# (scripts/regress.py; DDLGATE_SKIP_REGRESS=1 skips it), and a short run of every fuzz target (nightly;
 # DDLGATE_SKIP_FUZZ=1 skips it).
 # The tests start their own throwaway clusters; they never use a server already running.
 set -euo pipefail
@@ -85,6 +86,16 @@ cargo test --locked 2>&1 | tee "$log" || status=$?
 # builds.
 if [ "$status" -eq 0 ] && [ -z "${DDLGATE_SKIP_PG_MATRIX:-}" ]; then
   bash scripts/pg-matrix.sh 13 14 16 17 18 || status=$?
+fi
+
+# PostgreSQL's own regression scripts (18.6's, downloaded once from PyPI; see scripts/regress.py)
+# through ddlgate with every rule off, against a PostgreSQL 18 server: every output must be
+# identical to a direct connection's, and no file may hang (60 s per file). About 2 minutes.
+# DDLGATE_SKIP_REGRESS=1 skips it.
+if [ "$status" -eq 0 ] && [ -z "${DDLGATE_SKIP_REGRESS:-}" ]; then
+  pg18=$(bash scripts/pg-matrix.sh --install 18) \
+    && python3 scripts/regress.py --pg-bin "$pg18" --policy allow --ddlgate target/debug/ddlgate \
+    || status=$?
 fi
 
 # A short run of every fuzz target (fuzz/, cargo fuzz on nightly): about 20 s each after the

@@ -78,6 +78,11 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Audit records waiting for the audit writer.",
     ),
     (
+        "ddlgate_held_long_total",
+        Kind::Counter,
+        "Times a session held a request or an answer back for 10 s, and again at each doubling, by what it held (pending, governed, backoff, audit).",
+    ),
+    (
         "ddlgate_bytes_in_total",
         Kind::Counter,
         "Bytes received from clients and forwarded.",
@@ -190,6 +195,12 @@ impl Metrics {
         .increment(1);
     }
 
+    /// Counts a report of something held back for long, by what was held.
+    pub fn held_long(&self, holding: &'static str) {
+        self.labelled("ddlgate_held_long_total", vec![Label::new("held", holding)])
+            .increment(1);
+    }
+
     /// Counts a refusal by rule.
     pub fn rejection(&self, rule: &str) {
         self.labelled(
@@ -236,6 +247,7 @@ mod tests {
         m.statement("ALTER TABLE", "allow");
         m.rejection("rename-column");
         m.rewrite("create-index-nonconcurrent");
+        m.held_long("pending");
         m.ddl_duration.record(0.2);
         let text = m.render();
         for (name, _, help) in CATALOG {

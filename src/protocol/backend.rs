@@ -119,9 +119,6 @@ pub struct BackendScanner {
     passthrough_left: usize,
     /// The largest inspected frame accepted; these are small in practice (status, keys).
     inspect_limit: usize,
-    /// The tag of the most recent frame header seen, so the session can tell whether the
-    /// server said goodbye with an `ErrorResponse` before closing.
-    last_tag: Option<u8>,
     /// Messages ending the answer to one pipelined extended-protocol message (see
     /// [`ends_a_pipelined_answer`]) since the last `ReadyForQuery`.
     pipeline_answers: u64,
@@ -146,7 +143,6 @@ impl BackendScanner {
         Self {
             passthrough_left: 0,
             inspect_limit,
-            last_tag: None,
             pipeline_answers: 0,
             pipeline_failed: false,
             copy_in: false,
@@ -169,11 +165,6 @@ impl BackendScanner {
         self.pipeline_answers = 0;
         self.pipeline_failed = failed;
         self.copy_in = false;
-    }
-
-    /// The tag of the most recent frame whose header has been read.
-    pub fn last_tag(&self) -> Option<u8> {
-        self.last_tag
     }
 
     /// Whether a frame with this tag is read by the proxy (and therefore buffered whole).
@@ -216,7 +207,6 @@ impl BackendScanner {
             let Some(header) = read_header(rest, limit)? else {
                 return Ok(done);
             };
-            self.last_tag = Some(header.tag);
             if Self::inspects(header.tag) {
                 let Some(body) = rest.get(HEADER_LEN..header.frame_len) else {
                     return Ok(done);

@@ -38,6 +38,10 @@ pub enum SessionError {
     /// The client needs TLS but did not use it.
     #[error("plaintext connection refused: require_tls is on")]
     TlsRequired,
+    /// The client asked for a replication connection (`replication=true|database`), whose
+    /// walsender commands and COPY BOTH streams ddlgate does not proxy.
+    #[error("replication connections are not proxied (replication={0})")]
+    ReplicationRefused(String),
     /// The connection limit is reached.
     #[error("connection limit of {0} sessions reached")]
     TooManyConnections(usize),
@@ -103,6 +107,15 @@ impl SessionError {
                     "this server accepts only TLS connections",
                 )
                 .hint("Connect with sslmode=require (or stricter)."),
+            ),
+            Self::ReplicationRefused(mode) => Some(
+                Report::new(
+                    Severity::Fatal,
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("ddlgate does not proxy replication connections (replication={mode})"),
+                )
+                .detail("A walsender session speaks replication commands and streams WAL with COPY BOTH; ddlgate governs SQL sessions only.")
+                .hint("Connect replication clients (pg_basebackup, pg_receivewal, pg_recvlogical, subscriptions, change-data-capture tools) to the server directly."),
             ),
             Self::TooManyConnections(n) => Some(
                 Report::new(

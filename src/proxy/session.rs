@@ -24,6 +24,18 @@
 //! | the client's messages during a governed request | the conductor speaks to the server | its own COPY data always flows, and after it the client's `Sync` |
 //! | the answer, until its audit records are written | written before the client is answered | the writer's confirmation, or [`AUDIT_WAIT_LIMIT`] (`a_stuck_audit_trail_does_not_hold_the_answer_for_ever`) |
 //! | the next attempt after `lock_not_available` | backoff | its timer |
+//!
+//! Each of these states is watched ([`Holding`]): after [`HELD_REPORT_AFTER`] (10 s), and
+//! again at every doubling, the session logs a warning naming what it holds, for how long and
+//! what will end it, and counts it in `ddlgate_held_long_total{held}`
+//! (`a_request_held_for_long_is_reported_with_what_holds_it`). The watch observes; it never cuts
+//! a state short — cutting would drop a client's request or a server's answer.
+//!
+//! Replication connections (`replication=true|database`, whose walsender streams use COPY
+//! BOTH) are refused at startup with FATAL 0A000 (`replication_connections_are_refused_cleanly`):
+//! ddlgate governs SQL sessions, and a half-proxied WAL stream is worse than a clear refusal.
+//! A server that closes the connection without a word (a crashed backend) is passed on as it
+//! is: the client's connection closes, as it would on a direct connection.
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -113,6 +125,40 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitt
     }
 }
 
+/// Whether a `replication` startup parameter asks for a walsender: anything but a false
+/// boolean as PostgreSQL spells one (`parse_bool`: a prefix of `false` or `no`, `of`/`off`, `0`).
+/// Values the server would refuse are refused here too.
+fn asks_for_replication(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase();
+    let false_word = !v.is_empty() && ("false".starts_with(&v) || "no".starts_with(&v));
+    !(false_word || v == "of" || v == "off" || v == "0")
+}
+
+/// Why a session is refused before the server is asked, if it is.
+fn refusal(
+    shared: &Shared,
+    client: &Stream,
+    startup: &crate::protocol::startup::StartupMessage,
+    admitted: bool,
+) -> Option<SessionError> {
+    if shared.config.require_tls && !client.is_tls() {
+        return Some(SessionError::TlsRequired);
+    }
+    if let Some(mode) = startup
+        .param("replication")
+        .filter(|v| asks_for_replication(v))
+    {
+        return Some(SessionError::ReplicationRefused(mode.to_owned()));
+    }
+    if !admitted {
+        shared.metrics.connections_rejected.increment(1);
+        return Some(SessionError::TooManyConnections(
+            shared.config.max_connections,
+        ));
+    }
+    None
+}
+
 /// Runs the startup phase; returns the ready session, or `None` when there is none to run (a
 /// cancel request, a refusal, a failure — each already handled and logged).
 async fn start(
@@ -149,17 +195,8 @@ async fn start(
     };
     let user = startup.param("user").unwrap_or_default().to_owned();
     let database = startup.param("database").unwrap_or(&user).to_owned();
-    if config.require_tls && !client.is_tls() {
-        end_startup(Some(client), &SessionError::TlsRequired).await;
-        return None;
-    }
-    if !admitted {
-        shared.metrics.connections_rejected.increment(1);
-        end_startup(
-            Some(client),
-            &SessionError::TooManyConnections(config.max_connections),
-        )
-        .await;
+    if let Some(refusal) = refusal(shared, &client, &startup, admitted) {
+        end_startup(Some(client), &refusal).await;
         return None;
     }
     let connected = timeout_at(deadline, async {
@@ -280,6 +317,8 @@ enum Event {
     RetryDue,
     /// The audit trail answered.
     Audited(Result<(), String>),
+    /// Something has been held back for long: time to say so.
+    HeldLong,
 }
 
 /// Why a running session ended.
@@ -308,6 +347,64 @@ impl std::fmt::Display for Ending {
             Self::Failed(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// After how long something held back is reported (log line and
+/// `ddlgate_held_long_total`), and then again at every doubling.
+const HELD_REPORT_AFTER: Duration = Duration::from_secs(10);
+
+/// What a session holds back: the states of the table in the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holding {
+    /// A request that needs the policy waits for earlier requests' answers.
+    Pending,
+    /// A governed request runs; its answer is kept for a retry, the blockers or the trail.
+    Governed,
+    /// A governed request pauses before its next attempt.
+    Backoff,
+    /// An answer waits for its audit records to be confirmed.
+    AuditWait,
+}
+
+impl Holding {
+    /// The label in logs and metrics.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Governed => "governed",
+            Self::Backoff => "backoff",
+            Self::AuditWait => "audit",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Pending => "a request that needs the policy until earlier requests are answered",
+            Self::Governed => "a governed request's answer until the server finishes it",
+            Self::Backoff => "a governed request between attempts",
+            Self::AuditWait => "an answer until the audit trail confirms its records",
+        }
+    }
+
+    /// What ends it: never the client sending more.
+    fn exit(self) -> &'static str {
+        match self {
+            Self::Pending => "the server's ReadyForQuery (COPY data flows past)",
+            Self::Governed => "the server's ReadyForQuery or CopyInResponse",
+            Self::Backoff => "the retry timer",
+            Self::AuditWait => "the writer's confirmation or the audit wait limit",
+        }
+    }
+}
+
+/// The watch over what a session holds back.
+struct Watch {
+    holding: Holding,
+    since: Instant,
+    /// How many times it has been reported.
+    reports: u32,
+    /// Fires at the next report.
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// A running session.
@@ -380,6 +477,8 @@ struct Session {
     /// Where the engine's lasting lists ended before the running program was planned, to
     /// forget what it taught if it fails (see [`Self::finish_program`]).
     lessons: Option<crate::analysis::context::LastingMarks>,
+    /// What the session holds back now, since when, and when to say so ([`Watch`]).
+    watch: Option<Watch>,
     /// When the session started.
     began: std::time::Instant,
 }
@@ -455,6 +554,7 @@ impl Session {
             profile: None,
             lessons: None,
             sync_may_follow_copy: false,
+            watch: None,
             began: std::time::Instant::now(),
         }
     }
@@ -467,6 +567,7 @@ impl Session {
         if let Err(e) = first {
             return self.close(Ending::Failed(e)).await;
         }
+        self.rewatch();
         loop {
             let event = poll_fn(|cx| self.poll_event(cx)).await;
             tracing::trace!(parent: &self.span, ?event, "session event");
@@ -504,15 +605,80 @@ impl Session {
                     }
                     Ok(())
                 }
+                Event::HeldLong => {
+                    self.report_held_long();
+                    Ok(())
+                }
             };
             if let Err(e) = step.and_then(|()| self.drive()) {
                 return self.close(Ending::Failed(e)).await;
             }
+            self.rewatch();
             if self.client_done {
                 // The Terminate is queued; close() delivers it.
                 return self.close(Ending::Terminated).await;
             }
         }
+    }
+
+    /// What the session holds back now, the most specific reason first.
+    fn holding(&self) -> Option<Holding> {
+        if self.audit_wait.is_some() {
+            Some(Holding::AuditWait)
+        } else if let Some(c) = &self.conductor {
+            Some(if c.wake_at().is_some() {
+                Holding::Backoff
+            } else {
+                Holding::Governed
+            })
+        } else if self.pending.is_some() {
+            Some(Holding::Pending)
+        } else {
+            None
+        }
+    }
+
+    /// Starts, keeps or ends the watch after an event: a new reason starts a new watch.
+    fn rewatch(&mut self) {
+        match (self.holding(), &self.watch) {
+            (None, None) => {}
+            (None, Some(_)) => self.watch = None,
+            (Some(now), Some(w)) if w.holding == now => {}
+            (Some(now), _) => {
+                let since = Instant::now();
+                self.watch = Some(Watch {
+                    holding: now,
+                    since,
+                    reports: 0,
+                    timer: Box::pin(tokio::time::sleep_until(since + HELD_REPORT_AFTER)),
+                });
+            }
+        }
+    }
+
+    /// Says that something has been held back for long, what and why, and when it will say
+    /// so again (after twice as long).
+    fn report_held_long(&mut self) {
+        let span = self.span.clone();
+        let Some(watch) = self.watch.as_mut() else {
+            return;
+        };
+        watch.reports = watch.reports.saturating_add(1);
+        let held_for = watch.since.elapsed();
+        warn!(
+            parent: &span,
+            held = watch.holding.as_str(),
+            held_s = held_for.as_secs(),
+            exit = watch.holding.exit(),
+            "held back for {} s: {}",
+            held_for.as_secs(),
+            watch.holding.what()
+        );
+        self.shared.metrics.held_long(watch.holding.as_str());
+        let next = HELD_REPORT_AFTER
+            .saturating_mul(1u32 << watch.reports.min(16))
+            .max(held_for + HELD_REPORT_AFTER);
+        watch.timer.as_mut().reset(watch.since + next);
     }
 
     /// Whether nothing is in flight in either direction and no transaction is open.
@@ -556,6 +722,11 @@ impl Session {
                 self.audit_wait = None;
                 return Poll::Ready(Event::Audited(result));
             }
+        }
+        if let Some(watch) = self.watch.as_mut()
+            && watch.timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::HeldLong);
         }
         if let Some(at) = self.conductor.as_ref().and_then(Conductor::wake_at) {
             let deadline = Instant::from_std(at);
@@ -1055,17 +1226,10 @@ impl Session {
             _ => None,
         };
         let client_report = match ending {
-            Ending::Terminated | Ending::ClientClosed => None,
-            Ending::UpstreamClosed if held_fatal.is_some() => None,
-            Ending::UpstreamClosed => {
-                (self.backend.last_tag() != Some(backend::tag::ERROR_RESPONSE)).then(|| {
-                    Report::new(
-                        Severity::Fatal,
-                        sqlstate::CONNECTION_FAILURE,
-                        "the upstream server closed the connection unexpectedly",
-                    )
-                })
-            }
+            // A server that closes without a word (a crashed backend) is passed on as it is:
+            // the client sees the connection close, as it would on a direct connection, and
+            // ddlgate's log and the session's end record say what happened.
+            Ending::Terminated | Ending::ClientClosed | Ending::UpstreamClosed => None,
             Ending::Shutdown { deadline } => Some(
                 Report::new(
                     Severity::Fatal,
@@ -1087,7 +1251,8 @@ impl Session {
     async fn close(mut self, ending: Ending) -> Ending {
         let in_flight = self.state.awaiting_ready > 0 || self.unsynced || self.conductor.is_some();
         let (held_fatal, client_report) = self.last_words(&ending);
-        if let Ending::Failed(
+        if let Ending::UpstreamClosed
+        | Ending::Failed(
             SessionError::ClientProtocol(_)
             | SessionError::UpstreamProtocol(_)
             | SessionError::UpstreamIo(_),
@@ -1248,5 +1413,24 @@ fn reserve_for_read(buf: &mut BytesMut, missing: usize) {
     let want = missing.max(READ_CHUNK / 4);
     if buf.capacity() - buf.len() < want {
         buf.reserve(want.max(READ_CHUNK));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_replication;
+
+    #[test]
+    fn replication_is_asked_for_by_anything_but_a_false_boolean() {
+        for yes in [
+            "database", "true", "on", "1", "yes", "t", "DATABASE", "maybe",
+        ] {
+            assert!(asks_for_replication(yes), "{yes}");
+        }
+        for no in [
+            "false", "f", "fal", "off", "of", "0", "no", "n", "OFF", " false ",
+        ] {
+            assert!(!asks_for_replication(no), "{no}");
+        }
     }
 }

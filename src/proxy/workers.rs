@@ -93,7 +93,7 @@ impl Workers {
                                 let shared = Arc::clone(&shared);
                                 let (peer, admitted, permit) = (job.peer, job.admitted, job.permit);
                                 tokio::spawn(tracker.track_future(async move {
-                                    session::serve(tcp, peer, shared, admitted).await;
+                                    Box::pin(session::serve(tcp, peer, shared, admitted)).await;
                                     drop(permit);
                                     drop(guard);
                                 }));

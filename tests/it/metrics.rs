@@ -10,7 +10,7 @@ use crate::support::pg::{PgServer, SUPERUSER};
 use crate::support::proxy::TestProxy;
 
 /// Status code and body of `GET path`.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
         .await
@@ -28,7 +28,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// The value of one sample line (`name{labels} value`), 0 when absent; the samples checked
 /// here are whole numbers.
-fn sample(text: &str, series: &str) -> i64 {
+pub(crate) fn sample(text: &str, series: &str) -> i64 {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)

@@ -376,3 +376,88 @@ async fn a_stuck_audit_trail_does_not_hold_the_answer_for_ever() {
         ["T", "D", "C:SELECT 1", "Z:I"]
     );
 }
+
+/// COPY BOTH exists only on replication connections (walsender `START_REPLICATION`). ddlgate
+/// does not proxy those: a client asking for one (`replication=database` or `=true`) gets a
+/// FATAL 0A000 that says to connect directly, before anything reaches the server — never a
+/// stream that half works. `replication=off` is an ordinary session.
+#[tokio::test]
+async fn replication_connections_are_refused_cleanly() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start(pg).await;
+    for mode in ["database", "true", "on"] {
+        let mut w = Wire::connect(&proxy.addr.to_string()).await;
+        w.send(&wire::startup(&[
+            ("user", TRUST.name),
+            ("database", "app"),
+            ("replication", mode),
+        ]))
+        .await;
+        let m = w.recv().await.expect("an ErrorResponse");
+        assert_eq!(m.tag, b'E', "{mode}: {}", m.summary());
+        assert_eq!(m.field(b'S').as_deref(), Some("FATAL"));
+        assert_eq!(m.code().as_deref(), Some("0A000"));
+        let message = m.field(b'M').unwrap();
+        assert!(message.contains("replication connections"), "{message}");
+        assert!(
+            m.field(b'H').unwrap().contains("directly"),
+            "{:?}",
+            m.field(b'H')
+        );
+        assert!(w.recv().await.is_none(), "closed after the error");
+    }
+    let (mut w, _) = Wire::startup_with(
+        &proxy.addr.to_string(),
+        &[
+            ("user", TRUST.name),
+            ("database", "app"),
+            ("replication", "off"),
+        ],
+    )
+    .await;
+    w.send(&wire::query("SELECT 1")).await;
+    assert_eq!(
+        summaries(&w.until_ready().await),
+        ["T", "D", "C:SELECT 1", "Z:I"]
+    );
+}
+
+/// The watch over held states: a request that needs the policy, held for 12 s behind slow
+/// queries sent before it, is reported (a log line and `ddlgate_held_long_total{held="pending"}`)
+/// after 10 s — ddlgate knows what it holds, why and for how long — and is answered as soon as
+/// the query before it is.
+#[tokio::test]
+async fn a_request_held_for_long_is_reported_with_what_holds_it() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.metrics_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS nh_watch; CREATE TABLE nh_watch (a int); ALTER TABLE nh_watch OWNER TO ddlgate_trust",
+    )
+    .await;
+    let metrics = proxy.metrics.unwrap();
+    let series = "ddlgate_held_long_total{held=\"pending\"}";
+    let (_, before) = crate::metrics::get(metrics, "/metrics").await;
+    assert_eq!(crate::metrics::sample(&before, series), 0);
+    let mut w = session(&proxy).await;
+    // Three slow queries, each answered within the client's 10 s read limit; the ALTER is
+    // held until all three are.
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        all.extend(wire::query("SELECT pg_sleep(4)"));
+    }
+    all.extend(wire::query("ALTER TABLE nh_watch ADD COLUMN b int"));
+    w.send(&all).await;
+    for _ in 0..3 {
+        assert_eq!(
+            summaries(&w.until_ready().await),
+            ["T", "D", "C:SELECT 1", "Z:I"]
+        );
+    }
+    assert_eq!(summaries(&w.until_ready().await), ["C:ALTER TABLE", "Z:I"]);
+    let (_, after) = crate::metrics::get(metrics, "/metrics").await;
+    assert_eq!(crate::metrics::sample(&after, series), 1, "{after}");
+}
