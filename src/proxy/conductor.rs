@@ -281,6 +281,9 @@ pub struct Conductor {
     /// The records before a COPY could not be written under `audit_fail_closed`: ddlgate
     /// sends the server a `CopyFail` in the client's place.
     abort_copy: bool,
+    /// Bytes still to come of a large row or COPY data message that is streamed to the client
+    /// as it arrives (see [`STREAM_ABOVE`]).
+    streaming_left: usize,
 }
 
 impl Conductor {
@@ -371,6 +374,7 @@ impl Conductor {
             audited_written: 0,
             release_when_audited: false,
             abort_copy: false,
+            streaming_left: 0,
         }
     }
 
@@ -655,7 +659,19 @@ impl Conductor {
         // Consecutive messages passed to the client go as one chunk.
         let mut forward_from = 0usize;
         let mut at = 0usize;
-        while let Some(header) = buf.get(at..at.saturating_add(HEADER_LEN)) {
+        loop {
+            if self.streaming_left > 0 {
+                // The rest of a large message streamed through: the client's, unread.
+                let n = self.streaming_left.min(buf.len().saturating_sub(at));
+                self.streaming_left -= n;
+                at = at.saturating_add(n);
+                if self.streaming_left > 0 {
+                    break;
+                }
+            }
+            let Some(header) = buf.get(at..at.saturating_add(HEADER_LEN)) else {
+                break;
+            };
             let tag = header[0];
             let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
             if len < 4 {
@@ -666,6 +682,21 @@ impl Conductor {
             }
             let end = at.saturating_add(1).saturating_add(len);
             if buf.len() < end {
+                // A large row or COPY data message of the client's answer is not gathered
+                // whole: what was held back of the answer goes out (no retry once the client
+                // has part of it), and the message streams through as it arrives.
+                if len > STREAM_ABOVE
+                    && let Some(running) = self.running.as_mut()
+                    && running.streams(tag)
+                {
+                    if forward_from < at {
+                        to_client.push(Bytes::copy_from_slice(&buf[forward_from..at]));
+                        forward_from = at;
+                    }
+                    running.release(to_client);
+                    self.streaming_left = end - buf.len();
+                    at = buf.len();
+                }
                 break;
             }
             let body = buf
@@ -1188,6 +1219,11 @@ impl Conductor {
 /// The most of an answer held back while its statement may still be retried.
 const MAX_BUFFERED: usize = 1 << 20;
 
+/// A row or COPY data message of a request's answer larger than this is streamed to the
+/// client as it arrives instead of being gathered whole: a governed request's memory stays
+/// bounded whatever its rows hold.
+const STREAM_ABOVE: usize = 64 * 1024;
+
 /// SQLSTATE `55P03 lock_not_available`: `lock_timeout` expired.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -1295,6 +1331,14 @@ impl Running {
             }
         }
         self.answered = true;
+    }
+
+    /// Whether a message with this tag is the client's, passed on unread: a row (`DataRow`)
+    /// or COPY data of the client's request, outside ddlgate's hidden prefix.
+    fn streams(&self, tag: u8) -> bool {
+        matches!(self.op, Op::Request(_))
+            && self.pipeline.hidden_prefix == 0
+            && matches!(tag, b'D' | b'd')
     }
 
     fn keep(&mut self, bytes: Bytes, to_client: &mut Outbox) {

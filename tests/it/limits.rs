@@ -70,3 +70,95 @@ async fn two_hundred_concurrent_sessions() {
     }
     assert_eq!(pids.len(), SESSIONS);
 }
+
+/// A governed request's answer streams: `ALTER TABLE … ADD COLUMN …` followed in the same query
+/// string by a SELECT of 200 rows of 1 MB and one row of 150 MB. The client receives every
+/// byte, and ddlgate's peak resident memory (its own process, `VmHWM`) stays within a few MB
+/// of its bounds (1 MiB held back for a retry, 256 KiB per direction) — not the size of a row.
+#[tokio::test]
+async fn a_governed_request_with_huge_rows_keeps_memory_bounded() {
+    let pg = crate::support::pg::PgServer::shared();
+    crate::support::pg::run_direct(
+        pg,
+        "DROP TABLE IF EXISTS lim_rows; CREATE TABLE lim_rows (a int); ALTER TABLE lim_rows OWNER TO ddlgate_trust",
+    )
+    .await;
+    let port = crate::support::pg::free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            &pg.addr(),
+            "--policy",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml"),
+        ])
+        .env_remove("DDLGATE_CONFIG")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "ddlgate did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (mut w, _) =
+        crate::support::wire::Wire::startup(&addr, crate::support::pg::TRUST.name, "app").await;
+    let baseline = peak_rss_kib(pid);
+    w.send(&crate::support::wire::query(
+        "ALTER TABLE lim_rows ADD COLUMN b int; \
+         SELECT repeat('x', 1048576) FROM generate_series(1, 200); \
+         SELECT repeat('y', 150000000)",
+    ))
+    .await;
+    let mut row_bytes = 0usize;
+    let mut rows = 0usize;
+    let mut summary = Vec::new();
+    while let Some(m) = w.recv().await {
+        if m.tag == b'D' {
+            rows += 1;
+            // Column count (2), length (4), then the value.
+            row_bytes += m.body.len() - 6;
+        } else if m.tag != b'N' {
+            summary.push(m.summary());
+        }
+        if m.tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(
+        summary,
+        [
+            "C:ALTER TABLE",
+            "T",
+            "C:SELECT 200",
+            "T",
+            "C:SELECT 1",
+            "Z:I"
+        ]
+    );
+    assert_eq!(rows, 201);
+    assert_eq!(row_bytes, 200 * 1_048_576 + 150_000_000);
+    let peak = peak_rss_kib(pid);
+    assert!(
+        peak < baseline + 24 * 1024,
+        "ddlgate's peak memory grew from {baseline} KiB to {peak} KiB"
+    );
+    child.kill().await.unwrap();
+}
+
+/// A process's peak resident memory in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
