@@ -73,8 +73,16 @@ fuzz_target!(|data: &[u8]| {
                 let _ = backend::sasl_mechanisms(body);
             }
             b'E' | b'N' => {
-                let fields = backend::error_fields(body);
-                let _ = backend::error_field(&fields, b'M');
+                if let Ok(fields) = ddlgate::protocol::reply::Fields::decode(body) {
+                    let _ = fields.message();
+                    let _ = fields.is_fatal();
+                }
+            }
+            b'D' => {
+                let _ = ddlgate::protocol::rows::data_row(body);
+            }
+            b'C' => {
+                let _ = ddlgate::protocol::rows::command_tag(body);
             }
             _ => {}
         }

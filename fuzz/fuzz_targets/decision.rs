@@ -71,7 +71,7 @@ fn check(data: &[u8]) {
         .insert("client_encoding".into(), encoding.into());
     let mut review = Review::default();
     let request = Request::new(bytes, &spans, RequestEnd::Complete);
-    if review.review(&request, &state, unsynced) != Verdict::Hold {
+    if review.review(&request, &state, unsynced) != Ok(Verdict::Hold) {
         return;
     }
     let policy = Policy::builtin_default();

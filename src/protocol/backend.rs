@@ -10,23 +10,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::error::ProtocolError;
 use super::frame::{HEADER_LEN, POSTGRES_MESSAGE_LIMIT, put_header, read_header, split_cstr};
 
-/// Backend message tags ddlgate cares about.
-pub mod tag {
-    /// `Authentication*` (B).
-    pub const AUTHENTICATION: u8 = b'R';
-    /// `BackendKeyData` (B).
-    pub const BACKEND_KEY_DATA: u8 = b'K';
-    /// `ErrorResponse` (B).
-    pub const ERROR_RESPONSE: u8 = b'E';
-    /// `NoticeResponse` (B).
-    pub const NOTICE_RESPONSE: u8 = b'N';
-    /// `NegotiateProtocolVersion` (B).
-    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
-    /// `ParameterStatus` (B).
-    pub const PARAMETER_STATUS: u8 = b'S';
-    /// `ReadyForQuery` (B).
-    pub const READY_FOR_QUERY: u8 = b'Z';
-}
+/// Backend message tags (see [`super::tag`]).
+pub use super::tag::backend as tag;
 
 /// Codes of the `Authentication*` (B) message family.
 pub mod auth {
@@ -240,31 +225,6 @@ impl BackendScanner {
             }
         }
     }
-}
-
-/// The fields of an `ErrorResponse` or `NoticeResponse` body, as (code, value) pairs.
-pub fn error_fields(body: &[u8]) -> Vec<(u8, &[u8])> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some((&code, after)) = rest.split_first() {
-        if code == 0 {
-            break;
-        }
-        let Some((value, after)) = super::frame::split_cstr(after) else {
-            break;
-        };
-        out.push((code, value));
-        rest = after;
-    }
-    out
-}
-
-/// One field of an `ErrorResponse` or `NoticeResponse` (`b'C'` SQLSTATE, `b'M'` message, …).
-pub fn error_field(fields: &[(u8, &[u8])], code: u8) -> Option<String> {
-    fields
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Reads a `ParameterStatus` body: the parameter name and its value.
@@ -488,17 +448,5 @@ mod tests {
         );
         assert!(TxStatus::from_ready_for_query(b"X").is_err());
         assert!(TxStatus::from_ready_for_query(b"").is_err());
-    }
-
-    #[test]
-    fn error_fields_read_code_and_message() {
-        let body = b"SFATAL\0C28P01\0Mpassword authentication failed for user \"x\"\0\0";
-        let fields = error_fields(body);
-        assert_eq!(error_field(&fields, b'C').as_deref(), Some("28P01"));
-        assert_eq!(
-            error_field(&fields, b'M').as_deref(),
-            Some("password authentication failed for user \"x\"")
-        );
-        assert_eq!(error_field(&fields, b'D'), None);
     }
 }

@@ -54,11 +54,74 @@ pub fn read_header(buf: &[u8], limit: usize) -> Result<Option<Header>, ProtocolE
     }))
 }
 
+/// A complete frame found in a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The message type byte.
+    pub tag: u8,
+    /// The bytes after the header.
+    pub body: &'a [u8],
+    /// The whole frame, header included.
+    pub bytes: &'a [u8],
+}
+
+/// What is at a position of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next<'a> {
+    /// A whole frame.
+    Frame(Frame<'a>),
+    /// The header of a frame whose body has not all arrived.
+    Partial(Header),
+    /// Not even a whole header.
+    Nothing,
+}
+
+/// The frame at the start of `buf`, checked against `limit` (see [`read_header`]). The one
+/// frame reader of the proxy: the session's scanners, the conductor and error inspection all
+/// find frames through it.
+pub fn next_frame(buf: &[u8], limit: usize) -> Result<Next<'_>, ProtocolError> {
+    let Some(header) = read_header(buf, limit)? else {
+        return Ok(Next::Nothing);
+    };
+    Ok(match buf.get(..header.frame_len) {
+        Some(bytes) => Next::Frame(Frame {
+            tag: header.tag,
+            body: bytes.get(HEADER_LEN..).unwrap_or_default(),
+            bytes,
+        }),
+        None => Next::Partial(header),
+    })
+}
+
+/// The whole frames at the start of `buf`, in order, up to the first one that is incomplete
+/// or malformed.
+pub fn frames(buf: &[u8]) -> impl Iterator<Item = Frame<'_>> {
+    let mut rest = buf;
+    std::iter::from_fn(move || match next_frame(rest, POSTGRES_MESSAGE_LIMIT) {
+        Ok(Next::Frame(frame)) => {
+            rest = rest.get(frame.bytes.len()..).unwrap_or_default();
+            Some(frame)
+        }
+        _ => None,
+    })
+}
+
 /// Splits a NUL-terminated string off the front of `buf`: `(string, rest)`.
 pub fn split_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = buf.iter().position(|&b| b == 0)?;
     let (s, rest) = buf.split_at(nul);
     Some((s, rest.get(1..).unwrap_or_default()))
+}
+
+/// A body that is exactly one NUL-terminated string (`Query`, `CommandComplete`, …).
+pub fn one_cstr<'a>(body: &'a [u8], what: &'static str) -> Result<&'a [u8], ProtocolError> {
+    match split_cstr(body) {
+        Some((s, [])) => Ok(s),
+        _ => Err(ProtocolError::malformed(
+            what,
+            "the body must be one NUL-terminated string",
+        )),
+    }
 }
 
 /// Appends a message header for a body of `body_len` bytes.
@@ -111,6 +174,19 @@ mod tests {
             err.to_string(),
             "message 'Q' declares 4294967295 bytes, over the limit of 1048576 bytes"
         );
+    }
+
+    #[test]
+    fn frames_are_found_whole_and_partial_ones_by_their_header() {
+        let buf = b"Z\0\0\0\x05IC\0\0\0\x0dSELECT 1\0D\0\0\0\x10ab";
+        let found: Vec<_> = frames(buf).map(|f| (f.tag, f.body.len())).collect();
+        assert_eq!(found, [(b'Z', 1), (b'C', 9)]);
+        let Ok(Next::Partial(h)) = next_frame(&buf[20..], 100) else {
+            panic!("a partial DataRow");
+        };
+        assert_eq!((h.tag, h.frame_len), (b'D', 17));
+        assert_eq!(next_frame(&buf[20..23], 100), Ok(Next::Nothing));
+        assert!(next_frame(b"D\0\0\0\x02", 100).is_err());
     }
 
     #[test]

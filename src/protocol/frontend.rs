@@ -6,49 +6,15 @@
 //! frames of any size, and none of it is SQL.
 
 use super::error::ProtocolError;
-use super::frame::{
-    HEADER_LEN, Header, POSTGRES_MESSAGE_LIMIT, put_header, read_header, split_cstr,
-};
+use super::frame::{HEADER_LEN, Header, POSTGRES_MESSAGE_LIMIT, read_header};
 
-/// Appends `CopyFail` (F) with `reason`: ddlgate ends a COPY in the client's place.
-pub fn put_copy_fail(reason: &str, out: &mut bytes::BytesMut) {
-    use bytes::BufMut;
-    put_header(out, tag::COPY_FAIL, reason.len().saturating_add(1));
-    out.put_slice(reason.as_bytes());
-    out.put_u8(0);
-}
+/// Frontend message tags (see [`super::tag`]).
+pub use super::tag::frontend as tag;
 
-/// Frontend message tags.
-pub mod tag {
-    /// `Bind` (F).
-    pub const BIND: u8 = b'B';
-    /// `Close` (F).
-    pub const CLOSE: u8 = b'C';
-    /// `CopyData` (F & B).
-    pub const COPY_DATA: u8 = b'd';
-    /// `CopyDone` (F & B).
-    pub const COPY_DONE: u8 = b'c';
-    /// `CopyFail` (F).
-    pub const COPY_FAIL: u8 = b'f';
-    /// `Describe` (F).
-    pub const DESCRIBE: u8 = b'D';
-    /// `Execute` (F).
-    pub const EXECUTE: u8 = b'E';
-    /// `Flush` (F).
-    pub const FLUSH: u8 = b'H';
-    /// `FunctionCall` (F).
-    pub const FUNCTION_CALL: u8 = b'F';
-    /// `Parse` (F).
-    pub const PARSE: u8 = b'P';
-    /// `PasswordMessage`, `SASLInitialResponse`, `SASLResponse`, `GSSResponse` (F).
-    pub const PASSWORD: u8 = b'p';
-    /// `Query` (F).
-    pub const QUERY: u8 = b'Q';
-    /// `Sync` (F).
-    pub const SYNC: u8 = b'S';
-    /// `Terminate` (F).
-    pub const TERMINATE: u8 = b'X';
-}
+/// `Flush` (F), whole: ddlgate asks the server for the answers of an open pipeline.
+pub const FLUSH_MESSAGE: &[u8] = b"H\0\0\0\x04";
+/// `Terminate` (F), whole: sent upstream when the client leaves without one.
+pub const TERMINATE_MESSAGE: &[u8] = b"X\0\0\0\x04";
 
 /// Whether this message is part of an extended-protocol batch that the server only answers
 /// after a later `Sync` or `Flush`. Every other message ends the request it belongs to.
@@ -153,25 +119,6 @@ impl FrontendScanner {
     }
 }
 
-/// The SQL text of a `Query` body.
-pub fn query_text(body: &[u8]) -> Result<&[u8], ProtocolError> {
-    match split_cstr(body) {
-        Some((sql, [])) => Ok(sql),
-        _ => Err(ProtocolError::malformed(
-            "Query",
-            "the body must be one NUL-terminated string",
-        )),
-    }
-}
-
-/// The prepared-statement name and SQL text of a `Parse` body.
-pub fn parse_statement(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
-    let malformed = || ProtocolError::malformed("Parse", "missing statement name or query");
-    let (name, rest) = split_cstr(body).ok_or_else(malformed)?;
-    let (sql, _) = split_cstr(rest).ok_or_else(malformed)?;
-    Ok((name, sql))
-}
-
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
@@ -194,6 +141,12 @@ mod tests {
             out.push(item);
         }
         (out, pos)
+    }
+
+    #[test]
+    fn whole_messages_are_what_they_say() {
+        assert_eq!(FLUSH_MESSAGE, frame(tag::FLUSH, b""));
+        assert_eq!(TERMINATE_MESSAGE, frame(tag::TERMINATE, b""));
     }
 
     #[test]
@@ -319,17 +272,6 @@ mod tests {
     }
 
     #[test]
-    fn query_and_parse_bodies() {
-        assert_eq!(query_text(b"SELECT 1\0").unwrap(), b"SELECT 1");
-        assert!(query_text(b"SELECT 1").is_err());
-        assert!(query_text(b"SELECT 1\0x").is_err());
-        assert_eq!(
-            parse_statement(b"s1\0SELECT $1\0\0\x01\0\0\0\x17").unwrap(),
-            (&b"s1"[..], &b"SELECT $1"[..])
-        );
-    }
-
-    #[test]
     fn request_boundaries() {
         for t in *b"PBDEC" {
             assert!(waits_for_sync(t));
@@ -338,8 +280,5 @@ mod tests {
             assert!(!waits_for_sync(t));
         }
         assert!(ends_with_ready_for_query(b'S') && !ends_with_ready_for_query(b'H'));
-        let mut out = bytes::BytesMut::new();
-        put_copy_fail("why", &mut out);
-        assert_eq!(&out[..], b"f\0\0\0\x08why\0");
     }
 }

@@ -1,5 +1,6 @@
 //! The only builder of the messages ddlgate itself says to a client: `ErrorResponse`,
-//! `NoticeResponse` and `ReadyForQuery` (B), and the table of SQLSTATEs it uses.
+//! `NoticeResponse` and `ReadyForQuery` (B), and the table of SQLSTATEs it uses; and the
+//! reader of the server's own `ErrorResponse` and `NoticeResponse` ([`Fields`]).
 //!
 //! Every ddlgate-originated message starts with `ddlgate:` so that people reading a client's
 //! log can tell the proxy's words from the server's.
@@ -7,7 +8,9 @@
 use bytes::{BufMut, BytesMut};
 
 use super::backend::TxStatus;
-use super::frame::put_header;
+use super::error::ProtocolError;
+use super::frame::{put_header, split_cstr};
+use super::tag::backend;
 
 /// The SQLSTATE codes ddlgate sends, from PostgreSQL's Appendix A.
 pub mod sqlstate {
@@ -126,16 +129,16 @@ pub fn encode_fields(
     out: &mut BytesMut,
 ) {
     let tag = match severity {
-        Severity::Error | Severity::Fatal => b'E',
-        Severity::Warning | Severity::Notice => b'N',
+        Severity::Error | Severity::Fatal => backend::ERROR_RESPONSE,
+        Severity::Warning | Severity::Notice => backend::NOTICE_RESPONSE,
     };
     let fields: [(u8, Option<&str>); 6] = [
-        (b'S', Some(severity.as_str())),
-        (b'V', Some(severity.as_str())),
-        (b'C', Some(code)),
-        (b'M', Some(message)),
-        (b'D', detail),
-        (b'H', hint),
+        (field::SEVERITY, Some(severity.as_str())),
+        (field::SEVERITY_NONLOCALIZED, Some(severity.as_str())),
+        (field::CODE, Some(code)),
+        (field::MESSAGE, Some(message)),
+        (field::DETAIL, detail),
+        (field::HINT, hint),
     ];
     let body_len = fields
         .iter()
@@ -151,9 +154,77 @@ pub fn encode_fields(
     out.put_u8(0);
 }
 
+/// Codes of the fields of `ErrorResponse` and `NoticeResponse`.
+pub mod field {
+    /// Severity, localized.
+    pub const SEVERITY: u8 = b'S';
+    /// Severity, never localized (PostgreSQL 9.6+).
+    pub const SEVERITY_NONLOCALIZED: u8 = b'V';
+    /// SQLSTATE.
+    pub const CODE: u8 = b'C';
+    /// Primary message.
+    pub const MESSAGE: u8 = b'M';
+    /// Detail.
+    pub const DETAIL: u8 = b'D';
+    /// Hint.
+    pub const HINT: u8 = b'H';
+}
+
+/// An `ErrorResponse` or `NoticeResponse` read back from the server: its fields by code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields<'a>(Vec<(u8, &'a [u8])>);
+
+impl<'a> Fields<'a> {
+    /// Reads the body of an `ErrorResponse` or `NoticeResponse`: code-value pairs, each value
+    /// NUL-terminated, and a final NUL.
+    pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
+        let malformed =
+            || ProtocolError::malformed("ErrorResponse", "a field is not NUL-terminated");
+        let mut out = Vec::new();
+        let mut rest = body;
+        loop {
+            match rest.split_first() {
+                Some((0, [])) => return Ok(Self(out)),
+                Some((&code, after)) if code != 0 => {
+                    let (value, after) = split_cstr(after).ok_or_else(malformed)?;
+                    out.push((code, value));
+                    rest = after;
+                }
+                _ => return Err(malformed()),
+            }
+        }
+    }
+
+    /// One field as text, if present.
+    pub fn get(&self, code: u8) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The SQLSTATE, empty when missing.
+    pub fn code(&self) -> String {
+        self.get(field::CODE).unwrap_or_default()
+    }
+
+    /// The primary message, empty when missing.
+    pub fn message(&self) -> String {
+        self.get(field::MESSAGE).unwrap_or_default()
+    }
+
+    /// Whether the session ends after it (severity FATAL or PANIC).
+    pub fn is_fatal(&self) -> bool {
+        self.0.iter().any(|(c, v)| {
+            matches!(*c, field::SEVERITY | field::SEVERITY_NONLOCALIZED)
+                && matches!(*v, b"FATAL" | b"PANIC")
+        })
+    }
+}
+
 /// Appends a `ReadyForQuery` with the given transaction status.
 pub fn ready_for_query(status: TxStatus, out: &mut BytesMut) {
-    put_header(out, b'Z', 1);
+    put_header(out, backend::READY_FOR_QUERY, 1);
     out.put_u8(status.as_byte());
 }
 
@@ -172,7 +243,7 @@ fn put_cstr(out: &mut BytesMut, s: &str) {
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::{read_header, split_cstr};
+    use crate::protocol::frame::read_header;
 
     fn fields(msg: &[u8]) -> Vec<(u8, String)> {
         let mut out = Vec::new();
@@ -184,6 +255,37 @@ mod tests {
         }
         assert_eq!(rest, [0]);
         out
+    }
+
+    #[test]
+    fn server_errors_are_read_and_malformed_ones_refused() {
+        let body = b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user \"x\"\0\0";
+        let fields = Fields::decode(body).unwrap();
+        assert_eq!(fields.code(), "28P01");
+        assert_eq!(
+            fields.message(),
+            "password authentication failed for user \"x\""
+        );
+        assert_eq!(fields.get(field::DETAIL), None);
+        assert!(fields.is_fatal());
+        assert!(!Fields::decode(b"SERROR\0C42P01\0\0").unwrap().is_fatal());
+        assert!(Fields::decode(b"SERROR\0C42P01").is_err());
+        assert!(Fields::decode(b"SERROR\0").is_err());
+        assert!(Fields::decode(b"").is_err());
+        // What ddlgate writes, it reads back.
+        let mut out = BytesMut::new();
+        Report::new(Severity::Error, sqlstate::POLICY_REJECTED, "m")
+            .hint("h")
+            .encode(&mut out);
+        let fields = Fields::decode(&out[5..]).unwrap();
+        assert_eq!(
+            (fields.code(), fields.message(), fields.get(field::HINT)),
+            (
+                "ZD001".to_owned(),
+                "ddlgate: m".to_owned(),
+                Some("h".to_owned())
+            )
+        );
     }
 
     #[test]

@@ -42,18 +42,21 @@ use tracing::{Span, info, warn};
 
 use crate::config::policy::{Settings, TimeoutPair};
 use crate::enforce::{Class, Message, Step, quote_literal};
+use crate::protocol::backend::tag as bt;
 use crate::protocol::backend::{self, TxStatus};
-use crate::protocol::frame::HEADER_LEN;
-use crate::protocol::reply::{self, Severity};
+use crate::protocol::frame::{HEADER_LEN, Next, POSTGRES_MESSAGE_LIMIT, frames, next_frame};
+use crate::protocol::reply::{self, Fields, Severity, field};
+use crate::protocol::rows;
 use crate::protocol::{ProtocolError, error::Tag};
 
 use super::client_text::{self, Mapping};
-use super::decision::{AuditedStatement, Program, put_query};
+use super::decision::{AuditedStatement, Program};
 use super::error::SessionError;
 use super::outbox::Outbox;
 use super::state::SessionState;
 use crate::audit::Record;
 use crate::audit::record::{self as audit_record, OverrideUsed, RuleAction, TimeoutsApplied};
+use crate::protocol::query::put_query;
 
 /// One thing the conductor does.
 #[derive(Debug)]
@@ -464,11 +467,8 @@ impl Conductor {
             // The server's own FATAL (a shutdown, a terminated backend) says more than "the
             // connection closed", and it is what the client was told.
             let server_said = self.held_fatal().and_then(|frame| {
-                let fields = backend::error_fields(frame.get(HEADER_LEN..)?);
-                Some((
-                    backend::error_field(&fields, b'C')?,
-                    backend::error_field(&fields, b'M')?,
-                ))
+                let fields = Fields::decode(frame.get(HEADER_LEN..)?).ok()?;
+                Some((fields.get(field::CODE)?, fields.get(field::MESSAGE)?))
             });
             self.failure = Some(server_said.unwrap_or_else(|| {
                 (
@@ -669,40 +669,32 @@ impl Conductor {
                     break;
                 }
             }
-            let Some(header) = buf.get(at..at.saturating_add(HEADER_LEN)) else {
-                break;
-            };
-            let tag = header[0];
-            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            if len < 4 {
-                return Err(SessionError::UpstreamProtocol(ProtocolError::Unexpected {
-                    tag: Tag(tag),
-                    context: "a length below 4",
-                }));
-            }
-            let end = at.saturating_add(1).saturating_add(len);
-            if buf.len() < end {
-                // A large row or COPY data message of the client's answer is not gathered
-                // whole: what was held back of the answer goes out (no retry once the client
-                // has part of it), and the message streams through as it arrives.
-                if len > STREAM_ABOVE
-                    && let Some(running) = self.running.as_mut()
-                    && running.streams(tag)
-                {
-                    if forward_from < at {
-                        to_client.push(Bytes::copy_from_slice(&buf[forward_from..at]));
-                        forward_from = at;
+            let rest = buf.get(at..).unwrap_or_default();
+            let (tag, body, message) = match next_frame(rest, POSTGRES_MESSAGE_LIMIT)
+                .map_err(SessionError::UpstreamProtocol)?
+            {
+                Next::Frame(frame) => (frame.tag, frame.body, frame.bytes),
+                Next::Partial(header) => {
+                    // A large row or COPY data message of the client's answer is not gathered
+                    // whole: what was held back of the answer goes out (no retry once the
+                    // client has part of it), and the message streams through as it arrives.
+                    if header.frame_len > STREAM_ABOVE
+                        && let Some(running) = self.running.as_mut()
+                        && running.streams(header.tag)
+                    {
+                        if forward_from < at {
+                            to_client.push(Bytes::copy_from_slice(&buf[forward_from..at]));
+                            forward_from = at;
+                        }
+                        running.release(to_client);
+                        self.streaming_left = header.frame_len - rest.len();
+                        at = buf.len();
                     }
-                    running.release(to_client);
-                    self.streaming_left = end - buf.len();
-                    at = buf.len();
+                    break;
                 }
-                break;
-            }
-            let body = buf
-                .get(at.saturating_add(HEADER_LEN)..end)
-                .unwrap_or_default();
-            let message = buf.get(at..end).unwrap_or_default();
+                Next::Nothing => break,
+            };
+            let end = at.saturating_add(message.len());
             let Some(running) = self.running.as_mut() else {
                 // Nothing was asked: only asynchronous messages can come now; pass them on.
                 at = end;
@@ -759,7 +751,7 @@ impl Conductor {
     fn settle_copy(&mut self, to_upstream: &mut Outbox, to_client: &mut Outbox) {
         if std::mem::take(&mut self.abort_copy) {
             let mut out = BytesMut::new();
-            crate::protocol::frontend::put_copy_fail(
+            crate::protocol::copy::put_copy_fail(
                 "ddlgate: the audit trail cannot be written (audit_fail_closed)",
                 &mut out,
             );
@@ -768,7 +760,7 @@ impl Conductor {
                 // After a CopyFail the server skips to the next Sync; the request's own was
                 // ignored during the COPY.
                 if running.extended {
-                    out.extend_from_slice(&[crate::protocol::frontend::tag::SYNC, 0, 0, 0, 4]);
+                    crate::protocol::extended::put_sync(&mut out);
                 }
             }
             to_upstream.push(out.freeze());
@@ -1285,12 +1277,14 @@ fn with_blockers(message: Bytes, blockers: &[String]) -> Bytes {
         return message;
     }
     let body = message.get(HEADER_LEN..).unwrap_or_default();
-    let fields = backend::error_fields(body);
-    if backend::error_field(&fields, b'C').as_deref() != Some(LOCK_NOT_AVAILABLE) {
+    let Ok(fields) = Fields::decode(body) else {
+        return message;
+    };
+    if fields.code() != LOCK_NOT_AVAILABLE {
         return message;
     }
     let who = format!("Blocked by: {}.", blockers.join("; "));
-    let detail = match backend::error_field(&fields, b'D') {
+    let detail = match fields.get(field::DETAIL) {
         Some(d) => format!("{d} {who}"),
         None => who,
     };
@@ -1298,9 +1292,9 @@ fn with_blockers(message: Bytes, blockers: &[String]) -> Bytes {
     reply::encode_fields(
         Severity::Error,
         LOCK_NOT_AVAILABLE,
-        &backend::error_field(&fields, b'M').unwrap_or_default(),
+        &fields.message(),
         Some(&detail),
-        backend::error_field(&fields, b'H').as_deref(),
+        fields.get(field::HINT).as_deref(),
         &mut out,
     );
     out.freeze()
@@ -1338,7 +1332,7 @@ impl Running {
     fn streams(&self, tag: u8) -> bool {
         matches!(self.op, Op::Request(_))
             && self.pipeline.hidden_prefix == 0
-            && matches!(tag, b'D' | b'd')
+            && matches!(tag, bt::DATA_ROW | bt::COPY_DATA)
     }
 
     fn keep(&mut self, bytes: Bytes, to_client: &mut Outbox) {
@@ -1382,8 +1376,11 @@ impl Running {
     /// notices the end of the answer to a run that ends with `Flush`. Returns whether the
     /// message is hidden.
     fn pipeline_message(&mut self, tag: u8) -> bool {
-        let asynchronous = matches!(tag, b'N' | b'S' | b'A');
-        let hidden_completion = matches!(tag, b'1' | b'3')
+        let asynchronous = matches!(
+            tag,
+            bt::NOTICE_RESPONSE | bt::PARAMETER_STATUS | bt::NOTIFICATION_RESPONSE
+        );
+        let hidden_completion = matches!(tag, bt::PARSE_COMPLETE | bt::CLOSE_COMPLETE)
             && self
                 .hidden_completions
                 .contains(&self.close_parse_completions);
@@ -1431,16 +1428,13 @@ impl Running {
                 Ok(Forward::Finished { pass_ready: pass })
             }
             backend::tag::PARAMETER_STATUS => {
-                let (name, value) =
-                    backend::parameter_status(body).map_err(SessionError::UpstreamProtocol)?;
-                state.parameters.insert(
-                    String::from_utf8_lossy(name).into_owned(),
-                    String::from_utf8_lossy(value).into_owned(),
-                );
+                state
+                    .parameter_status(body)
+                    .map_err(SessionError::UpstreamProtocol)?;
                 Ok(Forward::Pass)
             }
             // NotificationResponse: asynchronous, the client's.
-            b'A' => Ok(Forward::Pass),
+            bt::NOTIFICATION_RESPONSE => Ok(Forward::Pass),
             backend::tag::BACKEND_KEY_DATA => {
                 Err(SessionError::UpstreamProtocol(ProtocolError::Unexpected {
                     tag: Tag(tag),
@@ -1448,9 +1442,8 @@ impl Running {
                 }))
             }
             backend::tag::ERROR_RESPONSE => {
-                let fields = backend::error_fields(body);
-                let code = backend::error_field(&fields, b'C').unwrap_or_default();
-                let message = backend::error_field(&fields, b'M').unwrap_or_default();
+                let fields = Fields::decode(body).map_err(SessionError::UpstreamProtocol)?;
+                let (code, message) = (fields.code(), fields.message());
                 self.error = Some((code.clone(), message.clone()));
                 if is_request
                     && code == reply::sqlstate::POLICY_REJECTED
@@ -1462,8 +1455,8 @@ impl Running {
                         Severity::Error,
                         &code,
                         &message,
-                        backend::error_field(&fields, b'D').as_deref(),
-                        backend::error_field(&fields, b'H').as_deref(),
+                        fields.get(field::DETAIL).as_deref(),
+                        fields.get(field::HINT).as_deref(),
                         &mut out,
                     );
                     return Ok(Forward::Replace(out.freeze()));
@@ -1480,7 +1473,7 @@ impl Running {
                 Forward::Drop
             }),
             // ParseComplete / CloseComplete: ddlgate's own are not the client's.
-            b'1' | b'3' if is_request => {
+            bt::PARSE_COMPLETE | bt::CLOSE_COMPLETE if is_request => {
                 let position = self.close_parse_completions;
                 self.close_parse_completions += 1;
                 Ok(if self.hidden_completions.contains(&position) {
@@ -1490,23 +1483,31 @@ impl Running {
                 })
             }
             // CommandComplete, EmptyQueryResponse, PortalSuspended: a statement's end.
-            b'C' | b'I' | b's' if is_request => {
+            bt::COMMAND_COMPLETE | bt::EMPTY_QUERY_RESPONSE | bt::PORTAL_SUSPENDED
+                if is_request =>
+            {
                 self.completions.push(match tag {
-                    b'C' => String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body))
-                        .into_owned(),
-                    b's' => "suspended".to_owned(),
+                    bt::COMMAND_COMPLETE => String::from_utf8_lossy(
+                        rows::command_tag(body).map_err(SessionError::UpstreamProtocol)?,
+                    )
+                    .into_owned(),
+                    bt::PORTAL_SUSPENDED => "suspended".to_owned(),
                     _ => String::new(),
                 });
                 Ok(Forward::Pass)
             }
             // CopyInResponse / CopyBothResponse: the client's data must flow.
-            b'G' | b'W' if is_request => {
+            bt::COPY_IN_RESPONSE | bt::COPY_BOTH_RESPONSE if is_request => {
                 self.copy_in = true;
                 Ok(Forward::Pass)
             }
             // DataRow
-            b'D' if !is_request => {
-                let row = data_row(body);
+            bt::DATA_ROW if !is_request => {
+                let row: Vec<Option<String>> = rows::data_row(body)
+                    .map_err(SessionError::UpstreamProtocol)?
+                    .into_iter()
+                    .map(|c| c.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .collect();
                 if self.rows.is_empty() {
                     self.first_row.clone_from(&row);
                 }
@@ -1530,51 +1531,16 @@ fn encode_message(severity: Severity, m: &Message, out: &mut BytesMut) {
     );
 }
 
-/// The columns of a `DataRow` body, as text.
-fn data_row(body: &[u8]) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    let Some(count) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-        return out;
-    };
-    let mut at = 2usize;
-    for _ in 0..count {
-        let Some(len) = body
-            .get(at..at.saturating_add(4))
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            break;
-        };
-        at = at.saturating_add(4);
-        if len < 0 {
-            out.push(None);
-            continue;
-        }
-        let len = usize::try_from(len).unwrap_or(0);
-        out.push(
-            body.get(at..at.saturating_add(len))
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
-        );
-        at = at.saturating_add(len);
-    }
-    out
-}
-
 /// The first `ErrorResponse` of severity FATAL among the whole messages in `bytes`.
 fn fatal_in(bytes: &Bytes) -> Option<Bytes> {
     let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at.checked_add(5)?) {
-        let tag = header.first().copied()?;
-        let len = u32::from_be_bytes(header.get(1..5)?.try_into().ok()?) as usize;
-        let end = at.checked_add(1)?.checked_add(len)?;
-        let body = bytes.get(at.checked_add(5)?..end)?;
-        if tag == crate::protocol::backend::tag::ERROR_RESPONSE
-            && body
-                .split(|b| *b == 0)
-                .any(|field| field == b"SFATAL" || field == b"VFATAL")
+    for frame in frames(bytes) {
+        let start = at;
+        at = at.saturating_add(frame.bytes.len());
+        if frame.tag == bt::ERROR_RESPONSE && Fields::decode(frame.body).is_ok_and(|f| f.is_fatal())
         {
-            return Some(bytes.slice(at..end));
+            return Some(bytes.slice(start..at));
         }
-        at = end;
     }
     None
 }

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::analysis::classify::{ClassifyOptions, TxControl, classify};
 use crate::analysis::context::{ManagedTimeouts, NewObjects};
@@ -30,9 +30,13 @@ use crate::analysis::prefilter::{Prefilter, prefilter};
 use crate::analysis::{Context, Engine};
 use crate::config::policy::{Connection, Settings};
 use crate::enforce::{self, Class, GRAMMAR_MAJOR, Message, Plan, Situation, Step};
+use crate::protocol::ProtocolError;
 use crate::protocol::backend::TxStatus;
-use crate::protocol::frame::{put_header, split_cstr};
+use crate::protocol::extended::{
+    Bind, Parse, Target, close_target, execute_portal, put_close, put_execute,
+};
 use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
+use crate::protocol::query::{put_query, query_text};
 
 use super::client_text::{self, Mapping};
 use super::request::{MessageSpan, Request, RequestEnd};
@@ -86,7 +90,9 @@ pub struct Review {
 
 impl Review {
     /// The cheap look at a request: does it need the policy at all? `in_flight`: earlier
-    /// requests are not answered yet.
+    /// requests are not answered yet. Every `Query`, `Parse`, `Bind`, `Execute` and `Close` is
+    /// read with a validating decoder: a malformed one is an error (the session ends with
+    /// 08P01), never reviewed as empty text and forwarded.
     #[expect(
         clippy::too_many_lines,
         reason = "one pass over the request's messages; the proxy restructuring (issue 15) splits it"
@@ -96,7 +102,7 @@ impl Review {
         request: &Request<'_>,
         session: &SessionState,
         in_flight: bool,
-    ) -> Verdict {
+    ) -> Result<Verdict, ProtocolError> {
         let mut hold = false;
         // The first governed statement, for a run that turns out too large to hold.
         let mut governed: Option<String> = None;
@@ -114,7 +120,7 @@ impl Review {
         for message in request.messages() {
             match message.tag {
                 fe::QUERY => {
-                    let bytes = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                    let bytes = query_text(message.body)?;
                     // Non-ASCII text is read in the encoding in force when it runs, which an
                     // earlier request still running may change (even from inside a function).
                     hold |= in_flight && !bytes.is_ascii();
@@ -130,14 +136,13 @@ impl Review {
                     hold |= may_change_encoding(&text);
                 }
                 fe::PARSE => {
-                    let Some((name, rest)) = split_cstr(message.body) else {
-                        continue;
-                    };
-                    let bytes = split_cstr(rest).map_or(&[][..], |(t, _)| t);
+                    let Parse {
+                        name, sql: bytes, ..
+                    } = Parse::decode(message.body)?;
                     hold |= in_flight && !bytes.is_ascii();
                     if encoding_may_change && !bytes.is_ascii() {
                         self.unreviewable = Some(String::from_utf8_lossy(bytes).into_owned());
-                        return Verdict::Unreviewable(Unreviewable::EncodingChanged);
+                        return Ok(Verdict::Unreviewable(Unreviewable::EncodingChanged));
                     }
                     let (text, _) = client_text::decode(bytes, encoding);
                     if may_change_encoding(&text) {
@@ -165,16 +170,15 @@ impl Review {
                     }
                 }
                 fe::BIND => {
+                    let Bind {
+                        portal, statement, ..
+                    } = Bind::decode(message.body)?;
                     if self.statements.is_empty()
                         && self.portals.is_empty()
                         && self.transaction_statements.is_empty()
                     {
                         continue;
                     }
-                    let Some((portal, rest)) = split_cstr(message.body) else {
-                        continue;
-                    };
-                    let statement = split_cstr(rest).map_or(&[][..], |(t, _)| t);
                     // Counted when bound: a portal is executed in the same run in practice,
                     // and counting one too many only makes ddlgate stricter.
                     if let Some(effect) = self.transaction_statements.get(statement) {
@@ -192,29 +196,22 @@ impl Review {
                 }
                 fe::EXECUTE => {
                     executes += 1;
-                    if !self.portals.is_empty() {
-                        let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
-                        if self.portals.contains_key(portal) {
-                            hold = true;
-                            note("(a statement prepared earlier in the session)");
-                        }
+                    let portal = execute_portal(message.body)?;
+                    if self.portals.contains_key(portal) {
+                        hold = true;
+                        note("(a statement prepared earlier in the session)");
                     }
                 }
-                fe::CLOSE => {
-                    if let (Some(kind), Some((name, _))) = (
-                        message.body.first(),
-                        message.body.get(1..).and_then(split_cstr),
-                    ) {
-                        match kind {
-                            b'S' => {
-                                self.deferred.remove(name);
-                                self.transaction_statements.remove(name);
-                                self.statements.remove(name)
-                            }
-                            _ => self.portals.remove(name),
-                        };
+                fe::CLOSE => match close_target(message.body)? {
+                    (Target::Statement, name) => {
+                        self.deferred.remove(name);
+                        self.transaction_statements.remove(name);
+                        self.statements.remove(name);
                     }
-                }
+                    (Target::Portal, name) => {
+                        self.portals.remove(name);
+                    }
+                },
                 _ => {}
             }
         }
@@ -232,12 +229,12 @@ impl Review {
                         .last()
                         .is_some_and(|m| ends_with_ready_for_query(m.tag));
                 self.forwarded_tx = (tx, alone);
-                Verdict::Forward
+                Ok(Verdict::Forward)
             }
-            (true, RequestEnd::Complete) => Verdict::Hold,
+            (true, RequestEnd::Complete) => Ok(Verdict::Hold),
             (true, RequestEnd::Partial) => {
                 self.unreviewable = governed;
-                Verdict::Unreviewable(Unreviewable::TooLarge)
+                Ok(Verdict::Unreviewable(Unreviewable::TooLarge))
             }
         }
     }
@@ -558,7 +555,9 @@ pub fn plan(
         let original = held.bytes.get(span.start..span.end).unwrap_or_default();
         match message.tag {
             fe::QUERY => {
-                let text = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                // Validated by the review: an error cannot come here, and empty text would
+                // only be forwarded as sent.
+                let text = query_text(message.body).unwrap_or_default();
                 let (text, mapping) = client_text::decode(text, run.encoding);
                 let sql = decide_query(&text, mapping, &engine, settings, ctx, &mut program);
                 // Unchanged text goes up as the client's own bytes.
@@ -571,7 +570,7 @@ pub fn plan(
             fe::PARSE => run.parse(message.body, original, review, ctx, &mut program),
             fe::BIND => run.bind(message.body, original, review, ctx, &mut program),
             fe::EXECUTE => {
-                let portal = split_cstr(message.body).map_or(&[][..], |(t, _)| t);
+                let portal = execute_portal(message.body).unwrap_or_default();
                 let class = match run.portal_classes.get(portal) {
                     Some(c) => *c,
                     None => review.class_of_portal(portal),
@@ -624,11 +623,12 @@ impl RunState<'_> {
         ctx: &mut Context,
         program: &mut Program,
     ) {
-        let Some((name, rest)) = split_cstr(body) else {
-            self.out.extend_from_slice(original);
-            return;
-        };
-        let Some((text_bytes, parameter_types)) = split_cstr(rest) else {
+        let Ok(Parse {
+            name,
+            sql: text_bytes,
+            rest: parameter_types,
+        }) = Parse::decode(body)
+        else {
             self.out.extend_from_slice(original);
             return;
         };
@@ -665,12 +665,12 @@ impl RunState<'_> {
         if sql == *text {
             self.out.extend_from_slice(original);
         } else {
-            put_parse(
+            Parse {
                 name,
-                &client_text::encode(&sql, mapping),
-                parameter_types,
-                &mut self.out,
-            );
+                sql: &client_text::encode(&sql, mapping),
+                rest: parameter_types,
+            }
+            .encode(&mut self.out);
         }
     }
 
@@ -682,11 +682,15 @@ impl RunState<'_> {
         ctx: &mut Context,
         program: &mut Program,
     ) {
-        let Some((portal, rest)) = split_cstr(body) else {
+        let Ok(Bind {
+            portal,
+            statement,
+            rest: bind_rest,
+        }) = Bind::decode(body)
+        else {
             self.out.extend_from_slice(original);
             return;
         };
-        let (statement, bind_rest) = split_cstr(rest).unwrap_or((&[][..], &[][..]));
         let deferred = if self.run_classes.contains_key(statement) {
             None
         } else {
@@ -724,14 +728,19 @@ impl RunState<'_> {
         // ddlgate's own, bound to the client's portal.
         let name = deferred_name(self.injected);
         self.injected += 1;
-        put_close_statement(&name, &mut self.out);
-        put_parse(
-            &name,
-            &client_text::encode(&sql, *mapping),
-            &[0, 0],
-            &mut self.out,
-        );
-        put_bind(portal, &name, bind_rest, &mut self.out);
+        put_close(Target::Statement, &name, &mut self.out);
+        Parse {
+            name: &name,
+            sql: &client_text::encode(&sql, *mapping),
+            rest: &[0, 0],
+        }
+        .encode(&mut self.out);
+        Bind {
+            portal,
+            statement: &name,
+            rest: bind_rest,
+        }
+        .encode(&mut self.out);
         program
             .request_hidden_completions
             .extend([self.completions, self.completions + 1]);
@@ -784,31 +793,22 @@ fn finish_pipelined(
 /// explicit. A fresh statement and portal of ddlgate's own, so that none of the client's
 /// (the unnamed ones included) is touched; their answers are hidden from the client.
 fn put_pipeline_timeouts(sql: &str, out: &mut BytesMut) {
-    put_close_statement(PIPELINE_TIMEOUTS_NAME, out);
-    put_header(
-        out,
-        fe::CLOSE,
-        PIPELINE_TIMEOUTS_NAME.len().saturating_add(2),
-    );
-    out.put_u8(b'P');
-    out.put_slice(PIPELINE_TIMEOUTS_NAME);
-    out.put_u8(0);
-    put_parse(PIPELINE_TIMEOUTS_NAME, sql.as_bytes(), &[0, 0], out);
+    put_close(Target::Statement, PIPELINE_TIMEOUTS_NAME, out);
+    put_close(Target::Portal, PIPELINE_TIMEOUTS_NAME, out);
+    Parse {
+        name: PIPELINE_TIMEOUTS_NAME,
+        sql: sql.as_bytes(),
+        rest: &[0, 0],
+    }
+    .encode(out);
     // No parameters, no result format codes.
-    put_bind(
-        PIPELINE_TIMEOUTS_NAME,
-        PIPELINE_TIMEOUTS_NAME,
-        &[0, 0, 0, 0, 0, 0],
-        out,
-    );
-    let len = PIPELINE_TIMEOUTS_NAME
-        .len()
-        .saturating_add(1)
-        .saturating_add(4);
-    put_header(out, fe::EXECUTE, len);
-    out.put_slice(PIPELINE_TIMEOUTS_NAME);
-    out.put_u8(0);
-    out.put_u32(0);
+    Bind {
+        portal: PIPELINE_TIMEOUTS_NAME,
+        statement: PIPELINE_TIMEOUTS_NAME,
+        rest: &[0, 0, 0, 0, 0, 0],
+    }
+    .encode(out);
+    put_execute(PIPELINE_TIMEOUTS_NAME, out);
 }
 
 /// Brings the engine's context up to date with the session.
@@ -1057,47 +1057,6 @@ pub fn settings_for(
     (profile.map(str::to_owned), settings.clone())
 }
 
-/// Appends a `Query` (F).
-pub fn put_query(sql: &[u8], out: &mut BytesMut) {
-    put_header(out, fe::QUERY, sql.len().saturating_add(1));
-    out.put_slice(sql);
-    out.put_u8(0);
-}
-
-/// Appends `Close` (F) of the prepared statement `name`.
-fn put_close_statement(name: &[u8], out: &mut BytesMut) {
-    put_header(out, fe::CLOSE, name.len().saturating_add(2));
-    out.put_u8(b'S');
-    out.put_slice(name);
-    out.put_u8(0);
-}
-
-/// Appends `Bind` (F) of `portal` to `statement`; `rest` is the client's Bind after the names.
-fn put_bind(portal: &[u8], statement: &[u8], rest: &[u8], out: &mut BytesMut) {
-    put_two_strings(fe::BIND, portal, statement, rest, out);
-}
-
-/// Appends `Parse` (F) of `sql` as `name`; `rest` holds the parameter types.
-fn put_parse(name: &[u8], sql: &[u8], rest: &[u8], out: &mut BytesMut) {
-    put_two_strings(fe::PARSE, name, sql, rest, out);
-}
-
-/// Appends a message whose body is two C strings and then `rest`.
-fn put_two_strings(tag: u8, first: &[u8], second: &[u8], rest: &[u8], out: &mut BytesMut) {
-    let len = first
-        .len()
-        .saturating_add(1)
-        .saturating_add(second.len())
-        .saturating_add(1)
-        .saturating_add(rest.len());
-    put_header(out, tag, len);
-    out.put_slice(first);
-    out.put_u8(0);
-    out.put_slice(second);
-    out.put_u8(0);
-    out.put_slice(rest);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1166,22 +1125,6 @@ mod tests {
             TxEffect::End {
                 commit_alone: false
             }
-        );
-    }
-
-    #[test]
-    fn put_parse_round_trips_through_the_reader() {
-        let mut out = BytesMut::new();
-        put_parse(b"s1", b"SELECT 1", &[0, 1, 0, 0, 0, 23], &mut out);
-        let body = &out[5..];
-        let (name, rest) = split_cstr(body).unwrap();
-        assert_eq!(name, b"s1");
-        let (text, parameter_types) = split_cstr(rest).unwrap();
-        assert_eq!(text, b"SELECT 1");
-        assert_eq!(parameter_types, &[0, 1, 0, 0, 0, 23]);
-        assert_eq!(
-            out.len(),
-            1 + u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize
         );
     }
 }

@@ -22,6 +22,7 @@ use crate::protocol::backend::{
 };
 use crate::protocol::frame::{HEADER_LEN, read_header, split_cstr};
 use crate::protocol::frontend::tag as fe;
+use crate::protocol::reply;
 use crate::protocol::startup::{self, StartupMessage, StartupPacket, TLS_HANDSHAKE_RECORD};
 use crate::protocol::tls::ALPN_POSTGRESQL;
 use crate::protocol::{ProtocolError, error::Tag};
@@ -339,10 +340,10 @@ pub async fn authenticate(
             backend::tag::ERROR_RESPONSE => {
                 to_client.extend_from_slice(&frame);
                 write_out(client, &mut to_client).await?;
-                let fields = backend::error_fields(body);
+                let fields = reply::Fields::decode(body).map_err(SessionError::UpstreamProtocol)?;
                 return Err(SessionError::Refused {
-                    code: backend::error_field(&fields, b'C').unwrap_or_default(),
-                    message: backend::error_field(&fields, b'M').unwrap_or_default(),
+                    code: fields.code(),
+                    message: fields.message(),
                 });
             }
             backend::tag::READY_FOR_QUERY => {

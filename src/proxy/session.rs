@@ -53,8 +53,8 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::protocol::backend::{self, BackendKey, BackendScanner, TxStatus};
 use crate::protocol::frontend::{
-    FrontendItem, FrontendScanner, answers_in_pipeline, ends_with_ready_for_query, tag as fe,
-    waits_for_sync,
+    FLUSH_MESSAGE, FrontendItem, FrontendScanner, TERMINATE_MESSAGE, answers_in_pipeline,
+    ends_with_ready_for_query, tag as fe, waits_for_sync,
 };
 use crate::protocol::reply::{Report, Severity, sqlstate};
 use crate::protocol::{ProtocolError, error::Tag};
@@ -79,8 +79,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const HIGH_WATER: usize = 256 * 1024;
 /// The largest server message the proxy inspects (`ParameterStatus`, `ReadyForQuery`, …).
 const MAX_INSPECTED_BACKEND_MESSAGE: usize = 1 << 20;
-/// A `Flush` (F) message.
-const FLUSH: &[u8] = b"H\0\0\0\x04";
 /// The audit writer's answer for records written on a session's behalf.
 type AuditAck = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
@@ -91,8 +89,6 @@ type AuditAck = tokio::sync::oneshot::Receiver<Result<(), String>>;
 const AUDIT_WAIT_LIMIT: Duration = Duration::from_secs(5);
 /// How long last words (a final error, a `Terminate`) may take to deliver when closing.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// `Terminate` (F), sent upstream when the client leaves without one.
-const TERMINATE: &[u8] = b"X\0\0\0\x04";
 
 /// Serves one accepted connection until it closes. `admitted` is false when the connection
 /// limit is reached: such a connection may still carry a cancel request, but a session is
@@ -853,7 +849,7 @@ impl Session {
                     if waits_for_sync(tag) {
                         continue;
                     }
-                    match self.review_held(RequestEnd::Complete) {
+                    match self.review_held(RequestEnd::Complete)? {
                         Verdict::Hold => {
                             self.hold_request(forward_to);
                             return Ok(());
@@ -917,7 +913,7 @@ impl Session {
     /// statement cannot be decided without the rest of the run, and must not pass unreviewed.
     /// The attempt is audited.
     fn review_part(&mut self) -> Result<(), SessionError> {
-        match self.review_held(RequestEnd::Partial) {
+        match self.review_held(RequestEnd::Partial)? {
             Verdict::Unreviewable(why) => Err(self.unreviewable(why)),
             Verdict::Forward | Verdict::Hold => Ok(()),
         }
@@ -953,10 +949,13 @@ impl Session {
 
     /// Hands the held messages to the decision point as one request. A request to forward is
     /// left in the buffer; one to hold keeps its messages in `held` for [`Self::hold_request`].
-    fn review_held(&mut self, end: RequestEnd) -> Verdict {
+    fn review_held(&mut self, end: RequestEnd) -> Result<Verdict, SessionError> {
         let request = Request::new(&self.client_buf, &self.held, end);
         let in_flight = self.state.awaiting_ready > 0 || self.unsynced;
-        let mut verdict = self.review.review(&request, &self.state, in_flight);
+        let mut verdict = self
+            .review
+            .review(&request, &self.state, in_flight)
+            .map_err(SessionError::ClientProtocol)?;
         // Taken whatever the verdict: only a forwarded request's effect is the tracker's (a
         // held one is simulated statement by statement when it is planned).
         let (tx_effect, alone) = self.review.take_forwarded_tx();
@@ -982,7 +981,7 @@ impl Session {
             self.held.clear();
             self.state.tx.forwarded(tx_effect, alone);
         }
-        verdict
+        Ok(verdict)
     }
 
     /// Whether every pipelined message sent since the last `Sync` has been answered (or an
@@ -1077,7 +1076,7 @@ impl Session {
                 // own Flush or Sync is in the held request: ask for them (Flush has no answer
                 // of its own), or the held request would wait for ever.
                 if !self.pipeline_flushed {
-                    self.to_upstream.push(Bytes::from_static(FLUSH));
+                    self.to_upstream.push(Bytes::from_static(FLUSH_MESSAGE));
                     self.pipeline_flushed = true;
                 }
                 return Ok(());
@@ -1165,13 +1164,7 @@ impl Session {
                     backend::tag::READY_FOR_QUERY => {
                         state.ready_for_query(message.body, message.after_error)?;
                     }
-                    backend::tag::PARAMETER_STATUS => {
-                        let (name, value) = backend::parameter_status(message.body)?;
-                        state.parameters.insert(
-                            String::from_utf8_lossy(name).into_owned(),
-                            String::from_utf8_lossy(value).into_owned(),
-                        );
-                    }
+                    backend::tag::PARAMETER_STATUS => state.parameter_status(message.body)?,
                     // The real key must never reach the client; the server sends it only at
                     // startup, so one now is a server bug.
                     tag => {
@@ -1276,7 +1269,7 @@ impl Session {
             .then(|| self.upstream_key.clone())
             .flatten();
         if closing_upstream {
-            self.to_upstream.push(Bytes::from_static(TERMINATE));
+            self.to_upstream.push(Bytes::from_static(TERMINATE_MESSAGE));
         }
         if let Some(fatal) = held_fatal.filter(|_| !client_gone) {
             self.to_client.push(fatal);

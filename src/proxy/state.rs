@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::protocol::ProtocolError;
 use crate::protocol::backend::TxStatus;
 
 /// The state of one client session.
@@ -51,6 +52,16 @@ impl SessionState {
             awaiting_ready: 0,
             tx: super::tx::Transactions::default(),
         }
+    }
+
+    /// Takes in a `ParameterStatus` from the server: the parameter's new value.
+    pub fn parameter_status(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
+        let (name, value) = crate::protocol::backend::parameter_status(body)?;
+        self.parameters.insert(
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        );
+        Ok(())
     }
 
     /// Takes in a `ReadyForQuery` from the server; `after_error`: an `ErrorResponse` came

@@ -203,31 +203,39 @@ async fn garbage_instead_of_a_startup_packet_is_refused() {
     client.batch_execute("SELECT 1").await.unwrap();
 }
 
-/// Messages whose contents contradict their length (a Parse without its terminators, a Bind
-/// cut short) and a message cut off by a closed socket end only their own session.
+/// Messages whose contents contradict their length (a Query or Parse without its terminators, a
+/// Bind cut short, an Execute without its row limit, a Close of neither kind) are refused by
+/// ddlgate's validating decoders — FATAL 08P01 naming the message, never reviewed as empty text
+/// and forwarded — and a message cut off by a closed socket ends only its own session.
 #[tokio::test]
 async fn malformed_message_bodies_and_truncation_end_only_their_session() {
     let pg = PgServer::shared();
     let proxy = TestProxy::start(pg).await;
     let bystander = proxy.connect(SCRAM).await;
-    for bad in [
-        wire::raw_frame(b'P', b"no terminators at all"),
-        wire::raw_frame(b'P', b"\0SELECT 1"),
+    for (bad, what) in [
+        (wire::raw_frame(b'Q', b"DROP TABLE t"), "Query"),
+        (wire::raw_frame(b'P', b"no terminators at all"), "Parse"),
+        (wire::raw_frame(b'P', b"\0SELECT 1"), "Parse"),
         // A Bind cut short, after a valid Parse.
-        [
-            wire::parse("", "SELECT 1"),
-            wire::raw_frame(b'B', b"\0\0\0"),
-        ]
-        .concat(),
+        (
+            [
+                wire::parse("", "SELECT 1"),
+                wire::raw_frame(b'B', b"\0\0\0"),
+            ]
+            .concat(),
+            "Bind",
+        ),
+        (wire::raw_frame(b'E', b"\0"), "Execute"),
+        (wire::raw_frame(b'C', b"Xname\0"), "Close"),
     ] {
         let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
         w.send(&[bad.clone(), wire::sync()].concat()).await;
-        let msgs = w.until_ready().await;
-        let error = msgs
-            .iter()
-            .find(|m| m.tag == b'E')
-            .unwrap_or_else(|| panic!("an error for {bad:?}: {msgs:?}"));
-        assert_eq!(error.code().as_deref(), Some("08P01"), "{bad:?}: {error:?}");
+        let (code, message) = fatal_then_close(&mut w).await;
+        assert_eq!(code, "08P01", "{bad:?}: {message}");
+        assert!(
+            message.starts_with(&format!("ddlgate: invalid message: malformed {what}")),
+            "{bad:?}: {message}"
+        );
     }
     // Half a Query, then the client goes away.
     let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
