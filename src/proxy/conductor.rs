@@ -40,8 +40,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tracing::{Span, info, warn};
 
-use crate::config::policy::{Settings, TimeoutPair};
-use crate::enforce::{Class, Message, Step, quote_literal};
+use crate::config::policy::Settings;
+use crate::enforce::{Class, Message, Step};
 use crate::protocol::backend::tag as bt;
 use crate::protocol::backend::{self, TxStatus};
 use crate::protocol::frame::{HEADER_LEN, Next, POSTGRES_MESSAGE_LIMIT, frames, next_frame};
@@ -50,9 +50,10 @@ use crate::protocol::rows;
 use crate::protocol::{ProtocolError, error::Tag};
 
 use super::client_text::{self, Mapping};
-use super::decision::{AuditedStatement, Program};
 use super::error::SessionError;
 use super::outbox::Outbox;
+use super::program::{AuditedStatement, Program};
+use super::sql::{self, SavedTimeouts};
 use super::state::SessionState;
 use crate::audit::Record;
 use crate::audit::record::{self as audit_record, OverrideUsed, RuleAction, TimeoutsApplied};
@@ -160,31 +161,6 @@ struct PipelinedAnswer {
     seen: u64,
     /// The answer of a run ending with `Flush` is complete.
     complete: bool,
-}
-
-/// The client's timeouts before ddlgate changed them, and the values ddlgate set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SavedTimeouts {
-    lock_timeout: String,
-    statement_timeout: String,
-    lock_timeout_ms: String,
-    statement_timeout_ms: String,
-    applied_lock_timeout: String,
-    applied_statement_timeout: String,
-}
-
-impl SavedTimeouts {
-    /// The statement that puts the client's values back where ddlgate's still hold.
-    pub fn restore_sql(&self) -> String {
-        format!(
-            "SELECT CASE WHEN pg_catalog.current_setting('lock_timeout') = {} THEN pg_catalog.set_config('lock_timeout', {}, false) END, \
-             CASE WHEN pg_catalog.current_setting('statement_timeout') = {} THEN pg_catalog.set_config('statement_timeout', {}, false) END",
-            quote_literal(&self.applied_lock_timeout),
-            quote_literal(&self.lock_timeout),
-            quote_literal(&self.applied_statement_timeout),
-            quote_literal(&self.statement_timeout),
-        )
-    }
 }
 
 /// What a finished program leaves for the session.
@@ -564,22 +540,10 @@ impl Conductor {
                     if self.relations.is_empty() {
                         continue;
                     }
-                    let relations: Vec<String> = self
-                        .relations
-                        .iter()
-                        .map(|r| format!("pg_catalog.to_regclass({})", quote_literal(r)))
-                        .collect();
-                    format!(
-                        "SELECT pg_catalog.format('pid %s (application_name %L, %s, query started %s): %s', a.pid, a.application_name, a.state, a.query_start, pg_catalog.left(a.query, 80)) \
-                         FROM pg_catalog.pg_stat_activity a WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.pid IN \
-                         (SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.granted AND l.relation IN ({})) ORDER BY a.query_start LIMIT 5",
-                        relations.join(", ")
-                    )
+                    sql::blockers(&self.relations)
                 }
                 Op::ApplyTimeouts(class) => self.apply_sql(*class),
-                Op::ProbeIndexes(table) => format!(
-                    "SELECT pg_catalog.array_agg(indexrelid)::text FROM pg_catalog.pg_index WHERE indrelid = {table}"
-                ),
+                Op::ProbeIndexes(table) => sql::index_oids(table),
                 Op::Step(step) => step.sql.clone(),
                 Op::Restore => match &self.saved {
                     Some(saved) => saved.restore_sql(),
@@ -590,13 +554,7 @@ impl Conductor {
                         .probed
                         .as_ref()
                         .map_or_else(|| "{}".to_owned(), |(b, _)| b.clone());
-                    format!(
-                        "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
-                         WHERE i.indrelid = {table} AND NOT i.indisvalid \
-                         AND i.indexrelid <> ALL ({}::oid[]) \
-                         AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)",
-                        quote_literal(&before)
-                    )
+                    sql::new_invalid_indexes(table, &before)
                 }
                 Op::Cleanup(sql) => sql.clone(),
             };
@@ -638,11 +596,8 @@ impl Conductor {
 
     /// The statement that applies a class's timeouts, keeping a stricter value of the client's.
     fn apply_sql(&self, class: Class) -> String {
-        let saved = self
-            .saved
-            .as_ref()
-            .map(|s| (s.lock_timeout_ms.as_str(), s.statement_timeout_ms.as_str()));
-        apply_timeouts_sql(
+        let saved = self.saved.as_ref().map(SavedTimeouts::client_ms);
+        sql::apply_timeouts(
             class.timeouts(&self.audit_timeouts),
             self.in_transaction,
             saved,
@@ -838,20 +793,10 @@ impl Conductor {
                     return;
                 }
                 let row = running.first_row;
-                if self.saved.is_none() && row.len() == 6 && !self.in_transaction {
-                    let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-                    self.saved = Some(SavedTimeouts {
-                        lock_timeout: col(0),
-                        statement_timeout: col(1),
-                        lock_timeout_ms: col(2),
-                        statement_timeout_ms: col(3),
-                        applied_lock_timeout: col(4),
-                        applied_statement_timeout: col(5),
-                    });
-                } else if let Some(saved) = self.saved.as_mut() {
-                    saved.applied_lock_timeout = row.get(4).cloned().flatten().unwrap_or_default();
-                    saved.applied_statement_timeout =
-                        row.get(5).cloned().flatten().unwrap_or_default();
+                if let Some(saved) = self.saved.as_mut() {
+                    saved.applied_again(&row);
+                } else if !self.in_transaction {
+                    self.saved = SavedTimeouts::from_row(&row);
                 }
             }
             Op::ProbeIndexes(table) => {
@@ -872,9 +817,8 @@ impl Conductor {
             Op::DropNewInvalidIndexes(_) => {
                 for index in running.rows.into_iter().flatten().rev() {
                     info!(parent: &self.span, %index, "dropping the INVALID index a failed concurrent build left behind");
-                    self.ops.push_front(Op::Cleanup(format!(
-                        "DROP INDEX CONCURRENTLY IF EXISTS {index}"
-                    )));
+                    self.ops
+                        .push_front(Op::Cleanup(sql::drop_index_concurrently(&index)));
                 }
             }
             Op::Restore | Op::Cleanup(_) => {
@@ -1220,52 +1164,6 @@ const STREAM_ABOVE: usize = 64 * 1024;
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// A seed for the retry jitter.
-/// The statement that applies a class's timeouts, keeping a stricter value of the client's:
-/// `set_config(…, local)`; `saved` holds the client's values in milliseconds when ddlgate has
-/// already changed them in this program.
-pub(crate) fn apply_timeouts_sql(
-    pair: &TimeoutPair,
-    local: bool,
-    saved: Option<(&str, &str)>,
-) -> String {
-    let local = if local { "true" } else { "false" };
-    // The client's own value in milliseconds: read now, or as it was before ddlgate's first
-    // change in this program (a later class must not be held to an earlier class's value).
-    let client_ms = |short: &str, saved_ms: Option<&str>| match saved_ms {
-        Some(ms) => format!("{}::bigint", quote_literal(ms)),
-        None => format!("c.{short}_ms"),
-    };
-    let value = |name: &str, short: &str, policy: Duration, saved_ms: Option<&str>| {
-        let current = client_ms(short, saved_ms);
-        let policy_ms = u64::try_from(policy.as_millis()).unwrap_or(u64::MAX);
-        if policy_ms == 0 {
-            format!("pg_catalog.set_config('{name}', ({current})::text, {local})")
-        } else {
-            format!(
-                "pg_catalog.set_config('{name}', CASE WHEN {current} > 0 AND {current} <= {policy_ms} THEN ({current})::text ELSE '{policy_ms}' END, {local})"
-            )
-        }
-    };
-    // current_setting() shows the value with its unit ("2s", "5min", "0"); an interval
-    // reads every unit PostgreSQL prints for these settings. (pg_settings would give the
-    // number directly but costs about a millisecond per look.)
-    format!(
-        "SELECT c.lt, c.st, c.lt_ms, c.st_ms, {}, {} FROM (SELECT \
-         pg_catalog.current_setting('lock_timeout') AS lt, \
-         pg_catalog.current_setting('statement_timeout') AS st, \
-         (extract(epoch FROM pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS lt_ms, \
-         (extract(epoch FROM pg_catalog.current_setting('statement_timeout')::interval) * 1000)::bigint AS st_ms \
-         OFFSET 0) c",
-        value("lock_timeout", "lt", pair.lock_timeout, saved.map(|s| s.0)),
-        value(
-            "statement_timeout",
-            "st",
-            pair.statement_timeout,
-            saved.map(|s| s.1)
-        ),
-    )
-}
-
 fn seed() -> u64 {
     getrandom::u64().unwrap_or(0x9E37_79B9_7F4A_7C15) | 1
 }

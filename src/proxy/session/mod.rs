@@ -1,0 +1,693 @@
+//! One client session, from accept to close.
+//!
+//! After the startup phase ([`super::handshake`]) the session is a pump between two sockets,
+//! driven by one task. Both directions are read and written concurrently within one poll loop
+//! (never "write this, then read that"): a client that pipelines a large batch while the server
+//! streams back results would otherwise deadlock the proxy with both socket buffers full.
+//!
+//! Client bytes are grouped into requests (see [`super::request`]) and each request passes
+//! through [`decision::review`] before it is forwarded. Server bytes are scanned for frame
+//! boundaries and the few messages that change session state (`ReadyForQuery`,
+//! `ParameterStatus`); everything else is forwarded in the chunks it was read in.
+//!
+//! # Nothing held back waits on ddlgate itself
+//!
+//! Whatever the session holds back has an exit that depends only on the server, the audit
+//! writer or a clock — never on the client sending more while it waits for an answer. Each
+//! state, its exit, and the test that holds it (`tests/it/never_hang.rs` unless named):
+//!
+//! | held | why | exit |
+//! |---|---|---|
+//! | a request that needs the policy (`pending`) | earlier requests are not answered yet, so the transaction state is not exact | their `ReadyForQuery`; when one of them is a COPY the server waits for, the client's COPY data (and the `Sync` ending an extended-protocol COPY) flows past the held request (`copy_data_flows_past_a_request_held_behind_the_copy`) |
+//! | the same, in an open pipeline | the pipeline's answers are not all in | ddlgate sends `Flush`, so the server sends them (`enforce::ddl_in_a_flushed_pipeline_gets_the_timeouts`) |
+//! | a governed request's answer (for a retry, the blockers' names, the audit trail) | a retry is still possible; records come first | the server's `ReadyForQuery`; a `CopyInResponse` releases it at once (`ddl_and_copy_from_stdin_in_one_request_flow`, `…_extended_run_…`, `copy_with_an_encoding_option_is_not_held_for_ever`) |
+//! | the client's messages during a governed request | the conductor speaks to the server | its own COPY data always flows, and after it the client's `Sync` |
+//! | the answer, until its audit records are written | written before the client is answered | the writer's confirmation, or [`AUDIT_WAIT_LIMIT`] (`a_stuck_audit_trail_does_not_hold_the_answer_for_ever`) |
+//! | the next attempt after `lock_not_available` | backoff | its timer |
+//!
+//! Each of these states is watched ([`watch::Holding`]): after [`watch::HELD_REPORT_AFTER`] (10 s), and
+//! again at every doubling, the session logs a warning naming what it holds, for how long and
+//! what will end it, and counts it in `ddlgate_held_long_total{held}`
+//! (`a_request_held_for_long_is_reported_with_what_holds_it`). The watch observes; it never cuts
+//! a state short — cutting would drop a client's request or a server's answer.
+//!
+//! Replication connections (`replication=true|database`, whose walsender streams use COPY
+//! BOTH) are refused at startup with FATAL 0A000 (`replication_connections_are_refused_cleanly`):
+//! ddlgate governs SQL sessions, and a half-proxied WAL stream is worse than a clear refusal.
+//! A server that closes the connection without a word (a crashed backend) is passed on as it
+//! is: the client's connection closes, as it would on a direct connection.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
+use tracing::{Span, info};
+
+use crate::protocol::backend::{self, BackendKey, BackendScanner, TxStatus};
+use crate::protocol::frontend::{FLUSH_MESSAGE, FrontendScanner};
+use crate::protocol::{ProtocolError, error::Tag};
+
+use super::Shared;
+use super::cancel::Registration;
+use super::conductor::Conductor;
+use super::decision::{self, Held, Review};
+use super::error::SessionError;
+use super::handshake::Established;
+use super::outbox::Outbox;
+use super::phase::{PhaseWatch, ShutdownPhase};
+use super::request::MessageSpan;
+use super::sql::SavedTimeouts;
+use super::state::SessionState;
+use super::stream::Stream;
+
+mod assemble;
+mod close;
+mod startup;
+mod watch;
+
+pub use startup::serve;
+use watch::Watch;
+
+/// Read-buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop reading a side while this many bytes wait to be written to the other: the proxy never
+/// buffers without bound for a peer that does not read.
+const HIGH_WATER: usize = 256 * 1024;
+/// The largest server message the proxy inspects (`ParameterStatus`, `ReadyForQuery`, …).
+const MAX_INSPECTED_BACKEND_MESSAGE: usize = 1 << 20;
+/// The audit writer's answer for records written on a session's behalf.
+type AuditAck = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+/// How long a governed request waits for the audit trail to confirm its records before it is
+/// answered anyway (the records are still written when the writer catches up; with
+/// `audit_fail_closed` the answer is ddlgate's error instead). A stuck disk must not keep a
+/// session — and the locks its transaction holds — waiting.
+const AUDIT_WAIT_LIMIT: Duration = Duration::from_secs(5);
+/// How long last words (a final error, a `Terminate`) may take to deliver when closing.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What woke the pump.
+#[derive(Debug)]
+enum Event {
+    ClientData,
+    UpstreamData,
+    ClientEof,
+    UpstreamEof,
+    ClientFailed(std::io::Error),
+    UpstreamFailed(std::io::Error),
+    Drain,
+    Terminate,
+    /// Draining, and nothing is in flight or open.
+    IdleWhileDraining,
+    /// The pause before a retry is over.
+    RetryDue,
+    /// The audit trail answered.
+    Audited(Result<(), String>),
+    /// Something has been held back for long: time to say so.
+    HeldLong,
+}
+
+/// Why a running session ended.
+#[derive(Debug)]
+enum Ending {
+    /// The client sent `Terminate`.
+    Terminated,
+    /// The client closed its socket.
+    ClientClosed,
+    /// The server closed its socket.
+    UpstreamClosed,
+    /// Shutdown: closed while idle, or at the drain deadline.
+    Shutdown { deadline: bool },
+    /// A protocol or I/O failure.
+    Failed(SessionError),
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Terminated => f.write_str("client terminated the session"),
+            Self::ClientClosed => f.write_str("client closed the connection"),
+            Self::UpstreamClosed => f.write_str("upstream closed the connection"),
+            Self::Shutdown { deadline: false } => f.write_str("shutdown (session was idle)"),
+            Self::Shutdown { deadline: true } => f.write_str("shutdown (drain deadline passed)"),
+            Self::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A running session.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one session, not states of one machine"
+)]
+struct Session {
+    shared: Arc<Shared>,
+    client: Stream,
+    upstream: Stream,
+    /// Client bytes read and not yet forwarded: held requests and partial messages.
+    client_buf: BytesMut,
+    /// Server bytes read and not yet forwarded: a partial inspected message at most.
+    upstream_buf: BytesMut,
+    to_client: Outbox,
+    to_upstream: Outbox,
+    frontend: FrontendScanner,
+    /// Offset in `client_buf` up to which messages have been found.
+    scanned: usize,
+    /// Messages of the request being assembled (waiting for its `Sync` or `Flush`).
+    held: Vec<MessageSpan>,
+    /// Whether extended-protocol messages went upstream without a `Sync` after them: the server
+    /// may be busy although no `ReadyForQuery` is awaited.
+    unsynced: bool,
+    /// Answers the server owes for pipelined messages forwarded since the last `Sync` (see
+    /// [`crate::protocol::frontend::answers_in_pipeline`]); compared with what the backend
+    /// scanner has counted since the last `ReadyForQuery`.
+    pipeline_expected: u64,
+    /// ddlgate asked the server for the answers of a pipeline a held request waits on.
+    pipeline_flushed: bool,
+    backend: BackendScanner,
+    state: SessionState,
+    /// The server's own cancel key, to stop a running query when the client vanishes.
+    upstream_key: Option<BackendKey>,
+    /// Keeps this session's cancel key routable for as long as the session lives.
+    _registration: Option<Registration>,
+    /// The client sent `Terminate` or closed: nothing more is read from it.
+    client_done: bool,
+    /// Shutdown has begun: close as soon as the session is idle.
+    draining: bool,
+    /// The latest shutdown phase this session has acted on.
+    phase_seen: ShutdownPhase,
+    /// Wakes this session when the shutdown phase changes (registered at its first poll).
+    phase_watch: Option<PhaseWatch>,
+    /// The session's span, parent of its log lines.
+    span: Span,
+    /// Which side is read first in the next poll, alternated for fairness.
+    client_first: bool,
+    /// The client's prepared statements and portals that run DDL.
+    review: Review,
+    /// What the policy engine knows about the session's current transaction.
+    analysis: crate::analysis::Context,
+    /// A request that needs the policy, waiting for the earlier ones to be answered.
+    pending: Option<Held>,
+    /// The program running for a held request; while it runs, nothing else goes upstream.
+    conductor: Option<Conductor>,
+    /// Timeouts to restore once the transaction block a governed request opened has ended.
+    deferred_restore: Option<SavedTimeouts>,
+    /// Wakes the session when the conductor's pause before a retry ends.
+    retry_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The audit trail's answer for records the conductor waits on, and when ddlgate stops
+    /// waiting for it ([`AUDIT_WAIT_LIMIT`]).
+    audit_wait: Option<(AuditAck, Pin<Box<tokio::time::Sleep>>)>,
+    /// The policy profile of the latest decision (for the audit trail).
+    profile: Option<String>,
+    /// The client ended a COPY that a held request waits behind: its next `Sync`, which
+    /// ends an extended-protocol COPY, passes too (see [`Self::copy_flows`]).
+    sync_may_follow_copy: bool,
+    /// Where the engine's lasting lists ended before the running program was planned, to
+    /// forget what it taught if it fails (see [`Self::finish_program`]).
+    lessons: Option<crate::analysis::context::LastingMarks>,
+    /// What the session holds back now, since when, and when to say so ([`Watch`]).
+    watch: Option<Watch>,
+    /// When the session started.
+    began: std::time::Instant,
+}
+
+impl Session {
+    /// A session whose startup has just completed.
+    fn new(
+        shared: Arc<Shared>,
+        client: Stream,
+        upstream: Stream,
+        established: Established,
+        mut state: SessionState,
+        span: Span,
+    ) -> Self {
+        state.tx_status = established.tx_status;
+        state.parameters.extend(established.parameters);
+        info!(
+            parent: &span,
+            user = %state.user,
+            database = %state.database,
+            application_name = %state.application_name(),
+            tls = state.client_tls,
+            server_version = state.server_version().unwrap_or_default(),
+            "session started"
+        );
+        shared.metrics.connections_total.increment(1);
+        shared.metrics.connections_active.increment(1.0);
+        if let Some(auditor) = &shared.audit {
+            let mut record =
+                crate::audit::Record::new(crate::audit::record::event::SESSION_START, state.id);
+            fill_identity(&mut record, &state, None);
+            record.outcome = Some(crate::audit::Outcome::ok(None));
+            auditor.record(record);
+        }
+        let registration = match (established.client_key, &established.upstream_key) {
+            (Some(client_key), Some(upstream_key)) => {
+                Some(shared.cancels.register(client_key, upstream_key.clone()))
+            }
+            _ => None,
+        };
+        let max_message_bytes = shared.config.max_message_bytes;
+        Self {
+            shared,
+            client,
+            upstream,
+            client_buf: established.client_leftover,
+            upstream_buf: established.upstream_leftover,
+            to_client: Outbox::default(),
+            to_upstream: Outbox::default(),
+            frontend: FrontendScanner::new(max_message_bytes),
+            scanned: 0,
+            held: Vec::new(),
+            unsynced: false,
+            pipeline_expected: 0,
+            pipeline_flushed: false,
+            backend: BackendScanner::new(MAX_INSPECTED_BACKEND_MESSAGE),
+            state,
+            upstream_key: established.upstream_key,
+            _registration: registration,
+            client_done: false,
+            draining: false,
+            phase_seen: ShutdownPhase::Running,
+            phase_watch: None,
+            span,
+            client_first: true,
+            review: Review::default(),
+            analysis: crate::analysis::Context::default(),
+            pending: None,
+            conductor: None,
+            deferred_restore: None,
+            retry_timer: None,
+            audit_wait: None,
+            profile: None,
+            lessons: None,
+            sync_may_follow_copy: false,
+            watch: None,
+            began: std::time::Instant::now(),
+        }
+    }
+
+    async fn pump(mut self) -> Ending {
+        let first = self
+            .on_client_data()
+            .and_then(|()| self.on_upstream_data())
+            .and_then(|()| self.drive());
+        if let Err(e) = first {
+            return self.close(Ending::Failed(e)).await;
+        }
+        self.rewatch();
+        loop {
+            let event = poll_fn(|cx| self.poll_event(cx)).await;
+            tracing::trace!(parent: &self.span, ?event, "session event");
+            let step = match event {
+                Event::ClientData => self.on_client_data(),
+                Event::UpstreamData => self.on_upstream_data(),
+                Event::ClientEof => return self.close(Ending::ClientClosed).await,
+                Event::UpstreamEof => return self.close(Ending::UpstreamClosed).await,
+                Event::ClientFailed(e) => {
+                    return self.close(Ending::Failed(SessionError::ClientIo(e))).await;
+                }
+                Event::UpstreamFailed(e) => {
+                    return self
+                        .close(Ending::Failed(SessionError::UpstreamIo(e)))
+                        .await;
+                }
+                Event::Drain => {
+                    self.draining = true;
+                    Ok(())
+                }
+                Event::Terminate => return self.close(Ending::Shutdown { deadline: true }).await,
+                Event::IdleWhileDraining => {
+                    return self.close(Ending::Shutdown { deadline: false }).await;
+                }
+                Event::RetryDue => {
+                    if let Some(c) = self.conductor.as_mut() {
+                        c.wake();
+                    }
+                    Ok(())
+                }
+                Event::Audited(result) => {
+                    let fail_closed = self.shared.audit.as_ref().is_some_and(|a| a.fail_closed);
+                    if let Some(c) = self.conductor.as_mut() {
+                        c.audited(result, fail_closed);
+                    }
+                    Ok(())
+                }
+                Event::HeldLong => {
+                    self.report_held_long();
+                    Ok(())
+                }
+            };
+            if let Err(e) = step.and_then(|()| self.drive()) {
+                return self.close(Ending::Failed(e)).await;
+            }
+            self.rewatch();
+            if self.client_done {
+                // The Terminate is queued; close() delivers it.
+                return self.close(Ending::Terminated).await;
+            }
+        }
+    }
+
+    /// Whether nothing is in flight in either direction and no transaction is open.
+    fn is_idle(&self) -> bool {
+        self.state.is_idle()
+            && !self.unsynced
+            && self.client_buf.is_empty()
+            && self.held.is_empty()
+            && self.pending.is_none()
+            && self.conductor.is_none()
+            && self.to_upstream.is_empty()
+            && self.to_client.is_empty()
+    }
+
+    /// Makes progress on all writes, then returns the first read or signal that is ready.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Poll::Ready(Err(e)) = self.to_upstream.poll_drain(cx, &mut self.upstream) {
+            return Poll::Ready(Event::UpstreamFailed(e));
+        }
+        if let Poll::Ready(Err(e)) = self.to_client.poll_drain(cx, &mut self.client) {
+            return Poll::Ready(Event::ClientFailed(e));
+        }
+        // Checked here, after the writes: a reply queued for the client a moment ago has to
+        // be delivered before the session counts as idle, and no other event may follow.
+        if self.draining && self.is_idle() {
+            return Poll::Ready(Event::IdleWhileDraining);
+        }
+        if let Some((wait, limit)) = self.audit_wait.as_mut() {
+            let result = match Pin::new(wait).poll(cx) {
+                Poll::Ready(result) => {
+                    Some(result.unwrap_or_else(|_| Err("the audit writer has stopped".to_owned())))
+                }
+                Poll::Pending => limit.as_mut().poll(cx).is_ready().then(|| {
+                    Err(format!(
+                        "the audit trail did not confirm the record within {} s (it is written when the writer catches up)",
+                        AUDIT_WAIT_LIMIT.as_secs()
+                    ))
+                }),
+            };
+            if let Some(result) = result {
+                self.audit_wait = None;
+                return Poll::Ready(Event::Audited(result));
+            }
+        }
+        if let Some(watch) = self.watch.as_mut()
+            && watch.timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::HeldLong);
+        }
+        if let Some(at) = self.conductor.as_ref().and_then(Conductor::wake_at) {
+            let deadline = Instant::from_std(at);
+            let timer = self
+                .retry_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                self.retry_timer = None;
+                return Poll::Ready(Event::RetryDue);
+            }
+        }
+        self.client_first = !self.client_first;
+        let read = if self.client_first {
+            self.poll_read_client(cx)
+                .or_else(|| self.poll_read_upstream(cx))
+        } else {
+            self.poll_read_upstream(cx)
+                .or_else(|| self.poll_read_client(cx))
+        };
+        if let Some(event) = read {
+            return Poll::Ready(event);
+        }
+        if self.phase_watch.is_none() {
+            self.phase_watch = Some(self.shared.phase.watch(self.state.id, cx.waker()));
+        }
+        let phase = self.shared.phase.get();
+        if phase > self.phase_seen {
+            self.phase_seen = phase;
+            return Poll::Ready(if phase == ShutdownPhase::Terminating {
+                Event::Terminate
+            } else {
+                Event::Drain
+            });
+        }
+        Poll::Pending
+    }
+
+    fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        if self.client_done
+            || self.to_upstream.len() >= HIGH_WATER
+            || ((self.pending.is_some() || self.conductor.is_some())
+                && self.client_buf.len() >= HIGH_WATER)
+        {
+            return None;
+        }
+        let missing = self.frontend.missing(&self.client_buf, self.scanned);
+        reserve_for_read(&mut self.client_buf, missing);
+        match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
+            Poll::Ready(Ok(0)) => Some(Event::ClientEof),
+            Poll::Ready(Ok(_)) => Some(Event::ClientData),
+            Poll::Ready(Err(e)) => Some(Event::ClientFailed(e)),
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_read_upstream(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        if self.to_client.len() >= HIGH_WATER {
+            return None;
+        }
+        reserve_for_read(&mut self.upstream_buf, 0);
+        match poll_read_buf(Pin::new(&mut self.upstream), cx, &mut self.upstream_buf) {
+            Poll::Ready(Ok(0)) => Some(Event::UpstreamEof),
+            Poll::Ready(Ok(_)) => Some(Event::UpstreamData),
+            Poll::Ready(Err(e)) => Some(Event::UpstreamFailed(e)),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Moves governed requests along: starts the program of a held request once every earlier
+    /// request has been answered, and goes back to the client's later requests when it is over.
+    fn drive(&mut self) -> Result<(), SessionError> {
+        loop {
+            if let Some(conductor) = self.conductor.as_mut() {
+                conductor.advance(&mut self.to_upstream, &mut self.to_client, &mut self.state);
+                if let Some(mut records) = conductor.take_audit() {
+                    for record in &mut records {
+                        fill_identity(record, &self.state, self.profile.as_deref());
+                    }
+                    match &self.shared.audit {
+                        Some(auditor) => {
+                            self.audit_wait = Some((
+                                auditor.record_and_wait(records),
+                                Box::pin(tokio::time::sleep(AUDIT_WAIT_LIMIT)),
+                            ));
+                        }
+                        None => conductor.audited(Ok(()), false),
+                    }
+                    continue;
+                }
+                if !conductor.is_finished() {
+                    if conductor.wants_copy_data() {
+                        return self.on_client_data();
+                    }
+                    return Ok(());
+                }
+                if let Some(done) = self.conductor.take() {
+                    let outcome = done.into_outcome();
+                    // The conductor read the answer itself: the pipeline is quiet now, still
+                    // open after a run that ended with Flush, skipping to Sync after an error.
+                    self.unsynced = outcome.pipeline_open;
+                    self.pipeline_expected = 0;
+                    self.backend
+                        .reset_pipeline(outcome.pipeline_open && outcome.request_failed);
+                    count_outcome(&self.shared.metrics, &outcome);
+                    self.finish_program(&outcome);
+                    if outcome.deferred_restore.is_some() {
+                        self.deferred_restore = outcome.deferred_restore;
+                    }
+                }
+                if self.pending.is_none() {
+                    // Requests that arrived meanwhile were left unscanned.
+                    self.on_client_data()?;
+                    if self.pending.is_none() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            if self.pending.is_none() || self.state.awaiting_ready > 0 {
+                return Ok(());
+            }
+            if !self.pipeline_quiet() {
+                // The server sends a pipeline's answers only when flushed, and the client's
+                // own Flush or Sync is in the held request: ask for them (Flush has no answer
+                // of its own), or the held request would wait for ever.
+                if !self.pipeline_flushed {
+                    self.to_upstream.push(Bytes::from_static(FLUSH_MESSAGE));
+                    self.pipeline_flushed = true;
+                }
+                return Ok(());
+            }
+            self.pipeline_flushed = false;
+            if let Some(saved) = self.deferred_restore.take() {
+                if self.state.tx_status == TxStatus::Idle && !self.unsynced {
+                    self.conductor = Some(Conductor::restore(saved, self.span.clone()));
+                    continue;
+                }
+                self.deferred_restore = Some(saved);
+            }
+            let Some(held) = self.pending.take() else {
+                return Ok(());
+            };
+            self.sync_may_follow_copy = false;
+            let policy = self.shared.config.policy.current();
+            let (profile, settings) = decision::settings_for(&policy, &self.state);
+            self.profile = profile;
+            self.lessons = Some(self.analysis.lasting_marks());
+            let since = self.state.tx.take();
+            let program = decision::plan(
+                held,
+                &self.state,
+                &mut self.review,
+                &mut self.analysis,
+                &settings,
+                self.unsynced,
+                since,
+            );
+            count_decisions(&self.shared.metrics, &program.audited);
+            let audit = self.shared.audit.as_ref();
+            if let Some(auditor) =
+                audit.filter(|a| a.fail_closed && !a.is_healthy() && !program.audited.is_empty())
+            {
+                let why = format!(
+                    "The last audit write failed ({} record(s) lost since start); audit_fail_closed is on.",
+                    auditor.write_errors()
+                );
+                self.conductor = Some(Conductor::refuse(program, self.span.clone(), &why));
+            } else {
+                self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
+            }
+        }
+    }
+
+    /// Brings the engine's context up to date once a planned program is over. The plan
+    /// recorded its statements as if they all succeeded; the server has now answered:
+    /// - a failed program taught nothing that lasts (its transaction, if still open, is
+    ///   failed and can only roll back);
+    /// - with no transaction open now, the transaction the request ran in is over (committed
+    ///   unless it failed), so none of its facts may reach the next request;
+    /// - boundaries the program's own statements crossed are accounted for by the plan.
+    fn finish_program(&mut self, outcome: &super::conductor::Outcome) {
+        let Some(marks) = self.lessons.take() else {
+            return;
+        };
+        if outcome.failed {
+            self.analysis.forget_lessons_since(&marks);
+        }
+        if self.state.tx_status == TxStatus::Idle && !outcome.pipeline_open {
+            self.analysis.end_transaction(!outcome.failed);
+        }
+        let _ = self.state.tx.take();
+    }
+
+    /// Scans newly read server bytes, updates session state, and queues them for the client.
+    fn on_upstream_data(&mut self) -> Result<(), SessionError> {
+        if let Some(conductor) = self.conductor.as_mut() {
+            return conductor.on_upstream(
+                &mut self.upstream_buf,
+                &mut self.to_client,
+                &mut self.state,
+            );
+        }
+        let Self {
+            backend,
+            upstream_buf,
+            state,
+            ..
+        } = self;
+        let done = backend
+            .scan(upstream_buf, |message| {
+                match message.tag {
+                    backend::tag::READY_FOR_QUERY => {
+                        state.ready_for_query(message.body, message.after_error)?;
+                    }
+                    backend::tag::PARAMETER_STATUS => state.parameter_status(message.body)?,
+                    // The real key must never reach the client; the server sends it only at
+                    // startup, so one now is a server bug.
+                    tag => {
+                        return Err(ProtocolError::Unexpected {
+                            tag: Tag(tag),
+                            context: "after startup",
+                        });
+                    }
+                }
+                Ok(())
+            })
+            .map_err(SessionError::UpstreamProtocol)?;
+        if done > 0 {
+            self.shared.metrics.bytes_out.increment(done as u64);
+            let chunk = self.upstream_buf.split_to(done).freeze();
+            self.to_client.push(chunk);
+        }
+        Ok(())
+    }
+}
+
+/// Counts what a finished (or cut short) program did.
+fn count_outcome(metrics: &crate::metrics::Metrics, outcome: &super::conductor::Outcome) {
+    metrics
+        .lock_timeout_retries
+        .increment(u64::from(outcome.retries));
+    if let Some(d) = outcome.governed_duration {
+        metrics.ddl_duration.record(d.as_secs_f64());
+    }
+}
+
+/// Counts governed statements by kind and action, refusals and rewrites by rule.
+fn count_decisions(
+    metrics: &crate::metrics::Metrics,
+    audited: &[super::program::AuditedStatement],
+) {
+    for a in audited {
+        metrics.statement(&a.kind, a.action);
+        for (rule, action) in &a.rules {
+            match (a.action, action.as_str()) {
+                ("reject", "reject" | "rewrite") => metrics.rejection(rule),
+                ("rewrite", "rewrite") => metrics.rewrite(rule),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Who and where, for an audit record.
+fn fill_identity(record: &mut crate::audit::Record, state: &SessionState, profile: Option<&str>) {
+    record.session = state.id;
+    record.client = state.peer.to_string();
+    record.user.clone_from(&state.user);
+    record.session_authorization = state
+        .parameter("session_authorization")
+        .filter(|now| *now != state.user)
+        .map(str::to_owned);
+    record.database.clone_from(&state.database);
+    state
+        .application_name()
+        .clone_into(&mut record.application_name);
+    record.profile = profile.map(str::to_owned);
+    record.server_version = state.server_version().map(str::to_owned);
+}
+
+/// Makes room for the next read: at least a chunk, or the rest of a large message at once.
+fn reserve_for_read(buf: &mut BytesMut, missing: usize) {
+    let want = missing.max(READ_CHUNK / 4);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want.max(READ_CHUNK));
+    }
+}

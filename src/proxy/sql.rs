@@ -1,0 +1,215 @@
+//! Every statement ddlgate itself sends on a session's connection: applying and restoring the
+//! policy's timeouts, naming the blockers of a lock wait, and finding and dropping the INVALID
+//! index a failed concurrent build left behind. (Rewrites of the client's own statements come
+//! from [`crate::enforce`].)
+//!
+//! Each names catalog objects schema-qualified (`pg_catalog.`) so that a client's
+//! `search_path` or objects of its own cannot change what they do, and none of them takes a
+//! lock a client's statement could queue behind.
+
+use std::time::Duration;
+
+use crate::config::policy::TimeoutPair;
+use crate::enforce::quote_literal;
+
+/// The columns [`apply_timeouts`] returns, in order: the client's `lock_timeout` and
+/// `statement_timeout` as shown, the same in milliseconds, and the two `set_config` results.
+const APPLY_COLUMNS: usize = 6;
+
+/// The client's timeouts before ddlgate changed them, and the values ddlgate set: read from
+/// the row [`apply_timeouts`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedTimeouts {
+    lock_timeout: String,
+    statement_timeout: String,
+    lock_timeout_ms: String,
+    statement_timeout_ms: String,
+    applied_lock_timeout: String,
+    applied_statement_timeout: String,
+}
+
+impl SavedTimeouts {
+    /// The client's values from the first [`apply_timeouts`] row of a program, if the row has
+    /// the expected shape.
+    pub fn from_row(row: &[Option<String>]) -> Option<Self> {
+        if row.len() != APPLY_COLUMNS {
+            return None;
+        }
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        Some(Self {
+            lock_timeout: col(0),
+            statement_timeout: col(1),
+            lock_timeout_ms: col(2),
+            statement_timeout_ms: col(3),
+            applied_lock_timeout: col(4),
+            applied_statement_timeout: col(5),
+        })
+    }
+
+    /// Takes in what a later [`apply_timeouts`] of the same program set.
+    pub fn applied_again(&mut self, row: &[Option<String>]) {
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        self.applied_lock_timeout = col(4);
+        self.applied_statement_timeout = col(5);
+    }
+
+    /// The client's values in milliseconds, for a later [`apply_timeouts`].
+    pub fn client_ms(&self) -> (&str, &str) {
+        (&self.lock_timeout_ms, &self.statement_timeout_ms)
+    }
+
+    /// The statement that puts the client's values back where ddlgate's still hold (a value
+    /// the client changed in between is left alone).
+    pub fn restore_sql(&self) -> String {
+        format!(
+            "SELECT CASE WHEN pg_catalog.current_setting('lock_timeout') = {} THEN pg_catalog.set_config('lock_timeout', {}, false) END, \
+             CASE WHEN pg_catalog.current_setting('statement_timeout') = {} THEN pg_catalog.set_config('statement_timeout', {}, false) END",
+            quote_literal(&self.applied_lock_timeout),
+            quote_literal(&self.lock_timeout),
+            quote_literal(&self.applied_statement_timeout),
+            quote_literal(&self.statement_timeout),
+        )
+    }
+}
+
+/// The statement that applies a class's timeouts, keeping a stricter value of the client's:
+/// `set_config(…, local)`; `saved` holds the client's values in milliseconds when ddlgate has
+/// already changed them in this program. Returns [`APPLY_COLUMNS`] columns.
+pub fn apply_timeouts(pair: &TimeoutPair, local: bool, saved: Option<(&str, &str)>) -> String {
+    let local = if local { "true" } else { "false" };
+    // The client's own value in milliseconds: read now, or as it was before ddlgate's first
+    // change in this program (a later class must not be held to an earlier class's value).
+    let client_ms = |short: &str, saved_ms: Option<&str>| match saved_ms {
+        Some(ms) => format!("{}::bigint", quote_literal(ms)),
+        None => format!("c.{short}_ms"),
+    };
+    let value = |name: &str, short: &str, policy: Duration, saved_ms: Option<&str>| {
+        let current = client_ms(short, saved_ms);
+        let policy_ms = u64::try_from(policy.as_millis()).unwrap_or(u64::MAX);
+        if policy_ms == 0 {
+            format!("pg_catalog.set_config('{name}', ({current})::text, {local})")
+        } else {
+            format!(
+                "pg_catalog.set_config('{name}', CASE WHEN {current} > 0 AND {current} <= {policy_ms} THEN ({current})::text ELSE '{policy_ms}' END, {local})"
+            )
+        }
+    };
+    // current_setting() shows the value with its unit ("2s", "5min", "0"); an interval
+    // reads every unit PostgreSQL prints for these settings. (pg_settings would give the
+    // number directly but costs about a millisecond per look.)
+    format!(
+        "SELECT c.lt, c.st, c.lt_ms, c.st_ms, {}, {} FROM (SELECT \
+         pg_catalog.current_setting('lock_timeout') AS lt, \
+         pg_catalog.current_setting('statement_timeout') AS st, \
+         (extract(epoch FROM pg_catalog.current_setting('lock_timeout')::interval) * 1000)::bigint AS lt_ms, \
+         (extract(epoch FROM pg_catalog.current_setting('statement_timeout')::interval) * 1000)::bigint AS st_ms \
+         OFFSET 0) c",
+        value("lock_timeout", "lt", pair.lock_timeout, saved.map(|s| s.0)),
+        value(
+            "statement_timeout",
+            "st",
+            pair.statement_timeout,
+            saved.map(|s| s.1)
+        ),
+    )
+}
+
+/// Who holds granted locks on `relations` (names as the client wrote them): up to five
+/// sessions, one line each — pid, `application_name`, state, query start, the query's start.
+pub fn blockers(relations: &[String]) -> String {
+    let relations: Vec<String> = relations
+        .iter()
+        .map(|r| format!("pg_catalog.to_regclass({})", quote_literal(r)))
+        .collect();
+    format!(
+        "SELECT pg_catalog.format('pid %s (application_name %L, %s, query started %s): %s', a.pid, a.application_name, a.state, a.query_start, pg_catalog.left(a.query, 80)) \
+         FROM pg_catalog.pg_stat_activity a WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.pid IN \
+         (SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.granted AND l.relation IN ({})) ORDER BY a.query_start LIMIT 5",
+        relations.join(", ")
+    )
+}
+
+/// The indexes of `table` (an expression yielding its OID) as an `oid[]` literal, before a
+/// concurrent build.
+pub fn index_oids(table: &str) -> String {
+    format!(
+        "SELECT pg_catalog.array_agg(indexrelid)::text FROM pg_catalog.pg_index WHERE indrelid = {table}"
+    )
+}
+
+/// The INVALID indexes of `table` that were not there before (`before`: an `oid[]` literal
+/// from [`index_oids`]) and that no running build is still making.
+pub fn new_invalid_indexes(table: &str, before: &str) -> String {
+    format!(
+        "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
+         WHERE i.indrelid = {table} AND NOT i.indisvalid \
+         AND i.indexrelid <> ALL ({}::oid[]) \
+         AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)",
+        quote_literal(before)
+    )
+}
+
+/// Drops an INVALID index a failed concurrent build left behind (`index`: as `regclass::text`
+/// printed it, quoted where needed).
+pub fn drop_index_concurrently(index: &str) -> String {
+    format!("DROP INDEX CONCURRENTLY IF EXISTS {index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every statement parses with PostgreSQL's own grammar, as one statement.
+    fn parses(sql: &str) {
+        let parsed =
+            crate::analysis::parse::parse_script(sql, crate::analysis::parse::Options::default());
+        assert_eq!(parsed.len(), 1, "{sql}");
+        assert!(parsed.iter().all(|p| p.tree.is_ok()), "{sql}: {parsed:?}");
+    }
+
+    #[test]
+    fn every_statement_is_one_valid_statement() {
+        let pair = TimeoutPair {
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::ZERO,
+        };
+        parses(&apply_timeouts(&pair, false, None));
+        parses(&apply_timeouts(&pair, true, Some(("100", "0"))));
+        parses(&blockers(&["public.t".to_owned(), "o'brien".to_owned()]));
+        parses(&index_oids("'t'::regclass"));
+        parses(&new_invalid_indexes("'t'::regclass", "{1,2}"));
+        parses(&drop_index_concurrently("public.\"t_a_idx\""));
+        let saved = SavedTimeouts::from_row(&[
+            Some("0".into()),
+            Some("1min".into()),
+            Some("0".into()),
+            Some("60000".into()),
+            Some("2000".into()),
+            Some("60000".into()),
+        ])
+        .unwrap();
+        parses(&saved.restore_sql());
+        assert_eq!(saved.client_ms(), ("0", "60000"));
+    }
+
+    #[test]
+    fn a_stricter_client_value_is_kept_and_zero_means_leave_it() {
+        let pair = TimeoutPair {
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::ZERO,
+        };
+        let sql = apply_timeouts(&pair, true, None);
+        assert!(sql.contains(
+            "CASE WHEN c.lt_ms > 0 AND c.lt_ms <= 2000 THEN (c.lt_ms)::text ELSE '2000' END, true"
+        ));
+        assert!(sql.contains("pg_catalog.set_config('statement_timeout', (c.st_ms)::text, true)"));
+        let later = apply_timeouts(&pair, false, Some(("500", "0")));
+        assert!(later.contains("'500'::bigint <= 2000"), "{later}");
+    }
+
+    #[test]
+    fn names_are_quoted_as_literals() {
+        assert!(blockers(&["o'brien".to_owned()]).contains("pg_catalog.to_regclass('o''brien')"));
+        assert!(SavedTimeouts::from_row(&vec![None; 5]).is_none());
+    }
+}
