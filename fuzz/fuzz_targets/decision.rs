@@ -8,7 +8,7 @@ use ddlgate::analysis::context::Context;
 use ddlgate::config::policy::Policy;
 use ddlgate::protocol::backend::TxStatus;
 use ddlgate::protocol::frontend::{FrontendItem, FrontendScanner};
-use ddlgate::proxy::decision::{self, Held, Review, Verdict};
+use ddlgate::proxy::plan::{self, Held, Review, Verdict};
 use ddlgate::proxy::request::{MessageSpan, Request, RequestEnd};
 use ddlgate::proxy::state::SessionState;
 use libfuzzer_sys::fuzz_target;
@@ -86,7 +86,7 @@ fn check(data: &[u8]) {
         ended: (selector & 0x80 != 0).then_some(false),
         rolled_back_to_savepoint: selector & 0x04 != 0,
     };
-    let program = decision::plan(
+    let program = plan::plan(
         held,
         &state,
         &mut review,

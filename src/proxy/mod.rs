@@ -1,6 +1,6 @@
 //! The proxy: accepts clients, opens one upstream connection per session, and pumps the
 //! protocol between them. It joins the protocol layer to the decision point
-//! ([`decision::review`]) and never looks inside SQL itself.
+//! ([`plan::Review::review`]) and never looks inside SQL itself.
 //!
 //! Lifecycle: [`Server::bind`] checks the listen address; [`Server::run`] accepts until the
 //! [`Shutdown`] drain signal, then stops accepting, lets each session finish what it is doing
@@ -10,12 +10,12 @@
 pub mod cancel;
 pub mod client_text;
 pub mod conductor;
-pub mod decision;
 pub mod error;
 pub mod handshake;
 pub mod http;
 pub mod outbox;
 pub mod phase;
+pub mod plan;
 pub mod program;
 pub mod request;
 pub mod session;

@@ -1,4 +1,4 @@
-//! The contract between the planner ([`super::decision`]) and the executor
+//! The contract between the planner ([`super::plan`]) and the executor
 //! ([`super::conductor`]): what runs for one held request, in what order, under which
 //! timeouts, and what the audit trail records about it. Data only: the planner fills it, the
 //! conductor carries it out, and neither reaches into the other.

@@ -9,8 +9,8 @@ use crate::protocol::frontend::{
     FrontendItem, answers_in_pipeline, ends_with_ready_for_query, tag as fe, waits_for_sync,
 };
 
-use super::super::decision::{Held, Unreviewable, Verdict};
 use super::super::error::SessionError;
+use super::super::plan::{Held, Unreviewable, Verdict};
 use super::super::request::{MAX_HELD_BYTES, MessageSpan, Request, RequestEnd};
 use super::{Session, fill_identity};
 

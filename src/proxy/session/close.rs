@@ -16,7 +16,8 @@ use crate::protocol::reply::{Report, Severity, sqlstate};
 use super::super::conductor::Conductor;
 use super::super::error::SessionError;
 use super::super::upstream;
-use super::{CLOSE_FLUSH_TIMEOUT, Ending, Session, count_outcome, fill_identity};
+use super::conduct::count_outcome;
+use super::{CLOSE_FLUSH_TIMEOUT, Ending, Session, fill_identity};
 
 impl Session {
     /// Records the end of the session in the audit trail.

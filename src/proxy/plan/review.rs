@@ -1,0 +1,420 @@
+//! The review: the cheap look at every request before any of its bytes reach the server.
+//! Plain DML is proven harmless by the pre-filter and forwarded; a request that runs or
+//! prepares DDL (or a `DO`/`CALL`), or may change how the server reads later text, is held
+//! for [`super::plan`]. The review also keeps what the session's prepared statements and
+//! portals are, and what a forwarded request does to transactions.
+
+use std::collections::HashMap;
+
+use crate::analysis::classify::{ClassifyOptions, TxControl, classify};
+use crate::analysis::parse::{self, Options};
+use crate::analysis::prefilter::{Prefilter, prefilter};
+use crate::enforce::{Class, GRAMMAR_MAJOR};
+use crate::protocol::ProtocolError;
+use crate::protocol::extended::{Bind, Parse, Target, close_target, execute_portal};
+use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
+use crate::protocol::query::query_text;
+
+use super::super::client_text::{self, Mapping};
+use super::super::request::{Request, RequestEnd};
+use super::super::state::SessionState;
+use super::super::tx::TxEffect;
+
+/// What the session does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict {
+    /// Send the request's bytes upstream exactly as the client sent them.
+    Forward,
+    /// Hold it until the session is quiet, then [`plan`] it.
+    Hold,
+    /// The request cannot be decided and must not be forwarded unreviewed: the session ends.
+    /// [`Review::unreviewable_statement`] says which statement.
+    Unreviewable(Unreviewable),
+}
+
+/// Why a request cannot be reviewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreviewable {
+    /// A part of a run too large to hold whole holds a statement the policy governs: it can
+    /// be neither decided (the rest of the run is unknown) nor forwarded.
+    TooLarge,
+    /// A statement of an extended-protocol run may change `client_encoding`, and a later
+    /// `Parse` of the same run holds non-ASCII text: the server reads it in an encoding
+    /// ddlgate cannot know yet.
+    EncodingChanged,
+}
+
+/// What the session remembers about the client's prepared statements and portals: the
+/// timeout class of those that run DDL. Others are not stored.
+#[derive(Debug, Default)]
+pub struct Review {
+    pub(super) statements: HashMap<Vec<u8>, Class>,
+    pub(super) portals: HashMap<Vec<u8>, Class>,
+    /// Statements prepared by a run that executed nothing (tokio-postgres, sqlx, psycopg's
+    /// `prepare=True`, pgjdbc's describe round trip): their text as the client sent it,
+    /// decided when a later run binds them. See [`plan`].
+    pub(super) deferred: HashMap<Vec<u8>, (String, Mapping)>,
+    /// The statement behind the last [`Verdict::Unreviewable`].
+    pub(super) unreviewable: Option<String>,
+    /// Prepared statements (`""`: the unnamed one) that end a transaction or roll back to a
+    /// savepoint when executed: their executions are transaction boundaries.
+    pub(super) transaction_statements: HashMap<Vec<u8>, TxEffect>,
+    /// What the last forwarded request does to transactions, and whether it is one statement
+    /// alone in flight; taken by [`Review::take_forwarded_tx`].
+    pub(super) forwarded_tx: (TxEffect, bool),
+}
+
+impl Review {
+    /// The cheap look at a request: does it need the policy at all? `in_flight`: earlier
+    /// requests are not answered yet. Every `Query`, `Parse`, `Bind`, `Execute` and `Close` is
+    /// read with a validating decoder: a malformed one is an error (the session ends with
+    /// 08P01), never reviewed as empty text and forwarded.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the request's messages; the proxy restructuring (issue 15) splits it"
+    )]
+    pub fn review(
+        &mut self,
+        request: &Request<'_>,
+        session: &SessionState,
+        in_flight: bool,
+    ) -> Result<Verdict, ProtocolError> {
+        let mut hold = false;
+        // The first governed statement, for a run that turns out too large to hold.
+        let mut governed: Option<String> = None;
+        let mut note = |text: &str| {
+            governed.get_or_insert_with(|| text.to_owned());
+        };
+        let encoding = session.parameter("client_encoding");
+        // A statement of this request may change client_encoding: the server reads what
+        // follows it in an encoding ddlgate learns only from the answer.
+        let mut encoding_may_change = false;
+        // What the request does to transactions, for a forwarded one (see `super::tx`).
+        let mut tx = TxEffect::None;
+        let mut statements = 0usize;
+        let mut executes = 0usize;
+        for message in request.messages() {
+            match message.tag {
+                fe::QUERY => {
+                    let bytes = query_text(message.body)?;
+                    // Non-ASCII text is read in the encoding in force when it runs, which an
+                    // earlier request still running may change (even from inside a function).
+                    hold |= in_flight && !bytes.is_ascii();
+                    let (text, _) = client_text::decode(bytes, encoding);
+                    let checked = precheck(&text, session);
+                    if checked.class.is_some() {
+                        hold = true;
+                        note(&text);
+                    }
+                    tx = tx.and(checked.tx);
+                    statements += 1;
+                    // Held, so that the next request is read after the change is known.
+                    hold |= may_change_encoding(&text);
+                }
+                fe::PARSE => {
+                    let Parse {
+                        name, sql: bytes, ..
+                    } = Parse::decode(message.body)?;
+                    hold |= in_flight && !bytes.is_ascii();
+                    if encoding_may_change && !bytes.is_ascii() {
+                        self.unreviewable = Some(String::from_utf8_lossy(bytes).into_owned());
+                        return Ok(Verdict::Unreviewable(Unreviewable::EncodingChanged));
+                    }
+                    let (text, _) = client_text::decode(bytes, encoding);
+                    if may_change_encoding(&text) {
+                        encoding_may_change = true;
+                        hold = true;
+                    }
+                    let checked = precheck(&text, session);
+                    match checked.class {
+                        Some(class) => {
+                            self.statements.insert(name.to_vec(), class);
+                            hold = true;
+                            note(&text);
+                        }
+                        None if self.statements.is_empty() => {}
+                        None => {
+                            self.deferred.remove(name);
+                            self.statements.remove(name);
+                        }
+                    }
+                    if checked.tx != TxEffect::None {
+                        self.transaction_statements
+                            .insert(name.to_vec(), checked.tx);
+                    } else if !self.transaction_statements.is_empty() {
+                        self.transaction_statements.remove(name);
+                    }
+                }
+                fe::BIND => {
+                    let Bind {
+                        portal, statement, ..
+                    } = Bind::decode(message.body)?;
+                    if self.statements.is_empty()
+                        && self.portals.is_empty()
+                        && self.transaction_statements.is_empty()
+                    {
+                        continue;
+                    }
+                    // Counted when bound: a portal is executed in the same run in practice,
+                    // and counting one too many only makes ddlgate stricter.
+                    if let Some(effect) = self.transaction_statements.get(statement) {
+                        tx = tx.and(*effect);
+                        statements += 1;
+                    }
+                    match self.statements.get(statement) {
+                        Some(class) => {
+                            self.portals.insert(portal.to_vec(), *class);
+                        }
+                        None => {
+                            self.portals.remove(portal);
+                        }
+                    }
+                }
+                fe::EXECUTE => {
+                    executes += 1;
+                    let portal = execute_portal(message.body)?;
+                    if self.portals.contains_key(portal) {
+                        hold = true;
+                        note("(a statement prepared earlier in the session)");
+                    }
+                }
+                fe::CLOSE => match close_target(message.body)? {
+                    (Target::Statement, name) => {
+                        self.deferred.remove(name);
+                        self.transaction_statements.remove(name);
+                        self.statements.remove(name);
+                    }
+                    (Target::Portal, name) => {
+                        self.portals.remove(name);
+                    }
+                },
+                _ => {}
+            }
+        }
+        // A run cut at the size limit is forwarded in parts, unless a part holds something
+        // the policy governs: that cannot be decided without the whole run.
+        match (hold, request.end) {
+            (false, _) => {
+                // One statement with nothing else in flight: its ReadyForQuery is its own.
+                let alone = statements == 1
+                    && executes <= 1
+                    && !in_flight
+                    && request.end == RequestEnd::Complete
+                    && request
+                        .messages()
+                        .last()
+                        .is_some_and(|m| ends_with_ready_for_query(m.tag));
+                self.forwarded_tx = (tx, alone);
+                Ok(Verdict::Forward)
+            }
+            (true, RequestEnd::Complete) => Ok(Verdict::Hold),
+            (true, RequestEnd::Partial) => {
+                self.unreviewable = governed;
+                Ok(Verdict::Unreviewable(Unreviewable::TooLarge))
+            }
+        }
+    }
+
+    /// What the request just forwarded does to transactions (see [`super::tx::Transactions`]).
+    pub fn take_forwarded_tx(&mut self) -> (TxEffect, bool) {
+        std::mem::take(&mut self.forwarded_tx)
+    }
+
+    /// The statement behind the last [`Verdict::Unreviewable`].
+    pub fn unreviewable_statement(&mut self) -> Option<String> {
+        self.unreviewable.take()
+    }
+
+    pub(super) fn remember_statement(&mut self, name: &[u8], class: Option<Class>) {
+        match class {
+            Some(c) => {
+                self.statements.insert(name.to_vec(), c);
+            }
+            None => {
+                self.statements.remove(name);
+            }
+        }
+    }
+
+    pub(super) fn class_of_portal(&self, portal: &[u8]) -> Option<Class> {
+        self.portals.get(portal).copied()
+    }
+
+    pub(super) fn defer(&mut self, name: &[u8], text: Option<(String, Mapping)>) {
+        match text {
+            Some(t) => {
+                self.deferred.insert(name.to_vec(), t);
+            }
+            None if self.deferred.is_empty() => {}
+            None => {
+                self.deferred.remove(name);
+            }
+        }
+    }
+}
+
+/// The name under which ddlgate prepares the n-th decided text of a deferred statement in a run.
+pub(super) fn deferred_name(n: usize) -> Vec<u8> {
+    format!("ddlgate_deferred_{n}").into_bytes()
+}
+
+/// The timeout class of a query text when it needs the policy's attention: DDL, `DO`/`CALL`,
+/// or (on a server newer than the grammar) a statement that does not parse.
+/// Whether `text` may change `client_encoding`: `SET client_encoding`, `SET NAMES`,
+/// `set_config('client_encoding', …)`, `RESET ALL`, `DISCARD ALL`, … A plain look at the
+/// words, generous on purpose: a false alarm only holds the request until it is answered.
+pub(super) fn may_change_encoding(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let has = |word: &[u8]| {
+        let first = word.first().copied().unwrap_or_default();
+        bytes.iter().enumerate().any(|(i, b)| {
+            b.to_ascii_lowercase() == first
+                && bytes
+                    .get(i..i.saturating_add(word.len()))
+                    .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        })
+    };
+    has(b"encoding")
+        || ((has(b"names") || has(b"reset") || has(b"discard"))
+            && !matches!(
+                prefilter(text),
+                Prefilter::Dml(_) | Prefilter::TransactionControl
+            ))
+}
+
+/// What the cheap look at a query text found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Checked {
+    /// The timeout class of a text that needs the policy's attention: DDL, `DO`/`CALL`, an
+    /// explicit lock that blocks writes, or (on a server newer than the grammar) a statement
+    /// that does not parse.
+    pub(super) class: Option<Class>,
+    /// What it does to the transaction it runs in.
+    pub(super) tx: TxEffect,
+}
+
+/// `text` is the query as [`client_text::decode`] reads it.
+pub(super) fn precheck(text: &str, session: &SessionState) -> Checked {
+    match prefilter(text) {
+        Prefilter::Dml(_) => Checked::default(),
+        Prefilter::TransactionControl => Checked {
+            class: None,
+            tx: TxEffect::of_transaction_control(text),
+        },
+        Prefilter::NeedsParse => precheck_parsed(
+            text,
+            session.server_major(),
+            session.parameter("standard_conforming_strings") != Some("off"),
+        ),
+    }
+}
+
+/// [`precheck`] after the pre-filter could not prove the text harmless.
+pub(super) fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Checked {
+    let parsed = parse::parse_script(
+        text,
+        Options {
+            standard_conforming_strings: scs,
+        },
+    );
+    let alone = parsed.len() == 1;
+    let mut checked = Checked::default();
+    for statement in parsed {
+        let this = match statement.tree {
+            Ok(node) => {
+                let facts = classify(&node, ClassifyOptions { server_major });
+                let tx = match (facts.tx_control, &node) {
+                    (Some(TxControl::Commit), parse::NodeEnum::TransactionStmt(t)) => {
+                        TxEffect::End {
+                            commit_alone: alone && !t.chain,
+                        }
+                    }
+                    (Some(TxControl::Rollback | TxControl::Prepare), _) => TxEffect::End {
+                        commit_alone: false,
+                    },
+                    (Some(TxControl::RollbackTo), _) => TxEffect::RollbackToSavepoint,
+                    _ => TxEffect::None,
+                };
+                checked.tx = checked.tx.and(tx);
+                Class::of(&facts)
+            }
+            Err(_) if server_major > GRAMMAR_MAJOR => Some(Class::Brief),
+            Err(_) => None,
+        };
+        checked.class = checked.class.max(this);
+    }
+    checked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn precheck_passes_dml_and_catches_ddl() {
+        let precheck =
+            |sql: &[u8], major: u32, scs: bool| match prefilter(&String::from_utf8_lossy(sql)) {
+                Prefilter::Dml(_) | Prefilter::TransactionControl => None,
+                Prefilter::NeedsParse => {
+                    precheck_parsed(&String::from_utf8_lossy(sql), major, scs).class
+                }
+            };
+        assert_eq!(precheck(b"SELECT 1", 15, true), None);
+        assert_eq!(precheck(b"SET lock_timeout = '1s'", 15, true), None);
+        assert_eq!(
+            precheck(b"CREATE INDEX i ON t (a)", 15, true),
+            Some(Class::Brief)
+        );
+        assert_eq!(
+            precheck(b"SELECT 1; CREATE INDEX CONCURRENTLY i ON t (a)", 15, true),
+            Some(Class::Online)
+        );
+        assert_eq!(
+            precheck(b"DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$", 15, true),
+            Some(Class::Brief)
+        );
+        assert_eq!(precheck(b"SELEC 1", 15, true), None);
+        assert_eq!(precheck(b"SELEC 1", 19, true), Some(Class::Brief));
+        assert_eq!(
+            precheck(b"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE", 15, true),
+            Some(Class::Brief)
+        );
+        assert_eq!(
+            precheck(
+                b"BEGIN; LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE",
+                15,
+                true
+            ),
+            None
+        );
+    }
+
+    #[test]
+    pub(super) fn parsed_requests_report_where_transactions_end() {
+        let tx = |sql: &str| precheck_parsed(sql, 15, true).tx;
+        assert_eq!(tx("SELECT 1; SELECT 2"), TxEffect::None);
+        assert_eq!(
+            tx("COMMIT; BEGIN"),
+            TxEffect::End {
+                commit_alone: false
+            }
+        );
+        assert_eq!(
+            tx("SELECT 1; ROLLBACK TO SAVEPOINT s"),
+            TxEffect::RollbackToSavepoint
+        );
+        assert_eq!(
+            tx("PREPARE TRANSACTION 'x'"),
+            TxEffect::End {
+                commit_alone: false
+            }
+        );
+        assert_eq!(
+            tx("COMMIT AND CHAIN"),
+            TxEffect::End {
+                commit_alone: false
+            }
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! Driving a held request: once the session is quiet, it is planned ([`super::super::plan`]) and
+//! its program run by the [`Conductor`]; when the program is over, what it taught the engine is
+//! kept or forgotten by how it ended, and its outcome counted.
+
+use bytes::Bytes;
+
+use crate::protocol::backend::TxStatus;
+use crate::protocol::frontend::FLUSH_MESSAGE;
+
+use super::super::conductor::{Conductor, Outcome};
+use super::super::error::SessionError;
+use super::super::plan;
+use super::super::program::AuditedStatement;
+use super::{AUDIT_WAIT_LIMIT, Session, fill_identity};
+
+/// Counts what a finished (or cut short) program did.
+pub(super) fn count_outcome(metrics: &crate::metrics::Metrics, outcome: &Outcome) {
+    metrics
+        .lock_timeout_retries
+        .increment(u64::from(outcome.retries));
+    if let Some(d) = outcome.governed_duration {
+        metrics.ddl_duration.record(d.as_secs_f64());
+    }
+}
+
+/// Counts governed statements by kind and action, refusals and rewrites by rule.
+pub(super) fn count_decisions(metrics: &crate::metrics::Metrics, audited: &[AuditedStatement]) {
+    for a in audited {
+        metrics.statement(&a.kind, a.action);
+        for (rule, action) in &a.rules {
+            match (a.action, action.as_str()) {
+                ("reject", "reject" | "rewrite") => metrics.rejection(rule),
+                ("rewrite", "rewrite") => metrics.rewrite(rule),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Moves governed requests along: starts the program of a held request once every earlier
+    /// request has been answered, and goes back to the client's later requests when it is over.
+    pub(super) fn drive(&mut self) -> Result<(), SessionError> {
+        loop {
+            if let Some(conductor) = self.conductor.as_mut() {
+                conductor.advance(&mut self.to_upstream, &mut self.to_client, &mut self.state);
+                if let Some(mut records) = conductor.take_audit() {
+                    for record in &mut records {
+                        fill_identity(record, &self.state, self.profile.as_deref());
+                    }
+                    match &self.shared.audit {
+                        Some(auditor) => {
+                            self.audit_wait = Some((
+                                auditor.record_and_wait(records),
+                                Box::pin(tokio::time::sleep(AUDIT_WAIT_LIMIT)),
+                            ));
+                        }
+                        None => conductor.audited(Ok(()), false),
+                    }
+                    continue;
+                }
+                if !conductor.is_finished() {
+                    if conductor.wants_copy_data() {
+                        return self.on_client_data();
+                    }
+                    return Ok(());
+                }
+                if let Some(done) = self.conductor.take() {
+                    let outcome = done.into_outcome();
+                    // The conductor read the answer itself: the pipeline is quiet now, still
+                    // open after a run that ended with Flush, skipping to Sync after an error.
+                    self.unsynced = outcome.pipeline_open;
+                    self.pipeline_expected = 0;
+                    self.backend
+                        .reset_pipeline(outcome.pipeline_open && outcome.request_failed);
+                    count_outcome(&self.shared.metrics, &outcome);
+                    self.finish_program(&outcome);
+                    if outcome.deferred_restore.is_some() {
+                        self.deferred_restore = outcome.deferred_restore;
+                    }
+                }
+                if self.pending.is_none() {
+                    // Requests that arrived meanwhile were left unscanned.
+                    self.on_client_data()?;
+                    if self.pending.is_none() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            if self.pending.is_none() || self.state.awaiting_ready > 0 {
+                return Ok(());
+            }
+            if !self.pipeline_quiet() {
+                // The server sends a pipeline's answers only when flushed, and the client's
+                // own Flush or Sync is in the held request: ask for them (Flush has no answer
+                // of its own), or the held request would wait for ever.
+                if !self.pipeline_flushed {
+                    self.to_upstream.push(Bytes::from_static(FLUSH_MESSAGE));
+                    self.pipeline_flushed = true;
+                }
+                return Ok(());
+            }
+            self.pipeline_flushed = false;
+            if let Some(saved) = self.deferred_restore.take() {
+                if self.state.tx_status == TxStatus::Idle && !self.unsynced {
+                    self.conductor = Some(Conductor::restore(saved, self.span.clone()));
+                    continue;
+                }
+                self.deferred_restore = Some(saved);
+            }
+            let Some(held) = self.pending.take() else {
+                return Ok(());
+            };
+            self.sync_may_follow_copy = false;
+            let policy = self.shared.config.policy.current();
+            let (profile, settings) = plan::settings_for(&policy, &self.state);
+            self.profile = profile;
+            self.lessons = Some(self.analysis.lasting_marks());
+            let since = self.state.tx.take();
+            let program = plan::plan(
+                held,
+                &self.state,
+                &mut self.review,
+                &mut self.analysis,
+                &settings,
+                self.unsynced,
+                since,
+            );
+            count_decisions(&self.shared.metrics, &program.audited);
+            let audit = self.shared.audit.as_ref();
+            if let Some(auditor) =
+                audit.filter(|a| a.fail_closed && !a.is_healthy() && !program.audited.is_empty())
+            {
+                let why = format!(
+                    "The last audit write failed ({} record(s) lost since start); audit_fail_closed is on.",
+                    auditor.write_errors()
+                );
+                self.conductor = Some(Conductor::refuse(program, self.span.clone(), &why));
+            } else {
+                self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
+            }
+        }
+    }
+
+    /// Brings the engine's context up to date once a planned program is over. The plan
+    /// recorded its statements as if they all succeeded; the server has now answered:
+    /// - a failed program taught nothing that lasts (its transaction, if still open, is
+    ///   failed and can only roll back);
+    /// - with no transaction open now, the transaction the request ran in is over (committed
+    ///   unless it failed), so none of its facts may reach the next request;
+    /// - boundaries the program's own statements crossed are accounted for by the plan.
+    pub(super) fn finish_program(&mut self, outcome: &Outcome) {
+        let Some(marks) = self.lessons.take() else {
+            return;
+        };
+        if outcome.failed {
+            self.analysis.forget_lessons_since(&marks);
+        }
+        if self.state.tx_status == TxStatus::Idle && !outcome.pipeline_open {
+            self.analysis.end_transaction(!outcome.failed);
+        }
+        let _ = self.state.tx.take();
+    }
+}
