@@ -1,6 +1,34 @@
 //! The proxy: accepts clients, opens one upstream connection per session, and pumps the
-//! protocol between them. It joins the protocol layer to the decision point
-//! ([`plan::Review::review`]) and never looks inside SQL itself.
+//! protocol between them. It joins the wire layer ([`crate::protocol`]) to the policy
+//! ([`crate::enforce`] over [`crate::analysis`]) and never looks inside SQL itself.
+//!
+//! **The life of one governed statement.** The session ([`session`]) reads client bytes and
+//! groups them into requests — a `Query`, or extended-protocol messages up to their `Sync`
+//! ([`request`], [`session`]'s `assemble`); the review ([`plan::Review::review`]) decodes each
+//! message with the wire layer's validating readers and lets plain DML pass at once (the hot
+//! path: a pre-filter, no parse). A request that runs DDL is held until every earlier request
+//! has been answered, so that the transaction state ([`tx`], from the server's
+//! `ReadyForQuery`) is exact; then the planner ([`plan::plan`]) asks the policy for a decision
+//! and writes a [`program::Program`]: the timeouts to apply, the steps of a rewrite, the
+//! client's request as it goes up, and the statements to audit. The executor
+//! ([`conductor::Conductor`]) runs it: ddlgate's own statements ([`sql`]) and their answers
+//! stay hidden, the request's answer is held back while a retry after `lock_not_available` is
+//! possible (large rows and COPY stream through), the audit records are written before the
+//! client is answered, and a failed concurrent build is cleaned up. The server's answer then
+//! reaches the client, and what the program taught the engine is kept or forgotten by how it
+//! ended.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`session`] | one client session: startup, request assembly and review, driving programs, the watch over held states, closing |
+//! | [`plan`] | review (every request) and planning (held requests) |
+//! | [`program`] | the contract between planner and executor: data only |
+//! | [`conductor`] | the executor: ddlgate's statements, answers, retries, audit hand-off, cleanup |
+//! | [`sql`] | every statement ddlgate itself sends |
+//! | [`tx`], [`state`] | transaction truth from the server; what a session knows |
+//! | [`handshake`], [`upstream`], [`cancel`] | startup and authentication relay, the upstream connection, cancel keys |
+//! | [`request`], [`client_text`], [`outbox`], [`stream`] | request spans, client encodings, write queues, plain or TLS sockets |
+//! | [`workers`], [`phase`], [`http`] | worker threads, shutdown phases, metrics and health endpoints |
 //!
 //! Lifecycle: [`Server::bind`] checks the listen address; [`Server::run`] accepts until the
 //! [`Shutdown`] drain signal, then stops accepting, lets each session finish what it is doing

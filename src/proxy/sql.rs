@@ -74,7 +74,7 @@ impl SavedTimeouts {
 
 /// The statement that applies a class's timeouts, keeping a stricter value of the client's:
 /// `set_config(…, local)`; `saved` holds the client's values in milliseconds when ddlgate has
-/// already changed them in this program. Returns [`APPLY_COLUMNS`] columns.
+/// already changed them in this program. Returns six columns (`APPLY_COLUMNS`).
 pub fn apply_timeouts(pair: &TimeoutPair, local: bool, saved: Option<(&str, &str)>) -> String {
     let local = if local { "true" } else { "false" };
     // The client's own value in milliseconds: read now, or as it was before ddlgate's first

@@ -26,7 +26,7 @@ use super::super::tx::TxEffect;
 pub enum Verdict {
     /// Send the request's bytes upstream exactly as the client sent them.
     Forward,
-    /// Hold it until the session is quiet, then [`plan`] it.
+    /// Hold it until the session is quiet, then [`super::plan`] it.
     Hold,
     /// The request cannot be decided and must not be forwarded unreviewed: the session ends.
     /// [`Review::unreviewable_statement`] says which statement.
@@ -216,7 +216,7 @@ impl Review {
         }
     }
 
-    /// What the request just forwarded does to transactions (see [`super::tx::Transactions`]).
+    /// What the request just forwarded does to transactions (see [`super::super::tx::Transactions`]).
     pub fn take_forwarded_tx(&mut self) -> (TxEffect, bool) {
         std::mem::take(&mut self.forwarded_tx)
     }

@@ -6,7 +6,7 @@
 //! streams back results would otherwise deadlock the proxy with both socket buffers full.
 //!
 //! Client bytes are grouped into requests (see [`super::request`]) and each request passes
-//! through [`plan::Review::review`] before it is forwarded. Server bytes are scanned for frame
+//! through [`super::plan::Review::review`] before it is forwarded. Server bytes are scanned for frame
 //! boundaries and the few messages that change session state (`ReadyForQuery`,
 //! `ParameterStatus`); everything else is forwarded in the chunks it was read in.
 //!
@@ -22,10 +22,10 @@
 //! | the same, in an open pipeline | the pipeline's answers are not all in | ddlgate sends `Flush`, so the server sends them (`enforce::ddl_in_a_flushed_pipeline_gets_the_timeouts`) |
 //! | a governed request's answer (for a retry, the blockers' names, the audit trail) | a retry is still possible; records come first | the server's `ReadyForQuery`; a `CopyInResponse` releases it at once (`ddl_and_copy_from_stdin_in_one_request_flow`, `…_extended_run_…`, `copy_with_an_encoding_option_is_not_held_for_ever`) |
 //! | the client's messages during a governed request | the conductor speaks to the server | its own COPY data always flows, and after it the client's `Sync` |
-//! | the answer, until its audit records are written | written before the client is answered | the writer's confirmation, or [`AUDIT_WAIT_LIMIT`] (`a_stuck_audit_trail_does_not_hold_the_answer_for_ever`) |
+//! | the answer, until its audit records are written | written before the client is answered | the writer's confirmation, or `AUDIT_WAIT_LIMIT` (`a_stuck_audit_trail_does_not_hold_the_answer_for_ever`) |
 //! | the next attempt after `lock_not_available` | backoff | its timer |
 //!
-//! Each of these states is watched ([`watch::Holding`]): after [`watch::HELD_REPORT_AFTER`] (10 s), and
+//! Each of these states is watched (`watch::Holding`): after `watch::HELD_REPORT_AFTER` (10 s), and
 //! again at every doubling, the session logs a warning naming what it holds, for how long and
 //! what will end it, and counts it in `ddlgate_held_long_total{held}`
 //! (`a_request_held_for_long_is_reported_with_what_holds_it`). The watch observes; it never cuts
