@@ -89,6 +89,24 @@ def main():
     for name, data in backend.items():
         write("backend_stream", name, b"\x03\x11\x05\x09" + data)
 
+    # The conductor: a selector (statement, transaction, audit), a cut length, then what the
+    # server says to ddlgate's statements and the client's in the order the program asks.
+    timeouts = (msg(b"T", b"\0\0") + msg(b"D", b"\0\x06" + b"".join(struct.pack("!I", 1) + b"0" for _ in range(6)))
+                + msg(b"C", cstr("SELECT 1")) + msg(b"Z", b"I"))
+    probe = msg(b"T", b"\0\0") + msg(b"D", b"\0\x01" + struct.pack("!I", 5) + b"{1,2}") + msg(b"C", cstr("SELECT 1")) + msg(b"Z", b"I")
+    lock_timeout = msg(b"E", b"SERROR\0VERROR\0C55P03\0Mcanceling statement due to lock timeout\0\0") + msg(b"Z", b"I")
+    conductor = {
+        "alter_ok": b"\x00\x40" + timeouts + msg(b"C", cstr("ALTER TABLE")) + msg(b"Z", b"I") + timeouts,
+        "alter_retried": b"\x00\x17" + timeouts + lock_timeout * 4 + timeouts,
+        "index_failed": b"\x01\x40" + timeouts + probe + msg(b"E", b"SERROR\0C23505\0Mduplicate\0\0")
+        + msg(b"Z", b"I") + timeouts + probe + msg(b"C", cstr("DROP INDEX")) + msg(b"Z", b"I") + timeouts,
+        "fatal": b"\x08\x09" + timeouts + msg(b"E", b"SFATAL\0VFATAL\0C57P01\0Mterminating\0\0"),
+        "big_row": b"\x04\xff" + timeouts + msg(b"C", cstr("ALTER TABLE")) + msg(b"T", b"\0\0")
+        + msg(b"D", b"\0\x01" + struct.pack("!I", 100000) + b"x" * 100000) + msg(b"C", cstr("SELECT 1")) + msg(b"Z", b"I"),
+    }
+    for name, data in conductor.items():
+        write("conductor", name, data)
+
     startup_body = struct.pack("!I", 3 << 16) + cstr("user") + cstr("app") + cstr("database") + cstr("app") + b"\0"
     startup = {
         "startup": struct.pack("!I", len(startup_body) + 4) + startup_body,

@@ -14,7 +14,7 @@ seconds="${1:-60}"
 [ $# -gt 0 ] && shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(frontend_stream backend_stream startup_packet statement_splitter analysis decision policy_file)
+  targets=(frontend_stream backend_stream startup_packet statement_splitter analysis decision conductor policy_file)
 fi
 
 # cargo fuzz needs nightly features (sanitizer flags). Where no nightly toolchain is installed

@@ -34,6 +34,13 @@ impl Outbox {
         }
     }
 
+    /// Takes every queued chunk, as one buffer: what would have been written (for tests and
+    /// fuzzing; the session writes through [`Self::poll_drain`]).
+    pub fn take_all(&mut self) -> Vec<u8> {
+        self.queued = 0;
+        self.chunks.drain(..).flat_map(|c| c.to_vec()).collect()
+    }
+
     /// Bytes queued and not yet written.
     pub fn len(&self) -> usize {
         self.queued

@@ -264,48 +264,19 @@ async fn the_trail_can_go_to_standard_output() {
         "DROP TABLE IF EXISTS au_stdout; CREATE TABLE au_stdout (id int)",
     )
     .await;
-    let port = crate::support::pg::free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &pg.addr(),
-            "--audit-log",
-            "-",
-        ])
-        .env_remove("DDLGATE_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "ddlgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gate = crate::support::binary::Binary::serve(pg, &["--audit-log", "-"]).await;
+    let port = gate.port;
     let client = crate::support::pg::connect(&crate::support::pg::conn_str(port, SUPERUSER)).await;
     client
         .batch_execute("ALTER TABLE au_stdout ADD COLUMN a int")
         .await
         .unwrap();
     drop(client);
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    gate.signal("TERM");
+    let (_, _, stdout) = gate.exit().await;
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("stdout.jsonl");
-    std::fs::write(&copy, &output.stdout).unwrap();
+    std::fs::write(&copy, &stdout).unwrap();
     let lines = records(&copy);
     assert!(
         lines

@@ -33,6 +33,19 @@ initial_backoff = "100ms"
 max_backoff = "1s"
 "#;
 
+/// Waits until the server's log holds `needle` at least `n` times: progress observed, not
+/// assumed from a fixed sleep.
+async fn until_logged(pg: &PgServer, needle: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pg.log().matches(needle).count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the server never logged {needle:?} {n} times"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn proxy(pg: &PgServer, policy: &str) -> (TestProxy, tempfile::NamedTempFile) {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(policy.as_bytes()).unwrap();
@@ -121,8 +134,14 @@ async fn retry_succeeds_when_the_lock_goes_away() {
         .batch_execute("BEGIN; LOCK TABLE lt_retry IN ACCESS SHARE MODE")
         .await
         .unwrap();
+    // Released once the first attempt has timed out and a retry is under way.
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        until_logged(
+            logged(),
+            "statement: ALTER TABLE lt_retry ADD COLUMN note text",
+            2,
+        )
+        .await;
         direct.batch_execute("ROLLBACK").await.unwrap();
     });
     let client = proxy.connect(SUPERUSER).await;
@@ -799,49 +818,20 @@ async fn sighup_reloads_the_policy_and_a_broken_file_keeps_the_old_one() {
         format!("{POLICY}\n[rules]\nrename-column = \"warn\"\n"),
     )
     .unwrap();
-    let port = crate::support::pg::free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &pg.addr(),
-        ])
-        .arg("--policy")
-        .arg(&policy)
-        .env_remove("DDLGATE_CONFIG")
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "ddlgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gate =
+        crate::support::binary::Binary::serve(pg, &["--policy", policy.to_str().unwrap()]).await;
+    let port = gate.port;
     let rename =
         |column: &str| format!("ALTER TABLE hup_users RENAME COLUMN {column} TO {column}_x");
     let client = crate::support::pg::connect(&crate::support::pg::conn_str(port, SUPERUSER)).await;
     client.batch_execute(&rename("a")).await.unwrap();
 
-    let hup = |pid: u32| {
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .unwrap();
-    };
-    let pid = child.id().unwrap();
     std::fs::write(
         &policy,
         format!("{POLICY}\n[rules]\nrename-column = \"reject\"\n"),
     )
     .unwrap();
-    hup(pid);
+    gate.signal("HUP");
     let started = Instant::now();
     loop {
         match client.batch_execute(&rename("b")).await {
@@ -860,21 +850,15 @@ async fn sighup_reloads_the_policy_and_a_broken_file_keeps_the_old_one() {
     }
 
     std::fs::write(&policy, "[rules]\nrename-column = \"sometimes\"\n").unwrap();
-    hup(pid);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    gate.signal("HUP");
+    // Once ddlgate says the reload failed, the old policy must still be in force.
+    gate.until_logged("policy reload failed").await;
     let err = client.batch_execute(&rename("c")).await.unwrap_err();
     assert_eq!(code(&err), "ZD001", "the old policy is still in force");
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    gate.signal("TERM");
     drop(client);
-    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, stderr, _) = gate.exit().await;
     assert!(stderr.contains("policy reloaded"), "{stderr}");
     assert!(stderr.contains("policy reload failed"), "{stderr}");
     assert!(
@@ -981,8 +965,15 @@ async fn concurrent_build_retries_clean_up_their_invalid_index() {
         .batch_execute("BEGIN; INSERT INTO rw_busy VALUES (0)")
         .await
         .unwrap();
+    // Committed once the first build has timed out and ddlgate is cleaning up the INVALID
+    // index it left (the cleanup itself waits for the writer, and is retried).
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(900)).await;
+        until_logged(
+            logged(),
+            "statement: DROP INDEX CONCURRENTLY IF EXISTS rw_busy_a",
+            1,
+        )
+        .await;
         writer.batch_execute("COMMIT").await.unwrap();
     });
     let client = proxy.connect(SUPERUSER).await;

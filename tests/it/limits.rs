@@ -83,31 +83,16 @@ async fn a_governed_request_with_huge_rows_keeps_memory_bounded() {
         "DROP TABLE IF EXISTS lim_rows; CREATE TABLE lim_rows (a int); ALTER TABLE lim_rows OWNER TO ddlgate_trust",
     )
     .await;
-    let port = crate::support::pg::free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &pg.addr(),
+    let gate = crate::support::binary::Binary::serve(
+        pg,
+        &[
             "--policy",
             concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml"),
-        ])
-        .env_remove("DDLGATE_CONFIG")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let started = std::time::Instant::now();
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "ddlgate did not start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        ],
+    )
+    .await;
+    let pid = gate.pid();
+    let addr = gate.addr.clone();
     let (mut w, _) =
         crate::support::wire::Wire::startup(&addr, crate::support::pg::TRUST.name, "app").await;
     let baseline = peak_rss_kib(pid);
@@ -150,7 +135,7 @@ async fn a_governed_request_with_huge_rows_keeps_memory_bounded() {
         peak < baseline + 24 * 1024,
         "ddlgate's peak memory grew from {baseline} KiB to {peak} KiB"
     );
-    child.kill().await.unwrap();
+    drop(gate);
 }
 
 /// A process's peak resident memory in KiB.

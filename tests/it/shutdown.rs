@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{PgServer, TRUST, free_port};
+use crate::support::pg::{PgServer, TRUST};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
@@ -81,41 +81,10 @@ async fn drain_deadline_closes_busy_sessions_and_cancels_their_queries() {
 #[tokio::test]
 async fn binary_exits_cleanly_on_sigterm() {
     let pg = PgServer::shared();
-    let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &pg.addr(),
-        ])
-        .env_remove("DDLGATE_CONFIG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    let mut w = loop {
-        if let Ok(stream) = tokio::net::TcpStream::connect(&addr).await {
-            drop(stream);
-            break Wire::startup(&addr, TRUST.name, "app").await.0;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "ddlgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let gate = crate::support::binary::Binary::serve(pg, &[]).await;
+    let mut w = Wire::startup(&gate.addr, TRUST.name, "app").await.0;
+    gate.signal("TERM");
     assert_eq!(w.recv().await.unwrap().summary(), "E:57P01");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits within 10s")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    let (status, log, _) = gate.exit().await;
+    assert!(status.success(), "{status:?}: {log}");
 }

@@ -57,6 +57,8 @@ use crate::protocol::query::put_query;
 mod answers;
 mod audit;
 mod retry;
+#[cfg(test)]
+mod transcripts;
 
 use answers::{Running, with_blockers};
 use retry::seed;

@@ -1,6 +1,7 @@
 //! Test support: a PostgreSQL cluster of the harness's own, certificates, a ddlgate started
-//! in-process, and a raw protocol client for byte-level assertions.
+//! in-process or as its own binary, and a raw protocol client for byte-level assertions.
 
+pub mod binary;
 pub mod certs;
 pub mod pg;
 pub mod proxy;
