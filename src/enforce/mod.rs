@@ -36,7 +36,7 @@ use crate::analysis::{Context, Engine, Override, Report, RuleId, Violation};
 use crate::config::policy::{
     Action, Fallback, Overrides, Settings, TimeoutPair, Timeouts, Unparsable,
 };
-use crate::protocol::reply::sqlstate;
+use crate::protocol::reply::{self, Severity, sqlstate};
 
 /// The newest PostgreSQL major version whose grammar the parser has.
 pub const GRAMMAR_MAJOR: u32 = 18;
@@ -84,19 +84,6 @@ impl Class {
     }
 }
 
-/// Words for the client: the parts of an `ErrorResponse` or `NoticeResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The SQLSTATE.
-    pub code: &'static str,
-    /// `ddlgate: <rule-id>: …`.
-    pub message: String,
-    /// The lock and the table.
-    pub detail: Option<String>,
-    /// The safe SQL.
-    pub hint: Option<String>,
-}
-
 /// One step of a multi-step rewrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -122,7 +109,7 @@ pub enum Plan {
     /// tag is the original's.
     Steps(Vec<Step>),
     /// Refuse it.
-    Reject(Message),
+    Reject(reply::Report),
 }
 
 /// What the policy decided for one statement.
@@ -140,7 +127,7 @@ pub struct StatementDecision {
     /// The timeout class it runs under as planned (for `Steps`: see each step).
     pub class: Option<Class>,
     /// Warnings to send before it runs.
-    pub notices: Vec<Message>,
+    pub notices: Vec<reply::Report>,
     /// The rules that fired and the action each got (audited).
     pub rules: Vec<(RuleId, Action)>,
     /// Overrides honoured: rule and reason.
@@ -227,10 +214,11 @@ fn decide_statement(
             continue;
         }
         if settings.action(violation.rule) != Action::Allow {
-            decision.notices.push(Message {
+            decision.notices.push(reply::Report {
+                severity: Severity::Warning,
                 code: sqlstate::WARNING,
                 message: format!(
-                    "ddlgate: override of {} ignored: {}",
+                    "override of {} ignored: {}",
                     violation.rule,
                     match settings.overrides {
                         Overrides::Off => "this policy does not honour inline overrides",
@@ -316,9 +304,10 @@ fn unparsable(
         // The server refuses it too, with its own words.
         return decision;
     }
-    let message = Message {
+    let message = reply::Report {
+        severity: Severity::Error,
         code: SQLSTATE_UNPARSABLE,
-        message: format!("ddlgate: unparsable: {error}"),
+        message: format!("unparsable: {error}"),
         detail: Some(format!(
             "The server runs PostgreSQL {}, newer than ddlgate's grammar (PostgreSQL {GRAMMAR_MAJOR}), so the statement cannot be analysed.",
             ctx.server_major
@@ -329,7 +318,8 @@ fn unparsable(
         Unparsable::Allow => decision.class = Some(Class::Brief),
         Unparsable::Warn => {
             decision.class = Some(Class::Brief);
-            decision.notices.push(Message {
+            decision.notices.push(reply::Report {
+                severity: Severity::Warning,
                 code: sqlstate::WARNING,
                 ..message
             });
@@ -339,17 +329,19 @@ fn unparsable(
     decision
 }
 
-fn rejection(v: &Violation, facts: &Facts) -> Message {
-    Message {
+fn rejection(v: &Violation, facts: &Facts) -> reply::Report {
+    reply::Report {
+        severity: Severity::Error,
         code: SQLSTATE_REJECTED,
-        message: format!("ddlgate: {}: {}", v.rule, v.message),
+        message: format!("{}: {}", v.rule, v.message),
         detail: detail_with_lock(v, facts),
         hint: (!v.help.is_empty()).then(|| v.help.clone()),
     }
 }
 
-fn warning(v: &Violation, facts: &Facts) -> Message {
-    Message {
+fn warning(v: &Violation, facts: &Facts) -> reply::Report {
+    reply::Report {
+        severity: Severity::Warning,
         code: sqlstate::WARNING,
         ..rejection(v, facts)
     }
@@ -486,11 +478,11 @@ pub fn quote_literal(s: &str) -> String {
 
 /// `DO` block that raises `message` as an error on the server, so the server itself fails the
 /// statement (aborting the transaction, skipping to `Sync`) exactly as a failing statement would.
-pub fn raising_statement(message: &Message) -> String {
+pub fn raising_statement(message: &reply::Report) -> String {
     let mut sql = format!(
         "DO $ddlgate$ BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}",
         quote_literal(message.code),
-        quote_literal(&message.message)
+        quote_literal(&message.text())
     );
     if let Some(detail) = &message.detail {
         let _ = write!(sql, ", DETAIL = {}", quote_literal(detail));

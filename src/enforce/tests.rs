@@ -77,7 +77,7 @@ fn create_index_inside_a_transaction_falls_back() {
     };
     assert_eq!(m.code, SQLSTATE_REJECTED);
     assert!(
-        m.message
+        m.text()
             .starts_with("ddlgate: create-index-nonconcurrent: "),
         "{}",
         m.message
@@ -93,7 +93,7 @@ fn create_index_inside_a_transaction_falls_back() {
     assert_eq!(d[0].notices.len(), 1);
     assert!(
         d[0].notices[0]
-            .message
+            .text()
             .starts_with("ddlgate: create-index-nonconcurrent: ")
     );
 }
@@ -188,7 +188,7 @@ fn rejection_names_the_rule_the_lock_and_the_safe_sql() {
         panic!("expected a rejection, got {:?}", d[0].plan);
     };
     assert!(
-        m.message.starts_with("ddlgate: rename-column: "),
+        m.text().starts_with("ddlgate: rename-column: "),
         "{}",
         m.message
     );
@@ -233,7 +233,7 @@ fn dynamic_ddl_warns_and_gets_brief_timeouts() {
     assert!(
         d[0].notices
             .iter()
-            .any(|n| n.message.starts_with("ddlgate: dynamic-ddl: "))
+            .any(|n| n.text().starts_with("ddlgate: dynamic-ddl: "))
     );
 }
 
@@ -260,9 +260,10 @@ fn unparsable_statements_are_left_to_a_server_that_shares_the_grammar() {
 
 #[test]
 fn the_raising_statement_is_one_do_block_that_keeps_the_words() {
-    let m = Message {
+    let m = reply::Report {
+        severity: reply::Severity::Error,
         code: SQLSTATE_REJECTED,
-        message: "ddlgate: rename-column: it's unsafe".to_owned(),
+        message: "rename-column: it's unsafe".to_owned(),
         detail: Some("Locks users".to_owned()),
         hint: Some("ALTER TABLE users ADD COLUMN full_name text".to_owned()),
     };
@@ -272,8 +273,8 @@ fn the_raising_statement_is_one_do_block_that_keeps_the_words() {
     assert!(matches!(parsed[0].tree, Ok(NodeEnum::DoStmt(_))));
     assert!(sql.contains("'ddlgate: rename-column: it''s unsafe'"));
 
-    let tricky = Message {
-        message: "ddlgate: x: $ddlgate$; DROP TABLE t; --".to_owned(),
+    let tricky = reply::Report {
+        message: "x: $ddlgate$; DROP TABLE t; --".to_owned(),
         ..m
     };
     let parsed = parse::parse_script(&raising_statement(&tricky), Options::default());

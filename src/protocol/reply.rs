@@ -12,7 +12,8 @@ use super::error::ProtocolError;
 use super::frame::{put_header, split_cstr};
 use super::tag::backend;
 
-/// The SQLSTATE codes ddlgate sends, from PostgreSQL's Appendix A.
+/// The SQLSTATE codes ddlgate sends, and those of the server's it acts on, from PostgreSQL's
+/// Appendix A: the one table of them.
 pub mod sqlstate {
     /// `08006 connection_failure`: the upstream could not be reached or went away.
     pub const CONNECTION_FAILURE: &str = "08006";
@@ -37,6 +38,9 @@ pub mod sqlstate {
     pub const WARNING: &str = "01000";
     /// `42601 syntax_error`: a statement the parser refuses, on a server newer than its grammar.
     pub const SYNTAX_ERROR: &str = "42601";
+    /// `55P03 lock_not_available` (the server's): `lock_timeout` expired. ddlgate retries the
+    /// statement and names the blockers in the error's DETAIL.
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
 }
 
 /// How serious a message is; the first two decide what the client does next.
@@ -63,7 +67,9 @@ impl Severity {
     }
 }
 
-/// The fields of an `ErrorResponse` or `NoticeResponse`.
+/// What ddlgate tells a client: the fields of an `ErrorResponse` or `NoticeResponse`. The one
+/// type for it — the proxy's own errors, the policy's refusals and warnings
+/// ([`crate::enforce`]) alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// How serious it is.
@@ -104,13 +110,18 @@ impl Report {
         self
     }
 
+    /// The primary message as the client reads it: `ddlgate: <message>`.
+    pub fn text(&self) -> String {
+        format!("ddlgate: {}", self.message)
+    }
+
     /// Appends this report as an `ErrorResponse` (for `Error` and `Fatal`) or a
     /// `NoticeResponse` (otherwise).
     pub fn encode(&self, out: &mut BytesMut) {
         encode_fields(
             self.severity,
             self.code,
-            &format!("ddlgate: {}", self.message),
+            &self.text(),
             self.detail.as_deref(),
             self.hint.as_deref(),
             out,

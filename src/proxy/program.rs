@@ -6,7 +6,8 @@
 use bytes::Bytes;
 
 use crate::config::policy::Settings;
-use crate::enforce::{Class, Message, Step};
+use crate::enforce::{Class, Step};
+use crate::protocol::reply::Report;
 
 use super::client_text::Mapping;
 
@@ -18,7 +19,7 @@ use super::client_text::Mapping;
 )]
 pub struct Program {
     /// Warnings for the client, sent before anything runs.
-    pub notices: Vec<Message>,
+    pub notices: Vec<Report>,
     /// Statements that run before the client's request, each on its own (a multi-step
     /// rewrite); an error in one goes to the client and the request is not sent.
     pub steps: Vec<Step>,

@@ -41,7 +41,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::{Span, info, warn};
 
 use crate::config::policy::Settings;
-use crate::enforce::{Class, Message, Step};
+use crate::enforce::{Class, Step};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::reply::{self, Severity};
 
@@ -53,6 +53,8 @@ use super::state::SessionState;
 use crate::audit::Record;
 use crate::audit::record::{self as audit_record};
 use crate::protocol::query::put_query;
+
+use crate::protocol::reply::sqlstate::LOCK_NOT_AVAILABLE;
 
 mod answers;
 mod audit;
@@ -223,7 +225,7 @@ impl Conductor {
         if !program.notices.is_empty() {
             let mut out = BytesMut::new();
             for n in &program.notices {
-                encode_message(Severity::Warning, n, &mut out);
+                n.encode(&mut out);
             }
             ops.push_back(Op::Say(out.freeze()));
         }
@@ -620,18 +622,4 @@ impl Conductor {
         }
         self.ops.push_back(Op::Ready);
     }
-}
-
-/// SQLSTATE `55P03 lock_not_available`: `lock_timeout` expired.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
-
-fn encode_message(severity: Severity, m: &Message, out: &mut BytesMut) {
-    reply::encode_fields(
-        severity,
-        m.code,
-        &m.message,
-        m.detail.as_deref(),
-        m.hint.as_deref(),
-        out,
-    );
 }

@@ -27,11 +27,12 @@ use crate::analysis::context::{ManagedTimeouts, NewObjects};
 use crate::analysis::parse::{self};
 use crate::analysis::{Context, Engine};
 use crate::config::policy::{Connection, Settings};
-use crate::enforce::{self, Class, Message, Plan, Situation, Step};
+use crate::enforce::{self, Class, Plan, Situation, Step};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::extended::{Bind, Parse, Target, execute_portal, put_close, put_execute};
 use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
 use crate::protocol::query::{put_query, query_text};
+use crate::protocol::reply::Report;
 
 use super::client_text::{self, Mapping};
 use super::program::{AuditedStatement, PIPELINE_TIMEOUTS_ANSWERS, Program};
@@ -504,7 +505,7 @@ fn decide_parse(
 fn apply(
     text: &str,
     decisions: Vec<enforce::StatementDecision>,
-    notices: &mut Vec<Message>,
+    notices: &mut Vec<Report>,
     program: &mut Program,
 ) -> (String, Option<Class>, Vec<Step>, Option<String>) {
     let mut sql = String::with_capacity(text.len());

@@ -233,7 +233,12 @@ fn refusal_outcome(error: &SessionError) -> (String, String) {
     match error {
         SessionError::Refused { code, message } => (code.clone(), message.clone()),
         other => (
-            other.client_report().map_or("08006", |r| r.code).to_owned(),
+            other
+                .client_report()
+                .map_or(crate::protocol::reply::sqlstate::CONNECTION_FAILURE, |r| {
+                    r.code
+                })
+                .to_owned(),
             other.to_string(),
         ),
     }
