@@ -80,7 +80,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "ddlgate_held_long_total",
         Kind::Counter,
-        "Times a session held a request or an answer back for 10 s, and again at each doubling, by what it held (pending, governed, backoff, audit).",
+        "Times a session held a request or an answer back for 10 s, and again at each doubling, by what it held (pending, planning, governed, backoff, audit).",
     ),
     (
         "ddlgate_bytes_in_total",

@@ -38,6 +38,9 @@ pub mod sqlstate {
     pub const WARNING: &str = "01000";
     /// `42601 syntax_error`: a statement the parser refuses, on a server newer than its grammar.
     pub const SYNTAX_ERROR: &str = "42601";
+    /// `XX000 internal_error`: a part of ddlgate itself failed (the session ends; nothing of
+    /// the request ran).
+    pub const INTERNAL_ERROR: &str = "XX000";
     /// `55P03 lock_not_available` (the server's): `lock_timeout` expired. ddlgate retries the
     /// statement and names the blockers in the error's DETAIL.
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";

@@ -73,6 +73,9 @@ pub enum SessionError {
     /// An extended-protocol run changes `client_encoding` before a `Parse` of non-ASCII text.
     #[error("an extended-protocol run may change client_encoding before a later statement")]
     EncodingChangedInRun,
+    /// The planning threads stopped answering (they are gone, or one failed).
+    #[error("the planning threads stopped")]
+    PlanningStopped,
     /// No randomness for a cancel key.
     #[error("cannot generate a cancel key: {0}")]
     Random(getrandom::Error),
@@ -161,6 +164,10 @@ impl SessionError {
             | Self::Refused { .. }
             | Self::ClientGone
             | Self::Random(_) => None,
+            Self::PlanningStopped => fatal(
+                sqlstate::INTERNAL_ERROR,
+                "the planning threads stopped; the statement was not run".to_owned(),
+            ),
         }
     }
 }

@@ -125,6 +125,8 @@ pub struct Shared {
     pub audit: Option<Auditor>,
     /// What sessions count.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Threads that plan requests too large to plan on a worker (see [`plan::pool`]).
+    pub plan_pool: plan::pool::PlanPool,
 }
 
 impl Shared {
@@ -187,6 +189,8 @@ impl Server {
     /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns. Fails
     /// only when it cannot start serving (its worker threads cannot be created).
     pub async fn run(mut self, shutdown: Shutdown) -> io::Result<()> {
+        let plan_pool = plan::pool::PlanPool::start()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot start the planning threads"))?;
         let shared = Arc::new(Shared {
             config: Arc::clone(&self.config),
             cancels: Arc::new(CancelRegistry::default()),
@@ -196,6 +200,7 @@ impl Server {
             next_session_id: AtomicU64::new(1),
             audit: self.auditor.clone(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            plan_pool,
         });
         if let Some(listener) = self.metrics_listener.take() {
             tokio::spawn(http::serve(listener, Arc::clone(&shared)));

@@ -461,3 +461,44 @@ async fn a_request_held_for_long_is_reported_with_what_holds_it() {
     let (_, after) = crate::metrics::get(metrics, "/metrics").await;
     assert_eq!(crate::metrics::sample(&after, series), 1, "{after}");
 }
+
+/// A governed request larger than 256 KiB is parsed and planned off the worker thread (so
+/// the worker's other sessions do not stall behind it) and comes back to run as any other:
+/// allowed DDL runs, refused DDL is refused, and a large batch of plain DML (several
+/// statements, so the pre-filter cannot clear it) runs untouched.
+#[tokio::test]
+async fn a_large_governed_request_is_planned_off_the_worker() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start(pg).await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS nh_large; CREATE TABLE nh_large (a int); ALTER TABLE nh_large OWNER TO ddlgate_trust",
+    )
+    .await;
+    let mut w = session(&proxy).await;
+    let comment = "c".repeat(1 << 20);
+    w.send(&wire::query(&format!(
+        "COMMENT ON TABLE nh_large IS '{comment}'"
+    )))
+    .await;
+    assert_eq!(summaries(&w.until_ready().await), ["C:COMMENT", "Z:I"]);
+    w.send(&wire::query(&format!(
+        "DROP TABLE nh_large; SELECT '{comment}'"
+    )))
+    .await;
+    let refused = summaries(&w.until_ready().await);
+    assert_eq!(
+        refused.first().map(String::as_str),
+        Some("E:ZD001"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.last().map(String::as_str), Some("Z:I"));
+    let batch: String = (0..20_000)
+        .map(|i| format!("INSERT INTO nh_large VALUES ({i});"))
+        .collect();
+    assert!(batch.len() > 256 * 1024);
+    w.send(&wire::query(&batch)).await;
+    let answers = summaries(&w.until_ready().await);
+    assert_eq!(answers.len(), 20_001, "every INSERT answered, then Z");
+    assert_eq!(count(pg, "SELECT count(*) FROM nh_large").await, 20_000);
+}

@@ -40,6 +40,7 @@ use super::request::{MessageSpan, Request, RequestEnd};
 use super::state::SessionState;
 use super::tx::Since;
 
+pub mod pool;
 mod review;
 
 pub use review::{Review, Unreviewable, Verdict};

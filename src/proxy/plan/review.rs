@@ -19,6 +19,7 @@ use super::super::client_text::{self, Mapping};
 use super::super::request::{Request, RequestEnd};
 use super::super::state::SessionState;
 use super::super::tx::TxEffect;
+use super::pool::PLAN_OFF_THREAD_ABOVE;
 
 /// What the session does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +103,18 @@ impl Review {
                     // earlier request still running may change (even from inside a function).
                     hold |= in_flight && !bytes.is_ascii();
                     let (text, _) = client_text::decode(bytes, encoding);
-                    let checked = precheck(&text, session);
+                    let checked = if text.len() > PLAN_OFF_THREAD_ABOVE
+                        && matches!(prefilter(&text), Prefilter::NeedsParse)
+                    {
+                        // Too large to parse on the worker without stalling its other
+                        // sessions: held, and parsed when it is planned, off the worker.
+                        Checked {
+                            class: Some(Class::Brief),
+                            tx: TxEffect::None,
+                        }
+                    } else {
+                        precheck(&text, session)
+                    };
                     if checked.class.is_some() {
                         hold = true;
                         note(&text);

@@ -19,7 +19,9 @@ impl Session {
     pub(super) fn on_client_data(&mut self) -> Result<(), SessionError> {
         let mut forward_to = 0;
         let copy_only = self.copy_flows();
-        if (self.pending.is_some() || self.conductor.is_some()) && !copy_only {
+        if (self.pending.is_some() || self.planning.is_some() || self.conductor.is_some())
+            && !copy_only
+        {
             return Ok(());
         }
         while !self.client_done {

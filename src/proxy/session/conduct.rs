@@ -9,8 +9,12 @@ use crate::protocol::frontend::FLUSH_MESSAGE;
 
 use super::super::conductor::{Conductor, Outcome};
 use super::super::error::SessionError;
-use super::super::plan;
+use super::super::plan::{
+    self, Held,
+    pool::{Job, PLAN_OFF_THREAD_ABOVE, Planned},
+};
 use super::super::program::AuditedStatement;
+use super::super::program::Program;
 use super::{AUDIT_WAIT_LIMIT, Session, fill_identity};
 
 /// Counts what a finished (or cut short) program did.
@@ -112,21 +116,73 @@ impl Session {
             let Some(held) = self.pending.take() else {
                 return Ok(());
             };
-            self.sync_may_follow_copy = false;
-            let policy = self.shared.config.policy.current();
-            let (profile, settings) = plan::settings_for(&policy, &self.state);
-            self.profile = profile;
-            self.lessons = Some(self.analysis.lasting_marks());
-            let since = self.state.tx.take();
-            let program = plan::plan(
-                held,
-                &self.state,
-                &mut self.review,
-                &mut self.analysis,
-                &settings,
-                self.unsynced,
-                since,
-            );
+            self.plan_held(held);
+            if self.planning.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Plans a held request now that the session is quiet: in place, or — when it is large —
+    /// on the planning threads, which send the program back ([`Self::planned`]).
+    fn plan_held(&mut self, held: Held) {
+        self.sync_may_follow_copy = false;
+        let policy = self.shared.config.policy.current();
+        let (profile, settings) = plan::settings_for(&policy, &self.state);
+        self.profile = profile;
+        self.lessons = Some(self.analysis.lasting_marks());
+        let since = self.state.tx.take();
+        let job = Job {
+            held,
+            state: self.state.clone(),
+            review: std::mem::take(&mut self.review),
+            ctx: std::mem::take(&mut self.analysis),
+            settings,
+            unsynced: self.unsynced,
+            since,
+        };
+        let job = if job.held.bytes.len() > PLAN_OFF_THREAD_ABOVE {
+            tracing::debug!(parent: &self.span, bytes = job.held.bytes.len(), "planning a large request off the worker");
+            match self.shared.plan_pool.submit(job) {
+                Ok(planned) => {
+                    self.planning = Some(planned);
+                    return;
+                }
+                Err(job) => job,
+            }
+        } else {
+            job
+        };
+        let Planned {
+            program,
+            review,
+            ctx,
+        } = job.run();
+        self.review = review;
+        self.analysis = ctx;
+        self.start_program(program);
+    }
+
+    /// A large request came back from the planning threads: its program starts.
+    pub(super) fn planned(&mut self, planned: Option<Box<Planned>>) -> Result<(), SessionError> {
+        let Some(planned) = planned else {
+            return Err(SessionError::PlanningStopped);
+        };
+        let Planned {
+            program,
+            review,
+            ctx,
+        } = *planned;
+        self.review = review;
+        self.analysis = ctx;
+        self.start_program(program);
+        Ok(())
+    }
+
+    /// Starts the conductor on a planned program — or on its refusal, when the audit trail
+    /// is known broken and `audit_fail_closed` is on.
+    fn start_program(&mut self, program: Program) {
+        {
             count_decisions(&self.shared.metrics, &program.audited);
             let audit = self.shared.audit.as_ref();
             if let Some(auditor) =

@@ -24,6 +24,7 @@
 //! | the client's messages during a governed request | the conductor speaks to the server | its own COPY data always flows, and after it the client's `Sync` |
 //! | the answer, until its audit records are written | written before the client is answered | the writer's confirmation, or `AUDIT_WAIT_LIMIT` (`a_stuck_audit_trail_does_not_hold_the_answer_for_ever`) |
 //! | the next attempt after `lock_not_available` | backoff | its timer |
+//! | a request larger than 256 KiB while it is planned | parsed off the worker, so its other sessions do not stall (`plan::pool`) | the planning threads' answer (`a_large_governed_request_is_planned_off_the_worker`) |
 //!
 //! Each of these states is watched (`watch::Holding`): after `watch::HELD_REPORT_AFTER` (10 s), and
 //! again at every doubling, the session logs a warning naming what it holds, for how long and
@@ -60,7 +61,7 @@ use super::error::SessionError;
 use super::handshake::Established;
 use super::outbox::Outbox;
 use super::phase::{PhaseWatch, ShutdownPhase};
-use super::plan::{Held, Review};
+use super::plan::{self, Held, Review};
 use super::request::MessageSpan;
 use super::sql::SavedTimeouts;
 use super::state::SessionState;
@@ -110,6 +111,8 @@ enum Event {
     RetryDue,
     /// The audit trail answered.
     Audited(Result<(), String>),
+    /// The planning threads planned a large request (`None`: they are gone).
+    Planned(Option<Box<plan::pool::Planned>>),
     /// Something has been held back for long: time to say so.
     HeldLong,
 }
@@ -204,6 +207,9 @@ struct Session {
     /// The audit trail's answer for records the conductor waits on, and when ddlgate stops
     /// waiting for it ([`AUDIT_WAIT_LIMIT`]).
     audit_wait: Option<(AuditAck, Pin<Box<tokio::time::Sleep>>)>,
+    /// A large held request being planned on the planning threads ([`plan::pool`]); its
+    /// program, and the review and context it took along, come back here.
+    planning: Option<tokio::sync::oneshot::Receiver<Box<plan::pool::Planned>>>,
     /// The policy profile of the latest decision (for the audit trail).
     profile: Option<String>,
     /// The client ended a COPY that a held request waits behind: its next `Sync`, which
@@ -286,6 +292,7 @@ impl Session {
             deferred_restore: None,
             retry_timer: None,
             audit_wait: None,
+            planning: None,
             profile: None,
             lessons: None,
             sync_may_follow_copy: false,
@@ -344,6 +351,7 @@ impl Session {
                     self.report_held_long();
                     Ok(())
                 }
+                Event::Planned(planned) => self.planned(planned),
             };
             if let Err(e) = step.and_then(|()| self.drive()) {
                 return self.close(Ending::Failed(e)).await;
@@ -363,6 +371,7 @@ impl Session {
             && self.client_buf.is_empty()
             && self.held.is_empty()
             && self.pending.is_none()
+            && self.planning.is_none()
             && self.conductor.is_none()
             && self.to_upstream.is_empty()
             && self.to_client.is_empty()
@@ -402,6 +411,12 @@ impl Session {
             && watch.timer.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Event::HeldLong);
+        }
+        if let Some(planning) = self.planning.as_mut()
+            && let Poll::Ready(planned) = Pin::new(planning).poll(cx)
+        {
+            self.planning = None;
+            return Poll::Ready(Event::Planned(planned.ok()));
         }
         if let Some(at) = self.conductor.as_ref().and_then(Conductor::wake_at) {
             let deadline = Instant::from_std(at);
@@ -445,7 +460,7 @@ impl Session {
     fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Option<Event> {
         if self.client_done
             || self.to_upstream.len() >= HIGH_WATER
-            || ((self.pending.is_some() || self.conductor.is_some())
+            || ((self.pending.is_some() || self.planning.is_some() || self.conductor.is_some())
                 && self.client_buf.len() >= HIGH_WATER)
         {
             return None;

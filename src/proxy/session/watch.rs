@@ -20,6 +20,8 @@ pub(super) const HELD_REPORT_AFTER: Duration = Duration::from_secs(10);
 pub(super) enum Holding {
     /// A request that needs the policy waits for earlier requests' answers.
     Pending,
+    /// A large request is being planned on the planning threads.
+    Planning,
     /// A governed request runs; its answer is kept for a retry, the blockers or the trail.
     Governed,
     /// A governed request pauses before its next attempt.
@@ -33,6 +35,7 @@ impl Holding {
     fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
+            Self::Planning => "planning",
             Self::Governed => "governed",
             Self::Backoff => "backoff",
             Self::AuditWait => "audit",
@@ -42,6 +45,7 @@ impl Holding {
     fn what(self) -> &'static str {
         match self {
             Self::Pending => "a request that needs the policy until earlier requests are answered",
+            Self::Planning => "a large request while the planning threads plan it",
             Self::Governed => "a governed request's answer until the server finishes it",
             Self::Backoff => "a governed request between attempts",
             Self::AuditWait => "an answer until the audit trail confirms its records",
@@ -52,6 +56,7 @@ impl Holding {
     fn exit(self) -> &'static str {
         match self {
             Self::Pending => "the server's ReadyForQuery (COPY data flows past)",
+            Self::Planning => "the planning threads' answer",
             Self::Governed => "the server's ReadyForQuery or CopyInResponse",
             Self::Backoff => "the retry timer",
             Self::AuditWait => "the writer's confirmation or the audit wait limit",
@@ -80,6 +85,8 @@ impl Session {
             } else {
                 Holding::Governed
             })
+        } else if self.planning.is_some() {
+            Some(Holding::Planning)
         } else if self.pending.is_some() {
             Some(Holding::Pending)
         } else {
