@@ -43,8 +43,13 @@ def select_latencies(port, duration, clients, workdir, tag):
     for path in glob.glob(prefix + ".*"):
         with open(path) as f:
             for line in f:
-                lat.append(int(line.split()[2]) / 1000.0)
+                # client_id transaction_no time(us) script_no time_epoch time_us
+                fields = line.split()
+                if len(fields) >= 6 and fields[2].isdigit():
+                    lat.append(int(fields[2]) / 1000.0)
         os.remove(path)
+    if not lat:
+        sys.exit(f"stall.py: pgbench logged no transactions for {tag}")
     lat.sort()
     return lat
 

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::config::policy::Action;
+
 /// What a record is about.
 pub mod event {
     /// A client session passed (or failed) authentication.
@@ -14,11 +16,23 @@ pub mod event {
     pub const STATEMENT: &str = "statement";
 }
 
+/// How something ended, as the trail spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It succeeded.
+    Ok,
+    /// It failed (SQLSTATE and message say how).
+    Error,
+    /// It never ran: an earlier statement of the same request failed.
+    NotRun,
+}
+
 /// How something ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// `ok`, `error`, or `not_run` (a statement after a failed one in the same request).
-    pub status: String,
+    pub status: Status,
     /// The command tag (`CREATE INDEX`, `ALTER TABLE`) when it succeeded.
     pub tag: Option<String>,
     /// The SQLSTATE when it failed.
@@ -31,7 +45,7 @@ impl Outcome {
     /// Success with a command tag.
     pub fn ok(tag: Option<String>) -> Self {
         Self {
-            status: "ok".to_owned(),
+            status: Status::Ok,
             tag,
             sqlstate: None,
             message: None,
@@ -41,7 +55,7 @@ impl Outcome {
     /// Failure with SQLSTATE and message.
     pub fn error(sqlstate: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            status: "error".to_owned(),
+            status: Status::Error,
             tag: None,
             sqlstate: Some(sqlstate.into()),
             message: Some(message.into()),
@@ -51,7 +65,7 @@ impl Outcome {
     /// Never ran: an earlier statement of the same request failed.
     pub fn not_run() -> Self {
         Self {
-            status: "not_run".to_owned(),
+            status: Status::NotRun,
             tag: None,
             sqlstate: None,
             message: None,
@@ -65,7 +79,7 @@ pub struct RuleAction {
     /// The rule id.
     pub rule: String,
     /// `warn`, `reject` or `rewrite`.
-    pub action: String,
+    pub action: Action,
 }
 
 /// An inline override that was honoured.
@@ -143,7 +157,7 @@ pub struct Record {
     /// The rules that fired and their actions.
     pub rules: Vec<RuleAction>,
     /// What ddlgate did: `allow`, `warn`, `reject`, `rewrite`.
-    pub action: Option<String>,
+    pub action: Option<Action>,
     /// The statements that ran in its place, in order.
     pub rewritten_sql: Vec<String>,
     /// For a multi-step rewrite, how each step ended, in order (the last is the client's

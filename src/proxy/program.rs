@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 
-use crate::config::policy::Settings;
+use crate::analysis::RuleId;
+use crate::config::policy::{Action, Settings};
 use crate::enforce::{Class, Step};
 use crate::protocol::reply::Report;
 
@@ -104,9 +105,9 @@ pub struct AuditedStatement {
     /// Its strongest lock.
     pub lock: Option<String>,
     /// Rules that fired and their actions.
-    pub rules: Vec<(String, String)>,
-    /// `allow`, `warn`, `reject` or `rewrite`.
-    pub action: &'static str,
+    pub rules: Vec<(RuleId, Action)>,
+    /// What the policy did with it.
+    pub action: Action,
     /// What ran in its place.
     pub rewritten_sql: Vec<String>,
     /// Its timeout class.

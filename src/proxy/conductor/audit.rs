@@ -135,11 +135,11 @@ impl Conductor {
                     .rules
                     .iter()
                     .map(|(rule, action)| RuleAction {
-                        rule: rule.clone(),
-                        action: action.clone(),
+                        rule: rule.to_string(),
+                        action: *action,
                     })
                     .collect();
-                r.action = Some(a.action.to_owned());
+                r.action = Some(a.action);
                 r.rewritten_sql.clone_from(&a.rewritten_sql);
                 r.timeouts = a.class.map(|class| {
                     let pair = class.timeouts(&self.audit_timeouts);

@@ -476,8 +476,8 @@ fn a_fatal_error_mid_request_is_kept_for_the_client_and_the_record() {
     assert_eq!(records.len(), 1);
     let outcome = records[0].outcome.as_ref().unwrap();
     assert_eq!(
-        (outcome.status.as_str(), outcome.sqlstate.as_deref()),
-        ("error", Some("57P01"))
+        (outcome.status, outcome.sqlstate.as_deref()),
+        (crate::audit::record::Status::Error, Some("57P01"))
     );
 }
 

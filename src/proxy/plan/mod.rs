@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use crate::analysis::context::{ManagedTimeouts, NewObjects};
 use crate::analysis::parse::{self};
 use crate::analysis::{Context, Engine};
-use crate::config::policy::{Connection, Settings};
+use crate::config::policy::{Action, Connection, Settings};
 use crate::enforce::{self, Class, Plan, Situation, Step};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::extended::{Bind, Parse, Target, execute_portal, put_close, put_execute};
@@ -580,15 +580,15 @@ fn audited_statement(
         return None;
     }
     let (action, rewritten_sql, class) = match &d.plan {
-        Plan::Run if d.rules.is_empty() => ("allow", Vec::new(), d.class),
-        Plan::Run => ("warn", Vec::new(), d.class),
-        Plan::Replace(step) => ("rewrite", vec![shown(&step.sql)], step.class),
+        Plan::Run if d.rules.is_empty() => (Action::Allow, Vec::new(), d.class),
+        Plan::Run => (Action::Warn, Vec::new(), d.class),
+        Plan::Replace(step) => (Action::Rewrite, vec![shown(&step.sql)], step.class),
         Plan::Steps(steps) => (
-            "rewrite",
+            Action::Rewrite,
             steps.iter().map(|s| shown(&s.sql)).collect(),
             steps.iter().filter_map(|s| s.class).max(),
         ),
-        Plan::Reject(_) => ("reject", Vec::new(), None),
+        Plan::Reject(_) => (Action::Reject, Vec::new(), None),
     };
     Some(AuditedStatement {
         position,
@@ -596,11 +596,7 @@ fn audited_statement(
         kind: d.kind.clone(),
         relations: d.relations.clone(),
         lock: d.lock.clone(),
-        rules: d
-            .rules
-            .iter()
-            .map(|(r, a)| (r.to_string(), a.as_str().to_owned()))
-            .collect(),
+        rules: d.rules.clone(),
         action,
         rewritten_sql,
         class,

@@ -158,9 +158,9 @@ impl Session {
             fill_identity(&mut record, &self.state, self.profile.as_deref());
             record.in_transaction = Some(self.state.tx_status != TxStatus::Idle);
             record.sql = self.review.unreviewable_statement();
-            record.action = Some("reject".to_owned());
+            record.action = Some(crate::config::policy::Action::Reject);
             record.outcome = error.client_report().map(|report| crate::audit::Outcome {
-                status: "error".to_owned(),
+                status: crate::audit::record::Status::Error,
                 tag: None,
                 sqlstate: Some(report.code.to_owned()),
                 message: Some(report.message),

@@ -30,11 +30,10 @@ impl Session {
         fill_identity(&mut record, &self.state, self.profile.as_deref());
         record.outcome = Some(crate::audit::Outcome {
             status: if matches!(ending, Ending::Failed(_)) {
-                "error"
+                crate::audit::record::Status::Error
             } else {
-                "ok"
-            }
-            .to_owned(),
+                crate::audit::record::Status::Ok
+            },
             tag: None,
             sqlstate: None,
             message: Some(ending.to_string()),

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 
+use crate::config::policy::Action;
+
 use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::FLUSH_MESSAGE;
 
@@ -30,11 +32,13 @@ pub(super) fn count_outcome(metrics: &crate::metrics::Metrics, outcome: &Outcome
 /// Counts governed statements by kind and action, refusals and rewrites by rule.
 pub(super) fn count_decisions(metrics: &crate::metrics::Metrics, audited: &[AuditedStatement]) {
     for a in audited {
-        metrics.statement(&a.kind, a.action);
+        metrics.statement(&a.kind, a.action.as_str());
         for (rule, action) in &a.rules {
-            match (a.action, action.as_str()) {
-                ("reject", "reject" | "rewrite") => metrics.rejection(rule),
-                ("rewrite", "rewrite") => metrics.rewrite(rule),
+            match (a.action, action) {
+                (Action::Reject, Action::Reject | Action::Rewrite) => {
+                    metrics.rejection(&rule.to_string());
+                }
+                (Action::Rewrite, Action::Rewrite) => metrics.rewrite(&rule.to_string()),
                 _ => {}
             }
         }
