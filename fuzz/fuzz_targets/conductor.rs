@@ -72,6 +72,7 @@ fn check(data: &[u8]) {
         Held {
             bytes: bytes.clone().into(),
             spans,
+            parsed: review.take_parsed(),
         },
         &state,
         &mut review,

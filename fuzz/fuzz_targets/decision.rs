@@ -79,6 +79,7 @@ fn check(data: &[u8]) {
     let held = Held {
         bytes: bytes::Bytes::copy_from_slice(bytes),
         spans: spans.clone(),
+        parsed: review.take_parsed(),
     };
     let ended_with_ready = held.ends_with_ready();
     // A transaction may have ended since the last plan (the selector's high bit says so).

@@ -55,6 +55,18 @@ impl Engine {
                 standard_conforming_strings: ctx.standard_conforming_strings,
             },
         );
+        self.analyze_parsed(source, parsed, ctx)
+    }
+
+    /// [`Self::analyze`] of statements already parsed from `source` (with
+    /// `ctx.standard_conforming_strings`): a caller that parsed the text once does not pay for
+    /// a second parse.
+    pub fn analyze_parsed(
+        &self,
+        source: &str,
+        parsed: Vec<parse::Parsed>,
+        ctx: &mut Context,
+    ) -> Vec<Report> {
         if ctx.query_string {
             ctx.in_multi_statement_query = parsed.len() > 1;
         }

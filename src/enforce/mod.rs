@@ -158,6 +158,30 @@ pub fn decide(
     situation: Situation,
 ) -> Vec<StatementDecision> {
     let reports = engine.analyze(source, ctx);
+    decisions(settings, source, &reports, ctx, situation)
+}
+
+/// [`decide`] on statements already parsed from `source` (with the context's
+/// `standard_conforming_strings`).
+pub fn decide_parsed(
+    engine: &Engine,
+    settings: &Settings,
+    source: &str,
+    parsed: Vec<parse::Parsed>,
+    ctx: &mut Context,
+    situation: Situation,
+) -> Vec<StatementDecision> {
+    let reports = engine.analyze_parsed(source, parsed, ctx);
+    decisions(settings, source, &reports, ctx, situation)
+}
+
+fn decisions(
+    settings: &Settings,
+    source: &str,
+    reports: &[crate::analysis::Report],
+    ctx: &mut Context,
+    situation: Situation,
+) -> Vec<StatementDecision> {
     let mut refused = false;
     reports
         .iter()

@@ -162,6 +162,7 @@ impl Transcript {
             Held {
                 bytes: bytes.into(),
                 spans,
+                parsed: review.take_parsed(),
             },
             &state,
             &mut review,

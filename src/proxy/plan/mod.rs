@@ -53,6 +53,18 @@ pub struct Held {
     pub bytes: Bytes,
     /// Its messages within `bytes`.
     pub spans: Vec<MessageSpan>,
+    /// What the review already parsed of it, by message index: the plan uses it instead of
+    /// parsing the same text again.
+    pub parsed: Vec<(usize, ParsedText)>,
+}
+
+/// Statements parsed from one message's text, and the setting they were parsed with.
+#[derive(Debug)]
+pub struct ParsedText {
+    /// `standard_conforming_strings` at the parse.
+    pub standard_conforming_strings: bool,
+    /// The statements.
+    pub statements: Vec<parse::Parsed>,
 }
 
 impl Held {
@@ -73,7 +85,7 @@ const PIPELINE_TIMEOUTS_NAME: &[u8] = b"ddlgate_timeouts";
 
 /// Decides about a held request now that the session is quiet.
 pub fn plan(
-    held: Held,
+    mut held: Held,
     session: &SessionState,
     review: &mut Review,
     ctx: &mut Context,
@@ -81,6 +93,7 @@ pub fn plan(
     unsynced: bool,
     since: Since,
 ) -> Program {
+    let reviewed = std::mem::take(&mut held.parsed);
     let in_transaction = session.tx_status != TxStatus::Idle || unsynced;
     catch_up(ctx, since, in_transaction);
     prepare_context(ctx, session, settings, in_transaction);
@@ -123,7 +136,8 @@ pub fn plan(
         injected: 0,
         encoding: session.parameter("client_encoding"),
     };
-    for (message, span) in request.messages().zip(&held.spans) {
+    let mut parsed = reviewed.into_iter().peekable();
+    for (index, (message, span)) in request.messages().zip(&held.spans).enumerate() {
         let original = held.bytes.get(span.start..span.end).unwrap_or_default();
         match message.tag {
             fe::QUERY => {
@@ -131,7 +145,19 @@ pub fn plan(
                 // only be forwarded as sent.
                 let text = query_text(message.body).unwrap_or_default();
                 let (text, mapping) = client_text::decode(text, run.encoding);
-                let sql = decide_query(&text, mapping, &engine, settings, ctx, &mut program);
+                let reviewed = parsed
+                    .next_if(|(i, _)| *i == index)
+                    .map(|(_, p)| p)
+                    .filter(|p| p.standard_conforming_strings == ctx.standard_conforming_strings);
+                let sql = decide_query(
+                    &text,
+                    mapping,
+                    reviewed,
+                    &engine,
+                    settings,
+                    ctx,
+                    &mut program,
+                );
                 // Unchanged text goes up as the client's own bytes.
                 if sql == *text {
                     run.out.extend_from_slice(original);
@@ -430,21 +456,22 @@ pub fn managed_timeouts(settings: &Settings) -> ManagedTimeouts {
 fn decide_query(
     text: &str,
     mapping: Mapping,
+    reviewed: Option<ParsedText>,
     engine: &Engine,
     settings: &Settings,
     ctx: &mut Context,
     program: &mut Program,
 ) -> String {
     ctx.query_string = true;
-    let decisions = enforce::decide(
-        engine,
-        settings,
-        text,
-        ctx,
-        Situation {
-            single_statement: true,
-        },
-    );
+    let situation = Situation {
+        single_statement: true,
+    };
+    let decisions = match reviewed {
+        Some(parsed) => {
+            enforce::decide_parsed(engine, settings, text, parsed.statements, ctx, situation)
+        }
+        None => enforce::decide(engine, settings, text, ctx, situation),
+    };
     let mut notices = Vec::new();
     let (sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
     program.notices.extend(notices);
@@ -620,4 +647,94 @@ pub fn settings_for(
         client: session.peer.ip(),
     });
     (profile.map(str::to_owned), settings.clone())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::config::policy::Policy;
+
+    /// A held `Query` of `text`, with `reviewed` as what the review parsed of it.
+    fn held(text: &str, reviewed: Option<&str>) -> Held {
+        let mut bytes = vec![b'Q'];
+        bytes.extend(u32::try_from(text.len() + 5).unwrap().to_be_bytes());
+        bytes.extend(text.as_bytes());
+        bytes.push(0);
+        let end = bytes.len();
+        Held {
+            bytes: bytes.into(),
+            spans: vec![MessageSpan {
+                tag: fe::QUERY,
+                start: 0,
+                end,
+            }],
+            parsed: reviewed
+                .map(|r| {
+                    vec![(
+                        0,
+                        ParsedText {
+                            standard_conforming_strings: true,
+                            statements: parse::parse_script(r, parse::Options::default()),
+                        },
+                    )]
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn planned(held: Held) -> Program {
+        let mut state = SessionState::new(
+            1,
+            "127.0.0.1:5000".parse().unwrap(),
+            "app".into(),
+            "app".into(),
+            false,
+        );
+        state
+            .parameters
+            .insert("server_version".into(), "17.2".into());
+        plan(
+            held,
+            &state,
+            &mut Review::default(),
+            &mut Context::default(),
+            &Policy::builtin_default().base,
+            false,
+            Since::default(),
+        )
+    }
+
+    /// The planner decides on the statements the review already parsed instead of parsing
+    /// the text again: handed a parse of something else (a white-box check), it decides on
+    /// that — and without one it parses the text itself.
+    #[test]
+    fn the_plan_decides_on_what_the_review_parsed() {
+        let text = "SELECT 123456";
+        let other = "DROP TABLE ab";
+        assert_eq!(text.len(), other.len());
+        let reused = planned(held(text, Some(other)));
+        assert_eq!(reused.audited.len(), 1);
+        assert_eq!(reused.audited[0].action, Action::Reject);
+        let parsed_here = planned(held(text, None));
+        assert!(parsed_here.audited.is_empty());
+    }
+
+    /// With the real parse, reusing it plans exactly what parsing again plans.
+    #[test]
+    fn reusing_the_review_parse_changes_nothing() {
+        for text in [
+            "ALTER TABLE t ADD COLUMN b int",
+            "CREATE INDEX i ON t (a)",
+            "BEGIN; ALTER TABLE t RENAME COLUMN a TO b; COMMIT",
+            "DROP TABLE t; SELECT 1",
+        ] {
+            let a = planned(held(text, Some(text)));
+            let b = planned(held(text, None));
+            assert_eq!(a.request, b.request, "{text}");
+            assert_eq!(a.steps, b.steps, "{text}");
+            assert_eq!(a.request_class, b.request_class, "{text}");
+            assert_eq!(a.audited.len(), b.audited.len(), "{text}");
+        }
+    }
 }

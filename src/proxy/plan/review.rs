@@ -19,6 +19,7 @@ use super::super::client_text::{self, Mapping};
 use super::super::request::{Request, RequestEnd};
 use super::super::state::SessionState;
 use super::super::tx::TxEffect;
+use super::ParsedText;
 use super::pool::PLAN_OFF_THREAD_ABOVE;
 
 /// What the session does with a request.
@@ -50,6 +51,9 @@ pub enum Unreviewable {
 /// timeout class of those that run DDL. Others are not stored.
 #[derive(Debug, Default)]
 pub struct Review {
+    /// The statements the last review parsed, by message index (`Query` texts only), for the
+    /// plan of a held request.
+    pub(super) parsed: Vec<(usize, ParsedText)>,
     pub(super) statements: HashMap<Vec<u8>, Class>,
     pub(super) portals: HashMap<Vec<u8>, Class>,
     /// Statements prepared by a run that executed nothing (tokio-postgres, sqlx, psycopg's
@@ -95,7 +99,8 @@ impl Review {
         let mut tx = TxEffect::None;
         let mut statements = 0usize;
         let mut executes = 0usize;
-        for message in request.messages() {
+        self.parsed.clear();
+        for (index, message) in request.messages().enumerate() {
             match message.tag {
                 fe::QUERY => {
                     let bytes = query_text(message.body)?;
@@ -113,7 +118,11 @@ impl Review {
                             tx: TxEffect::None,
                         }
                     } else {
-                        precheck(&text, session)
+                        let (checked, parsed) = precheck_with_parse(&text, session);
+                        if let Some(parsed) = parsed {
+                            self.parsed.push((index, parsed));
+                        }
+                        checked
                     };
                     if checked.class.is_some() {
                         hold = true;
@@ -228,6 +237,11 @@ impl Review {
         }
     }
 
+    /// The statements the last review parsed (see [`Held::parsed`]).
+    pub fn take_parsed(&mut self) -> Vec<(usize, ParsedText)> {
+        std::mem::take(&mut self.parsed)
+    }
+
     /// What the request just forwarded does to transactions (see [`super::super::tx::Transactions`]).
     pub fn take_forwarded_tx(&mut self) -> (TxEffect, bool) {
         std::mem::take(&mut self.forwarded_tx)
@@ -308,22 +322,46 @@ pub(super) struct Checked {
 
 /// `text` is the query as [`client_text::decode`] reads it.
 pub(super) fn precheck(text: &str, session: &SessionState) -> Checked {
+    precheck_with_parse(text, session).0
+}
+
+/// [`precheck`], and the statements it parsed (none when the pre-filter cleared the text):
+/// the plan of a held request reuses them instead of parsing the text again.
+fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<ParsedText>) {
     match prefilter(text) {
-        Prefilter::Dml(_) => Checked::default(),
-        Prefilter::TransactionControl => Checked {
-            class: None,
-            tx: TxEffect::of_transaction_control(text),
-        },
-        Prefilter::NeedsParse => precheck_parsed(
-            text,
-            session.server_major(),
-            session.parameter("standard_conforming_strings") != Some("off"),
+        Prefilter::Dml(_) => (Checked::default(), None),
+        Prefilter::TransactionControl => (
+            Checked {
+                class: None,
+                tx: TxEffect::of_transaction_control(text),
+            },
+            None,
         ),
+        Prefilter::NeedsParse => {
+            let scs = session.parameter("standard_conforming_strings") != Some("off");
+            let (checked, statements) = precheck_keeping_parse(text, session.server_major(), scs);
+            (
+                checked,
+                Some(ParsedText {
+                    standard_conforming_strings: scs,
+                    statements,
+                }),
+            )
+        }
     }
 }
 
 /// [`precheck`] after the pre-filter could not prove the text harmless.
 pub(super) fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Checked {
+    precheck_keeping_parse(text, server_major, scs).0
+}
+
+/// [`precheck_parsed`], and the statements it parsed.
+fn precheck_keeping_parse(
+    text: &str,
+    server_major: u32,
+    scs: bool,
+) -> (Checked, Vec<parse::Parsed>) {
     let parsed = parse::parse_script(
         text,
         Options {
@@ -332,11 +370,11 @@ pub(super) fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Check
     );
     let alone = parsed.len() == 1;
     let mut checked = Checked::default();
-    for statement in parsed {
-        let this = match statement.tree {
+    for statement in &parsed {
+        let this = match &statement.tree {
             Ok(node) => {
-                let facts = classify(&node, ClassifyOptions { server_major });
-                let tx = match (facts.tx_control, &node) {
+                let facts = classify(node, ClassifyOptions { server_major });
+                let tx = match (facts.tx_control, node) {
                     (Some(TxControl::Commit), parse::NodeEnum::TransactionStmt(t)) => {
                         TxEffect::End {
                             commit_alone: alone && !t.chain,
@@ -356,7 +394,7 @@ pub(super) fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Check
         };
         checked.class = checked.class.max(this);
     }
-    checked
+    (checked, parsed)
 }
 
 #[cfg(test)]

@@ -238,6 +238,10 @@ impl Session {
             })
             .collect();
         self.scanned = 0;
-        self.pending = Some(Held { bytes, spans });
+        self.pending = Some(Held {
+            bytes,
+            spans,
+            parsed: self.review.take_parsed(),
+        });
     }
 }
