@@ -54,6 +54,23 @@ impl SessionState {
         }
     }
 
+    /// A fresh session of user and database `app` on a server reporting `server_version`
+    /// (for tests of what is decided per session).
+    #[cfg(test)]
+    pub(crate) fn with_server_version(server_version: &str) -> Self {
+        let mut state = Self::new(
+            1,
+            SocketAddr::from(([127, 0, 0, 1], 5000)),
+            "app".into(),
+            "app".into(),
+            false,
+        );
+        state
+            .parameters
+            .insert("server_version".into(), server_version.into());
+        state
+    }
+
     /// Takes in a `ParameterStatus` from the server: the parameter's new value.
     pub fn parameter_status(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
         let (name, value) = crate::protocol::backend::parameter_status(body)?;
@@ -119,15 +136,7 @@ mod tests {
     use super::*;
 
     fn state_with_version(v: &str) -> SessionState {
-        let mut s = SessionState::new(
-            1,
-            "127.0.0.1:1".parse().unwrap(),
-            "u".into(),
-            "d".into(),
-            false,
-        );
-        s.parameters.insert("server_version".into(), v.into());
-        s
+        SessionState::with_server_version(v)
     }
 
     #[test]

@@ -128,16 +128,7 @@ impl Transcript {
     /// The program the default policy plans for these client messages in this state;
     /// `unsynced`: a pipeline is open (messages went up without a `Sync` after them).
     fn planned(messages: &[Vec<u8>], tx: TxStatus, unsynced: bool) -> Self {
-        let mut state = SessionState::new(
-            1,
-            "127.0.0.1:5000".parse().unwrap(),
-            "app".into(),
-            "app".into(),
-            false,
-        );
-        state
-            .parameters
-            .insert("server_version".into(), "17.2".into());
+        let mut state = SessionState::with_server_version("17.2");
         state.tx_status = tx;
         let bytes = messages.concat();
         let mut spans = Vec::new();

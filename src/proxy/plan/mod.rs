@@ -213,6 +213,33 @@ struct RunState<'a> {
 }
 
 impl RunState<'_> {
+    /// Decides a statement text of the run (a `Parse`, or a deferred one bound now); it is
+    /// the run's single statement when the run executes once and parses `parses_if_alone`.
+    fn decide(
+        &mut self,
+        text: (&str, Mapping),
+        parses_if_alone: usize,
+        ctx: &mut Context,
+        program: &mut Program,
+    ) -> (String, Option<Class>) {
+        ctx.query_string = false;
+        ctx.in_multi_statement_query = self.executes > 1;
+        let run = ParseRun {
+            single_statement: self.executes == 1
+                && self.parses == parses_if_alone
+                && self.governable,
+        };
+        decide_parse(
+            text,
+            self.engine,
+            self.settings,
+            ctx,
+            run,
+            &mut self.refused,
+            program,
+        )
+    }
+
     fn parse(
         &mut self,
         body: &[u8],
@@ -244,20 +271,8 @@ impl RunState<'_> {
             return;
         }
         review.defer(name, None);
-        ctx.query_string = false;
-        ctx.in_multi_statement_query = self.executes > 1;
-        let run = ParseRun {
-            single_statement: self.executes == 1 && self.parses == 1 && self.governable,
-        };
-        let (sql, class) = decide_parse(
-            (&text, mapping),
-            self.engine,
-            self.settings,
-            ctx,
-            run,
-            &mut self.refused,
-            program,
-        );
+        // Alone in its run when the run parses nothing else.
+        let (sql, class) = self.decide((&text, mapping), 1, ctx, program);
         review.remember_statement(name, class);
         self.run_classes.insert(name.to_vec(), class);
         if sql == *text {
@@ -303,20 +318,8 @@ impl RunState<'_> {
             self.out.extend_from_slice(original);
             return;
         };
-        ctx.query_string = false;
-        ctx.in_multi_statement_query = self.executes > 1;
-        let run = ParseRun {
-            single_statement: self.executes == 1 && self.parses == 0 && self.governable,
-        };
-        let (sql, class) = decide_parse(
-            (text, *mapping),
-            self.engine,
-            self.settings,
-            ctx,
-            run,
-            &mut self.refused,
-            program,
-        );
+        // A deferred text runs alone when the run parses nothing.
+        let (sql, class) = self.decide((text, *mapping), 0, ctx, program);
         self.portal_classes.insert(portal.to_vec(), class);
         if sql == *text {
             self.out.extend_from_slice(original);
@@ -684,16 +687,7 @@ mod tests {
     }
 
     fn planned(held: Held) -> Program {
-        let mut state = SessionState::new(
-            1,
-            "127.0.0.1:5000".parse().unwrap(),
-            "app".into(),
-            "app".into(),
-            false,
-        );
-        state
-            .parameters
-            .insert("server_version".into(), "17.2".into());
+        let state = SessionState::with_server_version("17.2");
         plan(
             held,
             &state,
