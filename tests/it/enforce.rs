@@ -227,11 +227,30 @@ async fn timeouts_are_restored_after_autocommit_ddl_and_stricter_client_values_w
     );
     assert_eq!(show(&client, "statement_timeout").await, "3s");
 
-    // The server saw ddlgate's set_config before the DDL.
+    // The server saw ddlgate's set_config right before the DDL, in the same backend (the
+    // default log_line_prefix names the backend's pid; other tests share this server).
     let log = pg.log();
-    let ddl = log.find("ALTER TABLE lt_restore ADD COLUMN a int").unwrap();
-    let set = log[..ddl].rfind("set_config('lock_timeout'").unwrap();
-    assert!(ddl - set < 2000, "set_config right before the DDL");
+    let lines: Vec<&str> = log.lines().collect();
+    let ddl = lines
+        .iter()
+        .position(|l| l.contains("statement: ALTER TABLE lt_restore ADD COLUMN a int"))
+        .unwrap();
+    let pid = |l: &str| {
+        l.split(" LOG:")
+            .next()
+            .and_then(|p| p.rsplit('[').next())
+            .map(str::to_owned)
+    };
+    let backend = pid(lines[ddl]).unwrap();
+    let previous = lines[..ddl]
+        .iter()
+        .rev()
+        .find(|l| l.contains("statement: ") && pid(l).as_deref() == Some(backend.as_str()))
+        .unwrap();
+    assert!(
+        previous.contains("set_config('lock_timeout'"),
+        "set_config right before the DDL: {previous}"
+    );
 }
 
 /// Inside a transaction block the timeouts are SET LOCAL: in force for the rest of the block,
