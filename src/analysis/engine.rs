@@ -15,7 +15,7 @@ use super::context::{ColumnType, Context, TimeoutSetting};
 use super::parse::{self, NodeEnum, Options, SyntaxError, Token, TokenKind, ast};
 use super::registry::RuleId;
 use super::rules::Input;
-use super::violation::Violation;
+use super::violation::{CheckedStep, Fix, Violation};
 
 /// Which rules run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,11 +148,12 @@ impl Engine {
             }
         }
         found.extend(self.do_block_violations(node, span, ctx, 0));
-        // A rewrite that does not parse is never offered (the proxy would send it).
+        // A rewrite that does not parse, or not into the steps its rule describes, is never
+        // offered (the proxy would send it).
         for v in &mut found {
             if v.fix
-                .as_ref()
-                .is_some_and(|f| !rewrite_parses(source, span, f, ctx.standard_conforming_strings))
+                .as_mut()
+                .is_some_and(|f| !check_rewrite(source, span, f, ctx))
             {
                 v.fix = None;
             }
@@ -245,21 +246,36 @@ impl Engine {
     }
 }
 
-/// Whether the rewritten statement parses, as one or more statements.
-fn rewrite_parses(
-    source: &str,
-    span: &Range<usize>,
-    fix: &crate::analysis::Fix,
-    standard_conforming_strings: bool,
-) -> bool {
+/// Whether the rewritten statement parses into exactly the steps the fix describes; if so,
+/// records each step's place in the fixed text and its classification, so that whoever runs
+/// the fix need not parse it again.
+fn check_rewrite(source: &str, span: &Range<usize>, fix: &mut Fix, ctx: &Context) -> bool {
     let rewritten = fix.apply(source, span);
     let parsed = parse::parse_script(
         &rewritten,
         Options {
-            standard_conforming_strings,
+            standard_conforming_strings: ctx.standard_conforming_strings,
         },
     );
-    !parsed.is_empty() && parsed.iter().all(|p| p.tree.is_ok())
+    if parsed.is_empty() || parsed.len() != fix.steps.len() {
+        return false;
+    }
+    for (step, statement) in fix.steps.iter_mut().zip(&parsed) {
+        let Ok(node) = &statement.tree else {
+            return false;
+        };
+        let facts = classify(
+            node,
+            ClassifyOptions {
+                server_major: ctx.server_major,
+            },
+        );
+        step.checked = Some(CheckedStep {
+            span: statement.span.clone(),
+            facts,
+        });
+    }
+    true
 }
 
 /// The analysis of one statement.
@@ -631,7 +647,7 @@ fn record_setting(set: &ast::VariableSetStmt, ctx: &mut Context) {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::analysis::violation::{Applicability, Edit, Fix};
+    use crate::analysis::violation::{Applicability, Edit, FixStep};
 
     #[test]
     fn rewrites_are_checked_by_parsing_them() {
@@ -644,20 +660,29 @@ mod tests {
                 text: text.to_owned(),
             }],
             applicability: Applicability::Safe,
+            steps: vec![FixStep::default()],
         };
-        assert!(rewrite_parses(
+        let ctx = Context::default();
+        let mut fix = insert(" CONCURRENTLY");
+        assert!(check_rewrite(source, &span, &mut fix, &ctx));
+        let checked = fix.steps[0].checked.as_ref().expect("checked");
+        assert_eq!(checked.span, 0..36);
+        assert_eq!(checked.facts.kind, "CREATE INDEX");
+        assert!(checked.facts.is_online());
+        assert!(!check_rewrite(
             source,
             &span,
-            &insert(" CONCURRENTLY"),
-            true
+            &mut insert(" CONCURRENTLY ("),
+            &ctx
         ));
-        assert!(!rewrite_parses(
+        assert!(!check_rewrite(source, &span, &mut insert(" -- "), &ctx));
+        // Two statements where the rule described one step: not offered.
+        assert!(!check_rewrite(
             source,
             &span,
-            &insert(" CONCURRENTLY ("),
-            true
+            &mut insert(" CONCURRENTLY x ON t (a); CREATE INDEX"),
+            &ctx
         ));
-        assert!(!rewrite_parses(source, &span, &insert(" -- "), true));
     }
 
     fn rules_of(source: &str) -> Vec<(RuleId, String, bool)> {

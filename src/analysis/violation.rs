@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use super::classify::{Facts, RelationName};
 use super::registry::RuleId;
 
 /// How safe it is to apply a fix automatically.
@@ -33,6 +34,75 @@ pub struct Fix {
     pub edits: Vec<Edit>,
     /// Whether it may be applied automatically.
     pub applicability: Applicability,
+    /// What each statement of the rewritten text does that running it needs to know, one
+    /// entry per statement, in order: the rule that writes the text knows it, so nobody has to
+    /// read it back out of a tree.
+    #[serde(skip)]
+    pub steps: Vec<FixStep>,
+}
+
+/// One statement of a fix's text, as the proxy runs it: on its own, and taken back if a
+/// later statement of the same fix fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixStep {
+    /// It builds or rebuilds indexes concurrently; a build that fails leaves an INVALID index
+    /// behind.
+    pub builds_indexes: Option<IndexBuild>,
+    /// What takes it back.
+    pub undo: Option<Undo>,
+    /// Where it is in the fixed text and what it does, from the engine's parse of that text:
+    /// `None` until the engine has checked the fix.
+    pub checked: Option<CheckedStep>,
+}
+
+/// A step of a fix as the engine's parse of the fixed text found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedStep {
+    /// Its byte range in the fixed text.
+    pub span: Range<usize>,
+    /// Its classification.
+    pub facts: Facts,
+}
+
+impl FixStep {
+    /// A step that builds indexes concurrently.
+    pub fn building(build: IndexBuild) -> Self {
+        Self {
+            builds_indexes: Some(build),
+            ..Self::default()
+        }
+    }
+
+    /// A step taken back by `undo`.
+    pub fn undone_by(undo: Undo) -> Self {
+        Self {
+            undo: Some(undo),
+            ..Self::default()
+        }
+    }
+}
+
+/// Where a concurrent index build adds its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexBuild {
+    /// On this table.
+    OnTable(RelationName),
+    /// On the table this existing index belongs to (`REINDEX INDEX CONCURRENTLY`).
+    BesideIndex(RelationName),
+}
+
+/// How a step of a fix is taken back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// Drop the constraint it added.
+    DropConstraint {
+        /// The table.
+        table: RelationName,
+        /// The constraint.
+        name: String,
+    },
+    /// Drop the index it built (named as the statement named it: in the table's schema).
+    DropIndex(RelationName),
 }
 
 impl Fix {
@@ -112,6 +182,7 @@ mod tests {
                 },
             ],
             applicability: Applicability::Safe,
+            steps: vec![FixStep::default()],
         };
         assert_eq!(
             fix.apply(source, &span),

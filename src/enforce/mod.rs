@@ -26,12 +26,10 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use crate::analysis::classify::{
-    ClassifyOptions, Facts, LockTarget, RelationName, alter_cmds, classify, has_option,
-    quote_ident, subtype,
-};
-use crate::analysis::parse::{self, NodeEnum, Options, ast};
+use crate::analysis::classify::{Facts, LockTarget};
+use crate::analysis::parse;
 use crate::analysis::rules::lock_detail;
+use crate::analysis::violation::{IndexBuild, Undo};
 use crate::analysis::{Context, Engine, Override, Report, RuleId, Violation};
 use crate::config::policy::{
     Action, Fallback, Overrides, Settings, TimeoutPair, Timeouts, Unparsable,
@@ -91,11 +89,11 @@ pub struct Step {
     pub sql: String,
     /// Its timeout class.
     pub class: Option<Class>,
-    /// When the step builds indexes concurrently, the table they belong to, as SQL that yields
-    /// its `regclass`: a failed build leaves an INVALID index there that must be dropped.
-    pub builds_indexes_on: Option<String>,
-    /// SQL that takes the step back if a later step fails.
-    pub undo: Option<String>,
+    /// Where it builds indexes concurrently: a failed build leaves an INVALID index there that
+    /// must be dropped.
+    pub builds_indexes: Option<IndexBuild>,
+    /// What takes the step back if a later step fails.
+    pub undo: Option<Undo>,
 }
 
 /// What happens to a statement.
@@ -222,7 +220,7 @@ fn decide_statement(
             .locks
             .iter()
             .filter_map(|l| match &l.target {
-                LockTarget::Relation(r) => Some(qualified_name(r)),
+                LockTarget::Relation(r) => Some(r.to_string()),
                 _ => None,
             })
             .collect(),
@@ -382,7 +380,9 @@ fn detail_with_lock(v: &Violation, facts: &Facts) -> Option<String> {
     }
 }
 
-/// The rewrite of one statement, when exactly one safe fix applies here.
+/// The rewrite of one statement, when exactly one safe fix applies here. Its steps come from
+/// the fix as data: the rule says what each statement of its text does, and the engine's check
+/// of the text says where each is and what it locks, so nothing here parses or walks a tree.
 fn rewrite_plan(
     source: &str,
     span: &Range<usize>,
@@ -398,26 +398,14 @@ fn rewrite_plan(
         return None;
     }
     let text = fix.apply(source, span);
-    let parsed = parse::parse_script(
-        &text,
-        Options {
-            standard_conforming_strings: ctx.standard_conforming_strings,
-        },
-    );
-    let mut steps = Vec::with_capacity(parsed.len());
-    for statement in &parsed {
-        let node = statement.tree.as_ref().ok()?;
-        let facts = classify(
-            node,
-            ClassifyOptions {
-                server_major: ctx.server_major,
-            },
-        );
+    let mut steps = Vec::with_capacity(fix.steps.len());
+    for step in &fix.steps {
+        let checked = step.checked.as_ref()?;
         steps.push(Step {
-            sql: text.get(statement.span.clone())?.to_owned(),
-            class: Class::of(&facts),
-            builds_indexes_on: index_build_table(node),
-            undo: undo_of(node),
+            sql: text.get(checked.span.clone())?.to_owned(),
+            class: Class::of(&checked.facts),
+            builds_indexes: step.builds_indexes.clone(),
+            undo: step.undo.clone(),
         });
     }
     match steps.len() {
@@ -426,73 +414,6 @@ fn rewrite_plan(
         _ if ctx.in_transaction => None,
         _ => Some(Plan::Steps(steps)),
     }
-}
-
-/// `schema.name` or `name`, each part quoted where needed.
-fn qualified_name(name: &RelationName) -> String {
-    match &name.schema {
-        Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&name.name)),
-        None => quote_ident(&name.name),
-    }
-}
-
-fn regclass_literal(name: &RelationName) -> String {
-    format!("{}::regclass", quote_literal(&qualified_name(name)))
-}
-
-/// The table whose indexes a concurrent build (or rebuild) adds to, as a `regclass` expression.
-fn index_build_table(node: &NodeEnum) -> Option<String> {
-    match node {
-        NodeEnum::IndexStmt(s) if s.concurrent => s
-            .relation
-            .as_ref()
-            .map(|rv| regclass_literal(&RelationName::from_range_var(rv))),
-        NodeEnum::ReindexStmt(s) => {
-            if !has_option(&s.params, "concurrently") {
-                return None;
-            }
-            let rv = s.relation.as_ref()?;
-            let name = regclass_literal(&RelationName::from_range_var(rv));
-            let object = ast::ReindexObjectType::try_from(s.kind)
-                .unwrap_or(ast::ReindexObjectType::Undefined);
-            match object {
-                ast::ReindexObjectType::ReindexObjectTable => Some(name),
-                ast::ReindexObjectType::ReindexObjectIndex => Some(format!(
-                    "(SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid = {name})"
-                )),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// SQL that takes back a rewrite step that added a constraint, for when a later step fails.
-fn undo_of(node: &NodeEnum) -> Option<String> {
-    let NodeEnum::AlterTableStmt(s) = node else {
-        return None;
-    };
-    let table = RelationName::from_range_var(s.relation.as_ref()?);
-    let qualified = match &table.schema {
-        Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&table.name)),
-        None => quote_ident(&table.name),
-    };
-    for cmd in alter_cmds(s) {
-        if subtype(cmd) != ast::AlterTableType::AtAddConstraint {
-            continue;
-        }
-        let Some(NodeEnum::Constraint(c)) = cmd.def.as_ref().and_then(|d| d.node.as_ref()) else {
-            continue;
-        };
-        if c.conname.is_empty() {
-            continue;
-        }
-        return Some(format!(
-            "ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {}",
-            quote_ident(&c.conname)
-        ));
-    }
-    None
 }
 
 /// A SQL string literal.

@@ -1,7 +1,16 @@
 use std::path::Path;
 
 use super::*;
+use crate::analysis::classify::RelationName;
+use crate::analysis::parse::{NodeEnum, Options};
 use crate::config::policy::Policy;
+
+fn relation(schema: Option<&str>, name: &str) -> RelationName {
+    RelationName {
+        schema: schema.map(str::to_owned),
+        name: name.to_owned(),
+    }
+}
 
 fn settings(toml: &str) -> Settings {
     Policy::parse(toml, Path::new("test.toml"))
@@ -58,8 +67,8 @@ fn create_index_outside_a_transaction_becomes_concurrent_and_online() {
     assert_eq!(step.class, Some(Class::Online));
     assert_eq!(d[0].class, Some(Class::Online));
     assert_eq!(
-        step.builds_indexes_on.as_deref(),
-        Some("'orders'::regclass")
+        step.builds_indexes,
+        Some(IndexBuild::OnTable(relation(None, "orders")))
     );
     assert_eq!(
         d[0].rules,
@@ -126,8 +135,11 @@ fn check_constraint_becomes_not_valid_then_validate() {
     );
     assert_eq!(steps[0].class, Some(Class::Brief));
     assert_eq!(
-        steps[0].undo.as_deref(),
-        Some("ALTER TABLE t DROP CONSTRAINT IF EXISTS positive")
+        steps[0].undo,
+        Some(Undo::DropConstraint {
+            table: relation(None, "t"),
+            name: "positive".into()
+        })
     );
     assert_eq!(steps[1].sql, "ALTER TABLE t VALIDATE CONSTRAINT positive");
     assert_eq!(steps[1].class, Some(Class::Online));
@@ -171,10 +183,16 @@ fn unique_constraint_builds_its_index_concurrently_then_attaches_it() {
     };
     assert!(steps[0].sql.starts_with("CREATE UNIQUE INDEX CONCURRENTLY"));
     assert_eq!(
-        steps[0].builds_indexes_on.as_deref(),
-        Some("'s.t'::regclass")
+        steps[0].builds_indexes,
+        Some(IndexBuild::OnTable(relation(Some("s"), "t")))
+    );
+    // If attaching fails, the index goes again: the migration can then be run once more.
+    assert_eq!(
+        steps[0].undo,
+        Some(Undo::DropIndex(relation(Some("s"), "t_a_key")))
     );
     assert!(steps[1].sql.contains("USING INDEX"));
+    assert_eq!(steps[1].builds_indexes, None);
 }
 
 #[test]

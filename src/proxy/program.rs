@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use crate::analysis::RuleId;
+use crate::analysis::violation::IndexBuild;
 use crate::config::policy::{Action, Settings};
 use crate::enforce::{Class, Step};
 use crate::protocol::reply::Report;
@@ -33,8 +34,8 @@ pub struct Program {
     pub request_is_extended: bool,
     /// The timeouts the request runs under.
     pub request_class: Option<Class>,
-    /// When the request builds indexes concurrently, the table (a `regclass` expression).
-    pub request_builds_indexes_on: Option<String>,
+    /// Where the request builds indexes concurrently.
+    pub request_builds_indexes: Option<IndexBuild>,
     /// Whether a transaction block is open (timeouts are then `SET LOCAL`).
     pub in_transaction: bool,
     /// Whether the request may be sent again after `lock_not_available`: outside a
@@ -75,7 +76,7 @@ impl Default for Program {
             request_ends_with_ready: true,
             request_is_extended: false,
             request_class: None,
-            request_builds_indexes_on: None,
+            request_builds_indexes: None,
             in_transaction: false,
             retryable: false,
             relations: Vec::new(),

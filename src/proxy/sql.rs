@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use crate::analysis::classify::{RelationName, quote_ident};
+use crate::analysis::violation::{IndexBuild, Undo};
 use crate::config::policy::TimeoutPair;
 use crate::enforce::quote_literal;
 
@@ -129,6 +131,35 @@ pub fn blockers(relations: &[String]) -> String {
     )
 }
 
+/// The table a concurrent build adds indexes to, as an expression yielding its OID.
+pub fn index_table(build: &IndexBuild) -> String {
+    match build {
+        IndexBuild::OnTable(table) => regclass(table),
+        IndexBuild::BesideIndex(index) => format!(
+            "(SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid = {})",
+            regclass(index)
+        ),
+    }
+}
+
+/// The statement that takes back a step of a rewrite when a later step failed.
+pub fn undo(undo: &Undo) -> String {
+    match undo {
+        Undo::DropConstraint { table, name } => format!(
+            "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}",
+            quote_ident(name)
+        ),
+        // Built concurrently, so dropped the same way: a plain DROP INDEX would queue for
+        // ACCESS EXCLUSIVE on the table.
+        Undo::DropIndex(index) => format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"),
+    }
+}
+
+/// `'name'::regclass` for a relation as a statement named it.
+fn regclass(name: &RelationName) -> String {
+    format!("{}::regclass", quote_literal(&name.to_string()))
+}
+
 /// The indexes of `table` (an expression yielding its OID) as an `oid[]` literal, before a
 /// concurrent build.
 pub fn index_oids(table: &str) -> String {
@@ -179,6 +210,19 @@ mod tests {
         parses(&index_oids("'t'::regclass"));
         parses(&new_invalid_indexes("'t'::regclass", "{1,2}"));
         parses(&drop_index_concurrently("public.\"t_a_idx\""));
+        let odd = RelationName {
+            schema: Some("My Schema".into()),
+            name: "o'brien".into(),
+        };
+        parses(&index_oids(&index_table(&IndexBuild::OnTable(odd.clone()))));
+        parses(&index_oids(&index_table(&IndexBuild::BesideIndex(
+            odd.clone(),
+        ))));
+        parses(&undo(&Undo::DropConstraint {
+            table: odd.clone(),
+            name: "Positive".into(),
+        }));
+        parses(&undo(&Undo::DropIndex(odd)));
         let saved = SavedTimeouts::from_row(&[
             Some("0".into()),
             Some("1min".into()),
@@ -205,6 +249,33 @@ mod tests {
         assert!(sql.contains("pg_catalog.set_config('statement_timeout', (c.st_ms)::text, true)"));
         let later = apply_timeouts(&pair, false, Some(("500", "0")));
         assert!(later.contains("'500'::bigint <= 2000"), "{later}");
+    }
+
+    #[test]
+    fn rewrite_facts_become_sql_naming_the_same_objects() {
+        let t = RelationName {
+            schema: Some("s".into()),
+            name: "Orders".into(),
+        };
+        assert_eq!(
+            index_table(&IndexBuild::OnTable(t.clone())),
+            "'s.\"Orders\"'::regclass"
+        );
+        assert_eq!(
+            index_table(&IndexBuild::BesideIndex(t.clone())),
+            "(SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid = 's.\"Orders\"'::regclass)"
+        );
+        assert_eq!(
+            undo(&Undo::DropConstraint {
+                table: t.clone(),
+                name: "positive".into()
+            }),
+            "ALTER TABLE s.\"Orders\" DROP CONSTRAINT IF EXISTS positive"
+        );
+        assert_eq!(
+            undo(&Undo::DropIndex(t)),
+            "DROP INDEX CONCURRENTLY IF EXISTS s.\"Orders\""
+        );
     }
 
     #[test]

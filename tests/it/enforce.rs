@@ -526,6 +526,49 @@ async fn check_constraint_is_added_not_valid_then_validated() {
     assert_eq!(left, 0, "the NOT VALID constraint was taken back");
 }
 
+/// ADD PRIMARY KEY runs as a concurrent unique build, then ADD CONSTRAINT … USING INDEX; when
+/// attaching fails (a NULL in the key), the client gets PostgreSQL's error and the index built
+/// for it is dropped again, so the same migration can run once more after the data is fixed.
+#[tokio::test]
+async fn primary_key_whose_attach_fails_leaves_no_index() {
+    let pg = logged();
+    let (proxy, _policy) = proxy(pg, POLICY).await;
+    let client = proxy.connect(SUPERUSER).await;
+    setup(pg, "DROP TABLE IF EXISTS rw_keys; CREATE TABLE rw_keys (a int); INSERT INTO rw_keys SELECT g FROM generate_series(1, 1000) g; INSERT INTO rw_keys VALUES (NULL)").await;
+    let add = "ALTER TABLE rw_keys ADD CONSTRAINT rw_keys_pkey PRIMARY KEY (a)";
+    let err = client.batch_execute(add).await.unwrap_err();
+    assert_eq!(code(&err), "23502", "{err:?}");
+    let indexes = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_index WHERE indrelid = 'rw_keys'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(indexes().await, 0, "the unique index was dropped again");
+    let log = pg.log();
+    assert!(log.contains("CREATE UNIQUE INDEX CONCURRENTLY rw_keys_pkey ON rw_keys (a)"));
+    assert!(log.contains("DROP INDEX CONCURRENTLY IF EXISTS rw_keys_pkey"));
+
+    client
+        .batch_execute("DELETE FROM rw_keys WHERE a IS NULL")
+        .await
+        .unwrap();
+    client.batch_execute(add).await.unwrap();
+    let primary: bool = client
+        .query_one(
+            "SELECT indisprimary FROM pg_index WHERE indexrelid = 'rw_keys_pkey'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(primary);
+}
+
 /// A warned rule (dynamic DDL) reaches the client as a WARNING notice and the statement runs.
 #[tokio::test]
 async fn dynamic_ddl_runs_with_a_warning() {

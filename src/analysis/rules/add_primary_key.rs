@@ -8,7 +8,7 @@ use super::{
 use crate::analysis::classify::{RelationName, alter_cmds, quote_ident, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::{Applicability, Fix, Violation};
+use crate::analysis::violation::{Applicability, Fix, FixStep, IndexBuild, Undo, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -109,6 +109,16 @@ pub(super) fn index_first_fix(
         (c.conname.clone(), Applicability::Safe)
     };
     let t = RelationName::from_range_var(table);
+    // The index is built in the table's schema; if attaching it fails, it goes again, so that
+    // the migration can be run once more as written.
+    let build = FixStep {
+        builds_indexes: Some(IndexBuild::OnTable(t.clone())),
+        undo: Some(Undo::DropIndex(RelationName {
+            schema: t.schema.clone(),
+            name: name.clone(),
+        })),
+        checked: None,
+    };
     let name = quote_ident(&name);
     let cols = columns
         .iter()
@@ -134,6 +144,7 @@ pub(super) fn index_first_fix(
              ALTER TABLE {t} ADD CONSTRAINT {name} {kind} USING INDEX {name}{timing}"
         ),
         applicability,
+        vec![build, FixStep::default()],
     )
 }
 

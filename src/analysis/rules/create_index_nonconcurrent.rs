@@ -3,9 +3,10 @@
 use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table, lock_detail,
 };
+use crate::analysis::classify::RelationName;
 use crate::analysis::parse::NodeEnum;
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::Violation;
+use crate::analysis::violation::{FixStep, IndexBuild, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -34,12 +35,16 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     if stmt.concurrent || is_new_table(input, stmt.relation.as_ref()) {
         return;
     }
+    let table = stmt.relation.as_ref().map(RelationName::from_range_var);
     let fix = input
         .ctx
         .can_run_outside_transaction()
-        .then(|| input.after_keyword("index"))
+        .then(|| Some((input.after_keyword("index")?, table?)))
         .flatten()
-        .map(|at| input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY"));
+        .map(|(at, table)| {
+            let step = FixStep::building(IndexBuild::OnTable(table));
+            input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY", step)
+        });
     let help = match &fix {
         Some(f) => format!("Build it without blocking writes: {}", f.apply(input.source, input.span)),
         None => "Build it with CREATE INDEX CONCURRENTLY, outside a transaction block (mark the migration non-transactional).".to_owned(),

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::Violation;
+use crate::analysis::violation::{FixStep, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -44,7 +44,14 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         let fix = (input.ctx.server_major >= 14
             && stmt.cmds.len() == 1
             && input.ctx.can_run_outside_transaction())
-        .then(|| input.insertion_fix("Add `CONCURRENTLY`", input.span.end, " CONCURRENTLY"));
+        .then(|| {
+            input.insertion_fix(
+                "Add `CONCURRENTLY`",
+                input.span.end,
+                " CONCURRENTLY",
+                FixStep::default(),
+            )
+        });
         let help = match (&fix, input.ctx.server_major >= 14) {
             (Some(f), _) => format!("Detach without blocking queries: {}", f.apply(input.source, input.span)),
             (None, true) => "Use DETACH PARTITION … CONCURRENTLY, alone and outside a transaction block.".to_owned(),

@@ -4,7 +4,7 @@ use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, lo
 use crate::analysis::classify::drop_object_names;
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::Violation;
+use crate::analysis::violation::{FixStep, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -45,7 +45,14 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     let fix = rewritable
         .then(|| input.after_keyword("index"))
         .flatten()
-        .map(|at| input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY"));
+        .map(|at| {
+            input.insertion_fix(
+                "Add `CONCURRENTLY`",
+                at,
+                " CONCURRENTLY",
+                FixStep::default(),
+            )
+        });
     let help = match &fix {
         Some(f) => format!("Drop it without blocking queries: {}", f.apply(input.source, input.span)),
         None => "Drop each index with its own DROP INDEX CONCURRENTLY (no CASCADE), outside a transaction block.".to_owned(),

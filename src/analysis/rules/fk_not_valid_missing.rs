@@ -7,7 +7,7 @@ use super::{
 use crate::analysis::classify::{RelationName, alter_cmds, quote_ident, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::{Applicability, Edit, Fix, Violation};
+use crate::analysis::violation::{Applicability, Edit, Fix, FixStep, Undo, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -111,10 +111,15 @@ fn not_valid_fix(input: &Input<'_>, table: &ast::RangeVar, c: &ast::Constraint) 
             quote_ident(&name)
         ),
     });
+    let added = FixStep::undone_by(Undo::DropConstraint {
+        table: table_name,
+        name,
+    });
     Some(Fix {
         title: "Add `NOT VALID`, then `VALIDATE CONSTRAINT`".to_owned(),
         edits,
         applicability,
+        steps: vec![added, FixStep::default()],
     })
 }
 

@@ -8,7 +8,7 @@ use super::classify::Facts;
 use super::context::Context;
 use super::parse::{NodeEnum, Token, TokenKind, tokens};
 use super::registry::RuleId;
-use super::violation::{Applicability, Edit, Fix, Violation};
+use super::violation::{Applicability, Edit, Fix, FixStep, Violation};
 
 pub mod add_column_volatile_default;
 pub mod add_exclusion_constraint;
@@ -234,8 +234,8 @@ impl Input<'_> {
     }
 
     /// A safe fix that inserts `text` at `at`, valid only where the statement may run outside
-    /// a transaction block.
-    pub fn insertion_fix(&self, title: &str, at: usize, text: &str) -> Fix {
+    /// a transaction block; the statement stays one statement, doing what `step` says.
+    pub fn insertion_fix(&self, title: &str, at: usize, text: &str, step: FixStep) -> Fix {
         Fix {
             title: title.to_owned(),
             edits: vec![Edit {
@@ -243,12 +243,19 @@ impl Input<'_> {
                 text: text.to_owned(),
             }],
             applicability: Applicability::Safe,
+            steps: vec![step],
         }
     }
 
     /// A fix that replaces the whole statement with `sql` (several statements, separated by
-    /// `;`), keeping any text the statement does not cover.
-    pub fn replacement_fix(&self, title: &str, sql: String, applicability: Applicability) -> Fix {
+    /// `;`, one per entry of `steps`), keeping any text the statement does not cover.
+    pub fn replacement_fix(
+        &self,
+        title: &str,
+        sql: String,
+        applicability: Applicability,
+        steps: Vec<FixStep>,
+    ) -> Fix {
         Fix {
             title: title.to_owned(),
             edits: vec![Edit {
@@ -256,6 +263,7 @@ impl Input<'_> {
                 text: sql,
             }],
             applicability,
+            steps,
         }
     }
 }

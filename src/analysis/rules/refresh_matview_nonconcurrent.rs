@@ -3,7 +3,7 @@
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, lock_detail};
 use crate::analysis::parse::NodeEnum;
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::{Applicability, Violation};
+use crate::analysis::violation::{Applicability, FixStep, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -37,9 +37,14 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     }
     // CONCURRENTLY needs a unique index on the view, which ddlgate cannot see: the fix is
     // offered, never applied on its own.
-    let mut fix = input
-        .after_keyword("view")
-        .map(|at| input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY"));
+    let mut fix = input.after_keyword("view").map(|at| {
+        input.insertion_fix(
+            "Add `CONCURRENTLY`",
+            at,
+            " CONCURRENTLY",
+            FixStep::default(),
+        )
+    });
     if let Some(f) = &mut fix {
         f.applicability = Applicability::Unsafe;
     }

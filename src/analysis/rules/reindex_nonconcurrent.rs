@@ -1,10 +1,10 @@
 //! `reindex-nonconcurrent`: `REINDEX` without `CONCURRENTLY` (PostgreSQL 12+).
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, lock_detail};
-use crate::analysis::classify::has_option;
+use crate::analysis::classify::{RelationName, has_option};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::Violation;
+use crate::analysis::violation::{FixStep, IndexBuild, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -54,7 +54,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         .can_run_outside_transaction()
         .then(|| input.after_keyword(keyword))
         .flatten()
-        .map(|at| input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY"));
+        .map(|at| input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY", rebuild(stmt)));
     let help = match &fix {
         Some(f) => format!(
             "Rebuild without blocking: {}",
@@ -69,6 +69,23 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             .with_help(help)
             .with_fix(fix),
     );
+}
+
+/// Where a concurrent rebuild adds its new indexes: on the table, or beside the index. A
+/// schema's or database's rebuild spans tables no single cleanup can name.
+fn rebuild(stmt: &ast::ReindexStmt) -> FixStep {
+    let Some(name) = stmt.relation.as_ref().map(RelationName::from_range_var) else {
+        return FixStep::default();
+    };
+    match ast::ReindexObjectType::try_from(stmt.kind) {
+        Ok(ast::ReindexObjectType::ReindexObjectTable) => {
+            FixStep::building(IndexBuild::OnTable(name))
+        }
+        Ok(ast::ReindexObjectType::ReindexObjectIndex) => {
+            FixStep::building(IndexBuild::BesideIndex(name))
+        }
+        _ => FixStep::default(),
+    }
 }
 
 #[cfg(test)]

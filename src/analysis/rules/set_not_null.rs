@@ -7,7 +7,7 @@ use super::{
 use crate::analysis::classify::{RelationName, alter_cmds, quote_ident, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
-use crate::analysis::violation::{Applicability, Violation};
+use crate::analysis::violation::{Applicability, FixStep, Undo, Violation};
 
 /// The rule.
 pub static RULE: RuleMeta = RuleMeta {
@@ -61,10 +61,12 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             && input.ctx.server_major >= 12
             && input.ctx.can_run_outside_transaction();
         let fix = rewritable.then(|| {
+            let (sql, steps) = safe_sequence(table, &cmd.name, input.ctx.server_major);
             input.replacement_fix(
                 "Check with a NOT VALID constraint first, then validate it",
-                safe_sequence(table, &cmd.name, input.ctx.server_major),
+                sql,
                 Applicability::Safe,
+                steps,
             )
         });
         let help = match &fix {
@@ -83,25 +85,38 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
 }
 
 /// The non-blocking sequence. PostgreSQL 18 has `NOT NULL … NOT VALID`; 12–17 use a CHECK that
-/// lets `SET NOT NULL` skip its scan, then drop it.
-fn safe_sequence(table: &ast::RangeVar, column: &str, server_major: u32) -> String {
+/// lets `SET NOT NULL` skip its scan, then drop it. The first step adds the constraint a later
+/// failure must drop again.
+fn safe_sequence(table: &ast::RangeVar, column: &str, server_major: u32) -> (String, Vec<FixStep>) {
     let t = RelationName::from_range_var(table);
     let col = quote_ident(column);
-    if server_major >= 18 {
-        let name = quote_ident(&default_object_name(&table.relname, &[column], "not_null"));
-        format!(
-            "ALTER TABLE {t} ADD CONSTRAINT {name} NOT NULL {col} NOT VALID; \
-             ALTER TABLE {t} VALIDATE CONSTRAINT {name}"
+    let constraint = default_object_name(&table.relname, &[column], "not_null");
+    let name = quote_ident(&constraint);
+    let (sql, count) = if server_major >= 18 {
+        (
+            format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {name} NOT NULL {col} NOT VALID; \
+                 ALTER TABLE {t} VALIDATE CONSTRAINT {name}"
+            ),
+            2,
         )
     } else {
-        let name = quote_ident(&default_object_name(&table.relname, &[column], "not_null"));
-        format!(
-            "ALTER TABLE {t} ADD CONSTRAINT {name} CHECK ({col} IS NOT NULL) NOT VALID; \
-             ALTER TABLE {t} VALIDATE CONSTRAINT {name}; \
-             ALTER TABLE {t} ALTER COLUMN {col} SET NOT NULL; \
-             ALTER TABLE {t} DROP CONSTRAINT {name}"
+        (
+            format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {name} CHECK ({col} IS NOT NULL) NOT VALID; \
+                 ALTER TABLE {t} VALIDATE CONSTRAINT {name}; \
+                 ALTER TABLE {t} ALTER COLUMN {col} SET NOT NULL; \
+                 ALTER TABLE {t} DROP CONSTRAINT {name}"
+            ),
+            4,
         )
-    }
+    };
+    let mut steps = vec![FixStep::undone_by(Undo::DropConstraint {
+        table: t,
+        name: constraint,
+    })];
+    steps.resize(count, FixStep::default());
+    (sql, steps)
 }
 
 #[cfg(test)]

@@ -48,9 +48,17 @@ pub(crate) fn assert_fix(rule: RuleId, sql: &str, expected: &str) {
     let span = 0..sql.len();
     let fixed = fix.apply(sql, &span);
     assert_eq!(fixed, expected);
-    for p in parse_script(&fixed, Options::default()) {
+    let statements = parse_script(&fixed, Options::default());
+    for p in &statements {
         assert!(p.tree.is_ok(), "fixed SQL does not parse: {fixed:?}");
     }
+    assert_eq!(
+        statements.len(),
+        fix.steps.len(),
+        "the fix describes {} steps, its text has {} statements: {fixed:?}",
+        fix.steps.len(),
+        statements.len()
+    );
     let again = violations(rule, &fixed);
     assert!(
         again.is_empty(),

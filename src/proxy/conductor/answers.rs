@@ -148,6 +148,13 @@ impl Running {
         self.answered = true;
     }
 
+    /// Drops the `CopyInResponse` held back with the answer: ddlgate ended that COPY itself.
+    pub(super) fn forget_copy_in(&mut self) {
+        if let Some(buffer) = self.buffer.as_mut() {
+            buffer.retain(|m| m.first() != Some(&bt::COPY_IN_RESPONSE));
+        }
+    }
+
     /// Whether a message with this tag is the client's, passed on unread: a row (`DataRow`)
     /// or COPY data of the client's request, outside ddlgate's hidden prefix.
     pub(super) fn streams(&self, tag: u8) -> bool {
@@ -343,8 +350,9 @@ impl Running {
 
 impl Conductor {
     /// The server's FATAL error among the answer held back (for a retry or for the audit
-    /// trail), if any. When the upstream then closes, it is the client's explanation: better
-    /// than ddlgate's own "closed unexpectedly".
+    /// trail), if any. When the upstream then closes, it is the client's explanation, sent as
+    /// the server's last words (otherwise the client would see the connection close without
+    /// them).
     pub fn held_fatal(&self) -> Option<Bytes> {
         let buffered = self
             .running
@@ -409,19 +417,21 @@ impl Conductor {
             let copy_was_off = !running.copy_in;
             let forward = running.on_message(tag, body, state)?;
             let copy_started = copy_was_off && running.copy_in && running.buffer.is_some();
-            let keep = match &forward {
-                Forward::Pass | Forward::Finished { pass_ready: true } => {
-                    Some(Bytes::copy_from_slice(message))
-                }
-                Forward::Replace(bytes) => Some(bytes.clone()),
-                Forward::Drop | Forward::Finished { pass_ready: false } => None,
-            };
+            // A message passed on unchanged while nothing is held back joins the chunk that
+            // goes out as it is; only one held back, replaced or dropped is taken apart.
             let passes_through = matches!(forward, Forward::Pass) && running.buffer.is_none();
             if !passes_through {
                 if forward_from < at {
                     to_client.push(Bytes::copy_from_slice(&buf[forward_from..at]));
                 }
                 forward_from = end;
+                let keep = match forward {
+                    Forward::Pass | Forward::Finished { pass_ready: true } => {
+                        Some(Bytes::copy_from_slice(message))
+                    }
+                    Forward::Replace(ref bytes) => Some(bytes.clone()),
+                    Forward::Drop | Forward::Finished { pass_ready: false } => None,
+                };
                 if let Some(bytes) = keep {
                     running.keep(bytes, to_client);
                 }

@@ -56,6 +56,9 @@ impl Conductor {
             );
             if let Some(running) = self.running.as_mut() {
                 running.copy_in = false;
+                // The client never learns of the COPY: told, it would send data for it and,
+                // in the extended protocol, a Sync whose ReadyForQuery nobody expects.
+                running.forget_copy_in();
                 // After a CopyFail the server skips to the next Sync; the request's own was
                 // ignored during the COPY.
                 if running.extended {

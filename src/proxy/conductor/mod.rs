@@ -242,8 +242,8 @@ impl Conductor {
                 ops.push_back(Op::ApplyTimeouts(class));
                 applied = Some(class);
             }
-            if let Some(table) = &step.builds_indexes_on {
-                ops.push_back(Op::ProbeIndexes(table.clone()));
+            if let Some(build) = &step.builds_indexes {
+                ops.push_back(Op::ProbeIndexes(sql::index_table(build)));
             }
             ops.push_back(Op::Step(step));
         }
@@ -252,8 +252,8 @@ impl Conductor {
         {
             ops.push_back(Op::ApplyTimeouts(class));
         }
-        if let Some(table) = program.request_builds_indexes_on {
-            ops.push_back(Op::ProbeIndexes(table));
+        if let Some(build) = &program.request_builds_indexes {
+            ops.push_back(Op::ProbeIndexes(sql::index_table(build)));
         }
         ops.push_back(Op::Request(program.request));
         let request_hidden_completions = program.request_hidden_completions;
@@ -328,7 +328,7 @@ impl Conductor {
                 notices: Vec::new(),
                 steps: Vec::new(),
                 request_class: None,
-                request_builds_indexes_on: None,
+                request_builds_indexes: None,
                 ..program
             },
             span,

@@ -6,6 +6,7 @@ use tracing::info;
 
 use crate::audit::record as audit_record;
 
+use super::super::sql;
 use super::super::state::SessionState;
 use super::{Conductor, LOCK_NOT_AVAILABLE, Op, Running};
 
@@ -74,8 +75,8 @@ impl Conductor {
                     self.fail(state);
                 } else {
                     self.attempt = 1;
-                    if let Some(undo) = step.undo {
-                        self.undo.push(undo);
+                    if let Some(undo) = &step.undo {
+                        self.undo.push(sql::undo(undo));
                     }
                 }
             }

@@ -514,3 +514,78 @@ fn timeouts_in_an_open_pipeline_travel_with_the_run_and_their_answers_stay_hidde
         ["client 1", "client 2", "client C:ALTER TABLE", "client Z:I"]
     );
 }
+
+/// DDL and `COPY … FROM STDIN` in one extended-protocol run, under `audit_fail_closed`, with a
+/// trail that fails when the COPY starts: the ALTER's record cannot be written, so the client
+/// never sees the COPY begin. ddlgate ends it in the client's place (`CopyFail`, then a `Sync`
+/// of its own, since the server ignored the run's `Sync` during the COPY); the server's error
+/// rolls the run back, and the client gets that error and one `ReadyForQuery` — nothing left
+/// waiting for data, and no answer for a Sync the client did not send.
+#[test]
+fn an_unwritable_trail_at_copy_start_ends_an_extended_copy_in_the_clients_place() {
+    let statement = |sql: &str| {
+        let mut parse = format!("\0{sql}\0").into_bytes();
+        parse.extend([0, 0]);
+        [
+            msg(b'P', &parse),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+        ]
+    };
+    let mut run: Vec<Vec<u8>> = statement("ALTER TABLE t ADD COLUMN b int").into();
+    run.extend(statement("COPY u (a) FROM STDIN"));
+    run.push(msg(b'S', b""));
+    let mut t = Transcript::planned(&run, TxStatus::Idle, false);
+    // (The COPY gets a warning: it runs while the ALTER's lock is held.)
+    assert_eq!(short(t.take())[0], "up <apply timeouts>");
+    t.timeouts_applied();
+    let sent = t.take();
+    assert_eq!(
+        sent,
+        ["up P", "up B", "up E", "up P", "up B", "up E", "up S"]
+    );
+    let copy_in = msg(b'G', &[0, 0, 1, 0, 0]);
+    t.server(&[
+        msg(b'1', b""),
+        msg(b'2', b""),
+        complete("ALTER TABLE"),
+        msg(b'1', b""),
+        msg(b'2', b""),
+        copy_in,
+    ]);
+    assert_eq!(
+        short(t.take()),
+        ["audit 1"],
+        "the answer waits for the record"
+    );
+    t.audited(Err("No space left on device".into()), true);
+    let ended = short(t.take());
+    assert_eq!(ended, ["up f", "up S"], "CopyFail, then a Sync: {ended:?}");
+    t.server(&[
+        error(
+            "57014",
+            "COPY from stdin failed: ddlgate: the audit trail cannot be written",
+        ),
+        ready(b'I'),
+    ]);
+    // The COPY's own record (it drew a warning) is handed over when the run ends.
+    assert_eq!(short(t.take()), ["audit 1"]);
+    t.audited(Err("No space left on device".into()), true);
+    let answer = short(t.take());
+    // The ALTER's completion followed by an error: the run's implicit transaction rolled
+    // back, as PostgreSQL reports it. No CopyInResponse: the client sends no data and no
+    // second Sync.
+    assert_eq!(
+        answer,
+        [
+            "up <restore timeouts>",
+            "client 1",
+            "client 2",
+            "client C:ALTER TABLE",
+            "client 1",
+            "client 2",
+            "client E:57014 COPY from stdin failed: ddlgate: the audit trail cannot be written",
+            "client Z:I",
+        ]
+    );
+}

@@ -24,25 +24,26 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 
 use crate::analysis::context::{ManagedTimeouts, NewObjects};
-use crate::analysis::parse::{self};
+use crate::analysis::parse;
 use crate::analysis::{Context, Engine};
-use crate::config::policy::{Action, Connection, Settings};
-use crate::enforce::{self, Class, Plan, Situation, Step};
+use crate::config::policy::{Connection, Settings};
+use crate::enforce::{self, Class, Plan, Situation};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::extended::{Bind, Parse, Target, execute_portal, put_close, put_execute};
 use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
 use crate::protocol::query::{put_query, query_text};
-use crate::protocol::reply::Report;
 
 use super::client_text::{self, Mapping};
-use super::program::{AuditedStatement, PIPELINE_TIMEOUTS_ANSWERS, Program};
+use super::program::{PIPELINE_TIMEOUTS_ANSWERS, Program};
 use super::request::{MessageSpan, Request, RequestEnd};
 use super::state::SessionState;
 use super::tx::Since;
 
+mod decide;
 pub mod pool;
 mod review;
 
+use decide::{apply, decide_query};
 pub use review::{Review, Unreviewable, Verdict};
 use review::{deferred_name, precheck_parsed};
 
@@ -63,6 +64,8 @@ pub struct Held {
 pub struct ParsedText {
     /// `standard_conforming_strings` at the parse.
     pub standard_conforming_strings: bool,
+    /// The timeout class the review's pre-check found for the text.
+    pub class: Option<Class>,
     /// The statements.
     pub statements: Vec<parse::Parsed>,
 }
@@ -145,10 +148,7 @@ pub fn plan(
                 // only be forwarded as sent.
                 let text = query_text(message.body).unwrap_or_default();
                 let (text, mapping) = client_text::decode(text, run.encoding);
-                let reviewed = parsed
-                    .next_if(|(i, _)| *i == index)
-                    .map(|(_, p)| p)
-                    .filter(|p| p.standard_conforming_strings == ctx.standard_conforming_strings);
+                let reviewed = reviewed_at(&mut parsed, index, ctx);
                 let sql = decide_query(
                     &text,
                     mapping,
@@ -165,7 +165,10 @@ pub fn plan(
                     put_query(&client_text::encode(&sql, mapping), &mut run.out);
                 }
             }
-            fe::PARSE => run.parse(message.body, original, review, ctx, &mut program),
+            fe::PARSE => {
+                let reviewed = reviewed_at(&mut parsed, index, ctx);
+                run.parse(message.body, original, reviewed, review, ctx, &mut program);
+            }
             fe::BIND => run.bind(message.body, original, review, ctx, &mut program),
             fe::EXECUTE => {
                 let portal = execute_portal(message.body).unwrap_or_default();
@@ -186,6 +189,19 @@ pub fn plan(
     let out = run.out;
     finish_pipelined(&mut program, &request, settings, out, unsynced, governable);
     program
+}
+
+/// What the review parsed of message `index`, if it parsed it with the setting the plan reads
+/// it with.
+fn reviewed_at(
+    parsed: &mut std::iter::Peekable<std::vec::IntoIter<(usize, ParsedText)>>,
+    index: usize,
+    ctx: &Context,
+) -> Option<ParsedText> {
+    parsed
+        .next_if(|(i, _)| *i == index)
+        .map(|(_, p)| p)
+        .filter(|p| p.standard_conforming_strings == ctx.standard_conforming_strings)
 }
 
 /// What [`plan`] keeps while it goes through the messages of a run.
@@ -213,37 +229,54 @@ struct RunState<'a> {
 }
 
 impl RunState<'_> {
-    /// Decides a statement text of the run (a `Parse`, or a deferred one bound now); it is
-    /// the run's single statement when the run executes once and parses `parses_if_alone`.
+    /// Decides a statement text of the run (a `Parse`, or a deferred one bound now), on the
+    /// statements the review parsed when it did; it is the run's single statement when the
+    /// run executes once and parses `parses_if_alone`.
     fn decide(
         &mut self,
-        text: (&str, Mapping),
+        (text, mapping): (&str, Mapping),
+        reviewed: Option<ParsedText>,
         parses_if_alone: usize,
         ctx: &mut Context,
         program: &mut Program,
     ) -> (String, Option<Class>) {
         ctx.query_string = false;
         ctx.in_multi_statement_query = self.executes > 1;
-        let run = ParseRun {
+        let situation = Situation {
             single_statement: self.executes == 1
                 && self.parses == parses_if_alone
                 && self.governable,
         };
-        decide_parse(
-            text,
-            self.engine,
-            self.settings,
-            ctx,
-            run,
-            &mut self.refused,
-            program,
-        )
+        let (engine, settings) = (self.engine, self.settings);
+        let decisions = match reviewed {
+            Some(parsed) => {
+                enforce::decide_parsed(engine, settings, text, parsed.statements, ctx, situation)
+            }
+            None => enforce::decide(engine, settings, text, ctx, situation),
+        };
+        let refuses_here = decisions.iter().any(|d| matches!(d.plan, Plan::Reject(_)));
+        let mut notices = Vec::new();
+        let (sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
+        // Once a statement of the run is refused, the server skips the rest until Sync.
+        if !self.refused {
+            program.notices.extend(notices);
+        }
+        self.refused |= refuses_here;
+        if !steps.is_empty() {
+            program.mapping = mapping;
+            program.steps = steps;
+        }
+        if builds.is_some() {
+            program.request_builds_indexes = builds;
+        }
+        (sql, class)
     }
 
     fn parse(
         &mut self,
         body: &[u8],
         original: &[u8],
+        reviewed: Option<ParsedText>,
         review: &mut Review,
         ctx: &mut Context,
         program: &mut Program,
@@ -262,8 +295,12 @@ impl RunState<'_> {
         if self.executes == 0 && self.governable {
             // Preparing runs nothing: the text is decided when a run executes it, where the
             // transaction state and the rest of that run are known.
-            let class =
-                precheck_parsed(&text, ctx.server_major, ctx.standard_conforming_strings).class;
+            let class = match reviewed {
+                Some(reviewed) => reviewed.class,
+                None => {
+                    precheck_parsed(&text, ctx.server_major, ctx.standard_conforming_strings).class
+                }
+            };
             review.defer(name, class.map(|_| (text.into_owned(), mapping)));
             review.remember_statement(name, class);
             self.run_classes.insert(name.to_vec(), class);
@@ -272,7 +309,7 @@ impl RunState<'_> {
         }
         review.defer(name, None);
         // Alone in its run when the run parses nothing else.
-        let (sql, class) = self.decide((&text, mapping), 1, ctx, program);
+        let (sql, class) = self.decide((&text, mapping), reviewed, 1, ctx, program);
         review.remember_statement(name, class);
         self.run_classes.insert(name.to_vec(), class);
         if sql == *text {
@@ -319,7 +356,7 @@ impl RunState<'_> {
             return;
         };
         // A deferred text runs alone when the run parses nothing.
-        let (sql, class) = self.decide((text, *mapping), 0, ctx, program);
+        let (sql, class) = self.decide((text, *mapping), None, 0, ctx, program);
         self.portal_classes.insert(portal.to_vec(), class);
         if sql == *text {
             self.out.extend_from_slice(original);
@@ -360,7 +397,7 @@ fn finish_pipelined(
 ) {
     if !governable {
         program.steps.clear();
-        program.request_builds_indexes_on = None;
+        program.request_builds_indexes = None;
     }
     if unsynced {
         let class = program.request_class.take();
@@ -455,189 +492,6 @@ pub fn managed_timeouts(settings: &Settings) -> ManagedTimeouts {
     }
 }
 
-/// Decides about a simple-protocol query string; returns the text that goes upstream.
-fn decide_query(
-    text: &str,
-    mapping: Mapping,
-    reviewed: Option<ParsedText>,
-    engine: &Engine,
-    settings: &Settings,
-    ctx: &mut Context,
-    program: &mut Program,
-) -> String {
-    ctx.query_string = true;
-    let situation = Situation {
-        single_statement: true,
-    };
-    let decisions = match reviewed {
-        Some(parsed) => {
-            enforce::decide_parsed(engine, settings, text, parsed.statements, ctx, situation)
-        }
-        None => enforce::decide(engine, settings, text, ctx, situation),
-    };
-    let mut notices = Vec::new();
-    let (sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
-    program.notices.extend(notices);
-    program.request_class = program.request_class.max(class);
-    if !steps.is_empty() {
-        program.mapping = mapping;
-    }
-    program.steps = steps;
-    program.request_builds_indexes_on = builds;
-    sql
-}
-
-/// Where a `Parse` is.
-#[derive(Debug, Clone, Copy)]
-struct ParseRun {
-    /// The run parses and executes exactly one statement, and nothing else runs with it.
-    single_statement: bool,
-}
-
-/// Decides about the text of one `Parse`: the text that goes upstream, and its timeout class.
-fn decide_parse(
-    (text, mapping): (&str, Mapping),
-    engine: &Engine,
-    settings: &Settings,
-    ctx: &mut Context,
-    run: ParseRun,
-    refused: &mut bool,
-    program: &mut Program,
-) -> (String, Option<Class>) {
-    let decisions = enforce::decide(
-        engine,
-        settings,
-        text,
-        ctx,
-        Situation {
-            single_statement: run.single_statement,
-        },
-    );
-    let refuses_here = decisions.iter().any(|d| matches!(d.plan, Plan::Reject(_)));
-    let mut notices = Vec::new();
-    let (sql, class, steps, builds) = apply(text, decisions, &mut notices, program);
-    // Once a statement of the run is refused, the server skips the rest until Sync.
-    if !*refused {
-        program.notices.extend(notices);
-    }
-    *refused |= refuses_here;
-    if !steps.is_empty() {
-        program.mapping = mapping;
-        program.steps = steps;
-    }
-    if builds.is_some() {
-        program.request_builds_indexes_on = builds;
-    }
-    (sql, class)
-}
-
-/// Applies the decisions to the text: replaced and refused statements, notices, the class the
-/// text runs under, the steps before it and whether it builds indexes concurrently.
-fn apply(
-    text: &str,
-    decisions: Vec<enforce::StatementDecision>,
-    notices: &mut Vec<Report>,
-    program: &mut Program,
-) -> (String, Option<Class>, Vec<Step>, Option<String>) {
-    let mut sql = String::with_capacity(text.len());
-    let mut at = 0;
-    let mut class = None;
-    let mut before = Vec::new();
-    let mut builds = None;
-    for d in decisions {
-        let position = program.statements_seen;
-        program.statements_seen += 1;
-        if let Some(audited) =
-            audited_statement(text, &d, position, program.settings.audit_redact_literals)
-        {
-            program.audited.push(audited);
-        }
-        notices.extend(d.notices);
-        program.retryable &= !d.transaction_control;
-        for r in d.relations {
-            if !program.relations.contains(&r) {
-                program.relations.push(r);
-            }
-        }
-        let replacement = match d.plan {
-            Plan::Run => {
-                class = class.max(d.class);
-                None
-            }
-            Plan::Replace(step) => {
-                class = class.max(step.class);
-                builds = builds.or(step.builds_indexes_on);
-                Some(step.sql)
-            }
-            Plan::Steps(mut steps) => match steps.pop() {
-                Some(last) => {
-                    class = class.max(last.class);
-                    builds = builds.or(last.builds_indexes_on);
-                    before = steps;
-                    Some(last.sql)
-                }
-                None => None,
-            },
-            Plan::Reject(message) => Some(enforce::raising_statement(&message)),
-        };
-        if let Some(replacement) = replacement {
-            sql.push_str(text.get(at..d.span.start).unwrap_or_default());
-            sql.push_str(&replacement);
-            at = d.span.end;
-        }
-    }
-    sql.push_str(text.get(at..).unwrap_or_default());
-    (sql, class, before, builds)
-}
-
-/// The audit view of a decision, for statements the policy governs: DDL (or dynamic DDL), a
-/// rule that fired, an override, a refusal.
-fn audited_statement(
-    text: &str,
-    d: &enforce::StatementDecision,
-    position: usize,
-    redact: bool,
-) -> Option<AuditedStatement> {
-    let shown = |sql: &str| {
-        if redact {
-            parse::redact_literals(sql)
-        } else {
-            sql.to_owned()
-        }
-    };
-    let refused = matches!(d.plan, Plan::Reject(_));
-    if !d.ddl && d.rules.is_empty() && d.overrides.is_empty() && !refused {
-        return None;
-    }
-    let (action, rewritten_sql, class) = match &d.plan {
-        Plan::Run if d.rules.is_empty() => (Action::Allow, Vec::new(), d.class),
-        Plan::Run => (Action::Warn, Vec::new(), d.class),
-        Plan::Replace(step) => (Action::Rewrite, vec![shown(&step.sql)], step.class),
-        Plan::Steps(steps) => (
-            Action::Rewrite,
-            steps.iter().map(|s| shown(&s.sql)).collect(),
-            steps.iter().filter_map(|s| s.class).max(),
-        ),
-        Plan::Reject(_) => (Action::Reject, Vec::new(), None),
-    };
-    Some(AuditedStatement {
-        position,
-        sql: shown(text.get(d.span.clone()).unwrap_or_default()),
-        kind: d.kind.clone(),
-        relations: d.relations.clone(),
-        lock: d.lock.clone(),
-        rules: d.rules.clone(),
-        action,
-        rewritten_sql,
-        class,
-        overrides: d
-            .overrides
-            .iter()
-            .map(|(r, reason)| (r.to_string(), reason.clone()))
-            .collect(),
-    })
-}
-
 /// The settings for a session, and the name of the profile that chose them.
 pub fn settings_for(
     policy: &crate::config::policy::Policy,
@@ -653,82 +507,4 @@ pub fn settings_for(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
-mod tests {
-    use super::*;
-    use crate::config::policy::Policy;
-
-    /// A held `Query` of `text`, with `reviewed` as what the review parsed of it.
-    fn held(text: &str, reviewed: Option<&str>) -> Held {
-        let mut bytes = vec![b'Q'];
-        bytes.extend(u32::try_from(text.len() + 5).unwrap().to_be_bytes());
-        bytes.extend(text.as_bytes());
-        bytes.push(0);
-        let end = bytes.len();
-        Held {
-            bytes: bytes.into(),
-            spans: vec![MessageSpan {
-                tag: fe::QUERY,
-                start: 0,
-                end,
-            }],
-            parsed: reviewed
-                .map(|r| {
-                    vec![(
-                        0,
-                        ParsedText {
-                            standard_conforming_strings: true,
-                            statements: parse::parse_script(r, parse::Options::default()),
-                        },
-                    )]
-                })
-                .unwrap_or_default(),
-        }
-    }
-
-    fn planned(held: Held) -> Program {
-        let state = SessionState::with_server_version("17.2");
-        plan(
-            held,
-            &state,
-            &mut Review::default(),
-            &mut Context::default(),
-            &Policy::builtin_default().base,
-            false,
-            Since::default(),
-        )
-    }
-
-    /// The planner decides on the statements the review already parsed instead of parsing
-    /// the text again: handed a parse of something else (a white-box check), it decides on
-    /// that — and without one it parses the text itself.
-    #[test]
-    fn the_plan_decides_on_what_the_review_parsed() {
-        let text = "SELECT 123456";
-        let other = "DROP TABLE ab";
-        assert_eq!(text.len(), other.len());
-        let reused = planned(held(text, Some(other)));
-        assert_eq!(reused.audited.len(), 1);
-        assert_eq!(reused.audited[0].action, Action::Reject);
-        let parsed_here = planned(held(text, None));
-        assert!(parsed_here.audited.is_empty());
-    }
-
-    /// With the real parse, reusing it plans exactly what parsing again plans.
-    #[test]
-    fn reusing_the_review_parse_changes_nothing() {
-        for text in [
-            "ALTER TABLE t ADD COLUMN b int",
-            "CREATE INDEX i ON t (a)",
-            "BEGIN; ALTER TABLE t RENAME COLUMN a TO b; COMMIT",
-            "DROP TABLE t; SELECT 1",
-        ] {
-            let a = planned(held(text, Some(text)));
-            let b = planned(held(text, None));
-            assert_eq!(a.request, b.request, "{text}");
-            assert_eq!(a.steps, b.steps, "{text}");
-            assert_eq!(a.request_class, b.request_class, "{text}");
-            assert_eq!(a.audited.len(), b.audited.len(), "{text}");
-        }
-    }
-}
+mod tests;

@@ -51,8 +51,8 @@ pub enum Unreviewable {
 /// timeout class of those that run DDL. Others are not stored.
 #[derive(Debug, Default)]
 pub struct Review {
-    /// The statements the last review parsed, by message index (`Query` texts only), for the
-    /// plan of a held request.
+    /// The statements the last review parsed, by message index (`Query` and `Parse` texts), for
+    /// the plan of a held request.
     pub(super) parsed: Vec<(usize, ParsedText)>,
     pub(super) statements: HashMap<Vec<u8>, Class>,
     pub(super) portals: HashMap<Vec<u8>, Class>,
@@ -108,22 +108,7 @@ impl Review {
                     // earlier request still running may change (even from inside a function).
                     hold |= in_flight && !bytes.is_ascii();
                     let (text, _) = client_text::decode(bytes, encoding);
-                    let checked = if text.len() > PLAN_OFF_THREAD_ABOVE
-                        && matches!(prefilter(&text), Prefilter::NeedsParse)
-                    {
-                        // Too large to parse on the worker without stalling its other
-                        // sessions: held, and parsed when it is planned, off the worker.
-                        Checked {
-                            class: Some(Class::Brief),
-                            tx: TxEffect::None,
-                        }
-                    } else {
-                        let (checked, parsed) = precheck_with_parse(&text, session);
-                        if let Some(parsed) = parsed {
-                            self.parsed.push((index, parsed));
-                        }
-                        checked
-                    };
+                    let checked = self.check(index, &text, session);
                     if checked.class.is_some() {
                         hold = true;
                         note(&text);
@@ -147,7 +132,7 @@ impl Review {
                         encoding_may_change = true;
                         hold = true;
                     }
-                    let checked = precheck(&text, session);
+                    let checked = self.check(index, &text, session);
                     match checked.class {
                         Some(class) => {
                             self.statements.insert(name.to_vec(), class);
@@ -237,6 +222,23 @@ impl Review {
         }
     }
 
+    /// The pre-check of the text of message `index`, keeping what it parsed for the plan. A
+    /// text too large to parse on the worker without stalling its other sessions is held
+    /// unparsed (as if it ran DDL), and parsed when it is planned, off the worker.
+    fn check(&mut self, index: usize, text: &str, session: &SessionState) -> Checked {
+        if text.len() > PLAN_OFF_THREAD_ABOVE && matches!(prefilter(text), Prefilter::NeedsParse) {
+            return Checked {
+                class: Some(Class::Brief),
+                tx: TxEffect::None,
+            };
+        }
+        let (checked, parsed) = precheck_with_parse(text, session);
+        if let Some(parsed) = parsed {
+            self.parsed.push((index, parsed));
+        }
+        checked
+    }
+
     /// The statements the last review parsed (see [`Held::parsed`]).
     pub fn take_parsed(&mut self) -> Vec<(usize, ParsedText)> {
         std::mem::take(&mut self.parsed)
@@ -320,13 +322,9 @@ pub(super) struct Checked {
     pub(super) tx: TxEffect,
 }
 
-/// `text` is the query as [`client_text::decode`] reads it.
-pub(super) fn precheck(text: &str, session: &SessionState) -> Checked {
-    precheck_with_parse(text, session).0
-}
-
-/// [`precheck`], and the statements it parsed (none when the pre-filter cleared the text):
-/// the plan of a held request reuses them instead of parsing the text again.
+/// The pre-check of a text (as [`client_text::decode`] reads it), and the statements it
+/// parsed (none when the pre-filter cleared the text): the plan of a held request reuses them
+/// instead of parsing the text again.
 fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<ParsedText>) {
     match prefilter(text) {
         Prefilter::Dml(_) => (Checked::default(), None),
@@ -344,6 +342,7 @@ fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<P
                 checked,
                 Some(ParsedText {
                     standard_conforming_strings: scs,
+                    class: checked.class,
                     statements,
                 }),
             )
@@ -351,7 +350,7 @@ fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<P
     }
 }
 
-/// [`precheck`] after the pre-filter could not prove the text harmless.
+/// The pre-check after the pre-filter could not prove the text harmless.
 pub(super) fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Checked {
     precheck_keeping_parse(text, server_major, scs).0
 }
