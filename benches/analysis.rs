@@ -20,9 +20,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ddlgate::analysis::parse::{Options, parse_script};
-use ddlgate::analysis::prefilter::prefilter;
-use ddlgate::analysis::{Context, Engine};
+use ddlgate::internals::analysis::prefilter;
+use ddlgate::internals::analysis::{Context, Engine};
+use ddlgate::internals::analysis::{Options, parse_script};
 
 /// Statements an application sends all day.
 const OLTP: &[(&str, &str)] = &[

@@ -1,12 +1,91 @@
 //! ddlgate: a PostgreSQL wire-protocol proxy that makes schema changes safe in production.
-pub mod analysis;
-pub mod audit;
-pub mod cli;
-pub mod config;
-pub mod enforce;
-pub mod metrics;
-pub mod protocol;
-pub mod proxy;
+//!
+//! | module | what it is |
+//! |---|---|
+//! | `analysis` | the engine: parse, classify, rules; pure (no I/O, no wire, no clock) |
+//! | `enforce` | what the policy makes of the engine's findings for one request; pure |
+//! | `config` | `serve`'s settings and the policy files |
+//! | `protocol` | the only code that reads or writes wire bytes; knows no SQL or policy |
+//! | `proxy` | sockets and sessions: review → plan → program → conductor |
+//! | `audit`, `metrics` | the sinks |
+//! | `cli` | the command line ([`main`]) |
+//!
+//! Everything is crate-private except [`main`] and [`internals`], so that the compiler
+//! reports code nothing uses.
+
+pub(crate) mod analysis;
+pub(crate) mod audit;
+pub(crate) mod cli;
+pub(crate) mod config;
+pub(crate) mod enforce;
+pub(crate) mod metrics;
+pub(crate) mod protocol;
+pub(crate) mod proxy;
+
+pub use cli::main;
+
+/// What the integration tests, the benchmarks and the fuzz targets drive directly: the
+/// analysis engine, the wire decoders, the planner and the conductor (which run without
+/// sockets), and the proxy with its settings. Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    /// The analysis engine.
+    pub mod analysis {
+        pub use crate::analysis::STACK_SIZE;
+        pub use crate::analysis::classify::{
+            ClassifyOptions, Facts, LockTarget, classify, quote_ident,
+        };
+        pub use crate::analysis::context::Context;
+        pub use crate::analysis::engine::Engine;
+        pub use crate::analysis::locks::LockMode;
+        pub use crate::analysis::parse::{
+            Options, parse_plpgsql, parse_script, redact_literals, tokens,
+        };
+        pub use crate::analysis::prefilter::prefilter;
+        pub use crate::analysis::registry::RuleId;
+    }
+
+    /// Settings: `serve`'s and the policy files.
+    pub mod config {
+        pub use crate::audit::Fsync;
+        pub use crate::config::policy::Policy;
+        pub use crate::config::{ServeConfig, ServeOptions};
+        pub use crate::protocol::tls::UpstreamTlsMode;
+    }
+
+    /// The policy's decisions.
+    pub mod enforce {
+        pub use crate::enforce::{Plan, Situation, decide};
+    }
+
+    /// The wire decoders.
+    pub mod protocol {
+        pub use crate::protocol::backend::{
+            BackendKey, BackendScanner, TxStatus, authentication_code, parameter_status,
+            sasl_mechanisms,
+        };
+        pub use crate::protocol::extended::{Bind, Parse, close_target, execute_portal};
+        pub use crate::protocol::frame::frames;
+        pub use crate::protocol::frontend::{FrontendItem, FrontendScanner};
+        pub use crate::protocol::query::query_text;
+        pub use crate::protocol::reply::Fields;
+        pub use crate::protocol::rows::{command_tag, data_row};
+        pub use crate::protocol::startup::{
+            StartupPacket, decode as decode_startup, encode_startup, packet_len,
+        };
+    }
+
+    /// The proxy, and the parts of a session that run without sockets.
+    pub mod proxy {
+        pub use crate::proxy::conductor::Conductor;
+        pub use crate::proxy::outbox::Outbox;
+        pub use crate::proxy::plan::{Held, Review, Verdict, plan};
+        pub use crate::proxy::request::{MessageSpan, Request, RequestEnd};
+        pub use crate::proxy::state::SessionState;
+        pub use crate::proxy::tx::Since;
+        pub use crate::proxy::{Server, Shutdown};
+    }
+}
 
 #[cfg(test)]
 mod layering {

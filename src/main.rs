@@ -1,5 +1,5 @@
-//! The `ddlgate` binary: everything happens in [`ddlgate::cli`].
+//! The `ddlgate` binary: everything happens in [`ddlgate::main`].
 
 fn main() -> std::process::ExitCode {
-    ddlgate::cli::main()
+    ddlgate::main()
 }

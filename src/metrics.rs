@@ -4,14 +4,12 @@
 //! [`Metrics::render`] produces the Prometheus text served on `--metrics-listen` (see
 //! [`crate::proxy::http`]).
 
-use std::sync::Arc;
-
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// The kind of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Only goes up.
     Counter,
     /// Goes up and down.
@@ -21,7 +19,7 @@ pub enum Kind {
 }
 
 /// Name, kind and help text of every metric.
-pub const CATALOG: &[(&str, Kind, &str)] = &[
+pub(crate) const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "ddlgate_connections_active",
         Kind::Gauge,
@@ -100,7 +98,7 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// The counters sessions update, and the recorder behind them.
-pub struct Metrics {
+pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// `ddlgate_connections_active`.
@@ -140,7 +138,7 @@ impl Default for Metrics {
 impl Metrics {
     /// A recorder with every metric of [`CATALOG`] described and the unlabelled ones created
     /// (so they show 0 before anything happens).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let builder = PrometheusBuilder::new();
         let builder = builder
             .set_buckets_for_metric(
@@ -184,7 +182,7 @@ impl Metrics {
     }
 
     /// Counts a governed statement.
-    pub fn statement(&self, kind: &str, action: &str) {
+    pub(crate) fn statement(&self, kind: &str, action: &str) {
         self.labelled(
             "ddlgate_statements_total",
             vec![
@@ -196,13 +194,13 @@ impl Metrics {
     }
 
     /// Counts a report of something held back for long, by what was held.
-    pub fn held_long(&self, holding: &'static str) {
+    pub(crate) fn held_long(&self, holding: &'static str) {
         self.labelled("ddlgate_held_long_total", vec![Label::new("held", holding)])
             .increment(1);
     }
 
     /// Counts a refusal by rule.
-    pub fn rejection(&self, rule: &str) {
+    pub(crate) fn rejection(&self, rule: &str) {
         self.labelled(
             "ddlgate_rejections_total",
             vec![Label::new("rule", rule.to_owned())],
@@ -211,7 +209,7 @@ impl Metrics {
     }
 
     /// Counts a rewrite by rule.
-    pub fn rewrite(&self, rule: &str) {
+    pub(crate) fn rewrite(&self, rule: &str) {
         self.labelled(
             "ddlgate_rewrites_total",
             vec![Label::new("rule", rule.to_owned())],
@@ -225,7 +223,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.handle.render()
     }
 }
@@ -233,9 +231,6 @@ impl Metrics {
 fn metadata() -> Metadata<'static> {
     Metadata::new(module_path!(), metrics::Level::INFO, None)
 }
-
-/// Shared ownership, as sessions hold it.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

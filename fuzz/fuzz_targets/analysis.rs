@@ -4,11 +4,11 @@
 //! run must itself parse and must not be flagged again by the rule it fixes.
 #![no_main]
 
-use ddlgate::analysis::context::Context;
-use ddlgate::analysis::parse::{self, Options};
-use ddlgate::analysis::{Engine, RuleId};
-use ddlgate::config::policy::Policy;
-use ddlgate::enforce::{self, Plan, Situation};
+use ddlgate::internals::analysis::Context;
+use ddlgate::internals::analysis::{Engine, RuleId};
+use ddlgate::internals::analysis::{Options, parse_script};
+use ddlgate::internals::config::Policy;
+use ddlgate::internals::enforce::{Plan, Situation, decide};
 use libfuzzer_sys::fuzz_target;
 
 mod stack;
@@ -33,7 +33,7 @@ fn check(data: &[u8]) {
     // Every rule (the opt-in ones too) on its own context: the linter's path.
     let _ = Engine::new(RuleId::ALL.iter().copied())
         .analyze(text, &mut Context::for_server(server_major));
-    for decision in enforce::decide(&engine, settings, text, &mut ctx, situation) {
+    for decision in decide(&engine, settings, text, &mut ctx, situation) {
         assert!(decision.span.end <= text.len());
         let steps = match &decision.plan {
             Plan::Replace(step) => vec![step.clone()],
@@ -52,7 +52,7 @@ fn check(data: &[u8]) {
             .collect::<Vec<_>>()
             .join(";\n");
         for step in &steps {
-            for parsed in parse::parse_script(&step.sql, Options::default()) {
+            for parsed in parse_script(&step.sql, Options::default()) {
                 if let Err(e) = parsed.tree {
                     panic!("rewrite step does not parse: {:?}: {}", step.sql, e.message);
                 }

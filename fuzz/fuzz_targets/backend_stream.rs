@@ -4,7 +4,9 @@
 //! ErrorResponse) must answer every body with a value or an error.
 #![no_main]
 
-use ddlgate::protocol::backend::{self, BackendKey, BackendScanner, TxStatus};
+use ddlgate::internals::protocol::{
+    BackendKey, BackendScanner, TxStatus, authentication_code, parameter_status, sasl_mechanisms,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn read_inspected(tag: u8, body: &[u8]) {
@@ -13,7 +15,7 @@ fn read_inspected(tag: u8, body: &[u8]) {
             let _ = TxStatus::from_ready_for_query(body);
         }
         b'S' => {
-            let _ = backend::parameter_status(body);
+            let _ = parameter_status(body);
         }
         b'K' => {
             let _ = BackendKey::from_backend_key_data(body);
@@ -69,20 +71,20 @@ fuzz_target!(|data: &[u8]| {
         let body = &stream[at + 5..end];
         match tag {
             b'R' => {
-                let _ = backend::authentication_code(body);
-                let _ = backend::sasl_mechanisms(body);
+                let _ = authentication_code(body);
+                let _ = sasl_mechanisms(body);
             }
             b'E' | b'N' => {
-                if let Ok(fields) = ddlgate::protocol::reply::Fields::decode(body) {
+                if let Ok(fields) = ddlgate::internals::protocol::Fields::decode(body) {
                     let _ = fields.message();
                     let _ = fields.is_fatal();
                 }
             }
             b'D' => {
-                let _ = ddlgate::protocol::rows::data_row(body);
+                let _ = ddlgate::internals::protocol::data_row(body);
             }
             b'C' => {
-                let _ = ddlgate::protocol::rows::command_tag(body);
+                let _ = ddlgate::internals::protocol::command_tag(body);
             }
             _ => {}
         }

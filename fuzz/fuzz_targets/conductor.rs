@@ -8,15 +8,15 @@
 #![no_main]
 
 use bytes::BytesMut;
-use ddlgate::analysis::context::Context;
-use ddlgate::config::policy::Policy;
-use ddlgate::protocol::backend::TxStatus;
-use ddlgate::protocol::frame::frames;
-use ddlgate::proxy::conductor::Conductor;
-use ddlgate::proxy::outbox::Outbox;
-use ddlgate::proxy::plan::{self, Held, Review, Verdict};
-use ddlgate::proxy::request::{MessageSpan, Request, RequestEnd};
-use ddlgate::proxy::state::SessionState;
+use ddlgate::internals::analysis::Context;
+use ddlgate::internals::config::Policy;
+use ddlgate::internals::protocol::TxStatus;
+use ddlgate::internals::protocol::frames;
+use ddlgate::internals::proxy::Conductor;
+use ddlgate::internals::proxy::Outbox;
+use ddlgate::internals::proxy::SessionState;
+use ddlgate::internals::proxy::{Held, Review, Verdict, plan};
+use ddlgate::internals::proxy::{MessageSpan, Request, RequestEnd};
 use libfuzzer_sys::fuzz_target;
 
 mod stack;
@@ -45,9 +45,10 @@ fn check(data: &[u8]) {
         "app".into(),
         false,
     );
-    state
-        .parameters
-        .insert("server_version".into(), format!("{}.1", 12 + u32::from(selector >> 5)));
+    state.parameters.insert(
+        "server_version".into(),
+        format!("{}.1", 12 + u32::from(selector >> 5)),
+    );
     state.tx_status = if selector & 0x10 != 0 {
         TxStatus::InTransaction
     } else {
@@ -68,7 +69,7 @@ fn check(data: &[u8]) {
         return;
     }
     let policy = Policy::builtin_default();
-    let program = plan::plan(
+    let program = plan(
         Held {
             bytes: bytes.clone().into(),
             spans,
@@ -110,7 +111,10 @@ fn check(data: &[u8]) {
             break;
         };
         buf.extend_from_slice(chunk);
-        if conductor.on_upstream(&mut buf, &mut client, &mut state).is_err() {
+        if conductor
+            .on_upstream(&mut buf, &mut client, &mut state)
+            .is_err()
+        {
             let _ = conductor.records_if_cut_short(&state, "the upstream broke the protocol");
             return;
         }

@@ -4,13 +4,13 @@
 //! request must be well-framed messages, and a run that ended with Sync still does.
 #![no_main]
 
-use ddlgate::analysis::context::Context;
-use ddlgate::config::policy::Policy;
-use ddlgate::protocol::backend::TxStatus;
-use ddlgate::protocol::frontend::{FrontendItem, FrontendScanner};
-use ddlgate::proxy::plan::{self, Held, Review, Verdict};
-use ddlgate::proxy::request::{MessageSpan, Request, RequestEnd};
-use ddlgate::proxy::state::SessionState;
+use ddlgate::internals::analysis::Context;
+use ddlgate::internals::config::Policy;
+use ddlgate::internals::protocol::TxStatus;
+use ddlgate::internals::protocol::{FrontendItem, FrontendScanner};
+use ddlgate::internals::proxy::SessionState;
+use ddlgate::internals::proxy::{Held, Review, Verdict, plan};
+use ddlgate::internals::proxy::{MessageSpan, Request, RequestEnd};
 use libfuzzer_sys::fuzz_target;
 
 mod stack;
@@ -83,11 +83,11 @@ fn check(data: &[u8]) {
     };
     let ended_with_ready = held.ends_with_ready();
     // A transaction may have ended since the last plan (the selector's high bit says so).
-    let since = ddlgate::proxy::tx::Since {
+    let since = ddlgate::internals::proxy::Since {
         ended: (selector & 0x80 != 0).then_some(false),
         rolled_back_to_savepoint: selector & 0x04 != 0,
     };
-    let program = plan::plan(
+    let program = plan(
         held,
         &state,
         &mut review,

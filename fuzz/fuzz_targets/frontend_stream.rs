@@ -3,7 +3,7 @@
 //! readers must answer every body with a value or an error.
 #![no_main]
 
-use ddlgate::protocol::frontend::{FrontendItem, FrontendScanner};
+use ddlgate::internals::protocol::{FrontendItem, FrontendScanner};
 use libfuzzer_sys::fuzz_target;
 
 /// The largest message the scanner buffers in this target.
@@ -22,19 +22,19 @@ fn scan(data: &[u8], cuts: &[usize]) -> Result<Vec<(u8, usize)>, String> {
                     let body = &visible[pos + 5..end];
                     match tag {
                         b'Q' => {
-                            let _ = ddlgate::protocol::query::query_text(body);
+                            let _ = ddlgate::internals::protocol::query_text(body);
                         }
                         b'P' => {
-                            let _ = ddlgate::protocol::extended::Parse::decode(body);
+                            let _ = ddlgate::internals::protocol::Parse::decode(body);
                         }
                         b'B' => {
-                            let _ = ddlgate::protocol::extended::Bind::decode(body);
+                            let _ = ddlgate::internals::protocol::Bind::decode(body);
                         }
                         b'E' => {
-                            let _ = ddlgate::protocol::extended::execute_portal(body);
+                            let _ = ddlgate::internals::protocol::execute_portal(body);
                         }
                         b'C' => {
-                            let _ = ddlgate::protocol::extended::close_target(body);
+                            let _ = ddlgate::internals::protocol::close_target(body);
                         }
                         _ => {}
                     }

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use ddlgate::analysis::RuleId;
-use ddlgate::config::policy::Policy;
+use ddlgate::internals::analysis::RuleId;
+use ddlgate::internals::config::Policy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,5 @@
 //! Runs the analysis on one long-lived thread with the stack it needs for deeply nested
-//! statements (`ddlgate::analysis::STACK_SIZE`): libFuzzer's main thread has 8 MiB, and a new
+//! statements (`ddlgate::internals::analysis::STACK_SIZE`): libFuzzer's main thread has 8 MiB, and a new
 //! thread per input would exhaust the pthread keys libpg_query takes per thread.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -19,7 +19,7 @@ fn worker() -> &'static Mutex<Worker> {
         let (finished, done) = sync_channel(0);
         std::thread::Builder::new()
             .name("analysis".into())
-            .stack_size(ddlgate::analysis::STACK_SIZE)
+            .stack_size(ddlgate::internals::analysis::STACK_SIZE)
             .spawn(move || {
                 for (data, f) in incoming {
                     f(&data);

@@ -3,7 +3,7 @@
 //! the text, without overlapping; redaction keeps the statement count of text that parses.
 #![no_main]
 
-use ddlgate::analysis::parse::{self, Options};
+use ddlgate::internals::analysis::{Options, parse_plpgsql, parse_script, redact_literals, tokens};
 use libfuzzer_sys::fuzz_target;
 
 mod stack;
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         for scs in [true, false] {
-            let parsed = parse::parse_script(
+            let parsed = parse_script(
                 text,
                 Options {
                     standard_conforming_strings: scs,
@@ -32,9 +32,9 @@ fuzz_target!(|data: &[u8]| {
                 end = statement.span.end;
             }
         }
-        let _ = parse::tokens(text);
-        let redacted = parse::redact_literals(text);
-        let _ = parse::parse_script(&redacted, Options::default());
-        let _ = parse::parse_plpgsql(text);
+        let _ = tokens(text);
+        let redacted = redact_literals(text);
+        let _ = parse_script(&redacted, Options::default());
+        let _ = parse_plpgsql(text);
     });
 });

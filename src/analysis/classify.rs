@@ -824,7 +824,7 @@ fn alter_table(s: &ast::AlterTableStmt, opts: ClassifyOptions) -> Facts {
 }
 
 /// The subcommands of an `ALTER TABLE`.
-pub fn alter_cmds(s: &ast::AlterTableStmt) -> impl Iterator<Item = &ast::AlterTableCmd> {
+pub(crate) fn alter_cmds(s: &ast::AlterTableStmt) -> impl Iterator<Item = &ast::AlterTableCmd> {
     s.cmds.iter().filter_map(|n| match &n.node {
         Some(NodeEnum::AlterTableCmd(c)) => Some(c.as_ref()),
         _ => None,
@@ -832,7 +832,7 @@ pub fn alter_cmds(s: &ast::AlterTableStmt) -> impl Iterator<Item = &ast::AlterTa
 }
 
 /// The `ALTER TABLE` subcommand type.
-pub fn subtype(cmd: &ast::AlterTableCmd) -> ast::AlterTableType {
+pub(crate) fn subtype(cmd: &ast::AlterTableCmd) -> ast::AlterTableType {
     ast::AlterTableType::try_from(cmd.subtype).unwrap_or(ast::AlterTableType::Undefined)
 }
 
@@ -970,7 +970,7 @@ fn extra_locks(cmd: &ast::AlterTableCmd, opts: ClassifyOptions, f: &mut Facts) {
 
 /// Whether `ADD COLUMN` rewrites the table: a volatile default (any default before
 /// PostgreSQL 11), a stored generated column, an identity or serial column.
-pub fn add_column_rewrites(col: &ast::ColumnDef, server_major: u32) -> bool {
+pub(crate) fn add_column_rewrites(col: &ast::ColumnDef, server_major: u32) -> bool {
     if col_is_serial(col) || !col.identity.is_empty() {
         return true;
     }
@@ -994,7 +994,7 @@ pub fn add_column_rewrites(col: &ast::ColumnDef, server_major: u32) -> bool {
 }
 
 /// Whether the column's type is `serial`, `bigserial` or `smallserial`.
-pub fn col_is_serial(col: &ast::ColumnDef) -> bool {
+pub(crate) fn col_is_serial(col: &ast::ColumnDef) -> bool {
     col.type_name.as_ref().is_some_and(|t| {
         t.names.last().and_then(string_value).is_some_and(|n| {
             matches!(
@@ -1008,7 +1008,7 @@ pub fn col_is_serial(col: &ast::ColumnDef) -> bool {
 /// Whether an expression is certainly not volatile: constants, casts, operators, and calls of
 /// a few stable or immutable built-in functions. Anything else (a user function, `random()`,
 /// `gen_random_uuid()`, `clock_timestamp()`, `nextval()`) counts as volatile.
-pub fn is_non_volatile(expr: &ast::Node) -> bool {
+pub(crate) fn is_non_volatile(expr: &ast::Node) -> bool {
     const STABLE_OR_IMMUTABLE: &[&str] = &[
         "now",
         "transaction_timestamp",
@@ -1138,7 +1138,7 @@ fn drop(s: &ast::DropStmt) -> Facts {
 }
 
 /// The relations a `DROP` names (for triggers, policies and rules: the table they are on).
-pub fn drop_object_names(s: &ast::DropStmt) -> Vec<RelationName> {
+pub(crate) fn drop_object_names(s: &ast::DropStmt) -> Vec<RelationName> {
     use ast::ObjectType as O;
     let on_table = matches!(
         O::try_from(s.remove_type),
@@ -1205,7 +1205,7 @@ fn lock_stmt_mode(mode: i32) -> LockMode {
 }
 
 /// The text of a `String` node.
-pub fn string_value(node: &ast::Node) -> Option<&str> {
+pub(crate) fn string_value(node: &ast::Node) -> Option<&str> {
     match &node.node {
         Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
         _ => None,
@@ -1220,7 +1220,7 @@ fn range_vars(nodes: &[ast::Node]) -> impl Iterator<Item = &ast::RangeVar> {
 }
 
 /// Whether a list of `DefElem` options has one named `name` that is not explicitly false.
-pub fn has_option(options: &[ast::Node], name: &str) -> bool {
+pub(crate) fn has_option(options: &[ast::Node], name: &str) -> bool {
     options.iter().any(|o| match &o.node {
         Some(NodeEnum::DefElem(d)) if d.defname.eq_ignore_ascii_case(name) => {
             !matches!(d.arg.as_ref().and_then(|a| a.node.as_ref()),

@@ -35,7 +35,7 @@ use super::classify::{Facts, Lock, RelationName, TxControl};
 use super::locks::LockMode;
 
 /// The oldest server major version ddlgate reasons about.
-pub const DEFAULT_SERVER_MAJOR: u32 = 15;
+pub(crate) const DEFAULT_SERVER_MAJOR: u32 = 15;
 
 /// Facts about the surroundings of a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,16 +7,16 @@
 //! the session's transaction has done so far. Rules return data (violations with optional fixes),
 //! never errors.
 
-pub mod classify;
-pub mod context;
-pub mod engine;
-pub mod locks;
-pub mod parse;
-pub mod prefilter;
-pub mod registry;
-pub mod rules;
-pub mod session_changes;
-pub mod violation;
+pub(crate) mod classify;
+pub(crate) mod context;
+pub(crate) mod engine;
+pub(crate) mod locks;
+pub(crate) mod parse;
+pub(crate) mod prefilter;
+pub(crate) mod registry;
+pub(crate) mod rules;
+pub(crate) mod session_changes;
+pub(crate) mod violation;
 
 /// The stack a thread needs to analyse any statement `libpg_query` accepts.
 ///
@@ -26,7 +26,7 @@ pub mod violation;
 /// are started with four times that; untouched stack pages cost no memory.
 pub const STACK_SIZE: usize = 64 * 1024 * 1024;
 
-pub use context::Context;
-pub use engine::{Engine, Finding, Override, Report};
-pub use registry::RuleId;
-pub use violation::{Applicability, Fix, Violation};
+pub(crate) use context::Context;
+pub(crate) use engine::{Engine, Override, Report};
+pub(crate) use registry::RuleId;
+pub(crate) use violation::{Applicability, Violation};

@@ -13,9 +13,9 @@
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-pub use pg_query::NodeEnum;
-pub use pg_query::NodeRef;
-pub use pg_query::protobuf as ast;
+pub(crate) use pg_query::NodeEnum;
+pub(crate) use pg_query::NodeRef;
+pub(crate) use pg_query::protobuf as ast;
 
 /// Parser settings that change how text is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

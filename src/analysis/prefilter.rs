@@ -94,7 +94,7 @@ fn is_transaction_control(word: &[u8]) -> bool {
 /// The next word (ASCII letters) at or after `from`, outside comments, and the offset after
 /// it; other bytes between words are skipped. For reading the few words of a statement the
 /// pre-filter already proved to be transaction control.
-pub fn word_at(bytes: &[u8], mut from: usize) -> Option<(&[u8], usize)> {
+pub(crate) fn word_at(bytes: &[u8], mut from: usize) -> Option<(&[u8], usize)> {
     loop {
         from = skip_space_and_comments(bytes, from)?;
         let rest = bytes.get(from..)?;

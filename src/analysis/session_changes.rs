@@ -9,7 +9,7 @@ use super::context::{Context, TimeoutChange, TimeoutSetting};
 use super::parse::{NodeEnum, NodeRef, ast};
 
 /// Records what `node` changes into `ctx`.
-pub fn record(node: &NodeEnum, source_text: &str, ctx: &mut Context) {
+pub(crate) fn record(node: &NodeEnum, source_text: &str, ctx: &mut Context) {
     match node {
         NodeEnum::VariableSetStmt(set) => record_set(set, source_text, ctx),
         // DISCARD ALL includes RESET ALL.
@@ -161,7 +161,7 @@ fn constant_ms(node: &ast::Node) -> Option<u64> {
 /// A timeout as PostgreSQL reads it: a number with an optional unit (`us`, `ms`, `s`, `min`,
 /// `h`, `d`; none means milliseconds), rounded down to whole milliseconds. Negative and
 /// malformed values give `None` (PostgreSQL refuses them anyway).
-pub fn parse_ms(text: &str) -> Option<u64> {
+pub(crate) fn parse_ms(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

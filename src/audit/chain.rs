@@ -7,11 +7,11 @@ use sha2::{Digest, Sha256};
 use super::record::Record;
 
 /// `prev` of the first record of a trail.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Where the chain stands: the last record's `seq` and the hash of its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainState {
+pub(crate) struct ChainState {
     /// `seq` of the last record written (0 before the first).
     pub seq: u64,
     /// SHA-256 (hex) of the last line written.
@@ -29,7 +29,7 @@ impl Default for ChainState {
 
 impl ChainState {
     /// The chain after `line` (the last line of an existing trail).
-    pub fn after_line(line: &[u8]) -> Result<Self, String> {
+    pub(crate) fn after_line(line: &[u8]) -> Result<Self, String> {
         let record: Record = serde_json::from_slice(line)
             .map_err(|e| format!("its last line is not an audit record ({e})"))?;
         Ok(Self {
@@ -39,21 +39,21 @@ impl ChainState {
     }
 
     /// Gives `record` its place in the chain and returns its line (without newline).
-    pub fn seal(&self, record: &mut Record) -> io::Result<Vec<u8>> {
+    pub(crate) fn seal(&self, record: &mut Record) -> io::Result<Vec<u8>> {
         record.seq = self.seq.saturating_add(1);
         record.prev.clone_from(&self.prev);
         serde_json::to_vec(record).map_err(io::Error::other)
     }
 
     /// Moves past a line that was written.
-    pub fn advance(&mut self, line: &[u8], seq: u64) {
+    pub(crate) fn advance(&mut self, line: &[u8], seq: u64) {
         self.seq = seq;
         self.prev = hash(line);
     }
 }
 
 /// SHA-256 of a line, lowercase hex.
-pub fn hash(line: &[u8]) -> String {
+pub(crate) fn hash(line: &[u8]) -> String {
     let digest = Sha256::digest(line);
     let mut out = String::with_capacity(64);
     for b in digest {

@@ -19,7 +19,7 @@ use super::chain::ChainState;
 
 /// Appends audit lines to a file.
 #[derive(Debug)]
-pub struct FileSink {
+pub(crate) struct FileSink {
     path: PathBuf,
     file: File,
     /// Bytes in the current file.
@@ -31,7 +31,7 @@ pub struct FileSink {
 
 impl FileSink {
     /// Opens (creating) `path` for appending, and reads where its chain stands.
-    pub fn open(
+    pub(crate) fn open(
         path: &Path,
         rotate_bytes: Option<u64>,
         rotate_after: Option<Duration>,
@@ -184,7 +184,7 @@ fn newest_rotated(path: &Path) -> Option<PathBuf> {
 }
 
 /// The rotated files of `path`, oldest first.
-pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+pub(crate) fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };

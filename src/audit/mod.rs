@@ -12,11 +12,11 @@
 //! Sinks sit behind [`Sink`]: [`file::FileSink`] (append, fsync policy, rotation by size or
 //! time that carries the chain into the next file) and [`StdoutSink`] (for log shippers).
 
-pub mod chain;
-pub mod file;
-pub mod record;
-pub mod table;
-pub mod verify;
+pub(crate) mod chain;
+pub(crate) mod file;
+pub(crate) mod record;
+pub(crate) mod table;
+pub(crate) mod verify;
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use tracing::{error, warn};
 
-pub use record::{Outcome, Record};
+pub(crate) use record::{Outcome, Record};
 
 /// Where audit lines go.
-pub trait Sink: Send {
+pub(crate) trait Sink: Send {
     /// Appends one line (without its newline).
     fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
     /// Makes what was written durable (or at least handed on).
@@ -65,7 +65,7 @@ struct Job {
 
 /// The handle sessions use to write records.
 #[derive(Debug, Clone)]
-pub struct Auditor {
+pub(crate) struct Auditor {
     jobs: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
     errors: Arc<AtomicU64>,
@@ -76,7 +76,7 @@ pub struct Auditor {
 
 impl Auditor {
     /// Starts the writer thread over `sink`, continuing the chain from `resume`.
-    pub fn start(
+    pub(crate) fn start(
         sink: Box<dyn Sink>,
         resume: chain::ChainState,
         fsync: Fsync,
@@ -107,7 +107,7 @@ impl Auditor {
     }
 
     /// Queues a record; nobody waits for it.
-    pub fn record(&self, record: Record) {
+    pub(crate) fn record(&self, record: Record) {
         let job = Job {
             records: vec![record],
             ack: None,
@@ -120,7 +120,7 @@ impl Auditor {
     }
 
     /// Queues records; the receiver says when all are written (or why not).
-    pub fn record_and_wait(
+    pub(crate) fn record_and_wait(
         &self,
         records: Vec<Record>,
     ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
@@ -141,17 +141,17 @@ impl Auditor {
     }
 
     /// Whether the last write succeeded.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     /// Records handed over and not written yet.
-    pub fn queue_depth(&self) -> u64 {
+    pub(crate) fn queue_depth(&self) -> u64 {
         self.queued.load(Ordering::Relaxed)
     }
 
     /// Records that could not be written since start.
-    pub fn write_errors(&self) -> u64 {
+    pub(crate) fn write_errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 }
@@ -278,7 +278,7 @@ impl Writer {
 
 /// Audit lines on standard output, for a log shipper.
 #[derive(Debug, Default)]
-pub struct StdoutSink;
+pub(crate) struct StdoutSink;
 
 impl Sink for StdoutSink {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {

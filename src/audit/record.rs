@@ -7,13 +7,13 @@ use serde::Serialize;
 use crate::config::policy::Action;
 
 /// What a record is about.
-pub mod event {
+pub(crate) mod event {
     /// A client session passed (or failed) authentication.
-    pub const SESSION_START: &str = "session_start";
+    pub(crate) const SESSION_START: &str = "session_start";
     /// A session ended.
-    pub const SESSION_END: &str = "session_end";
+    pub(crate) const SESSION_END: &str = "session_end";
     /// A statement the policy governed: DDL, a rule that fired, an override.
-    pub const STATEMENT: &str = "statement";
+    pub(crate) const STATEMENT: &str = "statement";
 }
 
 /// How something ended, as the trail spells it.
@@ -215,6 +215,6 @@ impl Record {
 }
 
 /// The current time, RFC 3339, UTC, milliseconds.
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

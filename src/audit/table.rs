@@ -54,7 +54,7 @@ pub struct TableTarget {
 
 /// Queues lines for the inserting thread.
 #[derive(Debug)]
-pub struct TableSink {
+pub(crate) struct TableSink {
     lines: SyncSender<Vec<u8>>,
     describe: String,
     queue: usize,
@@ -63,7 +63,10 @@ pub struct TableSink {
 impl TableSink {
     /// Starts the inserting thread; with `resume`, first reads where this instance's chain
     /// stands in the table (when the table is the only sink).
-    pub fn start(target: &TableTarget, resume: bool) -> Result<(Self, Option<ChainState>), String> {
+    pub(crate) fn start(
+        target: &TableTarget,
+        resume: bool,
+    ) -> Result<(Self, Option<ChainState>), String> {
         let config: tokio_postgres::Config = target
             .dsn
             .parse()
@@ -274,14 +277,14 @@ impl Inserter {
 
 /// Writes every line to each of several sinks. A line that reached at least one sink is in
 /// the chain (its `seq` is used); the sinks that missed it are reported as a failure.
-pub struct Tee {
+pub(crate) struct Tee {
     sinks: Vec<Box<dyn Sink>>,
     missed: Option<String>,
 }
 
 impl Tee {
     /// Several sinks as one.
-    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+    pub(crate) fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
         Self {
             sinks,
             missed: None,

@@ -22,7 +22,7 @@ use super::chain::{GENESIS, hash};
 /// What `verify` found wrong first.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}:{line}: {kind}: {detail}", path.display())]
-pub struct Broken {
+pub(crate) struct Broken {
     /// The file.
     pub path: PathBuf,
     /// The line (1-based) that is bad.
@@ -35,7 +35,7 @@ pub struct Broken {
 
 /// What an intact chain holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Records checked.
     pub records: u64,
     /// `seq` of the first record.
@@ -47,7 +47,7 @@ pub struct Summary {
 }
 
 /// Checks the chain through `paths` in order.
-pub fn verify(paths: &[PathBuf]) -> Result<Result<Summary, Broken>, std::io::Error> {
+pub(crate) fn verify(paths: &[PathBuf]) -> Result<Result<Summary, Broken>, std::io::Error> {
     let mut summary = Summary {
         records: 0,
         first_seq: None,
@@ -152,7 +152,7 @@ fn parse(line: &[u8]) -> Option<(u64, String)> {
 
 /// The files of a trail in chain order: for a directory or the current file's path, its
 /// rotated files oldest first, then the file itself.
-pub fn expand(path: &Path) -> Vec<PathBuf> {
+pub(crate) fn expand(path: &Path) -> Vec<PathBuf> {
     let mut files = super::file::rotated_files(path);
     if path.exists() {
         files.push(path.to_owned());

@@ -13,7 +13,7 @@ use crate::audit::verify;
 
 /// `ddlgate audit …`
 #[derive(Debug, clap::Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     #[command(subcommand)]
     command: AuditCommand,
 }
@@ -29,7 +29,7 @@ enum AuditCommand {
 }
 
 /// Runs `ddlgate audit`.
-pub fn run(args: &AuditArgs, out: &mut impl Write) -> anyhow::Result<u8> {
+pub(crate) fn run(args: &AuditArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let AuditCommand::Verify { paths } = &args.command;
     let files = match paths.as_slice() {
         [one] => verify::expand(one),

@@ -16,7 +16,7 @@ use super::report::{Diagnostic, Format, Level, SourceText, Summary, render};
 
 /// Options of `ddlgate check`.
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Policy file deciding which rules apply and which violations are errors
     /// [default: the built-in default policy]
     #[arg(long, value_name = "FILE")]
@@ -49,7 +49,7 @@ struct Input {
 }
 
 /// Runs the check; returns the exit code (0 clean, 1 rejected, 2 usage, I/O or config error).
-pub fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Result<u8> {
+pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Result<u8> {
     let policy = match &args.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin_default(),

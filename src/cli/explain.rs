@@ -10,7 +10,7 @@ use crate::config::policy::{Action, Policy};
 
 /// Options of `ddlgate explain`.
 #[derive(Debug, clap::Args)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// PostgreSQL major version to assume
     #[arg(long, value_name = "N", default_value_t = crate::analysis::context::DEFAULT_SERVER_MAJOR,
           value_parser = clap::value_parser!(u32).range(9..=99))]
@@ -30,7 +30,7 @@ pub struct ExplainArgs {
 }
 
 /// Prints the explanation.
-pub fn run(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub(crate) fn run(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let policy = match &args.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin_default(),

@@ -3,11 +3,11 @@
 //! Exit codes: 0 success (and a clean shutdown), 1 when `check` finds something the policy
 //! rejects, 2 on usage, I/O or configuration errors, which print one sentence on stderr.
 
-pub mod audit;
-pub mod check;
-pub mod explain;
-pub mod report;
-pub mod rules;
+pub(crate) mod audit;
+pub(crate) mod check;
+pub(crate) mod explain;
+pub(crate) mod report;
+pub(crate) mod rules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +24,7 @@ use crate::proxy::{Server, Shutdown};
 /// ddlgate: a PostgreSQL wire-protocol proxy that makes schema changes safe in production.
 #[derive(Debug, Parser)]
 #[command(name = "ddlgate", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 

@@ -12,7 +12,7 @@ use crate::config::policy::Action;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// `file:line:col: level[rule]: message`, the statement, a caret, detail and help.
     Text,
     /// One JSON document with every diagnostic.
@@ -26,7 +26,7 @@ pub enum Format {
 /// How serious a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     /// The policy rejects it (or the file cannot be read or parsed): exit code 1 or 2.
     Error,
     /// The policy warns, or the proxy would rewrite it into its safe form.
@@ -37,7 +37,7 @@ pub enum Level {
 
 /// A fix as reported.
 #[derive(Debug, Clone, Serialize)]
-pub struct ReportedFix {
+pub(crate) struct ReportedFix {
     /// What it does.
     pub title: String,
     /// Whether the proxy would apply it by itself.
@@ -48,7 +48,7 @@ pub struct ReportedFix {
 
 /// One thing to report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Diagnostic {
+pub(crate) struct Diagnostic {
     /// The file (or `<stdin>`).
     pub file: String,
     /// 1-based line and column where it starts (0 when it concerns the whole file).
@@ -83,7 +83,7 @@ pub struct Diagnostic {
 
 /// Counts for the closing line and the exit code.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Files checked.
     pub files: usize,
     /// Error-level diagnostics.
@@ -115,14 +115,14 @@ fn clip(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// A file's text with its line starts, so positions are found by bisection: a file with
 /// thousands of findings must not be rescanned from the top for each one.
-pub struct SourceText<'a> {
+pub(crate) struct SourceText<'a> {
     text: &'a str,
     line_starts: Vec<usize>,
 }
 
 impl<'a> SourceText<'a> {
     /// Indexes `text`.
-    pub fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
@@ -130,7 +130,7 @@ impl<'a> SourceText<'a> {
     }
 
     /// The text.
-    pub fn text(&self) -> &'a str {
+    pub(crate) fn text(&self) -> &'a str {
         self.text
     }
 
@@ -143,7 +143,7 @@ impl<'a> SourceText<'a> {
     }
 
     /// 1-based line and character column of a byte offset.
-    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let (index, start) = self.line_start(offset);
         let column = self
@@ -187,7 +187,7 @@ impl<'a> SourceText<'a> {
 
 impl Diagnostic {
     /// A diagnostic about a byte range of a file.
-    pub fn at(
+    pub(crate) fn at(
         file: &str,
         source: &SourceText<'_>,
         span: Range<usize>,
@@ -216,7 +216,7 @@ impl Diagnostic {
     }
 
     /// A file that cannot be read.
-    pub fn file_error(file: &str, message: String) -> Self {
+    pub(crate) fn file_error(file: &str, message: String) -> Self {
         Self {
             file: file.to_owned(),
             line: 0,
@@ -236,7 +236,7 @@ impl Diagnostic {
     }
 
     /// A statement PostgreSQL's grammar refuses.
-    pub fn syntax(
+    pub(crate) fn syntax(
         file: &str,
         source: &SourceText<'_>,
         span: &Range<usize>,
@@ -255,7 +255,7 @@ impl Diagnostic {
     }
 
     /// A rule violation, at the level the policy's action gives it.
-    pub fn violation(
+    pub(crate) fn violation(
         file: &str,
         source: &SourceText<'_>,
         v: &Violation,
@@ -295,7 +295,7 @@ impl Diagnostic {
 }
 
 /// Writes the diagnostics in `format`.
-pub fn render(
+pub(crate) fn render(
     format: Format,
     diagnostics: &[Diagnostic],
     summary: &Summary,

@@ -7,7 +7,7 @@ use std::time::Duration;
 #[error(
     "invalid duration {input:?}: expected a whole number and a unit (us, ms, s, min, h, d), e.g. \"5s\""
 )]
-pub struct DurationError {
+pub(crate) struct DurationError {
     input: String,
 }
 
@@ -15,7 +15,7 @@ pub struct DurationError {
 ///
 /// A unit is required (except for zero) because PostgreSQL's unitless default differs between
 /// settings (milliseconds for `lock_timeout`, seconds for `authentication_timeout`).
-pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = || DurationError {
         input: input.to_owned(),
     };
@@ -40,7 +40,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 
 /// Formats a duration with the largest unit that divides it exactly (inverse of
 /// [`parse_duration`]).
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let us = d.as_micros();
     if us == 0 {
         return "0".into();

@@ -9,9 +9,9 @@
 //! Durations are strings with a PostgreSQL unit (`"500ms"`, `"5s"`, `"2min"`), the same form
 //! policy files use for `lock_timeout`; a unit is required so nobody has to guess one.
 
-pub mod duration;
-pub mod error;
-pub mod policy;
+pub(crate) mod duration;
+pub(crate) mod error;
+pub(crate) mod policy;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,28 +21,28 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use duration::{format_duration, parse_duration};
-pub use error::ConfigError;
+pub(crate) use duration::{format_duration, parse_duration};
+pub(crate) use error::ConfigError;
 
 use crate::protocol::tls::{self, ClientTls, UpstreamTlsMode};
 use policy::{Policy, PolicyError};
 
 /// Default listen address: loopback only, PgBouncer's customary port.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
 /// Default cap on concurrent client sessions (each holds one upstream connection).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 /// Default cap on one buffered client message (a `Query`, `Parse`, `Bind`, …): 64 MiB.
 /// `CopyData` is streamed and is held only to PostgreSQL's own 1 GiB limit.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Default time to open a TCP connection (and TLS) to the upstream.
-pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
 /// Default time from accepting a client to its session being ready (TLS, startup packet,
 /// upstream connection and authentication).
-pub const DEFAULT_STARTUP_TIMEOUT: &str = "30s";
+pub(crate) const DEFAULT_STARTUP_TIMEOUT: &str = "30s";
 /// Default time sessions get to finish after SIGTERM before they are closed.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 /// Default idle time before TCP keepalive probes start, on both legs.
-pub const DEFAULT_TCP_KEEPALIVE: &str = "60s";
+pub(crate) const DEFAULT_TCP_KEEPALIVE: &str = "60s";
 
 /// Settings of `ddlgate serve` as given, before defaults and validation.
 #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]

@@ -37,12 +37,12 @@ use crate::config::policy::{
 use crate::protocol::reply::{self, Severity, sqlstate};
 
 /// The newest PostgreSQL major version whose grammar the parser has.
-pub const GRAMMAR_MAJOR: u32 = 18;
+pub(crate) const GRAMMAR_MAJOR: u32 = 18;
 
 /// The SQLSTATE of a statement refused by policy.
-pub const SQLSTATE_REJECTED: &str = sqlstate::POLICY_REJECTED;
+pub(crate) const SQLSTATE_REJECTED: &str = sqlstate::POLICY_REJECTED;
 /// The SQLSTATE of a statement refused because it cannot be parsed.
-pub const SQLSTATE_UNPARSABLE: &str = sqlstate::SYNTAX_ERROR;
+pub(crate) const SQLSTATE_UNPARSABLE: &str = sqlstate::SYNTAX_ERROR;
 
 /// Which timeouts a statement runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,7 +161,7 @@ pub fn decide(
 
 /// [`decide`] on statements already parsed from `source` (with the context's
 /// `standard_conforming_strings`).
-pub fn decide_parsed(
+pub(crate) fn decide_parsed(
     engine: &Engine,
     settings: &Settings,
     source: &str,
@@ -417,13 +417,13 @@ fn rewrite_plan(
 }
 
 /// A SQL string literal.
-pub fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `DO` block that raises `message` as an error on the server, so the server itself fails the
 /// statement (aborting the transaction, skipping to `Sync`) exactly as a failing statement would.
-pub fn raising_statement(message: &reply::Report) -> String {
+pub(crate) fn raising_statement(message: &reply::Report) -> String {
     let mut sql = format!(
         "DO $ddlgate$ BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}",
         quote_literal(message.code),

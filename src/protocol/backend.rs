@@ -11,32 +11,33 @@ use super::error::ProtocolError;
 use super::frame::{HEADER_LEN, POSTGRES_MESSAGE_LIMIT, put_header, read_header, split_cstr};
 
 /// Backend message tags (see [`super::tag`]).
-pub use super::tag::backend as tag;
+pub(crate) use super::tag::backend as tag;
 
 /// Codes of the `Authentication*` (B) message family.
-pub mod auth {
+#[allow(dead_code, reason = "the complete table of codes")]
+pub(crate) mod auth {
     /// `AuthenticationOk`.
-    pub const OK: u32 = 0;
+    pub(crate) const OK: u32 = 0;
     /// `AuthenticationCleartextPassword`.
-    pub const CLEARTEXT_PASSWORD: u32 = 3;
+    pub(crate) const CLEARTEXT_PASSWORD: u32 = 3;
     /// `AuthenticationMD5Password`.
-    pub const MD5_PASSWORD: u32 = 5;
+    pub(crate) const MD5_PASSWORD: u32 = 5;
     /// `AuthenticationGSS`.
-    pub const GSS: u32 = 7;
+    pub(crate) const GSS: u32 = 7;
     /// `AuthenticationGSSContinue`.
-    pub const GSS_CONTINUE: u32 = 8;
+    pub(crate) const GSS_CONTINUE: u32 = 8;
     /// `AuthenticationSSPI`.
-    pub const SSPI: u32 = 9;
+    pub(crate) const SSPI: u32 = 9;
     /// `AuthenticationSASL`: the body lists mechanism names.
-    pub const SASL: u32 = 10;
+    pub(crate) const SASL: u32 = 10;
     /// `AuthenticationSASLContinue`.
-    pub const SASL_CONTINUE: u32 = 11;
+    pub(crate) const SASL_CONTINUE: u32 = 11;
     /// `AuthenticationSASLFinal`: carries the server signature; no client reply follows.
-    pub const SASL_FINAL: u32 = 12;
+    pub(crate) const SASL_FINAL: u32 = 12;
 
     /// Whether the server waits for a client message (`PasswordMessage`, `SASLResponse`, …)
     /// after sending this authentication request.
-    pub fn expects_client_reply(code: u32) -> bool {
+    pub(crate) fn expects_client_reply(code: u32) -> bool {
         matches!(
             code,
             CLEARTEXT_PASSWORD | MD5_PASSWORD | GSS | GSS_CONTINUE | SSPI | SASL | SASL_CONTINUE
@@ -45,7 +46,7 @@ pub mod auth {
 }
 
 /// The SASL mechanism that binds SCRAM to the TLS channel (`tls-server-end-point`).
-pub const SCRAM_SHA_256_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS";
+pub(crate) const SCRAM_SHA_256_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS";
 
 /// The transaction status carried by `ReadyForQuery`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,7 +119,7 @@ pub struct BackendScanner {
 /// Whether a server message ends the answer to one extended-protocol message: `ParseComplete`,
 /// `BindComplete`, `CloseComplete`, `RowDescription` or `NoData` (Describe), `CommandComplete`,
 /// `EmptyQueryResponse` or `PortalSuspended` (Execute).
-pub fn ends_a_pipelined_answer(tag: u8) -> bool {
+pub(crate) fn ends_a_pipelined_answer(tag: u8) -> bool {
     matches!(tag, b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's')
 }
 
@@ -248,7 +249,7 @@ pub struct BackendKey {
 }
 
 /// The longest cancel secret protocol 3.2 allows.
-pub const MAX_CANCEL_SECRET: usize = 256;
+pub(crate) const MAX_CANCEL_SECRET: usize = 256;
 
 impl BackendKey {
     /// Reads a `BackendKeyData` body.
@@ -312,7 +313,7 @@ pub fn sasl_mechanisms(body: &[u8]) -> Result<Vec<&[u8]>, ProtocolError> {
 }
 
 /// Encodes an `AuthenticationSASL` (B) message offering `mechanisms`.
-pub fn encode_authentication_sasl(mechanisms: &[&[u8]], out: &mut BytesMut) {
+pub(crate) fn encode_authentication_sasl(mechanisms: &[&[u8]], out: &mut BytesMut) {
     let body_len = mechanisms.iter().fold(4usize + 1, |n, m| {
         n.saturating_add(m.len()).saturating_add(1)
     });

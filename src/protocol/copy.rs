@@ -6,7 +6,7 @@ use super::frame::put_header;
 use super::tag::frontend::COPY_FAIL;
 
 /// Appends `CopyFail` (F) with `reason`: ddlgate ends a COPY in the client's place.
-pub fn put_copy_fail(reason: &str, out: &mut BytesMut) {
+pub(crate) fn put_copy_fail(reason: &str, out: &mut BytesMut) {
     // An embedded NUL would end the string early: dropped.
     let reason: Vec<u8> = reason.bytes().filter(|&b| b != 0).collect();
     put_header(out, COPY_FAIL, reason.len().saturating_add(1));

@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::error::ProtocolError;
 use super::frame::{put_header, split_cstr};
-use super::tag::frontend::{BIND, CLOSE, EXECUTE, FLUSH, PARSE, SYNC};
+use super::tag::frontend::{BIND, CLOSE, EXECUTE, PARSE, SYNC};
 
 /// What a `Close` or `Describe` names: a prepared statement or a portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,7 @@ pub fn execute_portal(body: &[u8]) -> Result<&[u8], ProtocolError> {
 }
 
 /// Appends `Execute` (F) of `portal` with no row limit.
-pub fn put_execute(portal: &[u8], out: &mut BytesMut) {
+pub(crate) fn put_execute(portal: &[u8], out: &mut BytesMut) {
     put_header(out, EXECUTE, portal.len().saturating_add(5));
     out.put_slice(portal);
     out.put_u8(0);
@@ -136,13 +136,14 @@ pub fn put_execute(portal: &[u8], out: &mut BytesMut) {
 }
 
 /// Appends `Sync` (F).
-pub fn put_sync(out: &mut BytesMut) {
+pub(crate) fn put_sync(out: &mut BytesMut) {
     put_header(out, SYNC, 0);
 }
 
 /// Appends `Flush` (F).
-pub fn put_flush(out: &mut BytesMut) {
-    put_header(out, FLUSH, 0);
+#[cfg(test)]
+pub(crate) fn put_flush(out: &mut BytesMut) {
+    put_header(out, super::tag::frontend::FLUSH, 0);
 }
 
 /// What a `Close` body closes.
@@ -161,7 +162,7 @@ pub fn close_target(body: &[u8]) -> Result<(Target, &[u8]), ProtocolError> {
 }
 
 /// Appends `Close` (F) of a prepared statement or portal.
-pub fn put_close(target: Target, name: &[u8], out: &mut BytesMut) {
+pub(crate) fn put_close(target: Target, name: &[u8], out: &mut BytesMut) {
     put_header(out, CLOSE, name.len().saturating_add(2));
     out.put_u8(target.byte());
     out.put_slice(name);

@@ -4,15 +4,15 @@ use super::error::{ProtocolError, Tag};
 
 /// Bytes in a message header: one tag byte and a big-endian `Int32` length that counts itself
 /// but not the tag.
-pub const HEADER_LEN: usize = 5;
+pub(crate) const HEADER_LEN: usize = 5;
 
 /// The largest message PostgreSQL itself accepts from a client (`PQ_LARGE_MESSAGE_LIMIT`,
 /// 1 GiB - 1). `CopyData` is streamed rather than buffered, so it is held only to this limit.
-pub const POSTGRES_MESSAGE_LIMIT: usize = 0x3fff_ffff;
+pub(crate) const POSTGRES_MESSAGE_LIMIT: usize = 0x3fff_ffff;
 
 /// A message header: its tag and the frame's total size in bytes, tag and length included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// The message type byte.
     pub tag: u8,
     /// `1 + declared length`: the bytes from the tag to the end of the body.
@@ -21,7 +21,8 @@ pub struct Header {
 
 impl Header {
     /// Bytes of body after the header.
-    pub fn body_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn body_len(&self) -> usize {
         self.frame_len.saturating_sub(HEADER_LEN)
     }
 }
@@ -29,7 +30,7 @@ impl Header {
 /// Reads the header at the start of `buf`, or `None` when fewer than five bytes are there.
 ///
 /// `limit` is the largest body-plus-length (the declared length) this message may have.
-pub fn read_header(buf: &[u8], limit: usize) -> Result<Option<Header>, ProtocolError> {
+pub(crate) fn read_header(buf: &[u8], limit: usize) -> Result<Option<Header>, ProtocolError> {
     let Some(&[tag, a, b, c, d]) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };
@@ -67,7 +68,7 @@ pub struct Frame<'a> {
 
 /// What is at a position of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next<'a> {
+pub(crate) enum Next<'a> {
     /// A whole frame.
     Frame(Frame<'a>),
     /// The header of a frame whose body has not all arrived.
@@ -79,7 +80,7 @@ pub enum Next<'a> {
 /// The frame at the start of `buf`, checked against `limit` (see [`read_header`]). The one
 /// frame reader of the proxy: the session's scanners, the conductor and error inspection all
 /// find frames through it.
-pub fn next_frame(buf: &[u8], limit: usize) -> Result<Next<'_>, ProtocolError> {
+pub(crate) fn next_frame(buf: &[u8], limit: usize) -> Result<Next<'_>, ProtocolError> {
     let Some(header) = read_header(buf, limit)? else {
         return Ok(Next::Nothing);
     };
@@ -107,14 +108,14 @@ pub fn frames(buf: &[u8]) -> impl Iterator<Item = Frame<'_>> {
 }
 
 /// Splits a NUL-terminated string off the front of `buf`: `(string, rest)`.
-pub fn split_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn split_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = buf.iter().position(|&b| b == 0)?;
     let (s, rest) = buf.split_at(nul);
     Some((s, rest.get(1..).unwrap_or_default()))
 }
 
 /// A body that is exactly one NUL-terminated string (`Query`, `CommandComplete`, …).
-pub fn one_cstr<'a>(body: &'a [u8], what: &'static str) -> Result<&'a [u8], ProtocolError> {
+pub(crate) fn one_cstr<'a>(body: &'a [u8], what: &'static str) -> Result<&'a [u8], ProtocolError> {
     match split_cstr(body) {
         Some((s, [])) => Ok(s),
         _ => Err(ProtocolError::malformed(

@@ -9,16 +9,16 @@ use super::error::ProtocolError;
 use super::frame::{HEADER_LEN, Header, POSTGRES_MESSAGE_LIMIT, read_header};
 
 /// Frontend message tags (see [`super::tag`]).
-pub use super::tag::frontend as tag;
+pub(crate) use super::tag::frontend as tag;
 
 /// `Flush` (F), whole: ddlgate asks the server for the answers of an open pipeline.
-pub const FLUSH_MESSAGE: &[u8] = b"H\0\0\0\x04";
+pub(crate) const FLUSH_MESSAGE: &[u8] = b"H\0\0\0\x04";
 /// `Terminate` (F), whole: sent upstream when the client leaves without one.
-pub const TERMINATE_MESSAGE: &[u8] = b"X\0\0\0\x04";
+pub(crate) const TERMINATE_MESSAGE: &[u8] = b"X\0\0\0\x04";
 
 /// Whether this message is part of an extended-protocol batch that the server only answers
 /// after a later `Sync` or `Flush`. Every other message ends the request it belongs to.
-pub fn waits_for_sync(tag: u8) -> bool {
+pub(crate) fn waits_for_sync(tag: u8) -> bool {
     matches!(
         tag,
         tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE
@@ -28,12 +28,12 @@ pub fn waits_for_sync(tag: u8) -> bool {
 /// How many messages that end its answer the server sends for this message in a pipeline
 /// (`ParseComplete`, `BindComplete`, `CloseComplete`, `RowDescription`/`NoData`, or the end of
 /// an Execute); an `ErrorResponse` ends the answers of everything up to the next `Sync` instead.
-pub fn answers_in_pipeline(tag: u8) -> u64 {
+pub(crate) fn answers_in_pipeline(tag: u8) -> u64 {
     u64::from(waits_for_sync(tag))
 }
 
 /// Whether the server answers this message with a `ReadyForQuery` of its own.
-pub fn ends_with_ready_for_query(tag: u8) -> bool {
+pub(crate) fn ends_with_ready_for_query(tag: u8) -> bool {
     matches!(tag, tag::QUERY | tag::SYNC | tag::FUNCTION_CALL)
 }
 

@@ -23,17 +23,17 @@
 //! Reference: <https://www.postgresql.org/docs/current/protocol-message-formats.html>.
 #![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
-pub mod backend;
-pub mod copy;
-pub mod error;
-pub mod extended;
-pub mod frame;
-pub mod frontend;
-pub mod query;
-pub mod reply;
-pub mod rows;
-pub mod startup;
-pub mod tag;
-pub mod tls;
+pub(crate) mod backend;
+pub(crate) mod copy;
+pub(crate) mod error;
+pub(crate) mod extended;
+pub(crate) mod frame;
+pub(crate) mod frontend;
+pub(crate) mod query;
+pub(crate) mod reply;
+pub(crate) mod rows;
+pub(crate) mod startup;
+pub(crate) mod tag;
+pub(crate) mod tls;
 
-pub use error::ProtocolError;
+pub(crate) use error::ProtocolError;

@@ -12,7 +12,7 @@ pub fn query_text(body: &[u8]) -> Result<&[u8], ProtocolError> {
 }
 
 /// Appends a `Query` (F) of `sql`.
-pub fn put_query(sql: &[u8], out: &mut BytesMut) {
+pub(crate) fn put_query(sql: &[u8], out: &mut BytesMut) {
     put_header(out, QUERY, sql.len().saturating_add(1));
     out.put_slice(sql);
     out.put_u8(0);

@@ -14,36 +14,36 @@ use super::tag::backend;
 
 /// The SQLSTATE codes ddlgate sends, and those of the server's it acts on, from PostgreSQL's
 /// Appendix A: the one table of them.
-pub mod sqlstate {
+pub(crate) mod sqlstate {
     /// `08006 connection_failure`: the upstream could not be reached or went away.
-    pub const CONNECTION_FAILURE: &str = "08006";
+    pub(crate) const CONNECTION_FAILURE: &str = "08006";
     /// `08P01 protocol_violation`: the client broke the protocol.
-    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
     /// `0A000 feature_not_supported`.
-    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
     /// `28000 invalid_authorization_specification`: e.g. TLS required but not used.
-    pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+    pub(crate) const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
     /// `53300 too_many_connections`: ddlgate's own connection limit is reached.
-    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub(crate) const TOO_MANY_CONNECTIONS: &str = "53300";
     /// `57P01 admin_shutdown`: ddlgate is shutting down.
-    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub(crate) const ADMIN_SHUTDOWN: &str = "57P01";
     /// `57014 query_canceled`: what PostgreSQL reports when authentication times out.
-    pub const QUERY_CANCELED: &str = "57014";
+    pub(crate) const QUERY_CANCELED: &str = "57014";
     /// `ZD001`: a statement refused by ddlgate's policy. Class `ZD` is not used by PostgreSQL;
     /// clients can tell a policy refusal from a server error by it.
-    pub const POLICY_REJECTED: &str = "ZD001";
+    pub(crate) const POLICY_REJECTED: &str = "ZD001";
     /// `ZD002`: the audit trail cannot be written and `audit_fail_closed` is on.
-    pub const AUDIT_UNAVAILABLE: &str = "ZD002";
+    pub(crate) const AUDIT_UNAVAILABLE: &str = "ZD002";
     /// `01000 warning`: a policy warning sent as a `NoticeResponse`.
-    pub const WARNING: &str = "01000";
+    pub(crate) const WARNING: &str = "01000";
     /// `42601 syntax_error`: a statement the parser refuses, on a server newer than its grammar.
-    pub const SYNTAX_ERROR: &str = "42601";
+    pub(crate) const SYNTAX_ERROR: &str = "42601";
     /// `XX000 internal_error`: a part of ddlgate itself failed (the session ends; nothing of
     /// the request ran).
-    pub const INTERNAL_ERROR: &str = "XX000";
+    pub(crate) const INTERNAL_ERROR: &str = "XX000";
     /// `55P03 lock_not_available` (the server's): `lock_timeout` expired. ddlgate retries the
     /// statement and names the blockers in the error's DETAIL.
-    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 }
 
 /// How serious a message is; the first two decide what the client does next.
@@ -134,7 +134,7 @@ impl Report {
 
 /// Appends an `ErrorResponse` (for `Error` and `Fatal`) or a `NoticeResponse` (otherwise) with
 /// exactly these fields; the message is used as given.
-pub fn encode_fields(
+pub(crate) fn encode_fields(
     severity: Severity,
     code: &str,
     message: &str,
@@ -169,19 +169,19 @@ pub fn encode_fields(
 }
 
 /// Codes of the fields of `ErrorResponse` and `NoticeResponse`.
-pub mod field {
+pub(crate) mod field {
     /// Severity, localized.
-    pub const SEVERITY: u8 = b'S';
+    pub(crate) const SEVERITY: u8 = b'S';
     /// Severity, never localized (PostgreSQL 9.6+).
-    pub const SEVERITY_NONLOCALIZED: u8 = b'V';
+    pub(crate) const SEVERITY_NONLOCALIZED: u8 = b'V';
     /// SQLSTATE.
-    pub const CODE: u8 = b'C';
+    pub(crate) const CODE: u8 = b'C';
     /// Primary message.
-    pub const MESSAGE: u8 = b'M';
+    pub(crate) const MESSAGE: u8 = b'M';
     /// Detail.
-    pub const DETAIL: u8 = b'D';
+    pub(crate) const DETAIL: u8 = b'D';
     /// Hint.
-    pub const HINT: u8 = b'H';
+    pub(crate) const HINT: u8 = b'H';
 }
 
 /// An `ErrorResponse` or `NoticeResponse` read back from the server: its fields by code.
@@ -237,7 +237,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Appends a `ReadyForQuery` with the given transaction status.
-pub fn ready_for_query(status: TxStatus, out: &mut BytesMut) {
+pub(crate) fn ready_for_query(status: TxStatus, out: &mut BytesMut) {
     put_header(out, backend::READY_FOR_QUERY, 1);
     out.put_u8(status.as_byte());
 }

@@ -8,18 +8,18 @@ use super::error::ProtocolError;
 use super::frame::split_cstr;
 
 /// The code of `SSLRequest`: 1234 in the high half, 5679 in the low half.
-pub const SSL_REQUEST_CODE: u32 = 80_877_103;
+pub(crate) const SSL_REQUEST_CODE: u32 = 80_877_103;
 /// The code of `GSSENCRequest`.
-pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
+pub(crate) const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 /// The code of `CancelRequest`.
-pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
+pub(crate) const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 /// The largest startup packet PostgreSQL accepts (`MAX_STARTUP_PACKET_LENGTH`).
-pub const MAX_STARTUP_PACKET: usize = 10_000;
+pub(crate) const MAX_STARTUP_PACKET: usize = 10_000;
 /// The smallest: a length and a code.
-pub const MIN_STARTUP_PACKET: usize = 8;
+pub(crate) const MIN_STARTUP_PACKET: usize = 8;
 /// The first byte of a TLS handshake record, sent first by clients using direct TLS
 /// (`sslnegotiation=direct`, PostgreSQL 17+).
-pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// A decoded startup-phase packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +139,7 @@ fn decode_params(mut body: &[u8]) -> Result<Vec<(String, String)>, ProtocolError
 }
 
 /// Encodes an `SSLRequest`.
-pub fn encode_ssl_request() -> [u8; 8] {
+pub(crate) fn encode_ssl_request() -> [u8; 8] {
     let mut out = [0u8; 8];
     let (len, code) = out.split_at_mut(4);
     len.copy_from_slice(&8u32.to_be_bytes());
@@ -148,7 +148,7 @@ pub fn encode_ssl_request() -> [u8; 8] {
 }
 
 /// Encodes a `CancelRequest` for `key`.
-pub fn encode_cancel_request(key: &BackendKey) -> Bytes {
+pub(crate) fn encode_cancel_request(key: &BackendKey) -> Bytes {
     let len = 12usize.saturating_add(key.secret.len());
     let mut out = BytesMut::with_capacity(len);
     out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 
 /// The ALPN protocol id PostgreSQL registered.
-pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+pub(crate) const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
 /// A TLS configuration problem, found when ddlgate starts.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// Loads the certificate chain and private key ddlgate presents to clients.
-pub fn client_facing(cert: &Path, key: &Path) -> Result<ClientTls, TlsError> {
+pub(crate) fn client_facing(cert: &Path, key: &Path) -> Result<ClientTls, TlsError> {
     let certs = load_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Load {
         what: "the private key",
@@ -117,7 +117,7 @@ pub fn client_facing(cert: &Path, key: &Path) -> Result<ClientTls, TlsError> {
 }
 
 /// Builds the TLS configuration for connections to the upstream, or `None` for `disable`.
-pub fn upstream(
+pub(crate) fn upstream(
     mode: UpstreamTlsMode,
     ca_file: Option<&Path>,
 ) -> Result<Option<Arc<ClientConfig>>, TlsError> {

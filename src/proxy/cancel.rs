@@ -13,14 +13,14 @@ use crate::protocol::backend::BackendKey;
 
 /// Live sessions' cancel keys.
 #[derive(Debug, Default)]
-pub struct CancelRegistry {
+pub(crate) struct CancelRegistry {
     keys: Mutex<HashMap<BackendKey, BackendKey>>,
 }
 
 impl CancelRegistry {
     /// Records that `client_key` cancels the upstream backend `upstream_key` until the returned
     /// registration is dropped.
-    pub fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         client_key: BackendKey,
         upstream_key: BackendKey,
@@ -36,40 +36,20 @@ impl CancelRegistry {
     }
 
     /// The upstream key for a key a client presented, if a live session owns it.
-    pub fn lookup(&self, client_key: &BackendKey) -> Option<BackendKey> {
+    pub(crate) fn lookup(&self, client_key: &BackendKey) -> Option<BackendKey> {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(client_key)
             .cloned()
     }
-
-    /// Number of registered sessions.
-    pub fn len(&self) -> usize {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether no session is registered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Removes its key from the registry when the session ends.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     registry: Arc<CancelRegistry>,
     client_key: BackendKey,
-}
-
-impl Registration {
-    /// The key the client was given.
-    pub fn client_key(&self) -> &BackendKey {
-        &self.client_key
-    }
 }
 
 impl Drop for Registration {
@@ -85,7 +65,7 @@ impl Drop for Registration {
 /// Makes the key a client is given for a session whose upstream key is `upstream`: the same
 /// process id (so `pg_backend_pid()` and the key agree in logs) and a fresh random secret of
 /// the same length.
-pub fn client_key_for(upstream: &BackendKey) -> Result<BackendKey, getrandom::Error> {
+pub(crate) fn client_key_for(upstream: &BackendKey) -> Result<BackendKey, getrandom::Error> {
     let mut secret = vec![0u8; upstream.secret.len()];
     getrandom::fill(&mut secret)?;
     Ok(BackendKey {
@@ -113,7 +93,11 @@ mod tests {
         assert_eq!(registry.lookup(&key(1, b"abce")), None);
         assert_eq!(registry.lookup(&key(2, b"abcd")), None);
         drop(reg);
-        assert!(registry.is_empty());
+        assert_eq!(
+            registry.lookup(&key(1, b"abcd")),
+            None,
+            "gone with the session"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn client_only(encoding: &str) -> Option<ClientOnly> {
 
 /// The query text `bytes` as the analysis should read it, for a session whose
 /// `client_encoding` is `encoding` (UTF-8 when unknown).
-pub fn decode<'a>(bytes: &'a [u8], encoding: Option<&str>) -> (Cow<'a, str>, Mapping) {
+pub(crate) fn decode<'a>(bytes: &'a [u8], encoding: Option<&str>) -> (Cow<'a, str>, Mapping) {
     let encoding = encoding.unwrap_or("UTF8");
     if let Some(kind) = client_only(encoding) {
         if bytes.is_ascii() {
@@ -147,7 +147,7 @@ fn plane_15(a: u8, b: u8) -> char {
 /// The bytes to send for `text`, a string the analysis read through `mapping` (or produced
 /// from one): the inverse mapping. A character the mapping cannot have produced (one in a
 /// message ddlgate wrote) becomes `?`.
-pub fn encode(text: &str, mapping: Mapping) -> Cow<'_, [u8]> {
+pub(crate) fn encode(text: &str, mapping: Mapping) -> Cow<'_, [u8]> {
     if mapping == Mapping::Identity {
         return Cow::Borrowed(text.as_bytes());
     }

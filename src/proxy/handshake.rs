@@ -36,7 +36,7 @@ const MAX_AUTH_MESSAGE: usize = 1 << 20;
 
 /// What a new client connection turned out to be.
 #[derive(Debug)]
-pub enum Opening {
+pub(crate) enum Opening {
     /// A session: the negotiated stream and its startup message.
     Session {
         /// The client stream, TLS or not.
@@ -52,7 +52,7 @@ pub enum Opening {
 
 /// A failed negotiation, with the client stream when it can still be told why.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Where to send the error, if anywhere.
     pub client: Option<Stream>,
     /// What went wrong.
@@ -66,7 +66,10 @@ impl Failure {
 }
 
 /// Negotiates encryption with a new client and reads its startup packet.
-pub async fn negotiate(mut tcp: TcpStream, config: &ServeConfig) -> Result<Opening, Failure> {
+pub(crate) async fn negotiate(
+    mut tcp: TcpStream,
+    config: &ServeConfig,
+) -> Result<Opening, Failure> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
         Ok(0) => return Ok(Opening::Closed),
@@ -193,7 +196,7 @@ async fn read_startup_packet<S: AsyncRead + Unpin>(
 }
 
 /// Reads one whole message into `buf` and splits it off; `None` on a clean end of stream.
-pub async fn read_message<S: AsyncRead + Unpin>(
+pub(crate) async fn read_message<S: AsyncRead + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
     limit: usize,
@@ -215,7 +218,7 @@ pub async fn read_message<S: AsyncRead + Unpin>(
 
 /// Why [`read_message`] failed.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The transport failed.
     Io(std::io::Error),
     /// The bytes were not a valid message.
@@ -224,7 +227,7 @@ pub enum ReadError {
 
 /// Whether SCRAM channel binding can be offered to this client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelBinding {
+pub(crate) enum ChannelBinding {
     /// Both legs use TLS and ddlgate presents the upstream's own certificate: the binding data
     /// the client computes is what the server expects.
     PassThrough,
@@ -237,7 +240,7 @@ pub enum ChannelBinding {
 
 /// The outcome of a successful authentication relay.
 #[derive(Debug)]
-pub struct Established {
+pub(crate) struct Established {
     /// The server's cancel key, if it sent one.
     pub upstream_key: Option<BackendKey>,
     /// The key ddlgate gave the client instead.
@@ -254,7 +257,7 @@ pub struct Established {
 
 /// Sends the startup message upstream and relays authentication until the server's first
 /// `ReadyForQuery`, which the client receives too.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     client: &mut Stream,
     upstream: &mut Stream,
     startup: &StartupMessage,

@@ -35,24 +35,24 @@
 //! (a session closes as soon as it is idle: no request in flight, no transaction open), and at
 //! the drain deadline (or on the terminate signal) closes the rest with SQLSTATE 57P01.
 
-pub mod cancel;
-pub mod client_text;
-pub mod conductor;
-pub mod error;
-pub mod handshake;
-pub mod http;
-pub mod outbox;
-pub mod phase;
-pub mod plan;
-pub mod program;
-pub mod request;
-pub mod session;
-pub mod sql;
-pub mod state;
-pub mod stream;
-pub mod tx;
-pub mod upstream;
-pub mod workers;
+pub(crate) mod cancel;
+pub(crate) mod client_text;
+pub(crate) mod conductor;
+pub(crate) mod error;
+pub(crate) mod handshake;
+pub(crate) mod http;
+pub(crate) mod outbox;
+pub(crate) mod phase;
+pub(crate) mod plan;
+pub(crate) mod program;
+pub(crate) mod request;
+pub(crate) mod session;
+pub(crate) mod sql;
+pub(crate) mod state;
+pub(crate) mod stream;
+pub(crate) mod tx;
+pub(crate) mod upstream;
+pub(crate) mod workers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -109,7 +109,7 @@ pub struct Shutdown {
 
 /// State shared by all sessions of one server.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The validated configuration.
     pub config: Arc<ServeConfig>,
     /// Cancel keys of live sessions.

@@ -12,7 +12,7 @@ use std::task::Waker;
 
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ShutdownPhase {
+pub(crate) enum ShutdownPhase {
     /// Serving normally.
     Running = 0,
     /// Shutdown has begun: sessions close as soon as they are idle.
@@ -23,14 +23,14 @@ pub enum ShutdownPhase {
 
 /// The phase and the sessions to wake when it changes.
 #[derive(Debug, Default)]
-pub struct Phase {
+pub(crate) struct Phase {
     value: AtomicU8,
     wakers: Mutex<HashMap<u64, Waker>>,
 }
 
 impl Phase {
     /// The current phase.
-    pub fn get(&self) -> ShutdownPhase {
+    pub(crate) fn get(&self) -> ShutdownPhase {
         match self.value.load(Ordering::Acquire) {
             0 => ShutdownPhase::Running,
             1 => ShutdownPhase::Draining,
@@ -39,7 +39,7 @@ impl Phase {
     }
 
     /// Moves forward to `phase` (never back) and wakes every watching session.
-    pub fn advance(&self, phase: ShutdownPhase) {
+    pub(crate) fn advance(&self, phase: ShutdownPhase) {
         self.value.fetch_max(phase as u8, Ordering::AcqRel);
         for waker in self
             .wakers
@@ -52,7 +52,7 @@ impl Phase {
     }
 
     /// Wakes `waker` at every phase change until the returned guard is dropped.
-    pub fn watch(self: &Arc<Self>, id: u64, waker: &Waker) -> PhaseWatch {
+    pub(crate) fn watch(self: &Arc<Self>, id: u64, waker: &Waker) -> PhaseWatch {
         self.wakers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -66,7 +66,7 @@ impl Phase {
 
 /// A session's registration for phase changes.
 #[derive(Debug)]
-pub struct PhaseWatch {
+pub(crate) struct PhaseWatch {
     phase: Arc<Phase>,
     id: u64,
 }

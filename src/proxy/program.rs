@@ -64,7 +64,7 @@ pub struct Program {
 
 /// The answer to ddlgate's timeouts before a pipelined run: `CloseComplete` (statement),
 /// `CloseComplete` (portal), `ParseComplete`, `BindComplete`, `DataRow`, `CommandComplete`.
-pub const PIPELINE_TIMEOUTS_ANSWERS: usize = 6;
+pub(crate) const PIPELINE_TIMEOUTS_ANSWERS: usize = 6;
 
 impl Default for Program {
     /// A program that sends nothing and sets nothing.

@@ -12,7 +12,7 @@ use crate::protocol::frame::HEADER_LEN;
 
 /// The most bytes of an unfinished extended-protocol run held back before it is reviewed and
 /// forwarded in part.
-pub const MAX_HELD_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_HELD_BYTES: usize = 256 * 1024;
 
 /// Where one message lies in the client read buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

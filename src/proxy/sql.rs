@@ -77,7 +77,11 @@ impl SavedTimeouts {
 /// The statement that applies a class's timeouts, keeping a stricter value of the client's:
 /// `set_config(…, local)`; `saved` holds the client's values in milliseconds when ddlgate has
 /// already changed them in this program. Returns six columns (`APPLY_COLUMNS`).
-pub fn apply_timeouts(pair: &TimeoutPair, local: bool, saved: Option<(&str, &str)>) -> String {
+pub(crate) fn apply_timeouts(
+    pair: &TimeoutPair,
+    local: bool,
+    saved: Option<(&str, &str)>,
+) -> String {
     let local = if local { "true" } else { "false" };
     // The client's own value in milliseconds: read now, or as it was before ddlgate's first
     // change in this program (a later class must not be held to an earlier class's value).
@@ -118,7 +122,7 @@ pub fn apply_timeouts(pair: &TimeoutPair, local: bool, saved: Option<(&str, &str
 
 /// Who holds granted locks on `relations` (names as the client wrote them): up to five
 /// sessions, one line each — pid, `application_name`, state, query start, the query's start.
-pub fn blockers(relations: &[String]) -> String {
+pub(crate) fn blockers(relations: &[String]) -> String {
     let relations: Vec<String> = relations
         .iter()
         .map(|r| format!("pg_catalog.to_regclass({})", quote_literal(r)))
@@ -132,7 +136,7 @@ pub fn blockers(relations: &[String]) -> String {
 }
 
 /// The table a concurrent build adds indexes to, as an expression yielding its OID.
-pub fn index_table(build: &IndexBuild) -> String {
+pub(crate) fn index_table(build: &IndexBuild) -> String {
     match build {
         IndexBuild::OnTable(table) => regclass(table),
         IndexBuild::BesideIndex(index) => format!(
@@ -143,7 +147,7 @@ pub fn index_table(build: &IndexBuild) -> String {
 }
 
 /// The statement that takes back a step of a rewrite when a later step failed.
-pub fn undo(undo: &Undo) -> String {
+pub(crate) fn undo(undo: &Undo) -> String {
     match undo {
         Undo::DropConstraint { table, name } => format!(
             "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}",
@@ -162,7 +166,7 @@ fn regclass(name: &RelationName) -> String {
 
 /// The indexes of `table` (an expression yielding its OID) as an `oid[]` literal, before a
 /// concurrent build.
-pub fn index_oids(table: &str) -> String {
+pub(crate) fn index_oids(table: &str) -> String {
     format!(
         "SELECT pg_catalog.array_agg(indexrelid)::text FROM pg_catalog.pg_index WHERE indrelid = {table}"
     )
@@ -170,7 +174,7 @@ pub fn index_oids(table: &str) -> String {
 
 /// The INVALID indexes of `table` that were not there before (`before`: an `oid[]` literal
 /// from [`index_oids`]) and that no running build is still making.
-pub fn new_invalid_indexes(table: &str, before: &str) -> String {
+pub(crate) fn new_invalid_indexes(table: &str, before: &str) -> String {
     format!(
         "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
          WHERE i.indrelid = {table} AND NOT i.indisvalid \
@@ -182,7 +186,7 @@ pub fn new_invalid_indexes(table: &str, before: &str) -> String {
 
 /// Drops an INVALID index a failed concurrent build left behind (`index`: as `regclass::text`
 /// printed it, quoted where needed).
-pub fn drop_index_concurrently(index: &str) -> String {
+pub(crate) fn drop_index_concurrently(index: &str) -> String {
     format!("DROP INDEX CONCURRENTLY IF EXISTS {index}")
 }
 

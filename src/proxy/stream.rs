@@ -11,7 +11,7 @@ use tokio_rustls::{client, server};
 
 /// One side's byte stream.
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Plaintext TCP.
     Tcp(TcpStream),
     /// TLS terminated by ddlgate (client leg).
@@ -22,7 +22,7 @@ pub enum Stream {
 
 impl Stream {
     /// Whether the stream is encrypted.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         !matches!(self, Self::Tcp(_))
     }
 }

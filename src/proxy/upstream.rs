@@ -54,7 +54,7 @@ pub enum UpstreamError {
 
 /// An open upstream connection and what its TLS handshake revealed.
 #[derive(Debug)]
-pub struct Connected {
+pub(crate) struct Connected {
     /// The stream, encrypted or not.
     pub stream: Stream,
     /// The end-entity certificate the server presented, when TLS is on.
@@ -62,7 +62,7 @@ pub struct Connected {
 }
 
 /// Opens a connection to the upstream, with TLS when configured, within `connect_timeout`.
-pub async fn connect(config: &ServeConfig) -> Result<Connected, UpstreamError> {
+pub(crate) async fn connect(config: &ServeConfig) -> Result<Connected, UpstreamError> {
     let upstream = &config.upstream;
     match timeout(config.connect_timeout, connect_inner(config)).await {
         Ok(result) => result,
@@ -123,7 +123,7 @@ async fn connect_inner(config: &ServeConfig) -> Result<Connected, UpstreamError>
 /// Sends a `CancelRequest` for the upstream backend `key` and waits until the server has
 /// processed it (it closes the connection), as libpq does, so a client that waits for our
 /// close knows the cancel has landed.
-pub async fn cancel(config: &ServeConfig, key: &BackendKey) -> Result<(), UpstreamError> {
+pub(crate) async fn cancel(config: &ServeConfig, key: &BackendKey) -> Result<(), UpstreamError> {
     let result = timeout(CANCEL_TIMEOUT, async {
         let mut conn = connect(config).await?;
         let io_err = |error| UpstreamError::Connect {

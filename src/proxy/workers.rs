@@ -23,7 +23,7 @@ use super::{Shared, session};
 
 /// An accepted connection on its way to a worker.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// The client socket, detached from the accepting runtime.
     pub tcp: std::net::TcpStream,
     /// The client's address.
@@ -43,7 +43,7 @@ struct Lane {
 
 /// The worker threads of a server.
 #[derive(Debug)]
-pub struct Workers {
+pub(crate) struct Workers {
     lanes: Vec<Lane>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -60,7 +60,11 @@ impl Drop for LoadGuard {
 impl Workers {
     /// Starts `count` worker threads. Each tracks its sessions in `tracker` and, once no more
     /// connections come, waits until the tracker is closed and empty before it exits.
-    pub fn start(count: usize, shared: &Arc<Shared>, tracker: &TaskTracker) -> io::Result<Self> {
+    pub(crate) fn start(
+        count: usize,
+        shared: &Arc<Shared>,
+        tracker: &TaskTracker,
+    ) -> io::Result<Self> {
         let mut lanes = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count.max(1) {
@@ -110,7 +114,7 @@ impl Workers {
     }
 
     /// Hands a connection to the least loaded worker.
-    pub fn dispatch(&self, job: Job) {
+    pub(crate) fn dispatch(&self, job: Job) {
         let lane = self
             .lanes
             .iter()
@@ -123,7 +127,7 @@ impl Workers {
     }
 
     /// Stops handing out connections; the threads finish once their sessions have.
-    pub fn close(self) -> Vec<JoinHandle<()>> {
+    pub(crate) fn close(self) -> Vec<JoinHandle<()>> {
         drop(self.lanes);
         self.threads
     }

@@ -260,7 +260,7 @@ fn policy_files_decide_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let lenient = dir.path().join("lenient.toml");
     let mut rules = String::from("[rules]\n");
-    for rule in ddlgate::analysis::RuleId::ALL {
+    for rule in ddlgate::internals::analysis::RuleId::ALL {
         rules.push_str(&format!("{rule} = \"allow\"\n"));
     }
     std::fs::write(&lenient, rules).unwrap();
@@ -344,7 +344,7 @@ fn rules_catalog() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(
         stdout(&o).lines().count(),
-        ddlgate::analysis::RuleId::ALL.len()
+        ddlgate::internals::analysis::RuleId::ALL.len()
     );
     let o = ddlgate(&["rules", "--format", "json"], None);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -427,7 +427,7 @@ fn sarif_output_is_valid_sarif_2_1_0() {
     let run = &log["runs"][0];
     assert_eq!(
         run["tool"]["driver"]["rules"].as_array().unwrap().len(),
-        ddlgate::analysis::RuleId::ALL.len()
+        ddlgate::internals::analysis::RuleId::ALL.len()
     );
     let results = run["results"].as_array().unwrap();
     let rename = results

@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ddlgate::analysis::RuleId;
-use ddlgate::analysis::classify::{ClassifyOptions, Facts, LockTarget, classify};
-use ddlgate::analysis::locks::LockMode;
-use ddlgate::analysis::parse::{Options, parse_script};
+use ddlgate::internals::analysis::LockMode;
+use ddlgate::internals::analysis::RuleId;
+use ddlgate::internals::analysis::{ClassifyOptions, Facts, LockTarget, classify};
+use ddlgate::internals::analysis::{Options, parse_script};
 
 use crate::support::pg::{PgServer, SUPERUSER, connect};
 
@@ -379,5 +379,5 @@ async fn measure_while_blocked(
 }
 
 fn quote(ident: &str) -> String {
-    ddlgate::analysis::classify::quote_ident(ident)
+    ddlgate::internals::analysis::quote_ident(ident)
 }

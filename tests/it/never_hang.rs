@@ -338,7 +338,7 @@ async fn a_stuck_audit_trail_does_not_hold_the_answer_for_ever() {
         .unwrap();
     let proxy = TestProxy::start_with(pg, |o| {
         o.audit_log = Some(fifo.clone());
-        o.audit_fsync = Some(ddlgate::audit::Fsync::Never);
+        o.audit_fsync = Some(ddlgate::internals::config::Fsync::Never);
     })
     .await;
     setup(

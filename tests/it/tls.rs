@@ -50,7 +50,9 @@ async fn upstream_leg_is_tls(client: &tokio_postgres::Client) -> bool {
         .get(0)
 }
 
-fn with_client_tls(pg: &PgServer) -> impl FnOnce(&mut ddlgate::config::ServeOptions) + '_ {
+fn with_client_tls(
+    pg: &PgServer,
+) -> impl FnOnce(&mut ddlgate::internals::config::ServeOptions) + '_ {
     |o| {
         o.tls_cert = Some(pg.certs.proxy_cert.clone());
         o.tls_key = Some(pg.certs.proxy_key.clone());
@@ -113,7 +115,7 @@ async fn require_tls_refuses_plaintext_sessions() {
 async fn upstream_tls_require_encrypts_the_upstream_leg() {
     let pg = PgServer::shared();
     let proxy = TestProxy::start_with(pg, |o| {
-        o.upstream_tls = Some(ddlgate::protocol::tls::UpstreamTlsMode::Require);
+        o.upstream_tls = Some(ddlgate::internals::config::UpstreamTlsMode::Require);
     })
     .await;
     let client = proxy.connect(SCRAM).await;
@@ -124,7 +126,7 @@ async fn upstream_tls_require_encrypts_the_upstream_leg() {
 /// server's certificate the client gets 08006 naming the upstream and the TLS failure.
 #[tokio::test]
 async fn upstream_tls_verify_full_checks_the_chain() {
-    use ddlgate::protocol::tls::UpstreamTlsMode;
+    use ddlgate::internals::config::UpstreamTlsMode;
     let pg = PgServer::shared();
     let good = TestProxy::start_with(pg, |o| {
         o.upstream_tls = Some(UpstreamTlsMode::VerifyFull);
@@ -153,7 +155,7 @@ async fn upstream_tls_verify_full_checks_the_chain() {
 /// verify-ca accepts a certificate for another host name; verify-full refuses it.
 #[tokio::test]
 async fn upstream_verify_ca_ignores_the_name_and_verify_full_does_not() {
-    use ddlgate::protocol::tls::UpstreamTlsMode;
+    use ddlgate::internals::config::UpstreamTlsMode;
     let pg = PgServer::start_with(&[
         "ssl_cert_file = '{dir}/wrong-name.crt'",
         "ssl_key_file = '{dir}/wrong-name.key'",
@@ -182,7 +184,7 @@ async fn upstream_verify_ca_ignores_the_name_and_verify_full_does_not() {
 /// `channel_binding=disable` the same client logs in.
 #[tokio::test]
 async fn channel_binding_with_a_different_certificate_is_explained() {
-    use ddlgate::protocol::tls::UpstreamTlsMode;
+    use ddlgate::internals::config::UpstreamTlsMode;
     let pg = PgServer::shared();
     let proxy = TestProxy::start_with(pg, |o| {
         with_client_tls(pg)(o);
@@ -208,7 +210,7 @@ async fn channel_binding_with_a_different_certificate_is_explained() {
 /// client that requires channel binding logs in through it.
 #[tokio::test]
 async fn channel_binding_passes_through_with_the_upstream_certificate() {
-    use ddlgate::protocol::tls::UpstreamTlsMode;
+    use ddlgate::internals::config::UpstreamTlsMode;
     let pg = PgServer::shared();
     let proxy = TestProxy::start_with(pg, |o| {
         o.tls_cert = Some(pg.certs.server_cert.clone());

@@ -10,7 +10,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::AddColumnVolatileDefault,
     summary: "ADD COLUMN with a volatile DEFAULT rewrites the table while blocking reads and writes",
     group: Group::Columns,

@@ -9,7 +9,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::AddExclusionConstraint,
     summary: "ADD EXCLUDE builds its index while blocking every read and write, with no concurrent alternative",
     group: Group::Constraints,

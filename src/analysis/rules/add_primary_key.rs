@@ -11,7 +11,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{Applicability, Fix, FixStep, IndexBuild, Undo, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::AddPrimaryKey,
     summary: "ADD PRIMARY KEY builds its index while blocking every read and write on the table",
     group: Group::Constraints,

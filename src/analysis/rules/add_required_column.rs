@@ -8,7 +8,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::AddRequiredColumn,
     summary: "ADD COLUMN … NOT NULL without a DEFAULT fails on a table with rows and breaks running inserts",
     group: Group::Columns,

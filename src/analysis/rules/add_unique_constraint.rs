@@ -11,7 +11,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::AddUniqueConstraint,
     summary: "ADD UNIQUE builds its index while blocking every read and write on the table",
     group: Group::Constraints,

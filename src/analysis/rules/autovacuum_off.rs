@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::AutovacuumOff,
     summary: "autovacuum_enabled = false lets the table bloat and risks transaction-ID wraparound",
     group: Group::StorageAndPartitions,

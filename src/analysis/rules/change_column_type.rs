@@ -10,7 +10,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::ChangeColumnType,
     summary: "ALTER COLUMN TYPE rewrites the table and its indexes while blocking reads and writes",
     group: Group::Columns,
@@ -31,7 +31,7 @@ pub static RULE: RuleMeta = RuleMeta {
 
 /// Whether changing `old` to `new` needs no rewrite (a binary-compatible change, or a longer
 /// length or precision limit).
-pub fn needs_no_rewrite(old: &ColumnType, new: &ColumnType) -> bool {
+pub(crate) fn needs_no_rewrite(old: &ColumnType, new: &ColumnType) -> bool {
     let widened = |old: &[i64], new: &[i64]| match (old, new) {
         (_, []) => true,
         ([a], [b]) => b >= a,

@@ -5,7 +5,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::CharType,
     summary: "char(n) pads with spaces and is no faster than text",
     group: Group::Style,

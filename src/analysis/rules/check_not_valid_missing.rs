@@ -11,7 +11,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{Applicability, Edit, Fix, FixStep, Undo, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::CheckNotValidMissing,
     summary: "ADD CHECK without NOT VALID blocks reads and writes while every row is checked",
     group: Group::Constraints,

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::CicInTransaction,
     summary: "A CONCURRENTLY statement inside a transaction block (or a multi-statement query) fails",
     group: Group::IndexAndMaintenance,

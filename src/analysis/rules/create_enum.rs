@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::CreateEnum,
     summary: "Enum values cannot be removed or reordered; a lookup table or CHECK constraint can change",
     group: Group::Style,

@@ -9,7 +9,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{FixStep, IndexBuild, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::CreateIndexNonconcurrent,
     summary: "CREATE INDEX without CONCURRENTLY blocks writes to the table for the whole build",
     group: Group::IndexAndMaintenance,
@@ -43,7 +43,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         .flatten()
         .map(|(at, table)| {
             let step = FixStep::building(IndexBuild::OnTable(table));
-            input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY", step)
+            Input::insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY", step)
         });
     let help = match &fix {
         Some(f) => format!("Build it without blocking writes: {}", f.apply(input.source, input.span)),

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::CreatePartitionOf,
     summary: "CREATE TABLE … PARTITION OF blocks every read and write on the partitioned table",
     group: Group::StorageAndPartitions,

@@ -8,7 +8,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::CreateTrigger,
     summary: "CREATE TRIGGER blocks writes while it is added and changes every later write to the table",
     group: Group::StorageAndPartitions,

@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DdlAfterAccessExclusive,
     summary: "Statements after an ACCESS EXCLUSIVE lock in the same transaction keep every query on that table waiting",
     group: Group::TransactionsAndSessions,

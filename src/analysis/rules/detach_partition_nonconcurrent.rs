@@ -9,7 +9,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{FixStep, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DetachPartitionNonconcurrent,
     summary: "DETACH PARTITION without CONCURRENTLY blocks every read and write on the partitioned table",
     group: Group::StorageAndPartitions,
@@ -45,7 +45,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             && stmt.cmds.len() == 1
             && input.ctx.can_run_outside_transaction())
         .then(|| {
-            input.insertion_fix(
+            Input::insertion_fix(
                 "Add `CONCURRENTLY`",
                 input.span.end,
                 " CONCURRENTLY",

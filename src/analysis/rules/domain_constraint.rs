@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DomainConstraint,
     summary: "Checking a domain constraint scans every table using the domain while blocking writes to them",
     group: Group::Constraints,

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DropColumn,
     summary: "DROP COLUMN loses data and breaks running code that still reads or writes it",
     group: Group::ExpandContract,

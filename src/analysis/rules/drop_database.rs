@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DropDatabase,
     summary: "DROP DATABASE and DROP SCHEMA destroy everything in them",
     group: Group::ExpandContract,

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{FixStep, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DropIndexNonconcurrent,
     summary: "DROP INDEX without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on the table",
     group: Group::IndexAndMaintenance,
@@ -46,7 +46,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         .then(|| input.after_keyword("index"))
         .flatten()
         .map(|at| {
-            input.insertion_fix(
+            Input::insertion_fix(
                 "Add `CONCURRENTLY`",
                 at,
                 " CONCURRENTLY",

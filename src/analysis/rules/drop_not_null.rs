@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DropNotNull,
     summary: "DROP NOT NULL lets running code meet NULLs it never handled, and is costly to undo",
     group: Group::Columns,

@@ -10,7 +10,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DuplicateColumnAssignment,
     summary: "The same column named twice in one statement is an error",
     group: Group::Correctness,

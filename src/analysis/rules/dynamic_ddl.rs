@@ -8,7 +8,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::DynamicDdl,
     summary: "DO blocks, functions and procedures that run DDL escape static analysis",
     group: Group::TransactionsAndSessions,

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::EnumAddValueOrder,
     summary: "ADD VALUE … BEFORE/AFTER changes how existing values sort and compare",
     group: Group::ExpandContract,

@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::FkMissingIndex,
     summary: "A foreign key without an index on its columns makes every delete on the referenced table scan this one",
     group: Group::Constraints,

@@ -10,7 +10,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{Applicability, Edit, Fix, FixStep, Undo, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::FkNotValidMissing,
     summary: "ADD FOREIGN KEY without NOT VALID blocks writes to both tables while every row is checked",
     group: Group::Constraints,

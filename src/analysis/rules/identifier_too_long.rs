@@ -9,7 +9,7 @@ use crate::analysis::violation::Violation;
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::IdentifierTooLong,
     summary: "A name longer than 63 bytes is silently truncated by PostgreSQL",
     group: Group::Correctness,

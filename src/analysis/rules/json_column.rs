@@ -5,7 +5,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::JsonColumn,
     summary: "json stores text and re-parses it on every access; jsonb is what you want",
     group: Group::Style,

@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::LockTimeoutMissing,
     summary: "DDL that blocks reads or writes runs without a lock_timeout",
     group: Group::TransactionsAndSessions,

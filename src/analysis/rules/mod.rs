@@ -10,63 +10,63 @@ use super::parse::{NodeEnum, Token, TokenKind, tokens};
 use super::registry::RuleId;
 use super::violation::{Applicability, Edit, Fix, FixStep, Violation};
 
-pub mod add_column_volatile_default;
-pub mod add_exclusion_constraint;
-pub mod add_generated_stored_column;
-pub mod add_primary_key;
-pub mod add_required_column;
-pub mod add_serial_identity_column;
-pub mod add_unique_constraint;
-pub mod autovacuum_off;
-pub mod change_column_type;
-pub mod char_type;
-pub mod check_not_valid_missing;
-pub mod cic_in_transaction;
-pub mod create_enum;
-pub mod create_index_nonconcurrent;
-pub mod create_partition_of;
-pub mod create_trigger;
-pub mod ddl_after_access_exclusive;
-pub mod detach_partition_nonconcurrent;
-pub mod domain_constraint;
-pub mod drop_column;
-pub mod drop_database;
-pub mod drop_index_nonconcurrent;
-pub mod drop_not_null;
-pub mod drop_table;
-pub mod duplicate_column_assignment;
-pub mod dynamic_ddl;
-pub mod enum_add_value_order;
-pub mod fk_missing_index;
-pub mod fk_not_valid_missing;
-pub mod identifier_too_long;
-pub mod json_column;
-pub mod lock_timeout_missing;
-pub mod multiple_alter_same_table;
-pub mod partitioned_index;
-pub mod prefer_bigint;
-pub mod prefer_identity;
-pub mod refresh_matview_nonconcurrent;
-pub mod reindex_nonconcurrent;
-pub mod rename_column;
-pub mod rename_enum_value;
-pub mod rename_table;
-pub mod replica_identity;
-pub mod robust_stmts;
-pub mod set_access_method;
-pub mod set_logged_unlogged;
-pub mod set_not_null;
-pub mod set_tablespace;
-pub mod statement_timeout_missing;
-pub mod table_without_schema;
-pub mod timeout_override;
-pub mod timestamp_without_tz;
-pub mod transaction_hygiene;
-pub mod truncate_cascade;
-pub mod unbatched_backfill;
-pub mod vacuum_full_cluster;
-pub mod validate_same_tx;
-pub mod varchar_limit;
+pub(crate) mod add_column_volatile_default;
+pub(crate) mod add_exclusion_constraint;
+pub(crate) mod add_generated_stored_column;
+pub(crate) mod add_primary_key;
+pub(crate) mod add_required_column;
+pub(crate) mod add_serial_identity_column;
+pub(crate) mod add_unique_constraint;
+pub(crate) mod autovacuum_off;
+pub(crate) mod change_column_type;
+pub(crate) mod char_type;
+pub(crate) mod check_not_valid_missing;
+pub(crate) mod cic_in_transaction;
+pub(crate) mod create_enum;
+pub(crate) mod create_index_nonconcurrent;
+pub(crate) mod create_partition_of;
+pub(crate) mod create_trigger;
+pub(crate) mod ddl_after_access_exclusive;
+pub(crate) mod detach_partition_nonconcurrent;
+pub(crate) mod domain_constraint;
+pub(crate) mod drop_column;
+pub(crate) mod drop_database;
+pub(crate) mod drop_index_nonconcurrent;
+pub(crate) mod drop_not_null;
+pub(crate) mod drop_table;
+pub(crate) mod duplicate_column_assignment;
+pub(crate) mod dynamic_ddl;
+pub(crate) mod enum_add_value_order;
+pub(crate) mod fk_missing_index;
+pub(crate) mod fk_not_valid_missing;
+pub(crate) mod identifier_too_long;
+pub(crate) mod json_column;
+pub(crate) mod lock_timeout_missing;
+pub(crate) mod multiple_alter_same_table;
+pub(crate) mod partitioned_index;
+pub(crate) mod prefer_bigint;
+pub(crate) mod prefer_identity;
+pub(crate) mod refresh_matview_nonconcurrent;
+pub(crate) mod reindex_nonconcurrent;
+pub(crate) mod rename_column;
+pub(crate) mod rename_enum_value;
+pub(crate) mod rename_table;
+pub(crate) mod replica_identity;
+pub(crate) mod robust_stmts;
+pub(crate) mod set_access_method;
+pub(crate) mod set_logged_unlogged;
+pub(crate) mod set_not_null;
+pub(crate) mod set_tablespace;
+pub(crate) mod statement_timeout_missing;
+pub(crate) mod table_without_schema;
+pub(crate) mod timeout_override;
+pub(crate) mod timestamp_without_tz;
+pub(crate) mod transaction_hygiene;
+pub(crate) mod truncate_cascade;
+pub(crate) mod unbatched_backfill;
+pub(crate) mod vacuum_full_cluster;
+pub(crate) mod validate_same_tx;
+pub(crate) mod varchar_limit;
 
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -235,7 +235,7 @@ impl Input<'_> {
 
     /// A safe fix that inserts `text` at `at`, valid only where the statement may run outside
     /// a transaction block; the statement stays one statement, doing what `step` says.
-    pub fn insertion_fix(&self, title: &str, at: usize, text: &str, step: FixStep) -> Fix {
+    pub fn insertion_fix(title: &str, at: usize, text: &str, step: FixStep) -> Fix {
         Fix {
             title: title.to_owned(),
             edits: vec![Edit {
@@ -270,7 +270,7 @@ impl Input<'_> {
 
 /// Whether the relation is new (created earlier in this transaction or script), in which case
 /// nobody else can be waiting on it and it holds no rows worth worrying about.
-pub fn is_new_table(input: &Input<'_>, rv: Option<&super::parse::ast::RangeVar>) -> bool {
+pub(crate) fn is_new_table(input: &Input<'_>, rv: Option<&super::parse::ast::RangeVar>) -> bool {
     rv.is_some_and(|rv| {
         input
             .ctx
@@ -280,7 +280,7 @@ pub fn is_new_table(input: &Input<'_>, rv: Option<&super::parse::ast::RangeVar>)
 
 /// "Locks orders in ACCESS EXCLUSIVE mode, which blocks reads and writes …": the detail line
 /// of violations about a statement's strongest lock.
-pub fn lock_detail(facts: &Facts) -> Option<String> {
+pub(crate) fn lock_detail(facts: &Facts) -> Option<String> {
     let mode = facts.strongest_lock()?;
     let targets: Vec<String> = facts
         .locks
@@ -299,7 +299,7 @@ pub fn lock_detail(facts: &Facts) -> Option<String> {
 /// The name PostgreSQL gives an unnamed constraint or index: `{table}_{columns}_{suffix}`,
 /// shortened to the 63 bytes of an identifier the way `makeObjectName` shortens it (the longer
 /// part loses characters first).
-pub fn default_object_name(table: &str, columns: &[&str], suffix: &str) -> String {
+pub(crate) fn default_object_name(table: &str, columns: &[&str], suffix: &str) -> String {
     const MAX: usize = 63;
     let mut name1 = table.to_owned();
     let mut name2 = columns.join("_");
@@ -319,7 +319,7 @@ pub fn default_object_name(table: &str, columns: &[&str], suffix: &str) -> Strin
 }
 
 /// Column names of a constraint's key list (`String` nodes).
-pub fn key_names(keys: &[super::parse::ast::Node]) -> Vec<&str> {
+pub(crate) fn key_names(keys: &[super::parse::ast::Node]) -> Vec<&str> {
     keys.iter()
         .filter_map(super::classify::string_value)
         .collect()
@@ -327,7 +327,7 @@ pub fn key_names(keys: &[super::parse::ast::Node]) -> Vec<&str> {
 
 /// The subcommands of an `ALTER TABLE` (or `ALTER INDEX`, `ALTER MATERIALIZED VIEW`, …) on an
 /// existing relation whose type is one of `types`.
-pub fn alter_subcommands<'a>(
+pub(crate) fn alter_subcommands<'a>(
     input: &Input<'a>,
     types: &[super::parse::ast::AlterTableType],
 ) -> Vec<&'a super::parse::ast::AlterTableCmd> {
@@ -344,7 +344,7 @@ pub fn alter_subcommands<'a>(
 
 /// A column type a statement declares: a column of `CREATE TABLE` or of a composite type,
 /// `ALTER TABLE … ADD COLUMN`, or `ALTER TABLE … ALTER COLUMN … TYPE`.
-pub struct DeclaredType<'a> {
+pub(crate) struct DeclaredType<'a> {
     /// The column.
     pub column: &'a str,
     /// The type as written.
@@ -355,7 +355,7 @@ impl DeclaredType<'_> {
     /// The type's name, lower case, when it is a built-in (unqualified or in `pg_catalog`):
     /// `int4` for `integer`, `bpchar` for `char(n)`, `timestamp` for `timestamp without time
     /// zone`, `serial` for `serial`.
-    pub fn builtin(&self) -> Option<String> {
+    pub(crate) fn builtin(&self) -> Option<String> {
         let names: Vec<&str> = self
             .type_name
             .names
@@ -369,13 +369,13 @@ impl DeclaredType<'_> {
     }
 
     /// Whether the type carries a modifier such as the `n` of `varchar(n)`.
-    pub fn has_modifier(&self) -> bool {
+    pub(crate) fn has_modifier(&self) -> bool {
         !self.type_name.typmods.is_empty()
     }
 }
 
 /// Every column type the statement declares (see [`DeclaredType`]).
-pub fn declared_types(node: &NodeEnum) -> Vec<DeclaredType<'_>> {
+pub(crate) fn declared_types(node: &NodeEnum) -> Vec<DeclaredType<'_>> {
     use super::parse::ast;
     fn from_column_defs<'a>(nodes: &'a [ast::Node], out: &mut Vec<DeclaredType<'a>>) {
         for n in nodes {

@@ -8,7 +8,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::MultipleAlterSameTable,
     summary: "Several ALTER TABLE statements that each rewrite or scan one table read it several times",
     group: Group::TransactionsAndSessions,

@@ -9,7 +9,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::PartitionedIndex,
     summary: "CREATE INDEX on a partitioned table locks every partition and cannot be built concurrently",
     group: Group::IndexAndMaintenance,

@@ -5,7 +5,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::PreferBigint,
     summary: "32- and 16-bit integer columns can overflow; widening them later rewrites the table",
     group: Group::Style,

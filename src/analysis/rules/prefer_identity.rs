@@ -5,7 +5,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::PreferIdentity,
     summary: "serial types hide a separately owned sequence; identity columns are the standard form",
     group: Group::Style,

@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{Applicability, FixStep, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::RefreshMatviewNonconcurrent,
     summary: "REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every read of the view",
     group: Group::IndexAndMaintenance,
@@ -38,7 +38,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     // CONCURRENTLY needs a unique index on the view, which ddlgate cannot see: the fix is
     // offered, never applied on its own.
     let mut fix = input.after_keyword("view").map(|at| {
-        input.insertion_fix(
+        Input::insertion_fix(
             "Add `CONCURRENTLY`",
             at,
             " CONCURRENTLY",

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{FixStep, IndexBuild, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::ReindexNonconcurrent,
     summary: "REINDEX without CONCURRENTLY blocks writes to the table and reads through the index",
     group: Group::IndexAndMaintenance,
@@ -54,7 +54,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         .can_run_outside_transaction()
         .then(|| input.after_keyword(keyword))
         .flatten()
-        .map(|at| input.insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY", rebuild(stmt)));
+        .map(|at| Input::insertion_fix("Add `CONCURRENTLY`", at, " CONCURRENTLY", rebuild(stmt)));
     let help = match &fix {
         Some(f) => format!(
             "Rebuild without blocking: {}",

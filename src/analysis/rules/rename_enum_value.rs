@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::RenameEnumValue,
     summary: "RENAME VALUE breaks running code that still writes or compares the old label",
     group: Group::ExpandContract,

@@ -9,7 +9,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::ReplicaIdentity,
     summary: "REPLICA IDENTITY changes what logical replication writes for every update and delete",
     group: Group::StorageAndPartitions,

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::RobustStmts,
     summary: "CREATE without IF NOT EXISTS or DROP without IF EXISTS fails when the migration is re-run",
     group: Group::Correctness,

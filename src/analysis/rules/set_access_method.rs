@@ -9,7 +9,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::SetAccessMethod,
     summary: "SET ACCESS METHOD rewrites the table while blocking reads and writes",
     group: Group::StorageAndPartitions,

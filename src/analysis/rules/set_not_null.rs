@@ -10,7 +10,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::{Applicability, FixStep, Undo, Violation};
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::SetNotNull,
     summary: "SET NOT NULL blocks reads and writes while every row is checked",
     group: Group::Constraints,

@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::TimeoutOverride,
     summary: "A statement in the same request as DDL loosens the timeouts ddlgate applies",
     group: Group::TransactionsAndSessions,

@@ -5,7 +5,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::TimestampWithoutTz,
     summary: "timestamp without time zone stores a wall-clock reading, not an instant",
     group: Group::Style,

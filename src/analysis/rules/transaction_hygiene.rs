@@ -8,7 +8,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::TransactionHygiene,
     summary: "Nested BEGIN, COMMIT outside a transaction, or a BEGIN never ended",
     group: Group::TransactionsAndSessions,

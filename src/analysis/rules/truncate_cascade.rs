@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::TruncateCascade,
     summary: "TRUNCATE … CASCADE also empties every table that references the truncated ones",
     group: Group::ExpandContract,

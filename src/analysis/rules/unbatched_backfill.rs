@@ -6,7 +6,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::UnbatchedBackfill,
     summary: "UPDATE or DELETE without WHERE changes every row in one long transaction",
     group: Group::TransactionsAndSessions,

@@ -7,7 +7,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::VacuumFullCluster,
     summary: "VACUUM FULL and CLUSTER rewrite the table while blocking every read and write",
     group: Group::IndexAndMaintenance,

@@ -8,7 +8,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::ValidateSameTx,
     summary: "VALIDATE CONSTRAINT in the transaction that added it NOT VALID keeps the strong lock during the scan",
     group: Group::Constraints,

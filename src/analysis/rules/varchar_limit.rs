@@ -5,7 +5,7 @@ use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
 
 /// The rule.
-pub static RULE: RuleMeta = RuleMeta {
+pub(crate) static RULE: RuleMeta = RuleMeta {
     id: RuleId::VarcharLimit,
     summary: "varchar(n) gives no speed and its limit is awkward to change",
     group: Group::Style,

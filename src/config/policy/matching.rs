@@ -9,16 +9,17 @@ use serde::{Deserialize, Deserializer};
 /// A name pattern: `*` matches any run of characters, `?` one character, everything else
 /// itself (case-sensitive, as PostgreSQL role and database names are).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Glob(String);
+pub(crate) struct Glob(String);
 
 impl Glob {
     /// A pattern.
-    pub fn new(pattern: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(pattern: &str) -> Self {
         Self(pattern.to_owned())
     }
 
     /// Whether `text` matches the whole pattern.
-    pub fn matches(&self, text: &str) -> bool {
+    pub(crate) fn matches(&self, text: &str) -> bool {
         let pattern: Vec<char> = self.0.chars().collect();
         let text: Vec<char> = text.chars().collect();
         // Iterative matching with backtracking to the last `*`: linear in practice, never
@@ -72,14 +73,14 @@ impl<'de> Deserialize<'de> for Glob {
 /// A block of client addresses, `10.0.0.0/8` or `2001:db8::/32`; a bare address is a block of
 /// one. An IPv4 block also matches the IPv4-mapped IPv6 form of its addresses.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     network: IpAddr,
     prefix: u8,
 }
 
 impl Cidr {
     /// Parses `address/prefix` or `address`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
@@ -101,7 +102,7 @@ impl Cidr {
     }
 
     /// Whether `addr` lies in the block.
-    pub fn contains(&self, addr: IpAddr) -> bool {
+    pub(crate) fn contains(&self, addr: IpAddr) -> bool {
         let addr = match addr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 @ IpAddr::V4(_) => v4,

@@ -37,7 +37,7 @@
 //! rule ids, unknown actions, bad durations and bad address blocks are refused with the file,
 //! line and column.
 
-pub mod matching;
+pub(crate) mod matching;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -49,7 +49,7 @@ use serde::{Deserialize, Deserializer};
 use crate::analysis::RuleId;
 use crate::analysis::rules::DefaultAction;
 
-pub use matching::{Cidr, Glob};
+pub(crate) use matching::{Cidr, Glob};
 
 /// What the policy does with a violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
@@ -416,7 +416,7 @@ impl Profile {
 }
 
 /// The shipped default policy.
-pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
+pub(crate) const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
 
 /// A policy file that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -40,11 +40,12 @@ use super::state::SessionState;
 use super::tx::Since;
 
 mod decide;
-pub mod pool;
+pub(crate) mod pool;
 mod review;
 
 use decide::{apply, decide_query};
-pub use review::{Review, Unreviewable, Verdict};
+pub(crate) use review::Unreviewable;
+pub use review::{Review, Verdict};
 use review::{deferred_name, precheck_parsed};
 
 /// A held request.
@@ -470,7 +471,7 @@ fn prepare_context(
 /// Ends in the engine's context what the server ended since the engine last looked: the
 /// transaction-scoped facts of a transaction that is over (see [`super::tx`]). With no
 /// transaction open nothing can be left of one, whatever was seen.
-pub fn catch_up(ctx: &mut Context, since: Since, transaction_open: bool) {
+pub(crate) fn catch_up(ctx: &mut Context, since: Since, transaction_open: bool) {
     match since.ended {
         Some(committed) => ctx.end_transaction(committed),
         None if !transaction_open => ctx.end_transaction(false),
@@ -482,7 +483,7 @@ pub fn catch_up(ctx: &mut Context, since: Since, transaction_open: bool) {
 }
 
 /// The policy's timeouts as the engine sees them.
-pub fn managed_timeouts(settings: &Settings) -> ManagedTimeouts {
+pub(crate) fn managed_timeouts(settings: &Settings) -> ManagedTimeouts {
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let pair =
         |p: &crate::config::policy::TimeoutPair| (ms(p.lock_timeout), ms(p.statement_timeout));
@@ -493,7 +494,7 @@ pub fn managed_timeouts(settings: &Settings) -> ManagedTimeouts {
 }
 
 /// The settings for a session, and the name of the profile that chose them.
-pub fn settings_for(
+pub(crate) fn settings_for(
     policy: &crate::config::policy::Policy,
     session: &SessionState,
 ) -> (Option<String>, Settings) {

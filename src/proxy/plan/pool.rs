@@ -24,7 +24,7 @@ use super::{Held, Review};
 
 /// Requests larger than this (bytes) are planned on the pool, and their text is not parsed
 /// during the review.
-pub const PLAN_OFF_THREAD_ABOVE: usize = 256 * 1024;
+pub(crate) const PLAN_OFF_THREAD_ABOVE: usize = 256 * 1024;
 
 /// Threads in the pool: large governed requests are rare, and two let one wait while the
 /// other works.
@@ -32,7 +32,7 @@ const THREADS: usize = 2;
 
 /// Everything [`super::plan`] needs, moved to the pool and back.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// The held request.
     pub held: Held,
     /// A copy of the session's state.
@@ -52,7 +52,7 @@ pub struct Job {
 /// A planned request, with the review and context it was planned with (to go back into the
 /// session).
 #[derive(Debug)]
-pub struct Planned {
+pub(crate) struct Planned {
     /// The program.
     pub program: Program,
     /// The session's review.
@@ -63,7 +63,7 @@ pub struct Planned {
 
 impl Job {
     /// Plans it here.
-    pub fn run(mut self) -> Planned {
+    pub(crate) fn run(mut self) -> Planned {
         let program = super::plan(
             self.held,
             &self.state,
@@ -85,13 +85,13 @@ type Queued = (Job, oneshot::Sender<Box<Planned>>);
 
 /// The pool: a queue and its threads.
 #[derive(Debug)]
-pub struct PlanPool {
+pub(crate) struct PlanPool {
     jobs: Mutex<mpsc::Sender<Queued>>,
 }
 
 impl PlanPool {
     /// Starts the pool's threads.
-    pub fn start() -> std::io::Result<Self> {
+    pub(crate) fn start() -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Queued>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..THREADS {
@@ -125,7 +125,7 @@ impl PlanPool {
         clippy::result_large_err,
         reason = "the job is moved in and must come back whole when it cannot be queued"
     )]
-    pub fn submit(&self, job: Job) -> Result<oneshot::Receiver<Box<Planned>>, Job> {
+    pub(crate) fn submit(&self, job: Job) -> Result<oneshot::Receiver<Box<Planned>>, Job> {
         let (done, planned) = oneshot::channel();
         let Ok(jobs) = self.jobs.lock() else {
             return Err(job);

@@ -73,7 +73,7 @@ mod conduct;
 mod startup;
 mod watch;
 
-pub use startup::serve;
+pub(crate) use startup::serve;
 use watch::Watch;
 
 /// Read-buffer growth step.

@@ -24,7 +24,7 @@ use super::{CLOSE_FLUSH_TIMEOUT, Session};
 /// Serves one accepted connection until it closes. `admitted` is false when the connection
 /// limit is reached: such a connection may still carry a cancel request, but a session is
 /// refused with SQLSTATE 53300.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitted: bool) {
+pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitted: bool) {
     let id = shared.next_session_id();
     let span = info_span!("session", id, %peer);
     let terminate = shared.terminate.clone();

@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 
-use ddlgate::config::{ServeConfig, ServeOptions};
-use ddlgate::proxy::{Server, Shutdown};
+use ddlgate::internals::config::{ServeConfig, ServeOptions};
+use ddlgate::internals::proxy::{Server, Shutdown};
 use tokio::task::JoinHandle;
 
 use super::pg::{self, PgServer, Role};
