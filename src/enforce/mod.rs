@@ -34,15 +34,10 @@ use crate::analysis::{Context, Engine, Override, Report, RuleId, Violation};
 use crate::config::policy::{
     Action, Fallback, Overrides, Settings, TimeoutPair, Timeouts, Unparsable,
 };
-use crate::protocol::reply::{self, Severity, sqlstate};
+use crate::protocol::reply;
 
 /// The newest PostgreSQL major version whose grammar the parser has.
 pub(crate) const GRAMMAR_MAJOR: u32 = 18;
-
-/// The SQLSTATE of a statement refused by policy.
-pub(crate) const SQLSTATE_REJECTED: &str = sqlstate::POLICY_REJECTED;
-/// The SQLSTATE of a statement refused because it cannot be parsed.
-pub(crate) const SQLSTATE_UNPARSABLE: &str = sqlstate::SYNTAX_ERROR;
 
 /// Which timeouts a statement runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -236,20 +231,14 @@ fn decide_statement(
             continue;
         }
         if settings.action(violation.rule) != Action::Allow {
-            decision.notices.push(reply::Report {
-                severity: Severity::Warning,
-                code: sqlstate::WARNING,
-                message: format!(
-                    "override of {} ignored: {}",
-                    violation.rule,
-                    match settings.overrides {
-                        Overrides::Off => "this policy does not honour inline overrides",
-                        _ => "this policy requires a reason=\"…\"",
-                    }
-                ),
-                detail: None,
-                hint: None,
-            });
+            decision.notices.push(reply::Report::warning(format!(
+                "override of {} ignored: {}",
+                violation.rule,
+                match settings.overrides {
+                    Overrides::Off => "this policy does not honour inline overrides",
+                    _ => "this policy requires a reason=\"…\"",
+                }
+            )));
         }
         in_force.push(violation);
     }
@@ -326,25 +315,15 @@ fn unparsable(
         // The server refuses it too, with its own words.
         return decision;
     }
-    let message = reply::Report {
-        severity: Severity::Error,
-        code: SQLSTATE_UNPARSABLE,
-        message: format!("unparsable: {error}"),
-        detail: Some(format!(
-            "The server runs PostgreSQL {}, newer than ddlgate's grammar (PostgreSQL {GRAMMAR_MAJOR}), so the statement cannot be analysed.",
-            ctx.server_major
-        )),
-        hint: None,
-    };
+    let message = reply::Report::syntax_error(format!("unparsable: {error}")).detail(format!(
+        "The server runs PostgreSQL {}, newer than ddlgate's grammar (PostgreSQL {GRAMMAR_MAJOR}), so the statement cannot be analysed.",
+        ctx.server_major
+    ));
     match settings.unparsable {
         Unparsable::Allow => decision.class = Some(Class::Brief),
         Unparsable::Warn => {
             decision.class = Some(Class::Brief);
-            decision.notices.push(reply::Report {
-                severity: Severity::Warning,
-                code: sqlstate::WARNING,
-                ..message
-            });
+            decision.notices.push(message.downgraded_to_warning());
         }
         Unparsable::Reject => decision.plan = Plan::Reject(message),
     }
@@ -352,21 +331,13 @@ fn unparsable(
 }
 
 fn rejection(v: &Violation, facts: &Facts) -> reply::Report {
-    reply::Report {
-        severity: Severity::Error,
-        code: SQLSTATE_REJECTED,
-        message: format!("{}: {}", v.rule, v.message),
-        detail: detail_with_lock(v, facts),
-        hint: (!v.help.is_empty()).then(|| v.help.clone()),
-    }
+    reply::Report::policy_rejected(format!("{}: {}", v.rule, v.message))
+        .with_detail(detail_with_lock(v, facts))
+        .with_hint((!v.help.is_empty()).then(|| v.help.clone()))
 }
 
 fn warning(v: &Violation, facts: &Facts) -> reply::Report {
-    reply::Report {
-        severity: Severity::Warning,
-        code: sqlstate::WARNING,
-        ..rejection(v, facts)
-    }
+    rejection(v, facts).downgraded_to_warning()
 }
 
 /// The rule's detail, with the lock the statement takes (and on which table) when the detail

@@ -84,7 +84,7 @@ fn create_index_inside_a_transaction_falls_back() {
     let Plan::Reject(m) = &d[0].plan else {
         panic!("expected the reject fallback, got {:?}", d[0].plan);
     };
-    assert_eq!(m.code, SQLSTATE_REJECTED);
+    assert_eq!(m.code, reply::sqlstate::POLICY_REJECTED);
     assert!(
         m.text()
             .starts_with("ddlgate: create-index-nonconcurrent: "),
@@ -267,7 +267,7 @@ fn unparsable_statements_are_left_to_a_server_that_shares_the_grammar() {
     let Plan::Reject(m) = &d[0].plan else {
         panic!("expected a rejection, got {:?}", d[0].plan);
     };
-    assert_eq!(m.code, SQLSTATE_UNPARSABLE);
+    assert_eq!(m.code, reply::sqlstate::SYNTAX_ERROR);
 
     let allow = settings("unparsable = \"warn\"\n");
     let d = decide_one(&allow, "SELEC 1", &mut newer);
@@ -280,7 +280,7 @@ fn unparsable_statements_are_left_to_a_server_that_shares_the_grammar() {
 fn the_raising_statement_is_one_do_block_that_keeps_the_words() {
     let m = reply::Report {
         severity: reply::Severity::Error,
-        code: SQLSTATE_REJECTED,
+        code: reply::sqlstate::POLICY_REJECTED,
         message: "rename-column: it's unsafe".to_owned(),
         detail: Some("Locks users".to_owned()),
         hint: Some("ALTER TABLE users ADD COLUMN full_name text".to_owned()),

@@ -99,6 +99,103 @@ impl Report {
         }
     }
 
+    /// `08006 connection_failure`, closing the session: the upstream went away or broke.
+    pub fn connection_failure(message: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, sqlstate::CONNECTION_FAILURE, message)
+    }
+
+    /// `08P01 protocol_violation`, closing the session: the client broke the protocol.
+    pub fn protocol_violation(message: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, message)
+    }
+
+    /// `0A000 feature_not_supported`, closing the session.
+    pub fn feature_not_supported(message: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, sqlstate::FEATURE_NOT_SUPPORTED, message)
+    }
+
+    /// `28000 invalid_authorization_specification`, closing the session.
+    pub fn invalid_authorization(message: impl Into<String>) -> Self {
+        Self::new(
+            Severity::Fatal,
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            message,
+        )
+    }
+
+    /// `53300 too_many_connections`, closing the session.
+    pub fn too_many_connections(message: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, sqlstate::TOO_MANY_CONNECTIONS, message)
+    }
+
+    /// `57P01 admin_shutdown`, closing the session: ddlgate is shutting down.
+    pub fn admin_shutdown(message: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, message)
+    }
+
+    /// `57014 query_canceled`, closing the session (startup took too long).
+    pub fn query_canceled(message: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, sqlstate::QUERY_CANCELED, message)
+    }
+
+    /// `XX000 internal_error`, closing the session: a part of ddlgate failed.
+    pub fn internal_error(message: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, sqlstate::INTERNAL_ERROR, message)
+    }
+
+    /// `ZD001`, failing the statement: refused by the policy.
+    pub fn policy_rejected(message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, sqlstate::POLICY_REJECTED, message)
+    }
+
+    /// `ZD002`, failing the statement: the audit trail cannot be written.
+    pub fn audit_unavailable(message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, sqlstate::AUDIT_UNAVAILABLE, message)
+    }
+
+    /// `42601 syntax_error`, failing the statement: the grammar refuses it.
+    pub fn syntax_error(message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, sqlstate::SYNTAX_ERROR, message)
+    }
+
+    /// `01000 warning`: a `NoticeResponse`; the statement runs.
+    pub fn warning(message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, sqlstate::WARNING, message)
+    }
+
+    /// The same said as a warning (`01000`), the statement running after all.
+    #[must_use]
+    pub fn downgraded_to_warning(self) -> Self {
+        Self {
+            severity: Severity::Warning,
+            code: sqlstate::WARNING,
+            ..self
+        }
+    }
+
+    /// The same, closing the session.
+    #[must_use]
+    pub fn closing(self) -> Self {
+        Self {
+            severity: Severity::Fatal,
+            ..self
+        }
+    }
+
+    /// Sets or clears the detail field.
+    #[must_use]
+    pub fn with_detail(mut self, detail: Option<String>) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    /// Sets or clears the hint field.
+    #[must_use]
+    pub fn with_hint(mut self, hint: Option<String>) -> Self {
+        self.hint = hint;
+        self
+    }
+
     /// Adds a detail field.
     #[must_use]
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -133,7 +230,8 @@ impl Report {
 }
 
 /// Appends an `ErrorResponse` (for `Error` and `Fatal`) or a `NoticeResponse` (otherwise) with
-/// exactly these fields; the message is used as given.
+/// exactly these fields; the message is used as given. For passing on the server's own words
+/// changed (a detail added, a context dropped); ddlgate's own go through [`Report`].
 pub(crate) fn encode_fields(
     severity: Severity,
     code: &str,
@@ -258,6 +356,86 @@ fn put_cstr(out: &mut BytesMut, s: &str) {
 mod tests {
     use super::*;
     use crate::protocol::frame::read_header;
+
+    /// Each constructor says its SQLSTATE at the severity ddlgate uses it with.
+    #[test]
+    fn constructors_pair_each_sqlstate_with_its_severity() {
+        let cases = [
+            (
+                Report::connection_failure("m"),
+                Severity::Fatal,
+                sqlstate::CONNECTION_FAILURE,
+            ),
+            (
+                Report::protocol_violation("m"),
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION,
+            ),
+            (
+                Report::feature_not_supported("m"),
+                Severity::Fatal,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+            ),
+            (
+                Report::invalid_authorization("m"),
+                Severity::Fatal,
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            ),
+            (
+                Report::too_many_connections("m"),
+                Severity::Fatal,
+                sqlstate::TOO_MANY_CONNECTIONS,
+            ),
+            (
+                Report::admin_shutdown("m"),
+                Severity::Fatal,
+                sqlstate::ADMIN_SHUTDOWN,
+            ),
+            (
+                Report::query_canceled("m"),
+                Severity::Fatal,
+                sqlstate::QUERY_CANCELED,
+            ),
+            (
+                Report::internal_error("m"),
+                Severity::Fatal,
+                sqlstate::INTERNAL_ERROR,
+            ),
+            (
+                Report::policy_rejected("m"),
+                Severity::Error,
+                sqlstate::POLICY_REJECTED,
+            ),
+            (
+                Report::audit_unavailable("m"),
+                Severity::Error,
+                sqlstate::AUDIT_UNAVAILABLE,
+            ),
+            (
+                Report::syntax_error("m"),
+                Severity::Error,
+                sqlstate::SYNTAX_ERROR,
+            ),
+            (Report::warning("m"), Severity::Warning, sqlstate::WARNING),
+            (
+                Report::policy_rejected("m").closing(),
+                Severity::Fatal,
+                sqlstate::POLICY_REJECTED,
+            ),
+            (
+                Report::policy_rejected("m").downgraded_to_warning(),
+                Severity::Warning,
+                sqlstate::WARNING,
+            ),
+        ];
+        for (report, severity, code) in cases {
+            assert_eq!(
+                (report.severity, report.code),
+                (severity, code),
+                "{report:?}"
+            );
+        }
+    }
 
     fn fields(msg: &[u8]) -> Vec<(u8, String)> {
         let mut out = Vec::new();

@@ -4,7 +4,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::protocol::ProtocolError;
-use crate::protocol::reply::{Report, Severity, sqlstate};
+use crate::protocol::reply::Report;
 
 use super::upstream::UpstreamError;
 
@@ -84,77 +84,60 @@ pub enum SessionError {
 impl SessionError {
     /// What the client is told before its connection is closed, if anything can be said.
     pub fn client_report(&self) -> Option<Report> {
-        let fatal = |code, msg: String| Some(Report::new(Severity::Fatal, code, msg));
         match self {
             Self::ClientProtocol(e @ ProtocolError::UnsupportedProtocol { .. }) => {
-                fatal(sqlstate::FEATURE_NOT_SUPPORTED, e.to_string())
+                Some(Report::feature_not_supported(e.to_string()))
             }
-            Self::ClientProtocol(e) => fatal(sqlstate::PROTOCOL_VIOLATION, format!("invalid message: {e}")),
-            Self::UpstreamProtocol(e) => fatal(
-                sqlstate::CONNECTION_FAILURE,
-                format!("the upstream server broke the protocol: {e}"),
-            ),
-            Self::UpstreamIo(e) => fatal(
-                sqlstate::CONNECTION_FAILURE,
-                format!("lost the connection to the upstream server: {e}"),
-            ),
-            Self::Upstream(e) => fatal(sqlstate::CONNECTION_FAILURE, e.to_string()),
-            Self::StartupTimeout(d) => fatal(
-                sqlstate::QUERY_CANCELED,
-                format!("canceling startup: it did not finish within {}", crate::config::format_duration(*d)),
-            ),
+            Self::ClientProtocol(e) => Some(Report::protocol_violation(format!("invalid message: {e}"))),
+            Self::UpstreamProtocol(e) => Some(Report::connection_failure(format!(
+                "the upstream server broke the protocol: {e}"
+            ))),
+            Self::UpstreamIo(e) => Some(Report::connection_failure(format!(
+                "lost the connection to the upstream server: {e}"
+            ))),
+            Self::Upstream(e) => Some(Report::connection_failure(e.to_string())),
+            Self::StartupTimeout(d) => Some(Report::query_canceled(format!(
+                "canceling startup: it did not finish within {}",
+                crate::config::format_duration(*d)
+            ))),
             Self::TlsRequired => Some(
-                Report::new(
-                    Severity::Fatal,
-                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-                    "this server accepts only TLS connections",
-                )
-                .hint("Connect with sslmode=require (or stricter)."),
+                Report::invalid_authorization("this server accepts only TLS connections")
+                    .hint("Connect with sslmode=require (or stricter)."),
             ),
             Self::ReplicationRefused(mode) => Some(
-                Report::new(
-                    Severity::Fatal,
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("ddlgate does not proxy replication connections (replication={mode})"),
-                )
+                Report::feature_not_supported(format!(
+                    "ddlgate does not proxy replication connections (replication={mode})"
+                ))
                 .detail("A walsender session speaks replication commands and streams WAL with COPY BOTH; ddlgate governs SQL sessions only.")
                 .hint("Connect replication clients (pg_basebackup, pg_receivewal, pg_recvlogical, subscriptions, change-data-capture tools) to the server directly."),
             ),
             Self::TooManyConnections(n) => Some(
-                Report::new(
-                    Severity::Fatal,
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    format!("sorry, too many clients already (ddlgate's limit is {n})"),
-                )
+                Report::too_many_connections(format!(
+                    "sorry, too many clients already (ddlgate's limit is {n})"
+                ))
                 .hint("Raise max_connections, or use fewer connections."),
             ),
             Self::ChannelBinding => Some(
-                Report::new(
-                    Severity::Fatal,
-                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                Report::invalid_authorization(
                     "SCRAM channel binding cannot pass through ddlgate: its TLS certificate differs from the upstream server's",
                 )
                 .detail("The client supports channel binding over TLS, and the upstream server would insist on it, but the binding is to the certificate each side sees.")
                 .hint("Give ddlgate the upstream server's certificate and key (tls_cert, tls_key), connect with channel_binding=disable, or set upstream_tls = \"disable\"."),
             ),
             Self::UnreviewableRun { limit } => Some(
-                Report::new(
-                    Severity::Fatal,
-                    sqlstate::POLICY_REJECTED,
-                    format!(
-                        "an extended-protocol run of more than {} KiB without Sync holds a statement the policy governs; it cannot be reviewed in parts, so the session is closed",
-                        limit / 1024
-                    ),
-                )
+                Report::policy_rejected(format!(
+                    "an extended-protocol run of more than {} KiB without Sync holds a statement the policy governs; it cannot be reviewed in parts, so the session is closed",
+                    limit / 1024
+                ))
+                .closing()
                 .detail("The statement was not sent to the server; the server rolls back what the run had left uncommitted.")
                 .hint("Send schema changes in a run of their own: end the run before them with Sync."),
             ),
             Self::EncodingChangedInRun => Some(
-                Report::new(
-                    Severity::Fatal,
-                    sqlstate::POLICY_REJECTED,
+                Report::policy_rejected(
                     "an extended-protocol run may change client_encoding before a later statement with non-ASCII text, which ddlgate cannot read the way the server will; the session is closed",
                 )
+                .closing()
                 .detail("The statement was not sent to the server; the server rolls back what the run had left uncommitted.")
                 .hint("Change client_encoding in a request of its own (end the run with Sync after it)."),
             ),
@@ -164,10 +147,9 @@ impl SessionError {
             | Self::Refused { .. }
             | Self::ClientGone
             | Self::Random(_) => None,
-            Self::PlanningStopped => fatal(
-                sqlstate::INTERNAL_ERROR,
-                "the planning threads stopped; the statement was not run".to_owned(),
-            ),
+            Self::PlanningStopped => Some(Report::internal_error(
+                "the planning threads stopped; the statement was not run",
+            )),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::audit::Record;
 use crate::audit::record::{self as audit_record, OverrideUsed, RuleAction, TimeoutsApplied};
 use crate::protocol::backend;
 use crate::protocol::frame::HEADER_LEN;
-use crate::protocol::reply::{self, Fields, Severity, field};
+use crate::protocol::reply::{self, Fields, Report, field};
 
 use super::super::outbox::Outbox;
 use super::super::program::AuditedStatement;
@@ -257,18 +257,12 @@ impl Conductor {
             .filter(|m| m.first() == Some(&backend::tag::READY_FOR_QUERY))
             .cloned();
         let mut out = BytesMut::new();
-        reply::encode_fields(
-            Severity::Error,
-            reply::sqlstate::AUDIT_UNAVAILABLE,
-            "ddlgate: the statement ran, but its audit record could not be written",
-            Some(&format!(
+        Report::audit_unavailable("the statement ran, but its audit record could not be written")
+            .detail(format!(
                 "{why}. Its effect is in the database; audit.fail_closed refuses to report it as done."
-            )),
-            Some(
-                "Free space for the audit log (or fix its sink); ddlgate refuses DDL until a record can be written.",
-            ),
-            &mut out,
-        );
+            ))
+            .hint("Free space for the audit log (or fix its sink); ddlgate refuses DDL until a record can be written.")
+            .encode(&mut out);
         self.held_reply = vec![out.freeze()];
         self.held_reply.extend(ready);
     }

@@ -43,7 +43,7 @@ use tracing::{Span, info, warn};
 use crate::config::policy::Settings;
 use crate::enforce::{Class, Step};
 use crate::protocol::backend::TxStatus;
-use crate::protocol::reply::{self, Severity};
+use crate::protocol::reply::{self, Report};
 
 use super::client_text::{self, Mapping};
 use super::outbox::Outbox;
@@ -315,14 +315,10 @@ impl Conductor {
     /// to the audit trail (its write is the probe that finds the trail healthy again).
     pub fn refuse(program: Program, span: Span, why: &str) -> Self {
         let mut out = BytesMut::new();
-        reply::encode_fields(
-            Severity::Error,
-            reply::sqlstate::AUDIT_UNAVAILABLE,
-            "ddlgate: DDL refused: the audit trail cannot be written",
-            Some(why),
-            Some("Free space for the audit log (or fix its sink), then run the statement again."),
-            &mut out,
-        );
+        Report::audit_unavailable("DDL refused: the audit trail cannot be written")
+            .detail(why)
+            .hint("Free space for the audit log (or fix its sink), then run the statement again.")
+            .encode(&mut out);
         let mut conductor = Self::new(
             Program {
                 notices: Vec::new(),
@@ -527,16 +523,11 @@ impl Conductor {
                     warn!(parent: &self.span, %code, %message, class = class.as_str(), "could not apply timeouts; the request is not sent");
                     self.ops.clear();
                     let mut out = BytesMut::new();
-                    reply::encode_fields(
-                        Severity::Error,
-                        reply::sqlstate::POLICY_REJECTED,
-                        &format!(
-                            "ddlgate: could not apply the policy's timeouts before DDL: {message}"
-                        ),
-                        Some("The statement was not sent."),
-                        None,
-                        &mut out,
-                    );
+                    Report::policy_rejected(format!(
+                        "could not apply the policy's timeouts before DDL: {message}"
+                    ))
+                    .detail("The statement was not sent.")
+                    .encode(&mut out);
                     self.failure = Some((
                         reply::sqlstate::POLICY_REJECTED.to_owned(),
                         format!("could not apply the policy's timeouts: {message}"),

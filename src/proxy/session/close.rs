@@ -11,7 +11,7 @@ use tokio::time::timeout;
 use tracing::warn;
 
 use crate::protocol::frontend::TERMINATE_MESSAGE;
-use crate::protocol::reply::{Report, Severity, sqlstate};
+use crate::protocol::reply::Report;
 
 use super::super::conductor::Conductor;
 use super::super::error::SessionError;
@@ -58,16 +58,12 @@ impl Session {
             // ddlgate's log and the session's end record say what happened.
             Ending::Terminated | Ending::ClientClosed | Ending::UpstreamClosed => None,
             Ending::Shutdown { deadline } => Some(
-                Report::new(
-                    Severity::Fatal,
-                    sqlstate::ADMIN_SHUTDOWN,
-                    "terminating connection because ddlgate is shutting down",
-                )
-                .detail(if *deadline {
-                    "The drain deadline passed before the session became idle."
-                } else {
-                    "The session was idle."
-                }),
+                Report::admin_shutdown("terminating connection because ddlgate is shutting down")
+                    .detail(if *deadline {
+                        "The drain deadline passed before the session became idle."
+                    } else {
+                        "The session was idle."
+                    }),
             ),
             Ending::Failed(e) => e.client_report(),
         };
