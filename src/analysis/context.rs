@@ -31,6 +31,7 @@
 //! The invariant the proxy builds on: for a statement that starts a transaction, the decision
 //! is the one a fresh session would get, apart from what the lasting lists say.
 
+use super::catalog::{Catalog, RelKind};
 use super::classify::{Facts, Lock, RelationName, TxControl};
 use super::locks::LockMode;
 
@@ -72,6 +73,9 @@ pub struct Context {
     /// current request (the proxy starts each request with none): they run after ddlgate
     /// applied its timeouts, so they can undo them.
     pub request_timeout_changes: Vec<TimeoutChange>,
+    /// What the live catalog said about the relations the request names, before it ran
+    /// (empty in `check`, and for requests planned without a look).
+    pub catalog: Catalog,
 }
 
 /// How long a relation created by an earlier statement counts as new (empty, used by nobody).
@@ -140,6 +144,7 @@ impl Default for Context {
             new_objects: NewObjects::Script,
             managed_timeouts: ManagedTimeouts::default(),
             request_timeout_changes: Vec::new(),
+            catalog: Catalog::default(),
         }
     }
 }
@@ -160,9 +165,29 @@ impl Context {
     }
 
     /// Whether the relation was created earlier in this transaction or script, so it is new
-    /// and empty, and nobody else can be using it.
+    /// and empty, and nobody else can be using it: seen created, or — what decides in the
+    /// proxy — created by the current transaction according to the catalog (also when a
+    /// function, a `DO` block or another request of the transaction created it).
     pub fn is_new(&self, relation: &RelationName) -> bool {
         self.history.created.may_contain(relation)
+            || self
+                .catalog
+                .relation(relation)
+                .is_some_and(|f| f.created_in_transaction)
+    }
+
+    /// Whether the table is partitioned: seen created `PARTITION BY`, or so in the catalog.
+    pub fn is_partitioned(&self, table: &RelationName) -> bool {
+        self.history.schema.is_partitioned(table)
+            || self
+                .catalog
+                .relation(table)
+                .is_some_and(|f| f.kind == Some(RelKind::PartitionedTable))
+    }
+
+    /// Whether the relation is a system catalog, according to the catalog.
+    pub fn is_system(&self, relation: &RelationName) -> bool {
+        self.catalog.relation(relation).is_some_and(|f| f.system)
     }
 
     /// Updates the history after a statement with these facts has run.
@@ -283,13 +308,18 @@ impl Context {
             .collect()
     }
 
-    /// Whether a validated check proves `column` of `table` not null.
+    /// Whether a validated check proves `column` of `table` not null: one validated in this
+    /// session, or one the catalog shows.
     pub fn proven_not_null(&self, table: &RelationName, column: &str) -> bool {
         self.history
             .validated_not_null
             .iter()
             .chain(&self.history.uncommitted.validated_not_null)
             .any(|(t, c)| t.may_be(table) && c == column)
+            || self
+                .catalog
+                .relation(table)
+                .is_some_and(|f| f.checked_not_null.iter().any(|c| c == column))
     }
 
     /// A timeout setting changed: `local` for `SET LOCAL` (ends with the transaction).

@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 
+use super::catalog;
 use super::classify::{ClassifyOptions, Facts, RelationName, classify};
 use super::context::{ColumnType, Context, TimeoutSetting};
 use super::parse::{self, NodeEnum, Options, SyntaxError, Token, TokenKind, ast};
@@ -89,7 +90,9 @@ impl Engine {
                 .chain(file_overrides.iter().cloned())
                 .collect();
             let result = match statement.tree {
-                Ok(node) => {
+                Ok(mut node) => {
+                    // PostgreSQL's operation decides, not the keyword (see `catalog`).
+                    catalog::resolve_kind(&mut node, &ctx.catalog);
                     Ok(self.analyze_statement(source, &statement.span, &node, ctx, &overrides))
                 }
                 Err(e) => Err(e),
@@ -134,6 +137,19 @@ impl Engine {
                 server_major: ctx.server_major,
             },
         );
+        // A statement the catalog proves changes nothing is not judged: it runs, audited as
+        // the no-op it is.
+        let noop = catalog::proven_noop(node, &ctx.catalog);
+        if let Some(why) = noop {
+            record(node, &facts, source, span, ctx);
+            ctx.catalog.forget_touched(node, &facts);
+            return Finding {
+                facts,
+                violations: Vec::new(),
+                overridden: Vec::new(),
+                noop: Some(why),
+            };
+        }
         let mut found = Vec::new();
         {
             let input = Input {
@@ -170,10 +186,12 @@ impl Engine {
             }
         }
         record(node, &facts, source, span, ctx);
+        ctx.catalog.forget_touched(node, &facts);
         Finding {
             facts,
             violations,
             overridden,
+            noop: None,
         }
     }
 }
@@ -298,6 +316,8 @@ pub struct Finding {
     pub violations: Vec<Violation>,
     /// Violations an inline override allowed, with the override.
     pub overridden: Vec<(Violation, Override)>,
+    /// Why the catalog proves the statement changes nothing, when it does.
+    pub noop: Option<String>,
 }
 
 /// An inline override comment.

@@ -7,6 +7,7 @@
 //! the session's transaction has done so far. Rules return data (violations with optional fixes),
 //! never errors.
 
+pub(crate) mod catalog;
 pub(crate) mod classify;
 pub(crate) mod context;
 pub(crate) mod engine;

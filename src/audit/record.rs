@@ -165,6 +165,11 @@ pub struct Record {
     /// existed have none and still verify.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
+    /// Why the live catalog proved the statement changes nothing (`DROP TABLE IF EXISTS` of an
+    /// absent table, …), when it did: no rule judged it. Absent otherwise (and in records
+    /// written before this field existed, which still verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noop: Option<String>,
     /// The timeouts it ran under.
     pub timeouts: Option<TimeoutsApplied>,
     /// Overrides honoured.
@@ -204,6 +209,7 @@ impl Record {
             action: None,
             rewritten_sql: Vec::new(),
             steps: Vec::new(),
+            noop: None,
             timeouts: None,
             overrides: Vec::new(),
             attempts: None,

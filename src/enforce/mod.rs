@@ -132,6 +132,8 @@ pub struct StatementDecision {
     pub transaction_control: bool,
     /// The strongest lock it takes (`ACCESS EXCLUSIVE`, …).
     pub lock: Option<String>,
+    /// Why the live catalog proves it changes nothing, when it does (no rule judged it).
+    pub noop: Option<String>,
 }
 
 /// Where the statements run, beyond what [`Context`] says.
@@ -221,6 +223,7 @@ fn decide_statement(
             .collect(),
         transaction_control: finding.facts.tx_control.is_some(),
         lock: finding.facts.strongest_lock().map(|m| m.to_string()),
+        noop: finding.noop.clone(),
     };
     let mut in_force: Vec<&Violation> = finding.violations.iter().collect();
     for (violation, o) in &finding.overridden {
@@ -310,6 +313,7 @@ fn unparsable(
         relations: Vec::new(),
         transaction_control: false,
         lock: None,
+        noop: None,
     };
     if ctx.server_major <= GRAMMAR_MAJOR {
         // The server refuses it too, with its own words.

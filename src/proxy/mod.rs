@@ -36,6 +36,7 @@
 //! the drain deadline (or on the terminate signal) closes the rest with SQLSTATE 57P01.
 
 pub(crate) mod cancel;
+pub(crate) mod catalog;
 pub(crate) mod client_text;
 pub(crate) mod conductor;
 pub(crate) mod error;

@@ -115,4 +115,6 @@ pub struct AuditedStatement {
     pub class: Option<Class>,
     /// Overrides honoured.
     pub overrides: Vec<(String, Option<String>)>,
+    /// Why the catalog proves it changes nothing, when it does.
+    pub noop: Option<String>,
 }

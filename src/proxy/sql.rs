@@ -135,6 +135,60 @@ pub(crate) fn blockers(relations: &[String]) -> String {
     )
 }
 
+/// What the catalog says about each lookup, as one JSON array (one object per lookup, in
+/// order): `i` (the lookup's position), `kind` (`relkind`, null when absent), `system`, `new`
+/// (created by the current transaction), `columns`, `not_null` (columns `NOT NULL` by a valid
+/// constraint) and `checked` (columns a validated `CHECK (c IS NOT NULL)` proves not null).
+///
+/// A relation name is resolved as the session resolves it (`to_regclass`, its `search_path`);
+/// an index name beside a table is looked up in that table's schema. Nothing here takes a lock
+/// or can fail on a name: `to_regclass` answers NULL for one that does not exist.
+///
+/// "Created by the current transaction": the `pg_class` row was written by it and so was every
+/// dependency row of the relation (its row type's, its namespace's, an index's on its table) —
+/// an `ALTER` rewrites the `pg_class` row of an old table, but not those. A relation created
+/// inside a savepoint carries the subtransaction's xid and is not recognised (stricter).
+pub(crate) fn catalog_facts(lookups: &[(String, Option<String>)]) -> String {
+    let values: Vec<String> = lookups
+        .iter()
+        .enumerate()
+        .map(|(i, (name, beside))| {
+            format!(
+                "({i}, {}, {})",
+                quote_literal(name),
+                beside
+                    .as_deref()
+                    .map_or_else(|| "NULL".to_owned(), quote_literal)
+            )
+        })
+        .collect();
+    format!(
+        "SELECT pg_catalog.json_agg(pg_catalog.json_build_object(\
+         'i', n.i, 'kind', c.relkind, \
+         'system', c.relnamespace IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace), \
+         'new', COALESCE(c.xmin::text = (pg_catalog.txid_current_if_assigned() % 4294967296)::text \
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE ((d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid) \
+             OR (d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = c.reltype AND d.refobjid = c.oid)) \
+             AND d.xmin::text <> c.xmin::text), false), \
+         'columns', (SELECT pg_catalog.json_agg(a.attname ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
+         'not_null', (SELECT pg_catalog.json_agg(a.attname ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull \
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'n' \
+             AND NOT k.convalidated AND k.conkey[1] = a.attnum)), \
+         'checked', (SELECT pg_catalog.json_agg(a.attname) FROM pg_catalog.pg_constraint k \
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1] \
+           WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.convalidated AND pg_catalog.array_length(k.conkey, 1) = 1 \
+           AND pg_catalog.pg_get_constraintdef(k.oid) = pg_catalog.format('CHECK ((%s IS NOT NULL))', pg_catalog.quote_ident(a.attname)))\
+         ) ORDER BY n.i) \
+         FROM (VALUES {}) AS n(i, name, beside) \
+         LEFT JOIN pg_catalog.pg_class c ON c.oid = CASE WHEN n.beside IS NULL THEN pg_catalog.to_regclass(n.name) \
+           ELSE (SELECT r.oid FROM pg_catalog.pg_class r WHERE r.relname = n.name AND r.relnamespace = \
+             (SELECT t.relnamespace FROM pg_catalog.pg_class t WHERE t.oid = pg_catalog.to_regclass(n.beside))) END",
+        values.join(", ")
+    )
+}
+
 /// The table a concurrent build adds indexes to, as an expression yielding its OID.
 pub(crate) fn index_table(build: &IndexBuild) -> String {
     match build {
@@ -214,6 +268,10 @@ mod tests {
         parses(&index_oids("'t'::regclass"));
         parses(&new_invalid_indexes("'t'::regclass", "{1,2}"));
         parses(&drop_index_concurrently("public.\"t_a_idx\""));
+        parses(&catalog_facts(&[
+            ("public.t".into(), None),
+            ("o'brien".into(), Some("s.\"T\"".into())),
+        ]));
         let odd = RelationName {
             schema: Some("My Schema".into()),
             name: "o'brien".into(),

@@ -161,9 +161,10 @@ async fn psql() {
     }
 }
 
-/// pgbench: `-i` initialises the same schema through ddlgate in observe mode as directly; the
-/// default policy refuses its `DROP TABLE`; its runs in each protocol mode complete every
-/// transaction through both policies.
+/// pgbench: `-i` initialises the same schema through ddlgate (observe mode, and the default
+/// policy: its `DROP TABLE IF EXISTS` of tables that do not exist is a proven no-op) as
+/// directly; run again on the filled database, the default policy refuses its `DROP TABLE`;
+/// its runs in each protocol mode complete every transaction through both policies.
 #[tokio::test]
 async fn pgbench() {
     let bench = Bench::start().await;
@@ -172,27 +173,22 @@ async fn pgbench() {
         let conn = bench.fresh_database("pgbench", target).await;
         inits.push(run(&bench, "pgbench", &conn, &["-i", "-s", "1", "-q"]).await);
     }
-    assert!(
-        inits[0].status.success(),
-        "{}",
-        String::from_utf8_lossy(&inits[0].stderr)
-    );
-    assert!(
-        inits[1].status.success(),
-        "{}",
-        String::from_utf8_lossy(&inits[1].stderr)
-    );
-    assert_eq!(
-        bench.schema("pgbench_observe").await,
-        bench.schema("pgbench_direct").await
-    );
-    assert!(!inits[2].status.success());
-    let stderr = String::from_utf8_lossy(&inits[2].stderr);
+    for init in &inits {
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+    let direct_schema = bench.schema("pgbench_direct").await;
+    assert_eq!(bench.schema("pgbench_observe").await, direct_schema);
+    assert_eq!(bench.schema("pgbench_default").await, direct_schema);
+    // Again, on tables that exist and hold data: the DROP is refused.
+    let conn = bench.connection("pgbench_default", Target::Default);
+    let again = run(&bench, "pgbench", &conn, &["-i", "-s", "1", "-q"]).await;
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("ERROR:  ddlgate: drop-table:"), "{stderr}");
-    // The default-policy database is initialised directly, then driven through ddlgate.
-    let direct = bench.connection("pgbench_default", Target::Direct);
-    let init = run(&bench, "pgbench", &direct, &["-i", "-s", "1", "-q"]).await;
-    assert!(init.status.success());
     for target in [Target::Observe, Target::Default] {
         let database = format!("pgbench_{}", target.name());
         let conn = bench.connection(&database, target);

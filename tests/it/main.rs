@@ -25,6 +25,7 @@ mod support;
 mod audit;
 mod auth;
 mod bypass;
+mod catalog;
 mod check_cli;
 mod cli;
 mod copy;

@@ -101,10 +101,20 @@ pub(super) fn index_first_fix(
     let columns = key_names(&c.keys);
     let (name, applicability) = if c.conname.is_empty() {
         let columns_in_name: &[&str] = if suffix == "pkey" { &[] } else { &columns };
-        (
-            default_object_name(&table.relname, columns_in_name, suffix),
-            Applicability::Unsafe,
-        )
+        let name = default_object_name(&table.relname, columns_in_name, suffix);
+        // PostgreSQL takes the first free name of `name`, `name1`, …: when the catalog shows
+        // `name` free in the table's schema, the guess is what PostgreSQL would choose.
+        let free = input
+            .ctx
+            .catalog
+            .beside(&name, &RelationName::from_range_var(table))
+            .is_some_and(|f| !f.exists());
+        let applicability = if free {
+            Applicability::Safe
+        } else {
+            Applicability::Unsafe
+        };
+        (name, applicability)
     } else {
         (c.conname.clone(), Applicability::Safe)
     };
@@ -179,6 +189,41 @@ mod tests {
             "CREATE UNIQUE INDEX CONCURRENTLY \"Events_pkey\" ON \"Events\" (id, \"Seq\"); \
              ALTER TABLE \"Events\" ADD CONSTRAINT \"Events_pkey\" PRIMARY KEY USING INDEX \"Events_pkey\""
         );
+    }
+
+    /// With the catalog showing the default name free in the table's schema, the name is what
+    /// PostgreSQL would choose: the fix is safe; taken (or unknown), it stays a guess.
+    #[test]
+    fn a_default_name_the_catalog_shows_free_makes_the_fix_safe() {
+        use crate::analysis::catalog::{Catalog, Lookup, RelationFacts};
+        let sql = "ALTER TABLE events ADD PRIMARY KEY (id)";
+        let table = RelationName {
+            schema: None,
+            name: "events".into(),
+        };
+        let with = |facts: RelationFacts| {
+            let mut ctx = crate::analysis::Context::default();
+            let mut catalog = Catalog::default();
+            catalog.insert(
+                Lookup::BesideTable {
+                    name: "events_pkey".into(),
+                    table: table.clone(),
+                },
+                facts,
+            );
+            ctx.catalog = catalog;
+            violations_in(RULE.id, sql, &mut ctx)[0]
+                .fix
+                .as_ref()
+                .unwrap()
+                .applicability
+        };
+        assert_eq!(with(RelationFacts::absent()), Applicability::Safe);
+        let taken = RelationFacts {
+            kind: Some(crate::analysis::catalog::RelKind::Index),
+            ..RelationFacts::default()
+        };
+        assert_eq!(with(taken), Applicability::Unsafe);
     }
 
     #[test]

@@ -36,6 +36,10 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         return;
     }
     let table = stmt.relation.as_ref().map(RelationName::from_range_var);
+    // A partitioned table cannot build concurrently: `partitioned-index` says what to do.
+    if table.as_ref().is_some_and(|t| input.ctx.is_partitioned(t)) {
+        return;
+    }
     let fix = input
         .ctx
         .can_run_outside_transaction()

@@ -41,7 +41,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         return;
     }
     let table = RelationName::from_range_var(rv);
-    if !input.ctx.history.schema.is_partitioned(&table) {
+    if !input.ctx.is_partitioned(&table) {
         return;
     }
     let how = if stmt.concurrent {

@@ -40,6 +40,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     if has_option(&stmt.params, "concurrently")
         || input.ctx.server_major < 12
         || kind == ast::ReindexObjectType::ReindexObjectSystem
+        || on_system_catalogs(input, stmt)
     {
         return;
     }
@@ -69,6 +70,18 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             .with_help(help)
             .with_fix(fix),
     );
+}
+
+/// Whether the rebuild is of system catalogs (their schema named, or the catalog says so):
+/// those have no concurrent rebuild, so there is nothing safer to offer.
+fn on_system_catalogs(input: &Input<'_>, stmt: &ast::ReindexStmt) -> bool {
+    let system_schema = |s: &str| s == "pg_catalog" || s == "pg_toast";
+    if system_schema(&stmt.name) {
+        return true;
+    }
+    stmt.relation.as_ref().is_some_and(|rv| {
+        system_schema(&rv.schemaname) || input.ctx.is_system(&RelationName::from_range_var(rv))
+    })
 }
 
 /// Where a concurrent rebuild adds its new indexes: on the table, or beside the index. A

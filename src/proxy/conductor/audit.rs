@@ -144,6 +144,7 @@ impl Conductor {
                     .collect();
                 r.action = Some(a.action);
                 r.rewritten_sql.clone_from(&a.rewritten_sql);
+                r.noop.clone_from(&a.noop);
                 r.timeouts = a.class.map(|class| {
                     let pair = class.timeouts(&self.audit_timeouts);
                     TimeoutsApplied {

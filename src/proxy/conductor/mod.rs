@@ -74,6 +74,8 @@ enum Op {
     ApplyTimeouts(Class),
     /// Record the indexes of a table (a `regclass` expression) before a concurrent build.
     ProbeIndexes(String),
+    /// Read the catalog facts a request is planned with (see `super::catalog`).
+    ReadCatalog(String),
     /// A rewrite step; its errors go to the client.
     Step(Step),
     /// The client's request.
@@ -102,6 +104,7 @@ impl Op {
             Self::Say(_) => "say",
             Self::ApplyTimeouts(_) => "apply timeouts",
             Self::ProbeIndexes(_) => "probe indexes",
+            Self::ReadCatalog(_) => "read catalog",
             Self::Step(_) => "rewrite step",
             Self::Request(_) => "request",
             Self::Restore => "restore timeouts",
@@ -132,6 +135,9 @@ pub struct Outcome {
     /// Something of the program failed: a step, the timeouts, the request, or it was refused
     /// before it ran.
     pub failed: bool,
+    /// The server's answer to a catalog read ([`Conductor::read_catalog`]); `None` when it
+    /// failed.
+    pub catalog: Option<String>,
 }
 
 /// Runs one program.
@@ -341,6 +347,15 @@ impl Conductor {
         conductor
     }
 
+    /// A conductor that only reads the catalog facts a held request will be planned with: one
+    /// statement of ddlgate's own, whose answer the client never sees.
+    pub fn read_catalog(sql: String, span: Span) -> Self {
+        let mut conductor = Self::new(Program::default(), span, false);
+        conductor.ops.clear();
+        conductor.ops.push_back(Op::ReadCatalog(sql));
+        conductor
+    }
+
     /// A conductor that only restores timeouts left from an earlier request.
     pub fn restore(saved: SavedTimeouts, span: Span) -> Self {
         let mut conductor = Self::new(Program::default(), span, false);
@@ -466,7 +481,7 @@ impl Conductor {
                         .map_or_else(|| "{}".to_owned(), |(b, _)| b.clone());
                     sql::new_invalid_indexes(table, &before)
                 }
-                Op::Cleanup(sql) => sql.clone(),
+                Op::ReadCatalog(sql) | Op::Cleanup(sql) => sql.clone(),
             };
             tracing::debug!(parent: &self.span, op = op.name(), %sql, "ddlgate statement");
             let mut out = BytesMut::new();
@@ -555,6 +570,13 @@ impl Conductor {
                         .flatten()
                         .unwrap_or_else(|| "{}".to_owned());
                     self.probed = Some((before, table));
+                }
+            }
+            Op::ReadCatalog(_) => {
+                if let Some((code, message)) = &running.error {
+                    warn!(parent: &self.span, %code, %message, "could not read the catalog; planning without its facts");
+                } else {
+                    self.outcome.catalog = running.rows.first().cloned().flatten();
                 }
             }
             Op::Request(_) | Op::Step(_) => self.attempt_finished(running, state),

@@ -149,5 +149,6 @@ fn audited_statement(
             .iter()
             .map(|(r, reason)| (r.to_string(), reason.clone()))
             .collect(),
+        noop: d.noop.clone(),
     })
 }

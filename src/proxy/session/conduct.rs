@@ -9,6 +9,7 @@ use crate::config::policy::Action;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::FLUSH_MESSAGE;
 
+use super::super::catalog;
 use super::super::conductor::{Conductor, Outcome};
 use super::super::error::SessionError;
 use super::super::plan::{
@@ -17,7 +18,7 @@ use super::super::plan::{
 };
 use super::super::program::AuditedStatement;
 use super::super::program::Program;
-use super::{AUDIT_WAIT_LIMIT, Session, fill_identity};
+use super::{AUDIT_WAIT_LIMIT, CatalogRead, Session, fill_identity};
 
 /// Counts what a finished (or cut short) program did.
 pub(super) fn count_outcome(metrics: &crate::metrics::Metrics, outcome: &Outcome) {
@@ -75,6 +76,14 @@ impl Session {
                 }
                 if let Some(done) = self.conductor.take() {
                     let outcome = done.into_outcome();
+                    if let Some(CatalogRead::Running(lookups)) = self.catalog_read.take() {
+                        let catalog = outcome
+                            .catalog
+                            .as_deref()
+                            .map(|answer| catalog::read(answer, &lookups))
+                            .unwrap_or_default();
+                        self.catalog_read = Some(CatalogRead::Done(catalog));
+                    }
                     // The conductor read the answer itself: the pipeline is quiet now, still
                     // open after a run that ended with Flush, skipping to Sync after an error.
                     self.unsynced = outcome.pipeline_open;
@@ -117,6 +126,9 @@ impl Session {
                 }
                 self.deferred_restore = Some(saved);
             }
+            if self.start_catalog_read() {
+                continue;
+            }
             let Some(held) = self.pending.take() else {
                 return Ok(());
             };
@@ -127,9 +139,49 @@ impl Session {
         }
     }
 
+    /// Starts reading the catalog facts the pending request is to be planned with, when it
+    /// names relations and a read is possible (see [`catalog`]); returns whether it did.
+    fn start_catalog_read(&mut self) -> bool {
+        if self.catalog_read.is_some() {
+            return false;
+        }
+        let Some(held) = self.pending.as_ref() else {
+            return false;
+        };
+        if self.state.tx_status == TxStatus::Failed || self.unsynced {
+            return false;
+        }
+        // Facts only change what rules decide: with every rule off (observe mode) there is
+        // nothing to look up for.
+        let policy = self.shared.config.policy.current();
+        let (_, settings) = plan::settings_for(&policy, &self.state);
+        if settings.enabled_rules().is_empty() {
+            return false;
+        }
+        let utf8 = self
+            .state
+            .parameter("client_encoding")
+            .is_none_or(|e| e.eq_ignore_ascii_case("UTF8") || e.eq_ignore_ascii_case("UNICODE"));
+        let lookups = catalog::lookups_for(held, self.state.server_major(), utf8);
+        if lookups.is_empty() {
+            return false;
+        }
+        self.conductor = Some(Conductor::read_catalog(
+            catalog::query(&lookups),
+            self.span.clone(),
+        ));
+        self.catalog_read = Some(CatalogRead::Running(lookups));
+        true
+    }
+
     /// Plans a held request now that the session is quiet: in place, or — when it is large —
     /// on the planning threads, which send the program back ([`Self::planned`]).
     fn plan_held(&mut self, held: Held) {
+        // The facts read for this request, and only for it.
+        self.analysis.catalog = match self.catalog_read.take() {
+            Some(CatalogRead::Done(catalog)) => catalog,
+            _ => crate::analysis::catalog::Catalog::default(),
+        };
         self.sync_may_follow_copy = false;
         let policy = self.shared.config.policy.current();
         let (profile, settings) = plan::settings_for(&policy, &self.state);

@@ -94,6 +94,15 @@ const AUDIT_WAIT_LIMIT: Duration = Duration::from_secs(5);
 /// How long last words (a final error, a `Terminate`) may take to deliver when closing.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where the pending request's catalog read is.
+#[derive(Debug)]
+enum CatalogRead {
+    /// The read runs; these are the lookups, in the order the answer has them.
+    Running(Vec<crate::analysis::catalog::Lookup>),
+    /// The facts read (empty when the read failed).
+    Done(crate::analysis::catalog::Catalog),
+}
+
 /// What woke the pump.
 #[derive(Debug)]
 enum Event {
@@ -198,6 +207,9 @@ struct Session {
     analysis: crate::analysis::Context,
     /// A request that needs the policy, waiting for the earlier ones to be answered.
     pending: Option<Held>,
+    /// The catalog read for the pending request: the names asked about while the read runs,
+    /// then the facts it found (see [`super::catalog`]).
+    catalog_read: Option<CatalogRead>,
     /// The program running for a held request; while it runs, nothing else goes upstream.
     conductor: Option<Conductor>,
     /// Timeouts to restore once the transaction block a governed request opened has ended.
@@ -293,6 +305,7 @@ impl Session {
             retry_timer: None,
             audit_wait: None,
             planning: None,
+            catalog_read: None,
             profile: None,
             lessons: None,
             sync_may_follow_copy: false,

@@ -1,0 +1,164 @@
+//! Catalog truth for governed requests: before a held request that names relations is planned,
+//! the session asks the server — on its own connection, inside the client's transaction, in
+//! one round trip — what those names are ([`crate::analysis::catalog`] says how the answers are
+//! used), and plans with the answer.
+//!
+//! Decisions, and why:
+//! - **Only governed requests look.** The plain-DML fast path never does; a governed request
+//!   looks only when one of its statements names a relation, and only when the policy has a
+//!   rule on (facts change what rules decide; observe mode has none).
+//! - **Read fresh for every governed request, kept for that request only.** Another session can
+//!   create, drop or alter a relation at any time; a fact kept from an earlier request could be
+//!   stale, and a stale "absent" would let a `DROP … IF EXISTS` of a live table through as a
+//!   no-op. Inside the request, what its own statements change is forgotten as they are judged.
+//! - **No look where none is possible or safe**: in a failed transaction (the server refuses
+//!   everything), inside an open pipeline (nothing may run before the client's run), for a
+//!   request planned off the worker threads (its text was not parsed by the review), for a
+//!   prepared statement bound later, and for non-ASCII names when the session's
+//!   `client_encoding` is not UTF-8. Those are planned without facts, as `check` plans: the
+//!   engine's conservative assumptions apply.
+//! - **At most [`MAX_LOOKUPS`] names per request**: the rest stay unknown.
+//!
+//! The look is one `SELECT` on catalog tables that takes no lock a client could wait on and
+//! cannot fail on a name. Like ddlgate's timeouts statement, it runs under the client's own
+//! `statement_timeout`; if it fails anyway, the request is planned without facts.
+
+use crate::analysis::catalog::{Catalog, Lookup, RelKind, RelationFacts, lookups};
+use crate::analysis::classify::{ClassifyOptions, classify};
+
+use super::plan::Held;
+use super::sql;
+
+/// The most names one request looks up.
+pub(crate) const MAX_LOOKUPS: usize = 64;
+
+/// What to look up before planning `held`: the relations its governed statements name, as the
+/// review parsed them. Empty when nothing needs looking up or it cannot be done (see the
+/// module docs).
+pub(crate) fn lookups_for(held: &Held, server_major: u32, utf8_session: bool) -> Vec<Lookup> {
+    let mut out: Vec<Lookup> = Vec::new();
+    for (_, parsed) in &held.parsed {
+        for statement in &parsed.statements {
+            let Ok(node) = &statement.tree else {
+                continue;
+            };
+            let facts = classify(node, ClassifyOptions { server_major });
+            if !facts.governed() {
+                continue;
+            }
+            for lookup in lookups(node, &facts) {
+                if !out.contains(&lookup) && out.len() < MAX_LOOKUPS {
+                    out.push(lookup);
+                }
+            }
+        }
+    }
+    if !utf8_session && out.iter().any(|l| !is_ascii(l)) {
+        // The names would have to be sent in the session's encoding, which ddlgate does not
+        // convert to.
+        return Vec::new();
+    }
+    out
+}
+
+fn is_ascii(lookup: &Lookup) -> bool {
+    match lookup {
+        Lookup::Relation(name) => name.to_string().is_ascii(),
+        Lookup::BesideTable { name, table } => name.is_ascii() && table.to_string().is_ascii(),
+    }
+}
+
+/// The statement that reads the facts for these lookups.
+pub(crate) fn query(lookups: &[Lookup]) -> String {
+    let pairs: Vec<(String, Option<String>)> = lookups
+        .iter()
+        .map(|l| match l {
+            Lookup::Relation(name) => (name.to_string(), None),
+            Lookup::BesideTable { name, table } => (name.clone(), Some(table.to_string())),
+        })
+        .collect();
+    sql::catalog_facts(&pairs)
+}
+
+/// The facts in the server's answer to [`query`]. A lookup the answer does not cover (or an
+/// answer that cannot be read) stays unknown.
+pub(crate) fn read(answer: &str, lookups: &[Lookup]) -> Catalog {
+    let mut catalog = Catalog::default();
+    let Ok(serde_json::Value::Array(rows)) = serde_json::from_str::<serde_json::Value>(answer)
+    else {
+        return catalog;
+    };
+    for row in rows {
+        let Some(lookup) = row
+            .get("i")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| lookups.get(i))
+        else {
+            continue;
+        };
+        let names = |key: &str| -> Vec<String> {
+            row.get(key)
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let flag = |key: &str| row.get(key).and_then(serde_json::Value::as_bool) == Some(true);
+        let facts = RelationFacts {
+            kind: row
+                .get("kind")
+                .and_then(serde_json::Value::as_str)
+                .map(RelKind::from_relkind),
+            system: flag("system"),
+            created_in_transaction: flag("new"),
+            columns: names("columns"),
+            not_null: names("not_null"),
+            checked_not_null: names("checked"),
+        };
+        catalog.insert(lookup.clone(), facts);
+    }
+    catalog
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::analysis::classify::RelationName;
+
+    fn name(n: &str) -> RelationName {
+        RelationName {
+            schema: None,
+            name: n.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_answer_is_read_by_position() {
+        let lookups = [
+            Lookup::Relation(name("t")),
+            Lookup::Relation(name("gone")),
+            Lookup::BesideTable {
+                name: "i".into(),
+                table: name("t"),
+            },
+        ];
+        let answer = r#"[{"i" : 0, "kind" : "p", "system" : false, "new" : true, "columns" : ["a", "b"], "not_null" : ["a"], "checked" : ["b"]},
+            {"i" : 1, "kind" : null, "system" : null, "new" : false, "columns" : null, "not_null" : null, "checked" : null}]"#;
+        let catalog = read(answer, &lookups);
+        let t = catalog.relation(&name("t")).unwrap();
+        assert_eq!(t.kind, Some(RelKind::PartitionedTable));
+        assert!(t.created_in_transaction);
+        assert_eq!(t.columns, ["a", "b"]);
+        assert_eq!(t.not_null, ["a"]);
+        assert_eq!(t.checked_not_null, ["b"]);
+        assert!(!catalog.relation(&name("gone")).unwrap().exists());
+        assert!(catalog.beside("i", &name("t")).is_none(), "not answered");
+        assert!(read("not json", &lookups).is_empty());
+        assert!(read("[{\"i\": 9}]", &lookups).is_empty());
+    }
+}
