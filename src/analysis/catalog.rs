@@ -25,8 +25,48 @@
 use std::collections::HashMap;
 
 use super::classify::{Facts, LockTarget, RelationName, alter_cmds, drop_object_names, subtype};
+use super::context::ColumnType;
 use super::parse::{NodeEnum, ast};
 use super::rules::{default_object_name, key_names};
+
+/// A fact of the live catalog that a rule's decision depends on (listed per rule in
+/// docs/rules.md; a test checks each rule lists what its code asks for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatalogFact {
+    /// Whether the current transaction created the relation (then nobody else sees it, and it
+    /// holds only what the transaction put there).
+    CreatedInTransaction,
+    /// Whether the table is partitioned.
+    Partitioned,
+    /// The column's current type.
+    ColumnType,
+    /// Whether a validated `CHECK (column IS NOT NULL)` exists.
+    ValidatedNotNullCheck,
+    /// Whether the relation is a system catalog.
+    SystemCatalog,
+    /// Whether an index belongs to an exclusion constraint.
+    ExclusionIndex,
+    /// Whether the name PostgreSQL would give an index is free in the table's schema.
+    FreeIndexName,
+}
+
+impl CatalogFact {
+    /// How docs/rules.md says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::CreatedInTransaction => "whether the current transaction created the table",
+            Self::Partitioned => "whether the table is partitioned",
+            Self::ColumnType => "the column's current type",
+            Self::ValidatedNotNullCheck => "validated `CHECK (column IS NOT NULL)` constraints",
+            Self::SystemCatalog => "whether the relation is a system catalog",
+            Self::ExclusionIndex => "whether the index belongs to an exclusion constraint",
+            Self::FreeIndexName => {
+                "whether the index name PostgreSQL would choose is free in the table's schema"
+            }
+        }
+    }
+}
 
 /// A relation's kind, from `pg_class.relkind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +137,10 @@ pub struct RelationFacts {
     pub not_null: Vec<String>,
     /// Its columns that a validated `CHECK (column IS NOT NULL)` proves not null.
     pub checked_not_null: Vec<String>,
+    /// Its columns' types.
+    pub column_types: Vec<(String, ColumnType)>,
+    /// It is the index of an exclusion constraint (which has no concurrent rebuild).
+    pub exclusion: bool,
 }
 
 impl RelationFacts {

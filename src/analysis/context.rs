@@ -185,6 +185,32 @@ impl Context {
                 .is_some_and(|f| f.kind == Some(RelKind::PartitionedTable))
     }
 
+    /// The column's type: as an earlier statement of the session set it, or as the catalog has
+    /// it.
+    pub fn column_type(&self, table: &RelationName, column: &str) -> Option<ColumnType> {
+        if let Some(t) = self.history.column_type(table, column) {
+            return Some(t.clone());
+        }
+        self.catalog.relation(table).and_then(|f| {
+            f.column_types
+                .iter()
+                .find(|(c, _)| c == column)
+                .map(|(_, t)| t.clone())
+        })
+    }
+
+    /// Whether the index is partitioned, according to the catalog.
+    pub fn is_partitioned_index(&self, index: &RelationName) -> bool {
+        self.catalog
+            .relation(index)
+            .is_some_and(|f| f.kind == Some(RelKind::PartitionedIndex))
+    }
+
+    /// Whether the index belongs to an exclusion constraint, according to the catalog.
+    pub fn is_exclusion_index(&self, index: &RelationName) -> bool {
+        self.catalog.relation(index).is_some_and(|f| f.exclusion)
+    }
+
     /// Whether the relation is a system catalog, according to the catalog.
     pub fn is_system(&self, relation: &RelationName) -> bool {
         self.catalog.relation(relation).is_some_and(|f| f.system)
@@ -575,6 +601,33 @@ pub struct ColumnType {
 }
 
 impl ColumnType {
+    /// A type as the catalog has it: `pg_type.typname` and the column's `atttypmod` (-1: no
+    /// modifier), decoded the way PostgreSQL encodes the modifiers of the types whose changes
+    /// can skip a rewrite.
+    pub fn from_catalog(typname: &str, typmod: i64) -> Self {
+        let mods = match typname {
+            _ if typmod < 0 => Vec::new(),
+            // Length plus the 4-byte header PostgreSQL counts in.
+            "varchar" | "bpchar" => vec![typmod - 4],
+            "numeric" => {
+                let packed = typmod - 4;
+                vec![(packed >> 16) & 0xffff, packed & 0xffff]
+            }
+            "bit" | "varbit" | "timestamp" | "timestamptz" | "time" | "timetz" => vec![typmod],
+            // interval packs its fields with the precision: unknown here.
+            _ => {
+                return Self {
+                    name: format!("{typname}(typmod {typmod})"),
+                    mods: Vec::new(),
+                };
+            }
+        };
+        Self {
+            name: typname.to_owned(),
+            mods,
+        }
+    }
+
     /// Reads a parser `TypeName`.
     pub fn from_type_name(t: &super::parse::ast::TypeName) -> Self {
         use super::parse::{NodeEnum, ast};

@@ -153,6 +153,9 @@ pub(crate) fn policy_file(preset: Preset) -> String {
         let m = rule.meta();
         let action = match (preset, m.opt_in, m.default_action) {
             (_, true, _) => "allow",
+            // The one warning strict turns into a refusal: a strict policy that lets SQL
+            // nobody can see (EXECUTE of a string built at run time) through is not strict.
+            (Preset::Strict, false, _) if *rule == RuleId::DynamicDdl => "reject",
             (Preset::Observe, false, _) | (_, false, DefaultAction::Warn) => "warn",
             (Preset::Default | Preset::Strict, false, DefaultAction::Reject)
             | (Preset::Strict, false, DefaultAction::Rewrite) => "reject",
@@ -208,7 +211,14 @@ pub(crate) fn markdown() -> String {
          is stale).\n\n\
          Each rule has a stable id used in policy files and in inline overrides\n\
          (`/* ddlgate:allow <rule-id> reason=\"…\" */`, or as a `--` line). The action is the shipped default policy's:\n\
-         `rewrite` applies the safe form where it is valid and otherwise rejects.\n",
+         `rewrite` applies the safe form where it is valid and otherwise rejects.\n\n\
+         Through the proxy, every rule judges the operation PostgreSQL will perform, read from the \
+         live catalog before a governed request is planned (`ALTER INDEX t RENAME` on a table is \
+         the table's rename), and no rule judges a statement the catalog proves changes nothing \
+         (`DROP … IF EXISTS` of absent relations, `ADD COLUMN IF NOT EXISTS` of an existing \
+         column, `SET NOT NULL` on a column already `NOT NULL`, `CREATE INDEX IF NOT EXISTS` of \
+         an existing name): it runs, audited with `noop`. The further catalog facts a rule uses \
+         are listed with it. `ddlgate check` has no catalog and assumes the worst of each.\n",
     );
     let mut groups: Vec<Group> = RuleId::ALL.iter().map(|r| r.meta().group).collect();
     groups.sort();
@@ -245,6 +255,15 @@ pub(crate) fn markdown() -> String {
                 doc.push_str(line);
                 doc.push('\n');
             }
+            let facts = rule.meta().catalog;
+            if !facts.is_empty() {
+                let listed: Vec<&str> = facts.iter().map(|f| f.describe()).collect();
+                let _ = writeln!(
+                    doc,
+                    "\n**Catalog facts** (read by the proxy before it decides): {}.",
+                    listed.join("; ")
+                );
+            }
         }
     }
     doc
@@ -273,6 +292,38 @@ mod tests {
                 current == generated,
                 "policies/{name}.toml is stale: run `cargo run -- rules --format toml --preset {name} > policies/{name}.toml` (or DDLGATE_UPDATE_DOCS=1 cargo test)"
             );
+        }
+    }
+
+    /// The catalog facts a rule lists (docs/rules.md) are exactly those its code asks for.
+    #[test]
+    fn every_rule_lists_the_catalog_facts_its_code_uses() {
+        use crate::analysis::catalog::CatalogFact;
+        use crate::analysis::registry::RuleId;
+        let asks = [
+            ("is_new_table(", CatalogFact::CreatedInTransaction),
+            ("ctx.is_new(", CatalogFact::CreatedInTransaction),
+            ("is_partitioned(", CatalogFact::Partitioned),
+            ("is_partitioned_index(", CatalogFact::Partitioned),
+            ("ctx.column_type(", CatalogFact::ColumnType),
+            ("proven_not_null(", CatalogFact::ValidatedNotNullCheck),
+            ("is_system(", CatalogFact::SystemCatalog),
+            ("is_exclusion_index(", CatalogFact::ExclusionIndex),
+            (".beside(", CatalogFact::FreeIndexName),
+            ("index_first_fix(", CatalogFact::FreeIndexName),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/analysis/rules");
+        for rule in RuleId::ALL {
+            let file = dir.join(format!("{}.rs", rule.as_str().replace('-', "_")));
+            let source = std::fs::read_to_string(&file).unwrap();
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            let mut used: Vec<CatalogFact> = asks
+                .iter()
+                .filter(|(call, _)| code.contains(call))
+                .map(|(_, fact)| *fact)
+                .collect();
+            used.dedup();
+            assert_eq!(rule.meta().catalog, used.as_slice(), "{rule}");
         }
     }
 

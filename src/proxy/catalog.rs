@@ -25,6 +25,7 @@
 
 use crate::analysis::catalog::{Catalog, Lookup, RelKind, RelationFacts, lookups};
 use crate::analysis::classify::{ClassifyOptions, classify};
+use crate::analysis::context::ColumnType;
 
 use super::plan::Held;
 use super::sql;
@@ -114,10 +115,26 @@ pub(crate) fn read(answer: &str, lookups: &[Lookup]) -> Catalog {
                 .and_then(serde_json::Value::as_str)
                 .map(RelKind::from_relkind),
             system: flag("system"),
+            exclusion: flag("exclusion"),
             created_in_transaction: flag("new"),
             columns: names("columns"),
             not_null: names("not_null"),
             checked_not_null: names("checked"),
+            column_types: row
+                .get("types")
+                .and_then(serde_json::Value::as_array)
+                .map(|types| {
+                    types
+                        .iter()
+                        .filter_map(|t| {
+                            let column = t.get(0)?.as_str()?;
+                            let name = t.get(1)?.as_str()?;
+                            let typmod = t.get(2)?.as_i64()?;
+                            Some((column.to_owned(), ColumnType::from_catalog(name, typmod)))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         catalog.insert(lookup.clone(), facts);
     }
@@ -147,7 +164,8 @@ mod tests {
                 table: name("t"),
             },
         ];
-        let answer = r#"[{"i" : 0, "kind" : "p", "system" : false, "new" : true, "columns" : ["a", "b"], "not_null" : ["a"], "checked" : ["b"]},
+        let answer = r#"[{"i" : 0, "kind" : "p", "system" : false, "new" : true, "columns" : ["a", "b"], "not_null" : ["a"], "checked" : ["b"],
+              "types" : [["a", "varchar", 14], ["b", "numeric", 655366]]},
             {"i" : 1, "kind" : null, "system" : null, "new" : false, "columns" : null, "not_null" : null, "checked" : null}]"#;
         let catalog = read(answer, &lookups);
         let t = catalog.relation(&name("t")).unwrap();
@@ -156,6 +174,15 @@ mod tests {
         assert_eq!(t.columns, ["a", "b"]);
         assert_eq!(t.not_null, ["a"]);
         assert_eq!(t.checked_not_null, ["b"]);
+        assert_eq!(
+            t.column_types,
+            [
+                ("a".to_owned(), ColumnType::from_catalog("varchar", 14)),
+                ("b".to_owned(), ColumnType::from_catalog("numeric", 655_366)),
+            ]
+        );
+        assert_eq!(t.column_types[0].1.mods, [10], "varchar(10)");
+        assert_eq!(t.column_types[1].1.mods, [10, 2], "numeric(10,2)");
         assert!(!catalog.relation(&name("gone")).unwrap().exists());
         assert!(catalog.beside("i", &name("t")).is_none(), "not answered");
         assert!(read("not json", &lookups).is_empty());

@@ -138,7 +138,8 @@ pub(crate) fn blockers(relations: &[String]) -> String {
 /// What the catalog says about each lookup, as one JSON array (one object per lookup, in
 /// order): `i` (the lookup's position), `kind` (`relkind`, null when absent), `system`, `new`
 /// (created by the current transaction), `columns`, `not_null` (columns `NOT NULL` by a valid
-/// constraint) and `checked` (columns a validated `CHECK (c IS NOT NULL)` proves not null).
+/// constraint), `types` (`[column, type name, typmod]`) and `checked` (columns a validated
+/// `CHECK (c IS NOT NULL)` proves not null).
 ///
 /// A relation name is resolved as the session resolves it (`to_regclass`, its `search_path`);
 /// an index name beside a table is looked up in that table's schema. Nothing here takes a lock
@@ -166,6 +167,7 @@ pub(crate) fn catalog_facts(lookups: &[(String, Option<String>)]) -> String {
         "SELECT pg_catalog.json_agg(pg_catalog.json_build_object(\
          'i', n.i, 'kind', c.relkind, \
          'system', c.relnamespace IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace), \
+         'exclusion', (SELECT x.indisexclusion FROM pg_catalog.pg_index x WHERE x.indexrelid = c.oid), \
          'new', COALESCE(c.xmin::text = (pg_catalog.txid_current_if_assigned() % 4294967296)::text \
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE ((d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid) \
              OR (d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = c.reltype AND d.refobjid = c.oid)) \
@@ -176,6 +178,9 @@ pub(crate) fn catalog_facts(lookups: &[(String, Option<String>)]) -> String {
            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull \
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'n' \
              AND NOT k.convalidated AND k.conkey[1] = a.attnum)), \
+         'types', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attname, t.typname, a.atttypmod)) \
+           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
          'checked', (SELECT pg_catalog.json_agg(a.attname) FROM pg_catalog.pg_constraint k \
            JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1] \
            WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.convalidated AND pg_catalog.array_length(k.conkey, 1) = 1 \

@@ -556,10 +556,10 @@ async fn overrides_and_dynamic_ddl_are_recorded() {
     assert_eq!(renamed[0]["outcome"]["status"], "ok");
 
     client
-        .batch_execute("DO $$ BEGIN EXECUTE 'ALTER TABLE au_ovr ADD COLUMN dyn int'; END $$")
+        .batch_execute("DO $$ BEGIN EXECUTE format('ALTER TABLE au_ovr ADD COLUMN %I int', lower('DYN')); END $$")
         .await
         .unwrap();
-    let dynamic = statements_about(&log, "ADD COLUMN dyn");
+    let dynamic = statements_about(&log, "ADD COLUMN %I int");
     assert_eq!(dynamic.len(), 1);
     assert_eq!(dynamic[0]["kind"], "DO");
     assert_eq!(dynamic[0]["action"], "warn");

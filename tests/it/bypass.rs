@@ -146,6 +146,13 @@ async fn renames_in_disguise_are_refused_and_audited() {
         // Written out in a DO block, it is held to the same rule.
         "DO $$ BEGIN ALTER TABLE bp_orders RENAME note TO n2; END $$",
         "DO $outer$ BEGIN IF true THEN DO $inner$ BEGIN ALTER TABLE bp_orders RENAME note TO n2; END $inner$; END IF; END $outer$",
+        // EXECUTE of SQL known before it runs: a constant, a concatenation, format() of
+        // constants, a variable given only a constant.
+        "DO $$ BEGIN EXECUTE 'ALTER TABLE bp_orders RENAME COLUMN note TO n2'; END $$",
+        "DO $$ BEGIN EXECUTE 'ALTER TABLE ' || 'bp_orders' || ' RENAME note TO n2'; END $$",
+        "DO $$ BEGIN EXECUTE format('ALTER TABLE %I RENAME COLUMN %I TO %I', 'bp_orders', 'note', 'n2'); END $$",
+        "DO $$ DECLARE s text := 'ALTER TABLE bp_orders RENAME note TO n2'; BEGIN EXECUTE s; END $$",
+        "DO $$ DECLARE s text; BEGIN s := format('ALTER TABLE %I RENAME note TO n2', 'bp_orders'); EXECUTE s; END $$",
     ];
     for sql in attempts {
         // One record per statement: the refused one names the rename.
@@ -381,7 +388,7 @@ async fn hidden_ddl_is_flagged_and_audited() {
     .await;
     let client = proxy.connect(SUPERUSER).await;
     for sql in [
-        "DO $$ BEGIN EXECUTE 'ALTER TABLE bp_dyn ADD COLUMN d1 int'; END $$",
+        "DO $$ BEGIN EXECUTE format('ALTER TABLE bp_dyn ADD COLUMN %I int', lower('D1')); END $$",
         "CREATE OR REPLACE FUNCTION bp_f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'ALTER TABLE bp_dyn ADD COLUMN d2 int'; END $$",
         "CREATE OR REPLACE PROCEDURE bp_p() LANGUAGE sql AS $$ ALTER TABLE bp_dyn ADD COLUMN d3 int $$",
         "CALL bp_p()",
@@ -413,6 +420,29 @@ async fn hidden_ddl_is_flagged_and_audited() {
         ["id", "note", "d1", "d3"],
         "DO ran (warned); the procedure ran when called; COPY data stayed data"
     );
+}
+
+/// The strict policy refuses what nobody can see: `EXECUTE` of SQL built at run time
+/// (`dynamic-ddl`), which the default policy lets through with a warning.
+#[tokio::test]
+async fn strict_refuses_sql_built_at_run_time() {
+    let pg = PgServer::shared();
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS bp_strict; CREATE TABLE bp_strict (id int)",
+    )
+    .await;
+    let strict = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/strict.toml");
+    let proxy = TestProxy::start_with(pg, |o| o.policy = Some(strict)).await;
+    let client = proxy.connect(SUPERUSER).await;
+    let err = client
+        .batch_execute("DO $$ BEGIN EXECUTE format('ALTER TABLE bp_strict ADD COLUMN %I int', lower('X')); END $$")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "ZD001");
+    assert!(db.message().starts_with("ddlgate: dynamic-ddl: "), "{db:?}");
+    assert_eq!(columns(pg, "bp_strict").await, ["id"]);
 }
 
 /// Changing who the session is (`SET ROLE`, `SET SESSION AUTHORIZATION`) or throwing its

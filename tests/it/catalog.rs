@@ -200,6 +200,29 @@ async fn an_index_on_a_partitioned_table_gets_the_per_partition_procedure() {
         );
     }
     assert!(!exists(pg, "cat_parted_a").await);
+    // A key on it is not rewritten into a concurrent build either.
+    let err = client
+        .batch_execute("ALTER TABLE cat_parted ADD CONSTRAINT cat_parted_pkey PRIMARY KEY (a, at)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ZD001", "{err:?}");
+    assert!(!exists(pg, "cat_parted_pkey").await);
+    // Nor is dropping a partitioned index rewritten into DROP INDEX CONCURRENTLY.
+    setup(pg, "CREATE INDEX cat_parted_at ON cat_parted (at)").await;
+    let err = client
+        .batch_execute("DROP INDEX cat_parted_at")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ZD001", "{err:?}");
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .hint()
+            .unwrap_or_default()
+            .contains("partitioned index cannot be dropped concurrently"),
+        "{err:?}"
+    );
+    assert!(exists(pg, "cat_parted_at").await);
 }
 
 /// "New" is what the current transaction created, as the catalog says: a table a `DO` block
@@ -237,12 +260,77 @@ async fn new_means_created_by_this_transaction() {
     client.batch_execute("ROLLBACK").await.unwrap();
 }
 
-/// `REINDEX TABLE pg_class` (a system catalog, named without its schema) has no concurrent
-/// form: it is not rewritten into one, which PostgreSQL would refuse.
+/// `REINDEX TABLE pg_am` (a system catalog, named without its schema) and `REINDEX INDEX` of an
+/// exclusion constraint's index have no concurrent form: they are not rewritten into one,
+/// which PostgreSQL would refuse.
 #[tokio::test]
 async fn system_catalogs_are_not_rewritten_to_concurrent_rebuilds() {
     let pg = PgServer::shared();
     let proxy = TestProxy::start(pg).await;
     let client = proxy.connect(SUPERUSER).await;
     client.batch_execute("REINDEX TABLE pg_am").await.unwrap();
+    // Nor is an exclusion constraint's index: with nothing safer to offer, it runs as sent
+    // (under the brief timeouts) instead of as a CONCURRENTLY PostgreSQL refuses.
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS cat_excl; CREATE TABLE cat_excl (c circle, EXCLUDE USING gist (c WITH &&))",
+    )
+    .await;
+    let err = client.batch_execute("REINDEX INDEX cat_excl_c_excl").await;
+    assert!(err.is_ok(), "{err:?}");
+}
+
+/// Type changes PostgreSQL makes without rewriting the table — a longer `varchar`, `varchar`
+/// to `text`, a wider `numeric` precision with the same scale, dropping a modifier — are
+/// allowed once the catalog shows the column's current type (even by the strict policy), and
+/// the server confirms each: the table's file is the same afterwards. A change that rewrites
+/// (or whose old type makes it one) is still refused.
+#[tokio::test]
+async fn type_changes_without_a_rewrite_are_allowed_by_the_column_type_in_the_catalog() {
+    let pg = PgServer::shared();
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS cat_types; \
+         CREATE TABLE cat_types (v varchar(10), w varchar(20), n numeric(10, 2), m numeric(10, 2), i int, t timestamp(3)); \
+         INSERT INTO cat_types SELECT 'x', 'y', 1.5, 2.5, g, now() FROM generate_series(1, 100) g",
+    )
+    .await;
+    let proxy = TestProxy::start_with(pg, |o| o.policy = Some(strict())).await;
+    let client = proxy.connect(SUPERUSER).await;
+    let direct = pg.connect(SUPERUSER).await;
+    let file = || async {
+        direct
+            .query_one(
+                "SELECT relfilenode::bigint FROM pg_class WHERE oid = 'cat_types'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    for change in [
+        "ALTER TABLE cat_types ALTER COLUMN v TYPE varchar(30)",
+        "ALTER TABLE cat_types ALTER COLUMN w TYPE text",
+        "ALTER TABLE cat_types ALTER COLUMN n TYPE numeric(12, 2)",
+        "ALTER TABLE cat_types ALTER COLUMN m TYPE numeric",
+        "ALTER TABLE cat_types ALTER COLUMN t TYPE timestamp(6)",
+    ] {
+        let before = file().await;
+        client
+            .batch_execute(change)
+            .await
+            .unwrap_or_else(|e| panic!("{change}: {e:?}"));
+        assert_eq!(file().await, before, "{change} rewrote the table");
+    }
+    for change in [
+        "ALTER TABLE cat_types ALTER COLUMN v TYPE varchar(5)",
+        "ALTER TABLE cat_types ALTER COLUMN i TYPE bigint",
+        "ALTER TABLE cat_types ALTER COLUMN n TYPE numeric(14, 4)",
+    ] {
+        let err = client.batch_execute(change).await.unwrap_err();
+        assert!(
+            message(&err).contains("change-column-type"),
+            "{change}: {err:?}"
+        );
+    }
 }

@@ -118,6 +118,26 @@ fn clean_input_from_stdin_exits_0() {
     assert_eq!(stdout(&o), "0 errors, 0 warnings in 1 file checked\n");
 }
 
+/// SQL a `DO` block `EXECUTE`s is checked when it is known before it runs (a constant, a
+/// concatenation, `format()` of constants): the inner `CREATE INDEX` is reported.
+#[test]
+fn constant_execute_in_a_do_block_is_checked() {
+    let o = ddlgate(
+        &["check", "-"],
+        Some(
+            b"SET lock_timeout = '1s'; SET statement_timeout = '5s';
+DO $$ BEGIN EXECUTE 'CREATE INDEX events_ts ON events (ts)'; END $$;
+",
+        ),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("create-index-nonconcurrent"),
+        "{}",
+        stdout(&o)
+    );
+}
+
 /// A statement PostgreSQL cannot parse is reported with line and column; exit 1.
 #[test]
 fn syntax_errors_have_line_and_column() {

@@ -576,7 +576,7 @@ async fn dynamic_ddl_runs_with_a_warning() {
     let (proxy, _policy) = proxy(pg, POLICY).await;
     let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
     w.send(&wire::query(
-        "DO $$ BEGIN EXECUTE 'CREATE TABLE IF NOT EXISTS dyn_made (id int)'; END $$",
+        "DO $$ BEGIN EXECUTE format('CREATE TABLE IF NOT EXISTS %I (id int)', lower('DYN_MADE')); END $$",
     ))
     .await;
     let msgs = w.until_ready().await;

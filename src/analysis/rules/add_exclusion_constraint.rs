@@ -3,6 +3,7 @@
 use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table, lock_detail,
 };
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{alter_cmds, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -16,6 +17,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("add_exclusion_constraint.md"),
     examples: Examples {
         min_server_major: 0,

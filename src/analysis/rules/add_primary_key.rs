@@ -5,6 +5,7 @@ use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, default_object_name,
     is_new_table, key_names, lock_detail,
 };
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{RelationName, alter_cmds, quote_ident, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -18,6 +19,11 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Rewrite,
     fix: FixAvailability::Sometimes,
+    catalog: &[
+        CatalogFact::CreatedInTransaction,
+        CatalogFact::Partitioned,
+        CatalogFact::FreeIndexName,
+    ],
     docs: include_str!("add_primary_key.md"),
     examples: Examples {
         min_server_major: 0,
@@ -56,14 +62,23 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             }
             _ => continue,
         };
+        // A partitioned table builds no index concurrently, and takes no key USING INDEX.
+        let partitioned = !table.inh
+            || input
+                .ctx
+                .is_partitioned(&RelationName::from_range_var(table));
         let fix = constraint
             .filter(|c| {
-                cmds.len() == 1 && is_plain_key(c) && input.ctx.can_run_outside_transaction()
+                cmds.len() == 1
+                    && is_plain_key(c)
+                    && input.ctx.can_run_outside_transaction()
+                    && !partitioned
             })
             .map(|c| index_first_fix(input, table, c, "PRIMARY KEY", "pkey"));
         let help = match &fix {
             Some(f) => format!("Build the index concurrently, then attach it: {}", f.apply(input.source, input.span)),
-            None => "Build a unique index with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … PRIMARY KEY USING INDEX (outside a transaction block).".to_owned(),
+            None if !partitioned => "Build a unique index with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … PRIMARY KEY USING INDEX (outside a transaction block).".to_owned(),
+            None => "On a partitioned table, first build a matching unique index on each partition with CREATE UNIQUE INDEX CONCURRENTLY: adding the key then attaches them instead of building under the lock.".to_owned(),
         };
         out.push(
             input
@@ -224,6 +239,42 @@ mod tests {
             ..RelationFacts::default()
         };
         assert_eq!(with(taken), Applicability::Unsafe);
+    }
+
+    /// A partitioned table (known from the catalog, or by `ONLY`) builds no index concurrently
+    /// and takes no key USING INDEX: no rewrite is offered.
+    #[test]
+    fn partitioned_tables_get_no_index_first_rewrite() {
+        use crate::analysis::catalog::{Catalog, Lookup, RelKind, RelationFacts};
+        let mut ctx = crate::analysis::Context::default();
+        let mut catalog = Catalog::default();
+        catalog.insert(
+            Lookup::Relation(RelationName {
+                schema: None,
+                name: "events".into(),
+            }),
+            RelationFacts {
+                kind: Some(RelKind::PartitionedTable),
+                ..RelationFacts::default()
+            },
+        );
+        ctx.catalog = catalog;
+        let v = violations_in(
+            RULE.id,
+            "ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY (id)",
+            &mut ctx,
+        );
+        assert!(v[0].fix.is_none());
+        assert!(
+            v[0].help.contains("On a partitioned table"),
+            "{}",
+            v[0].help
+        );
+        let v = assert_flagged(
+            RULE.id,
+            "ALTER TABLE ONLY t ADD CONSTRAINT t_pkey PRIMARY KEY (id)",
+        );
+        assert!(v.fix.is_none());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::add_column_volatile_default::default_expr;
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{alter_cmds, col_is_serial, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -15,6 +16,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("add_required_column.md"),
     examples: Examples {
         min_server_major: 0,

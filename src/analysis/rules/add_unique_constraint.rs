@@ -5,6 +5,8 @@ use super::add_primary_key::{index_first_fix, is_plain_key};
 use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table, lock_detail,
 };
+use crate::analysis::catalog::CatalogFact;
+use crate::analysis::classify::RelationName;
 use crate::analysis::classify::{alter_cmds, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -18,6 +20,11 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Rewrite,
     fix: FixAvailability::Sometimes,
+    catalog: &[
+        CatalogFact::CreatedInTransaction,
+        CatalogFact::Partitioned,
+        CatalogFact::FreeIndexName,
+    ],
     docs: include_str!("add_unique_constraint.md"),
     examples: Examples {
         min_server_major: 0,
@@ -56,14 +63,23 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             }
             _ => continue,
         };
+        // A partitioned table builds no index concurrently, and takes no key USING INDEX.
+        let partitioned = !table.inh
+            || input
+                .ctx
+                .is_partitioned(&RelationName::from_range_var(table));
         let fix = constraint
             .filter(|c| {
-                cmds.len() == 1 && is_plain_key(c) && input.ctx.can_run_outside_transaction()
+                cmds.len() == 1
+                    && is_plain_key(c)
+                    && input.ctx.can_run_outside_transaction()
+                    && !partitioned
             })
             .map(|c| index_first_fix(input, table, c, "UNIQUE", "key"));
         let help = match &fix {
             Some(f) => format!("Build the index concurrently, then attach it: {}", f.apply(input.source, input.span)),
-            None => "Build a unique index with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … UNIQUE USING INDEX (outside a transaction block).".to_owned(),
+            None if !partitioned => "Build a unique index with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … UNIQUE USING INDEX (outside a transaction block).".to_owned(),
+            None => "On a partitioned table, first build a matching unique index on each partition with CREATE UNIQUE INDEX CONCURRENTLY: adding the key then attaches them instead of building under the lock.".to_owned(),
         };
         out.push(
             input

@@ -13,6 +13,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("autovacuum_off.md"),
     examples: Examples {
         min_server_major: 0,

@@ -3,6 +3,7 @@
 use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table, lock_detail,
 };
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{RelationName, alter_cmds, subtype};
 use crate::analysis::context::ColumnType;
 use crate::analysis::parse::{NodeEnum, ast};
@@ -17,6 +18,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction, CatalogFact::ColumnType],
     docs: include_str!("change_column_type.md"),
     examples: Examples {
         min_server_major: 0,
@@ -43,12 +45,19 @@ pub(crate) fn needs_no_rewrite(old: &ColumnType, new: &ColumnType) -> bool {
     match (old.name.as_str(), new.name.as_str()) {
         ("varchar", "text") | ("cidr", "inet") => true,
         ("text", "varchar") => new.mods.is_empty(),
-        ("numeric", "numeric") => match (old.mods.as_slice(), new.mods.as_slice()) {
-            (_, []) => true,
-            ([p], [q]) => q >= p,
-            ([p, s], [q, t]) => q >= p && s == t,
-            _ => false,
-        },
+        ("numeric", "numeric") => {
+            // `numeric(p)` is `numeric(p, 0)`.
+            let full = |m: &[i64]| match m {
+                [p] => Some((*p, 0)),
+                [p, s] => Some((*p, *s)),
+                _ => None,
+            };
+            match (full(&old.mods), full(&new.mods)) {
+                (_, None) if new.mods.is_empty() => true,
+                (Some((p, s)), Some((q, t))) => q >= p && s == t,
+                _ => false,
+            }
+        }
         ("varchar", "varchar")
         | ("varbit", "varbit")
         | ("timestamp", "timestamp")
@@ -82,8 +91,8 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             continue;
         };
         let using = def.raw_default.is_some();
-        let old = input.ctx.history.column_type(&table_name, &cmd.name);
-        if !using && old.is_some_and(|old| needs_no_rewrite(old, &new)) {
+        let old = input.ctx.column_type(&table_name, &cmd.name);
+        if !using && old.as_ref().is_some_and(|old| needs_no_rewrite(old, &new)) {
             continue;
         }
         let message = match old {

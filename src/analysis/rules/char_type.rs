@@ -12,6 +12,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: true,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("char_type.md"),
     examples: Examples {
         min_server_major: 0,

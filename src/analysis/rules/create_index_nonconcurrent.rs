@@ -3,6 +3,7 @@
 use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table, lock_detail,
 };
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::RelationName;
 use crate::analysis::parse::NodeEnum;
 use crate::analysis::registry::RuleId;
@@ -16,6 +17,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Rewrite,
     fix: FixAvailability::Sometimes,
+    catalog: &[CatalogFact::CreatedInTransaction, CatalogFact::Partitioned],
     docs: include_str!("create_index_nonconcurrent.md"),
     examples: Examples {
         min_server_major: 0,

@@ -3,6 +3,7 @@
 use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table, lock_detail,
 };
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::parse::NodeEnum;
 use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
@@ -15,6 +16,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("create_trigger.md"),
     examples: Examples {
         min_server_major: 0,

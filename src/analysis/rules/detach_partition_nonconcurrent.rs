@@ -16,6 +16,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Rewrite,
     fix: FixAvailability::Sometimes,
+    catalog: &[],
     docs: include_str!("detach_partition_nonconcurrent.md"),
     examples: Examples {
         min_server_major: 14,

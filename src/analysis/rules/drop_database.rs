@@ -14,6 +14,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("drop_database.md"),
     examples: Examples {
         min_server_major: 0,

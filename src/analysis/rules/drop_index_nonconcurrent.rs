@@ -1,6 +1,7 @@
 //! `drop-index-nonconcurrent`: `DROP INDEX` without `CONCURRENTLY`.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, lock_detail};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::drop_object_names;
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -14,6 +15,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Rewrite,
     fix: FixAvailability::Sometimes,
+    catalog: &[CatalogFact::CreatedInTransaction, CatalogFact::Partitioned],
     docs: include_str!("drop_index_nonconcurrent.md"),
     examples: Examples {
         min_server_major: 0,
@@ -38,10 +40,12 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     if names.iter().all(|n| input.ctx.is_new(n)) {
         return;
     }
-    // DROP INDEX CONCURRENTLY takes one index and no CASCADE.
+    // DROP INDEX CONCURRENTLY takes one index and no CASCADE, and no partitioned index.
+    let partitioned = names.iter().any(|n| input.ctx.is_partitioned_index(n));
     let rewritable = names.len() == 1
         && stmt.behavior != ast::DropBehavior::DropCascade as i32
-        && input.ctx.can_run_outside_transaction();
+        && input.ctx.can_run_outside_transaction()
+        && !partitioned;
     let fix = rewritable
         .then(|| input.after_keyword("index"))
         .flatten()
@@ -55,6 +59,7 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
         });
     let help = match &fix {
         Some(f) => format!("Drop it without blocking queries: {}", f.apply(input.source, input.span)),
+        None if partitioned => "A partitioned index cannot be dropped concurrently: drop it when the partitions are quiet (ddlgate's lock_timeout keeps the wait short).".to_owned(),
         None => "Drop each index with its own DROP INDEX CONCURRENTLY (no CASCADE), outside a transaction block.".to_owned(),
     };
     out.push(

@@ -1,6 +1,7 @@
 //! `drop-not-null`: `ALTER COLUMN … DROP NOT NULL`.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{alter_cmds, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -14,6 +15,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("drop_not_null.md"),
     examples: Examples {
         min_server_major: 0,

@@ -1,6 +1,7 @@
 //! `drop-table`: dropping a table.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, lock_detail};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::drop_object_names;
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -14,6 +15,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("drop_table.md"),
     examples: Examples {
         min_server_major: 0,

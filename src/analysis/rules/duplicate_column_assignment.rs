@@ -17,6 +17,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("duplicate_column_assignment.md"),
     examples: Examples {
         min_server_major: 0,

@@ -15,12 +15,15 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("dynamic_ddl.md"),
     examples: Examples {
         min_server_major: 0,
         refused_by_postgres: false,
         setup: "CREATE TABLE orders (id bigint PRIMARY KEY)",
-        flagged: &["DO $$ BEGIN EXECUTE 'ALTER TABLE orders ADD COLUMN note text'; END $$"],
+        flagged: &[
+            "DO $$ DECLARE t text; BEGIN SELECT relname INTO t FROM pg_class WHERE relname = 'orders'; EXECUTE format('ALTER TABLE %I ADD COLUMN note text', t); END $$",
+        ],
         safe: &["ALTER TABLE orders ADD COLUMN note text"],
     },
     check,
@@ -244,15 +247,32 @@ fn inspect_trigger_plpgsql(body: &str, kind: TriggerFunction, server_major: u32)
 }
 
 fn walk(value: &serde_json::Value, server_major: u32, found: &mut BodyFindings) {
+    let constants = constant_variables(value);
+    walk_with(value, server_major, &constants, found);
+}
+
+fn walk_with(
+    value: &serde_json::Value,
+    server_major: u32,
+    constants: &Constants,
+    found: &mut BodyFindings,
+) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, inner) in map {
                 match key.as_str() {
                     "PLpgSQL_stmt_dynexecute" | "PLpgSQL_stmt_dynfors" => {
-                        found.dynamic_execute = true;
+                        match executed_sql(inner.pointer("/query/PLpgSQL_expr/query"), constants) {
+                            Some(sql) => inspect_sql(&sql, server_major, found),
+                            None => found.dynamic_execute = true,
+                        }
                     }
                     "PLpgSQL_stmt_open" if inner.get("dynquery").is_some() => {
-                        found.dynamic_execute = true;
+                        match executed_sql(inner.pointer("/dynquery/PLpgSQL_expr/query"), constants)
+                        {
+                            Some(sql) => inspect_sql(&sql, server_major, found),
+                            None => found.dynamic_execute = true,
+                        }
                     }
                     "PLpgSQL_stmt_execsql" => {
                         if let Some(q) = inner
@@ -264,16 +284,213 @@ fn walk(value: &serde_json::Value, server_major: u32, found: &mut BodyFindings) 
                     }
                     _ => {}
                 }
-                walk(inner, server_major, found);
+                walk_with(inner, server_major, constants, found);
             }
         }
         serde_json::Value::Array(items) => {
             for item in items {
-                walk(item, server_major, found);
+                walk_with(item, server_major, constants, found);
             }
         }
         _ => {}
     }
+}
+
+/// The variables of a PL/pgSQL body whose value is one constant wherever it is read: given by
+/// their declaration or by a single assignment, never the target of anything else, and not
+/// shadowed by another variable of the same name.
+type Constants = std::collections::HashMap<String, String>;
+
+fn constant_variables(tree: &serde_json::Value) -> Constants {
+    let mut constants = Constants::new();
+    let Some(datums) = tree
+        .pointer("/0/PLpgSQL_function/datums")
+        .and_then(serde_json::Value::as_array)
+    else {
+        return constants;
+    };
+    let mut assignments: Vec<Vec<String>> = vec![Vec::new(); datums.len()];
+    let mut other_targets = vec![false; datums.len()];
+    collect_assignments(tree, &mut assignments, &mut other_targets);
+    let mut names: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for datum in datums {
+        if let Some(name) = datum
+            .pointer("/PLpgSQL_var/refname")
+            .and_then(|n| n.as_str())
+        {
+            *names.entry(name).or_default() += 1;
+        }
+    }
+    let empty = Constants::new();
+    for (varno, datum) in datums.iter().enumerate() {
+        let Some(var) = datum.get("PLpgSQL_var") else {
+            continue;
+        };
+        let Some(name) = var.get("refname").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        if names.get(name) != Some(&1) || other_targets.get(varno) == Some(&true) {
+            continue;
+        }
+        let default = var
+            .pointer("/default_val/PLpgSQL_expr/query")
+            .and_then(|q| q.as_str());
+        let assigned = assignments.get(varno).map_or(&[][..], Vec::as_slice);
+        let value = match (default, assigned) {
+            (Some(expr), []) => evaluate(expr, &empty),
+            (None, [expr]) => evaluate(expr, &empty),
+            _ => None,
+        };
+        if let Some(value) = value {
+            constants.insert(name.to_owned(), value);
+        }
+    }
+    constants
+}
+
+/// The right-hand sides assigned to each variable, and which variables are set any other way
+/// (`SELECT … INTO`, a loop, `GET DIAGNOSTICS`, …: anything naming it by number).
+fn collect_assignments(
+    value: &serde_json::Value,
+    assignments: &mut [Vec<String>],
+    other_targets: &mut [bool],
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "PLpgSQL_stmt_assign" {
+                    let varno = inner.get("varno").and_then(serde_json::Value::as_u64);
+                    let query = inner
+                        .pointer("/expr/PLpgSQL_expr/query")
+                        .and_then(|q| q.as_str());
+                    if let (Some(varno), Some(query)) = (varno, query) {
+                        let varno = usize::try_from(varno).unwrap_or(usize::MAX);
+                        // `name := expr` (or `name = expr`): the expression after it.
+                        let rhs = query
+                            .split_once(":=")
+                            .or_else(|| query.split_once('='))
+                            .map_or(query, |(_, rhs)| rhs);
+                        if let Some(list) = assignments.get_mut(varno) {
+                            list.push(rhs.trim().to_owned());
+                        }
+                    }
+                    continue;
+                }
+                if key == "varno"
+                    && let Some(varno) = inner.as_u64()
+                    && let Some(flag) = usize::try_from(varno)
+                        .ok()
+                        .and_then(|v| other_targets.get_mut(v))
+                {
+                    *flag = true;
+                }
+                collect_assignments(inner, assignments, other_targets);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                collect_assignments(item, assignments, other_targets);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The SQL an `EXECUTE` runs, when its expression is known before it runs.
+fn executed_sql(expression: Option<&serde_json::Value>, constants: &Constants) -> Option<String> {
+    evaluate(expression?.as_str()?, constants)
+}
+
+/// The value of a PL/pgSQL expression built only of constants: string (and number) literals,
+/// `||`, `format()` with `%s`, `%I`, `%L` and `%%`, `quote_ident()`, `quote_literal()`,
+/// `concat()`, casts to text, and variables in `constants`. `None` for anything else.
+fn evaluate(expression: &str, constants: &Constants) -> Option<String> {
+    let mut parsed = parse_script(&format!("SELECT {expression}"), Options::default());
+    if parsed.len() != 1 {
+        return None;
+    }
+    let NodeEnum::SelectStmt(select) = parsed.pop()?.tree.ok()? else {
+        return None;
+    };
+    let [target] = select.target_list.as_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::ResTarget(target)) = &target.node else {
+        return None;
+    };
+    value_of(target.val.as_deref()?, constants, 0)
+}
+
+fn value_of(node: &ast::Node, constants: &Constants, depth: usize) -> Option<String> {
+    const MAX_DEPTH: usize = 32;
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let value = |n: &ast::Node| value_of(n, constants, depth + 1);
+    match node.node.as_ref()? {
+        NodeEnum::AConst(c) => match c.val.as_ref()? {
+            ast::a_const::Val::Sval(s) => Some(s.sval.clone()),
+            ast::a_const::Val::Ival(i) => Some(i.ival.to_string()),
+            ast::a_const::Val::Fval(f) => Some(f.fval.clone()),
+            _ => None,
+        },
+        NodeEnum::TypeCast(t) => {
+            let to = t.type_name.as_ref()?.names.last().and_then(string_value)?;
+            matches!(to, "text" | "varchar")
+                .then(|| value(t.arg.as_deref()?))
+                .flatten()
+        }
+        NodeEnum::AExpr(e) => {
+            let op = e.name.first().and_then(string_value)?;
+            if op != "||" || e.kind != ast::AExprKind::AexprOp as i32 {
+                return None;
+            }
+            Some(value(e.lexpr.as_deref()?)? + &value(e.rexpr.as_deref()?)?)
+        }
+        NodeEnum::ColumnRef(r) => match r.fields.as_slice() {
+            [field] => constants.get(string_value(field)?).cloned(),
+            _ => None,
+        },
+        NodeEnum::FuncCall(f) => {
+            let name = f.funcname.last().and_then(string_value)?;
+            let args: Option<Vec<String>> = f.args.iter().map(value).collect();
+            let args = args?;
+            match (name, args.as_slice()) {
+                ("quote_ident", [a]) => Some(crate::analysis::classify::quote_ident(a)),
+                ("quote_literal", [a]) => Some(format!("'{}'", a.replace('\'', "''"))),
+                ("concat", _) => Some(args.concat()),
+                ("format", [pattern, rest @ ..]) => format_constant(pattern, rest),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// PostgreSQL's `format()` for `%s`, `%I`, `%L` and `%%` (no positions or widths).
+fn format_constant(pattern: &str, args: &[String]) -> Option<String> {
+    let mut out = String::new();
+    let mut args = args.iter();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '%' => out.push('%'),
+            's' => out.push_str(args.next()?),
+            'I' => out.push_str(&crate::analysis::classify::quote_ident(args.next()?)),
+            'L' => {
+                let arg = args.next()?;
+                out.push('\'');
+                out.push_str(&arg.replace('\'', "''"));
+                out.push('\'');
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The SQL statements written out in a PL/pgSQL `DO` block, in body order, so the engine can
@@ -291,15 +508,29 @@ pub(crate) fn do_block_statements(node: &NodeEnum) -> Vec<String> {
     };
     let mut out = Vec::new();
     if let Ok(tree) = parse_plpgsql(&do_block_as_function(body)) {
-        collect_execsql(&tree, &mut out);
+        collect_execsql(&tree, &constant_variables(&tree), &mut out);
     }
     out
 }
 
-fn collect_execsql(value: &serde_json::Value, out: &mut Vec<String>) {
+fn collect_execsql(value: &serde_json::Value, constants: &Constants, out: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, inner) in map {
+                // EXECUTE of SQL known before it runs: held to its rules like written-out SQL.
+                let executed = match key.as_str() {
+                    "PLpgSQL_stmt_dynexecute" | "PLpgSQL_stmt_dynfors" => {
+                        executed_sql(inner.pointer("/query/PLpgSQL_expr/query"), constants)
+                    }
+                    "PLpgSQL_stmt_open" => {
+                        executed_sql(inner.pointer("/dynquery/PLpgSQL_expr/query"), constants)
+                    }
+                    _ => None,
+                };
+                if let Some(sql) = executed {
+                    out.push(sql);
+                    continue;
+                }
                 // `CALL` and `DO` in a body are statements of their own kind; `PERFORM` is a
                 // SELECT whose result is thrown away.
                 let statement = match key.as_str() {
@@ -324,12 +555,12 @@ fn collect_execsql(value: &serde_json::Value, out: &mut Vec<String>) {
                     out.push(UNKNOWN_SETTING_CHANGE.to_owned());
                     continue;
                 }
-                collect_execsql(inner, out);
+                collect_execsql(inner, constants, out);
             }
         }
         serde_json::Value::Array(items) => {
             for item in items {
-                collect_execsql(item, out);
+                collect_execsql(item, constants, out);
             }
         }
         _ => {}
@@ -444,6 +675,77 @@ mod tests {
     use super::*;
     use crate::analysis::rules::test_support::*;
 
+    /// What `EXECUTE` runs is known when its expression is built of constants.
+    #[test]
+    fn constant_expressions_are_evaluated() {
+        let none = Constants::new();
+        let eval = |e: &str| evaluate(e, &none);
+        assert_eq!(
+            eval("'ALTER TABLE t ADD c int'").as_deref(),
+            Some("ALTER TABLE t ADD c int")
+        );
+        assert_eq!(
+            eval("'DROP TABLE ' || 'q' || ''").as_deref(),
+            Some("DROP TABLE q")
+        );
+        assert_eq!(
+            eval("format('ALTER TABLE %I ADD %s int -- %L %%', 'My T', 'c', 'it''s')").as_deref(),
+            Some("ALTER TABLE \"My T\" ADD c int -- 'it''s' %")
+        );
+        assert_eq!(
+            eval("'ALTER TABLE ' || quote_ident('victim') || ' RENAME a TO b'").as_deref(),
+            Some("ALTER TABLE victim RENAME a TO b")
+        );
+        assert_eq!(eval("'x'::text || 5").as_deref(), Some("x5"));
+        assert_eq!(
+            eval("format('%1$s', 'a')"),
+            None,
+            "positions are not evaluated"
+        );
+        assert_eq!(eval("'x' || now()"), None);
+        assert_eq!(eval("s"), None, "an unknown variable");
+    }
+
+    /// A variable is a constant only when one constant is all it is ever given.
+    #[test]
+    fn variables_given_only_one_constant_are_known() {
+        let statements = |body: &str| {
+            do_block_statements(
+                &parse_script(&format!("DO $do$ {body} $do$"), Options::default())
+                    .remove(0)
+                    .tree
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            statements("DECLARE s text := 'ALTER TABLE v RENAME a TO b'; BEGIN EXECUTE s; END"),
+            ["ALTER TABLE v RENAME a TO b"]
+        );
+        assert_eq!(
+            statements(
+                "DECLARE s text; BEGIN s := format('ALTER TABLE %I RENAME a TO b', 'v'); EXECUTE s; END"
+            ),
+            ["ALTER TABLE v RENAME a TO b"]
+        );
+        // Assigned twice, or by a query: unknown.
+        assert!(
+            statements("DECLARE s text := 'x'; BEGIN s := 'y'; EXECUTE s; END")
+                .iter()
+                .all(|q| !q.contains('x') && !q.contains('y'))
+        );
+        assert!(
+            statements("DECLARE s text; BEGIN SELECT 'DROP TABLE t' INTO s; EXECUTE s; END")
+                .iter()
+                .all(|q| !q.starts_with("DROP"))
+        );
+        // Shadowed in an inner block: unknown.
+        assert!(
+            statements("DECLARE s text := 'DROP TABLE a'; BEGIN DECLARE s text := 'DROP TABLE b'; BEGIN EXECUTE s; END; END")
+                .iter()
+                .all(|q| !q.starts_with("DROP"))
+        );
+    }
+
     #[test]
     fn do_blocks_that_execute_dynamic_sql_are_flagged() {
         // Statements written out in a DO block are checked by their own rules instead.
@@ -453,16 +755,21 @@ mod tests {
         );
         let v = assert_flagged(
             RULE.id,
-            "DO $$ BEGIN EXECUTE format('DROP TABLE %I', 't'); END $$",
+            "DO $$ DECLARE t text; BEGIN SELECT relname INTO t FROM pg_class LIMIT 1; EXECUTE format('DROP TABLE %I', t); END $$",
         );
         assert!(
             v.message.contains("EXECUTEs SQL built at run time"),
             "{}",
             v.message
         );
-        assert_flagged(
+        // SQL known before it runs is held to its own rules by the engine instead.
+        assert_ok(
             RULE.id,
             "DO $$ BEGIN IF true THEN FOR i IN 1..2 LOOP EXECUTE 'CREATE INDEX ON t (a)'; END LOOP; END IF; END $$",
+        );
+        assert_ok(
+            RULE.id,
+            "DO $$ BEGIN EXECUTE format('DROP TABLE %I', 't'); END $$",
         );
         assert_flagged(
             RULE.id,
@@ -509,7 +816,7 @@ mod tests {
             );
             let v = assert_flagged(RULE.id, &sql);
             assert!(
-                v.message.contains("EXECUTEs") && !v.message.contains("cannot read"),
+                v.message.contains("runs DROP TABLE") && !v.message.contains("cannot read"),
                 "{sql}: {}",
                 v.message
             );

@@ -14,6 +14,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("enum_add_value_order.md"),
     examples: Examples {
         min_server_major: 0,

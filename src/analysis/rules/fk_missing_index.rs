@@ -1,6 +1,7 @@
 //! `fk-missing-index`: a foreign key whose referencing columns no index leads with.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::context::Context;
 use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
@@ -13,6 +14,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("fk_missing_index.md"),
     examples: Examples {
         min_server_major: 0,

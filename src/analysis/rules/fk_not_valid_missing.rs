@@ -4,6 +4,7 @@ use super::{
     DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, default_object_name,
     is_new_table, key_names, lock_detail,
 };
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{RelationName, alter_cmds, quote_ident, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -17,6 +18,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Rewrite,
     fix: FixAvailability::Sometimes,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("fk_not_valid_missing.md"),
     examples: Examples {
         min_server_major: 0,

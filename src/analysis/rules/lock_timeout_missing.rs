@@ -1,6 +1,7 @@
 //! `lock-timeout-missing`: blocking DDL in a script that never set `lock_timeout`.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::LockTarget;
 use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
@@ -13,6 +14,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("lock_timeout_missing.md"),
     examples: Examples {
         min_server_major: 0,

@@ -162,6 +162,9 @@ pub struct RuleMeta {
     pub default_action: DefaultAction,
     /// Whether a fix can be offered.
     pub fix: FixAvailability,
+    /// The facts of the live catalog its decision depends on, beyond what every rule gets
+    /// (the operation PostgreSQL performs; proven no-ops): see `super::catalog`.
+    pub catalog: &'static [super::catalog::CatalogFact],
     /// The documentation (Markdown, fixed headings).
     pub docs: &'static str,
     /// Demonstrations.

@@ -2,6 +2,7 @@
 //! one in the same transaction or script already rewrote or scanned.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::RelationName;
 use crate::analysis::parse::NodeEnum;
 use crate::analysis::registry::RuleId;
@@ -15,6 +16,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("multiple_alter_same_table.md"),
     examples: Examples {
         min_server_major: 0,

@@ -13,6 +13,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::Sometimes,
+    catalog: &[],
     docs: include_str!("refresh_matview_nonconcurrent.md"),
     examples: Examples {
         min_server_major: 0,

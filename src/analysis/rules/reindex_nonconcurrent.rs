@@ -1,6 +1,7 @@
 //! `reindex-nonconcurrent`: `REINDEX` without `CONCURRENTLY` (PostgreSQL 12+).
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, lock_detail};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{RelationName, has_option};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -14,6 +15,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Rewrite,
     fix: FixAvailability::Sometimes,
+    catalog: &[CatalogFact::SystemCatalog, CatalogFact::ExclusionIndex],
     docs: include_str!("reindex_nonconcurrent.md"),
     examples: Examples {
         min_server_major: 0,
@@ -72,15 +74,19 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     );
 }
 
-/// Whether the rebuild is of system catalogs (their schema named, or the catalog says so):
-/// those have no concurrent rebuild, so there is nothing safer to offer.
+/// Whether the rebuild is of system catalogs (their schema named, or the catalog says so) or of
+/// an exclusion constraint's index: those have no concurrent rebuild, so there is nothing
+/// safer to offer.
 fn on_system_catalogs(input: &Input<'_>, stmt: &ast::ReindexStmt) -> bool {
     let system_schema = |s: &str| s == "pg_catalog" || s == "pg_toast";
     if system_schema(&stmt.name) {
         return true;
     }
     stmt.relation.as_ref().is_some_and(|rv| {
-        system_schema(&rv.schemaname) || input.ctx.is_system(&RelationName::from_range_var(rv))
+        let name = RelationName::from_range_var(rv);
+        system_schema(&rv.schemaname) || input.ctx.is_system(&name)
+            // An exclusion constraint's index has no concurrent rebuild either.
+            || input.ctx.is_exclusion_index(&name)
     })
 }
 

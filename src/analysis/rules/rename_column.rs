@@ -1,6 +1,7 @@
 //! `rename-column`: renaming a column that running code uses.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
@@ -13,6 +14,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("rename_column.md"),
     examples: Examples {
         min_server_major: 0,

@@ -13,6 +13,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("rename_enum_value.md"),
     examples: Examples {
         min_server_major: 0,

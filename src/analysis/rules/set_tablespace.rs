@@ -16,6 +16,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("set_tablespace.md"),
     examples: Examples {
         min_server_major: 0,

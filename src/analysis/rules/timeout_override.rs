@@ -13,6 +13,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("timeout_override.md"),
     examples: Examples {
         min_server_major: 0,
@@ -109,7 +110,7 @@ mod tests {
             "SELECT pg_catalog.set_config('statement_timeout', '0', true); ALTER TABLE t ADD COLUMN c int",
             "SELECT set_config(current_setting('x.name'), '0', false); ALTER TABLE t ADD COLUMN c int",
             "UPDATE pg_settings SET setting = '0' WHERE name = 'lock_timeout'; ALTER TABLE t ADD COLUMN c int",
-            "SET lock_timeout = 0; DO $$ BEGIN EXECUTE 'ALTER TABLE t ADD COLUMN c int'; END $$",
+            "SET lock_timeout = 0; DO $$ BEGIN EXECUTE format('ALTER TABLE %I ADD COLUMN c int', current_user); END $$",
             "SET lock_timeout = 0; CREATE INDEX CONCURRENTLY i ON t (a)",
             // Inside a DO block, after ddlgate applied the timeouts to the block.
             "DO $$ BEGIN SET lock_timeout = 0; ALTER TABLE t ADD COLUMN c int; END $$",

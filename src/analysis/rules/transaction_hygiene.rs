@@ -15,6 +15,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Warn,
     fix: FixAvailability::None,
+    catalog: &[],
     docs: include_str!("transaction_hygiene.md"),
     examples: Examples {
         min_server_major: 0,

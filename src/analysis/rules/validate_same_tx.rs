@@ -2,6 +2,7 @@
 //! `NOT VALID`.
 
 use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta};
+use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{RelationName, alter_cmds, subtype};
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
@@ -15,6 +16,7 @@ pub(crate) static RULE: RuleMeta = RuleMeta {
     opt_in: false,
     default_action: DefaultAction::Reject,
     fix: FixAvailability::None,
+    catalog: &[CatalogFact::CreatedInTransaction],
     docs: include_str!("validate_same_tx.md"),
     examples: Examples {
         min_server_major: 0,

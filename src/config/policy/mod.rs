@@ -622,9 +622,10 @@ mod tests {
                 if d == Action::Allow { d } else { Action::Warn },
                 "{rule}"
             );
+            // Strict rewrites nothing, and refuses SQL nobody can see (dynamic-ddl).
             assert_eq!(
                 strict.action(*rule),
-                if d == Action::Rewrite {
+                if d == Action::Rewrite || *rule == RuleId::DynamicDdl {
                     Action::Reject
                 } else {
                     d
