@@ -5,11 +5,13 @@ Starts the same throwaway cluster, ddlgate (default policy) and pgbouncer as ben
 then runs pgbench with one client and a custom script per cell, against the three targets in
 alternating order, several rounds each, and prints the median latency per statement:
 
-  * autocommit DDL (ALTER TABLE … SET DEFAULT): ddlgate sets the class's timeouts, runs the
-    statement and restores the client's values (two extra round trips);
-  * the same DDL inside BEGIN … COMMIT: one extra round trip (SET LOCAL);
+  * autocommit DDL (ALTER TABLE … SET DEFAULT): ddlgate reads the catalog facts of the table,
+    sets the class's timeouts, runs the statement and restores the client's values (three
+    extra round trips);
+  * the same DDL inside BEGIN … COMMIT: two extra round trips (catalog, SET LOCAL);
   * CREATE INDEX rewritten to CONCURRENTLY vs the same CREATE INDEX CONCURRENTLY sent directly
-    (timeouts, the index probe and the restore: three extra round trips), plus the DROP;
+    (catalog, timeouts, the index probe and the restore: four extra round trips), plus the
+    DROP;
   * plain SELECT, for the hop itself;
   * the same through ddlgate with an audit file, fsync on and off (--audit-fsync always /
     never): what recording each statement costs.

@@ -76,6 +76,8 @@ pub struct Context {
     /// What the live catalog said about the relations the request names, before it ran
     /// (empty in `check`, and for requests planned without a look).
     pub catalog: Catalog,
+    /// The database's routines that run DDL (empty in `check`).
+    pub routines: std::sync::Arc<super::routines::Routines>,
 }
 
 /// How long a relation created by an earlier statement counts as new (empty, used by nobody).
@@ -145,6 +147,7 @@ impl Default for Context {
             managed_timeouts: ManagedTimeouts::default(),
             request_timeout_changes: Vec::new(),
             catalog: Catalog::default(),
+            routines: std::sync::Arc::default(),
         }
     }
 }

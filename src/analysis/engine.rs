@@ -131,7 +131,7 @@ impl Engine {
         ctx: &mut Context,
         overrides: &[Override],
     ) -> Finding {
-        let facts = classify(
+        let mut facts = classify(
             node,
             ClassifyOptions {
                 server_major: ctx.server_major,
@@ -164,6 +164,13 @@ impl Engine {
             }
         }
         found.extend(self.do_block_violations(node, span, ctx, 0));
+        let calls_ddl_routine =
+            !ctx.routines.is_empty() && !ctx.routines.called_by(node).is_empty();
+        if calls_ddl_routine {
+            found.extend(self.routine_violations(node, span, ctx, 0));
+            // It runs DDL: governed like a `DO` block (timeouts, audit).
+            facts.dynamic = true;
+        }
         // A rewrite that does not parse, or not into the steps its rule describes, is never
         // offered (the proxy would send it).
         for v in &mut found {
@@ -208,9 +215,57 @@ impl Engine {
         ctx: &Context,
         depth: usize,
     ) -> Vec<Violation> {
-        // A DO block can run another DO block; a few levels are all a real migration uses.
-        const MAX_DEPTH: usize = 4;
         let statements = super::rules::dynamic_ddl::do_block_statements(node);
+        self.inner_violations(&statements, "in a DO block", span, ctx, depth)
+    }
+
+    /// The rules' findings about the DDL of the user-defined routines a statement calls
+    /// (`SELECT f()`, `CALL p()`), reported on the statement with the routine named: the
+    /// routine runs it as part of the statement, inside its transaction.
+    fn routine_violations(
+        &self,
+        node: &NodeEnum,
+        span: &Range<usize>,
+        ctx: &Context,
+        depth: usize,
+    ) -> Vec<Violation> {
+        let routines = std::sync::Arc::clone(&ctx.routines);
+        let mut out = Vec::new();
+        for routine in routines.called_by(node) {
+            let called = format!("in {}, called here", routine.describe());
+            out.extend(self.inner_violations(&routine.statements, &called, span, ctx, depth));
+            if routine.dynamic && self.rules.contains(&RuleId::DynamicDdl) {
+                out.push(Violation {
+                    rule: RuleId::DynamicDdl,
+                    message: format!(
+                        "calls {}, which EXECUTEs SQL built at run time (or has a body ddlgate cannot read); ddlgate cannot apply policy to what it runs",
+                        routine.describe()
+                    ),
+                    detail: None,
+                    help: "Run the schema change as plain SQL statements, so each is checked and gets its timeouts.".to_owned(),
+                    span: span.clone(),
+                    fix: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// The rules' findings about statements run inside another one (a `DO` block's, a called
+    /// routine's), reported on the outer statement with `where_` in front. They run as one
+    /// statement inside a transaction, so they are judged as inside a transaction block (no
+    /// `CONCURRENTLY`, no rewrites: the outer statement is sent as written).
+    fn inner_violations(
+        &self,
+        statements: &[String],
+        where_: &str,
+        span: &Range<usize>,
+        ctx: &Context,
+        depth: usize,
+    ) -> Vec<Violation> {
+        // A DO block can run another DO block, a routine another routine; a few levels are
+        // all a real migration uses.
+        const MAX_DEPTH: usize = 4;
         if statements.is_empty() || depth >= MAX_DEPTH {
             return Vec::new();
         }
@@ -218,7 +273,7 @@ impl Engine {
         inner_ctx.in_transaction = true;
         inner_ctx.in_multi_statement_query = false;
         let mut out = Vec::new();
-        for text in &statements {
+        for text in statements {
             let options = Options {
                 standard_conforming_strings: ctx.standard_conforming_strings,
             };
@@ -251,9 +306,15 @@ impl Engine {
                     &inner_ctx,
                     depth + 1,
                 ));
+                found.extend(self.routine_violations(
+                    &inner_node,
+                    &inner.span,
+                    &inner_ctx,
+                    depth + 1,
+                ));
                 record(&inner_node, &facts, text, &inner.span, &mut inner_ctx);
                 out.extend(found.into_iter().map(|v| Violation {
-                    message: format!("in a DO block: {}", v.message),
+                    message: format!("{where_}: {}", v.message),
                     span: span.clone(),
                     fix: None,
                     ..v

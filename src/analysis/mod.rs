@@ -15,6 +15,7 @@ pub(crate) mod locks;
 pub(crate) mod parse;
 pub(crate) mod prefilter;
 pub(crate) mod registry;
+pub(crate) mod routines;
 pub(crate) mod rules;
 pub(crate) mod session_changes;
 pub(crate) mod violation;

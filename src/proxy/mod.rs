@@ -47,6 +47,7 @@ pub(crate) mod phase;
 pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod request;
+pub(crate) mod routines;
 pub(crate) mod session;
 pub(crate) mod sql;
 pub(crate) mod state;
@@ -128,6 +129,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Threads that plan requests too large to plan on a worker (see [`plan::pool`]).
     pub plan_pool: plan::pool::PlanPool,
+    /// Each database's routines that run DDL (see [`routines`]).
+    pub routines: routines::RoutineCache,
 }
 
 impl Shared {
@@ -202,6 +205,7 @@ impl Server {
             audit: self.auditor.clone(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             plan_pool,
+            routines: routines::RoutineCache::default(),
         });
         if let Some(listener) = self.metrics_listener.take() {
             tokio::spawn(http::serve(listener, Arc::clone(&shared)));

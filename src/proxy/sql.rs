@@ -194,6 +194,21 @@ pub(crate) fn catalog_facts(lookups: &[(String, Option<String>)]) -> String {
     )
 }
 
+/// The SQL and PL/pgSQL functions and procedures outside the system schemas whose source
+/// mentions a keyword of DDL or `EXECUTE`, as one JSON array (never null) of
+/// `[schema, name, prokind, CREATE statement]` (`pg_get_functiondef`). The pattern is an
+/// `E''` string so that `standard_conforming_strings` does not change it.
+pub(crate) fn routine_definitions() -> &'static str {
+    "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(n.nspname, p.proname, p.prokind, \
+     pg_catalog.pg_get_functiondef(p.oid))), '[]') \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+     WHERE p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql') \
+     AND n.nspname <> 'pg_catalog' AND n.nspname <> 'information_schema' \
+     AND p.prosrc OPERATOR(pg_catalog.~*) \
+     E'\\\\m(alter|create|drop|truncate|execute|reindex|cluster|vacuum|refresh|lock|grant|revoke|comment|rename|attach|detach|import)\\\\M'"
+}
+
 /// The table a concurrent build adds indexes to, as an expression yielding its OID.
 pub(crate) fn index_table(build: &IndexBuild) -> String {
     match build {
@@ -273,6 +288,7 @@ mod tests {
         parses(&index_oids("'t'::regclass"));
         parses(&new_invalid_indexes("'t'::regclass", "{1,2}"));
         parses(&drop_index_concurrently("public.\"t_a_idx\""));
+        parses(routine_definitions());
         parses(&catalog_facts(&[
             ("public.t".into(), None),
             ("o'brien".into(), Some("s.\"T\"".into())),

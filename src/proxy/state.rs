@@ -30,6 +30,8 @@ pub struct SessionState {
     pub awaiting_ready: usize,
     /// Where transactions ended since the analysis last looked (see [`super::tx`]).
     pub tx: super::tx::Transactions,
+    /// The database's routines that run DDL, as last read (see [`super::routines`]).
+    pub routines: std::sync::Arc<crate::analysis::routines::Routines>,
 }
 
 impl SessionState {
@@ -51,6 +53,7 @@ impl SessionState {
             parameters: HashMap::new(),
             awaiting_ready: 0,
             tx: super::tx::Transactions::default(),
+            routines: std::sync::Arc::default(),
         }
     }
 

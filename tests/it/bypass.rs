@@ -398,6 +398,11 @@ async fn hidden_ddl_is_flagged_and_audited() {
         assert!(messages.is_ok(), "{sql}: {messages:?}");
         let records = audited(&log, sql);
         assert_eq!(records.len(), 1, "{sql}: {records:?}");
+        if sql == "CALL bp_p()" {
+            // ddlgate read the procedure's body: its ADD COLUMN was judged (and allowed).
+            assert_eq!(records[0]["action"], "allow", "{sql}");
+            continue;
+        }
         assert_eq!(records[0]["action"], "warn", "{sql}");
         assert_eq!(records[0]["rules"][0]["rule"], "dynamic-ddl", "{sql}");
     }
@@ -583,6 +588,11 @@ async fn triggers_and_rules_that_run_ddl_later_are_flagged_and_audited() {
         client.batch_execute(sql).await.unwrap();
         let records = audited(&log, sql);
         assert_eq!(records.len(), 1, "{sql}: {records:?}");
+        if sql == "CALL bp_p()" {
+            // ddlgate read the procedure's body: its ADD COLUMN was judged (and allowed).
+            assert_eq!(records[0]["action"], "allow", "{sql}");
+            continue;
+        }
         assert_eq!(records[0]["action"], "warn", "{sql}");
         assert_eq!(records[0]["rules"][0]["rule"], "dynamic-ddl", "{sql}");
     }

@@ -40,6 +40,7 @@ mod notify_cancel;
 mod passthrough;
 mod protocol_errors;
 mod psql;
+mod routines;
 mod session_truth;
 mod shutdown;
 mod tls;

@@ -493,6 +493,55 @@ fn format_constant(pattern: &str, args: &[String]) -> Option<String> {
     Some(out)
 }
 
+/// What a routine's body runs, from its whole `CREATE FUNCTION`/`CREATE PROCEDURE` statement
+/// (as `pg_get_functiondef` prints it): the SQL statements (written out, and `EXECUTE`s of SQL
+/// known before it runs, in body order), and whether it also `EXECUTE`s SQL built at run time
+/// or cannot be read. `None` for what is not a SQL or PL/pgSQL routine with a string body, and
+/// for trigger functions (they run on a table's writes, not when called).
+pub(crate) fn routine_statements(
+    definition: &str,
+    server_major: u32,
+) -> Option<(Vec<String>, bool)> {
+    let mut parsed = parse_script(definition, Options::default());
+    if parsed.len() != 1 {
+        return None;
+    }
+    let NodeEnum::CreateFunctionStmt(s) = parsed.pop()?.tree.ok()? else {
+        return None;
+    };
+    if trigger_function(&s).is_some() {
+        return None;
+    }
+    let body = option_value(&s.options, "as").and_then(body_text)?;
+    match language(&s.options, "sql").as_str() {
+        "sql" => {
+            let mut statements = Vec::new();
+            let mut unreadable = false;
+            for statement in parse_script(body, Options::default()) {
+                unreadable |= statement.tree.is_err();
+                if let Some(text) = body.get(statement.span.clone()) {
+                    statements.push(text.to_owned());
+                }
+            }
+            Some((statements, unreadable))
+        }
+        "plpgsql" => {
+            let tree = parse_plpgsql(definition)
+                .or_else(|_| parse_plpgsql(&with_plain_signature(&s, body)));
+            let Ok(tree) = tree else {
+                return Some((Vec::new(), true));
+            };
+            let constants = constant_variables(&tree);
+            let mut statements = Vec::new();
+            collect_execsql(&tree, &constants, &mut statements);
+            let mut found = BodyFindings::default();
+            walk(&tree, server_major, &mut found);
+            Some((statements, found.dynamic_execute || found.unreadable))
+        }
+        _ => None,
+    }
+}
+
 /// The SQL statements written out in a PL/pgSQL `DO` block, in body order, so the engine can
 /// hold each to the rules that apply to it as a plain statement. Empty for other statements,
 /// other languages and bodies the parser cannot read (`dynamic-ddl` reports those).
@@ -650,6 +699,8 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
             );
             return;
         }
+        // A procedure whose body was read: its statements are held to their own rules.
+        NodeEnum::CallStmt(_) if !input.ctx.routines.called_by(input.node).is_empty() => return,
         NodeEnum::CallStmt(_) => {
             out.push(
                 input

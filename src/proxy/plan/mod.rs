@@ -299,7 +299,13 @@ impl RunState<'_> {
             let class = match reviewed {
                 Some(reviewed) => reviewed.class,
                 None => {
-                    precheck_parsed(&text, ctx.server_major, ctx.standard_conforming_strings).class
+                    precheck_parsed(
+                        &text,
+                        ctx.server_major,
+                        ctx.standard_conforming_strings,
+                        &ctx.routines,
+                    )
+                    .class
                 }
             };
             review.defer(name, class.map(|_| (text.into_owned(), mapping)));
@@ -455,6 +461,7 @@ fn prepare_context(
     in_transaction: bool,
 ) {
     ctx.server_major = session.server_major();
+    ctx.routines = std::sync::Arc::clone(&session.routines);
     ctx.standard_conforming_strings =
         session.parameter("standard_conforming_strings") != Some("off");
     ctx.timeouts_managed = true;

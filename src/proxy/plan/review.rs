@@ -4,6 +4,7 @@
 //! for [`super::plan`]. The review also keeps what the session's prepared statements and
 //! portals are, and what a forwarded request does to transactions.
 
+use crate::analysis::routines::Routines;
 use std::collections::HashMap;
 
 use crate::analysis::classify::{ClassifyOptions, TxControl, classify};
@@ -327,7 +328,8 @@ pub(super) struct Checked {
 /// instead of parsing the text again.
 fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<ParsedText>) {
     match prefilter(text) {
-        Prefilter::Dml(_) => (Checked::default(), None),
+        // DML is harmless unless it may call a routine that runs DDL: then it is parsed.
+        Prefilter::Dml(_) if !session.routines.mentioned_in(text) => (Checked::default(), None),
         Prefilter::TransactionControl => (
             Checked {
                 class: None,
@@ -335,9 +337,10 @@ fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<P
             },
             None,
         ),
-        Prefilter::NeedsParse => {
+        Prefilter::Dml(_) | Prefilter::NeedsParse => {
             let scs = session.parameter("standard_conforming_strings") != Some("off");
-            let (checked, statements) = precheck_keeping_parse(text, session.server_major(), scs);
+            let (checked, statements) =
+                precheck_keeping_parse(text, session.server_major(), scs, &session.routines);
             (
                 checked,
                 Some(ParsedText {
@@ -351,8 +354,13 @@ fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<P
 }
 
 /// The pre-check after the pre-filter could not prove the text harmless.
-pub(super) fn precheck_parsed(text: &str, server_major: u32, scs: bool) -> Checked {
-    precheck_keeping_parse(text, server_major, scs).0
+pub(super) fn precheck_parsed(
+    text: &str,
+    server_major: u32,
+    scs: bool,
+    routines: &Routines,
+) -> Checked {
+    precheck_keeping_parse(text, server_major, scs, routines).0
 }
 
 /// [`precheck_parsed`], and the statements it parsed.
@@ -360,6 +368,7 @@ fn precheck_keeping_parse(
     text: &str,
     server_major: u32,
     scs: bool,
+    routines: &Routines,
 ) -> (Checked, Vec<parse::Parsed>) {
     let parsed = parse::parse_script(
         text,
@@ -372,7 +381,9 @@ fn precheck_keeping_parse(
     for statement in &parsed {
         let this = match &statement.tree {
             Ok(node) => {
-                let facts = classify(node, ClassifyOptions { server_major });
+                let mut facts = classify(node, ClassifyOptions { server_major });
+                // A call of a routine that runs DDL is governed like a `DO` block.
+                facts.dynamic |= !routines.called_by(node).is_empty();
                 let tx = match (facts.tx_control, node) {
                     (Some(TxControl::Commit), parse::NodeEnum::TransactionStmt(t)) => {
                         TxEffect::End {
@@ -406,7 +417,13 @@ mod tests {
             |sql: &[u8], major: u32, scs: bool| match prefilter(&String::from_utf8_lossy(sql)) {
                 Prefilter::Dml(_) | Prefilter::TransactionControl => None,
                 Prefilter::NeedsParse => {
-                    precheck_parsed(&String::from_utf8_lossy(sql), major, scs).class
+                    precheck_parsed(
+                        &String::from_utf8_lossy(sql),
+                        major,
+                        scs,
+                        &Routines::default(),
+                    )
+                    .class
                 }
             };
         assert_eq!(precheck(b"SELECT 1", 15, true), None);
@@ -441,7 +458,7 @@ mod tests {
 
     #[test]
     pub(super) fn parsed_requests_report_where_transactions_end() {
-        let tx = |sql: &str| precheck_parsed(sql, 15, true).tx;
+        let tx = |sql: &str| precheck_parsed(sql, 15, true, &Routines::default()).tx;
         assert_eq!(tx("SELECT 1; SELECT 2"), TxEffect::None);
         assert_eq!(
             tx("COMMIT; BEGIN"),

@@ -24,6 +24,10 @@ impl Session {
         {
             return Ok(());
         }
+        if !copy_only && self.start_routines_read() {
+            // The requests are reviewed once the routines are known.
+            return Ok(());
+        }
         while !self.client_done {
             if copy_only && !self.copy_flows() {
                 break;

@@ -18,6 +18,7 @@ use super::super::plan::{
 };
 use super::super::program::AuditedStatement;
 use super::super::program::Program;
+use super::super::routines;
 use super::{AUDIT_WAIT_LIMIT, CatalogRead, Session, fill_identity};
 
 /// Counts what a finished (or cut short) program did.
@@ -76,6 +77,13 @@ impl Session {
                 }
                 if let Some(done) = self.conductor.take() {
                     let outcome = done.into_outcome();
+                    if std::mem::take(&mut self.reading_routines) {
+                        self.routines_read(outcome.catalog.as_deref());
+                    }
+                    if std::mem::take(&mut self.routines_changed) {
+                        self.shared.routines.invalidate(&self.state.database);
+                        self.routines_due = tokio::time::Instant::now();
+                    }
                     if let Some(CatalogRead::Running(lookups)) = self.catalog_read.take() {
                         let catalog = outcome
                             .catalog
@@ -97,9 +105,10 @@ impl Session {
                     }
                 }
                 if self.pending.is_none() {
-                    // Requests that arrived meanwhile were left unscanned.
+                    // Requests that arrived meanwhile were left unscanned. (Scanning them may
+                    // start a read of the routines first: that conductor runs now.)
                     self.on_client_data()?;
-                    if self.pending.is_none() {
+                    if self.pending.is_none() && self.conductor.is_none() {
                         return Ok(());
                     }
                 }
@@ -137,6 +146,59 @@ impl Session {
                 return Ok(());
             }
         }
+    }
+
+    /// Starts reading the database's routines that run DDL when the session's copy is due and
+    /// no newer one is shared (see [`routines`]); returns whether it did. Only in a quiet
+    /// moment: nothing in flight, no pipeline open, no failed transaction.
+    pub(super) fn start_routines_read(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let generation = self.shared.routines.generation();
+        if now < self.routines_due && generation == self.routines_generation {
+            return false;
+        }
+        self.routines_generation = generation;
+        if let Some(fresh) = self.shared.routines.fresh(&self.state.database) {
+            self.state.routines = fresh;
+            self.routines_due = now + routines::REFRESH / 6;
+            return false;
+        }
+        let quiet = self.state.awaiting_ready == 0
+            && !self.unsynced
+            && self.state.tx_status != TxStatus::Failed
+            && self.conductor.is_none()
+            && self.pending.is_none()
+            && self.planning.is_none();
+        if !quiet {
+            self.routines_due = now + std::time::Duration::from_secs(1);
+            return false;
+        }
+        let policy = self.shared.config.policy.current();
+        let (_, settings) = plan::settings_for(&policy, &self.state);
+        if settings.enabled_rules().is_empty() {
+            self.routines_due = now + routines::REFRESH;
+            return false;
+        }
+        self.conductor = Some(Conductor::read_catalog(
+            super::super::sql::routine_definitions().to_owned(),
+            self.span.clone(),
+        ));
+        self.reading_routines = true;
+        true
+    }
+
+    /// The routines' read is over: the session and every other of its database take the
+    /// result (a failed read leaves the copy as it was, and is tried again later).
+    fn routines_read(&mut self, answer: Option<&str>) {
+        self.routines_due = tokio::time::Instant::now() + routines::REFRESH;
+        let Some(answer) = answer else {
+            return;
+        };
+        let read = std::sync::Arc::new(routines::read(answer, self.state.server_major()));
+        self.shared
+            .routines
+            .store(&self.state.database, std::sync::Arc::clone(&read));
+        self.state.routines = read;
     }
 
     /// Starts reading the catalog facts the pending request is to be planned with, when it
@@ -238,6 +300,16 @@ impl Session {
     /// Starts the conductor on a planned program — or on its refusal, when the audit trail
     /// is known broken and `audit_fail_closed` is on.
     fn start_program(&mut self, program: Program) {
+        self.routines_changed = program
+            .audited
+            .iter()
+            .any(|a| routines::may_change_routines(&a.kind));
+        if self.routines_changed {
+            // Now, and again when the program is over: the client may have its answer (and
+            // another session call the routine) before the program's last statement of its
+            // own has run.
+            self.shared.routines.invalidate(&self.state.database);
+        }
         {
             count_decisions(&self.shared.metrics, &program.audited);
             let audit = self.shared.audit.as_ref();

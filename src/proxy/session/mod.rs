@@ -210,6 +210,15 @@ struct Session {
     /// The catalog read for the pending request: the names asked about while the read runs,
     /// then the facts it found (see [`super::catalog`]).
     catalog_read: Option<CatalogRead>,
+    /// When the session next looks whether its copy of the database's routines that run DDL
+    /// is current (see [`super::routines`]), and whether a read of them runs.
+    routines_due: Instant,
+    /// The shared cache's generation the session's copy is from.
+    routines_generation: u64,
+    reading_routines: bool,
+    /// The running program may create, change or drop routines: when it is over, the
+    /// database's copy of them is read again.
+    routines_changed: bool,
     /// The program running for a held request; while it runs, nothing else goes upstream.
     conductor: Option<Conductor>,
     /// Timeouts to restore once the transaction block a governed request opened has ended.
@@ -306,6 +315,10 @@ impl Session {
             audit_wait: None,
             planning: None,
             catalog_read: None,
+            routines_due: Instant::now(),
+            routines_generation: 0,
+            reading_routines: false,
+            routines_changed: false,
             profile: None,
             lessons: None,
             sync_may_follow_copy: false,
