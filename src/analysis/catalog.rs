@@ -310,6 +310,30 @@ fn unnamed_key_index_names(s: &ast::AlterTableStmt, table: &ast::RangeVar) -> Ve
         .collect()
 }
 
+/// Whether the catalog may change what the statement is, whatever the rules say of it without
+/// facts: a keyword that may name another kind of relation, an `IF [NOT] EXISTS` (or a `SET
+/// NOT NULL`) the catalog may prove a no-op, an index on what may be a partitioned table.
+pub(crate) fn may_resolve(node: &NodeEnum) -> bool {
+    use ast::ObjectType as O;
+    match node {
+        NodeEnum::RenameStmt(s) => s.relation.is_some(),
+        NodeEnum::AlterObjectSchemaStmt(s) => s.relation.is_some(),
+        NodeEnum::AlterTableStmt(s) => {
+            s.missing_ok
+                || O::try_from(s.objtype) != Ok(O::ObjectTable)
+                || alter_cmds(s).any(|cmd| {
+                    (subtype(cmd) == ast::AlterTableType::AtAddColumn && cmd.missing_ok)
+                        || subtype(cmd) == ast::AlterTableType::AtSetNotNull
+                })
+        }
+        NodeEnum::DropStmt(s) => s.missing_ok && drops_relations(s),
+        // Also `CONCURRENTLY`: on a partitioned table PostgreSQL refuses it, and the catalog
+        // says so (`partitioned-index` gives the per-partition procedure).
+        NodeEnum::IndexStmt(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether a `DROP` removes relations (not functions, types, …).
 fn drops_relations(s: &ast::DropStmt) -> bool {
     use ast::ObjectType as O;

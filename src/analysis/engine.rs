@@ -204,6 +204,33 @@ impl Engine {
 }
 
 impl Engine {
+    /// Whether any rule finds something about this statement in `ctx`, judged on its tree
+    /// alone (no text: no fix is built). Cheap next to a round trip to the server.
+    pub(crate) fn flags(&self, node: &NodeEnum, ctx: &Context) -> bool {
+        let facts = classify(
+            node,
+            ClassifyOptions {
+                server_major: ctx.server_major,
+            },
+        );
+        let mut found = Vec::new();
+        let input = Input {
+            source: "",
+            span: &(0..0),
+            node,
+            facts: &facts,
+            ctx,
+        };
+        for rule in &self.rules {
+            (rule.meta().check)(&input, &mut found);
+            if !found.is_empty() {
+                return true;
+            }
+        }
+        !self.do_block_violations(node, &(0..0), ctx, 0).is_empty()
+            || !self.routine_violations(node, &(0..0), ctx, 0).is_empty()
+    }
+
     /// The rules' findings about the statements written out in a `DO` block, reported on the
     /// block: wrapping a statement in `DO $$ BEGIN … END $$` must not take it past the policy.
     /// The body runs as one statement inside a transaction, so the statements are judged as

@@ -4,9 +4,12 @@
 //! used), and plans with the answer.
 //!
 //! Decisions, and why:
-//! - **Only governed requests look.** The plain-DML fast path never does; a governed request
-//!   looks only when one of its statements names a relation, and only when the policy has a
-//!   rule on (facts change what rules decide; observe mode has none).
+//! - **Only governed requests look, and only when facts can change the decision.** The
+//!   plain-DML fast path never does. A governed request looks only when one of its statements
+//!   names a relation and either some rule of the policy judges it without facts (facts only
+//!   exempt or correct a judgement) or the catalog may resolve what it is (`ALTER INDEX`,
+//!   `IF [NOT] EXISTS`, `SET NOT NULL`, `CREATE INDEX` on what may be a partitioned table). `ALTER TABLE … SET DEFAULT`, a nullable `ADD COLUMN`
+//!   and the like cost no read; observe mode (no rule on) never reads.
 //! - **Read fresh for every governed request, kept for that request only.** Another session can
 //!   create, drop or alter a relation at any time; a fact kept from an earlier request could be
 //!   stale, and a stale "absent" would let a `DROP … IF EXISTS` of a live table through as a
@@ -23,12 +26,16 @@
 //! cannot fail on a name. Like ddlgate's timeouts statement, it runs under the client's own
 //! `statement_timeout`; if it fails anyway, the request is planned without facts.
 
-use crate::analysis::catalog::{Catalog, Lookup, RelKind, RelationFacts, lookups};
+use crate::analysis::catalog::{Catalog, Lookup, RelKind, RelationFacts, lookups, may_resolve};
 use crate::analysis::classify::{ClassifyOptions, classify};
 use crate::analysis::context::ColumnType;
+use crate::analysis::context::NewObjects;
+use crate::analysis::{Context, Engine, RuleId};
+use crate::protocol::backend::TxStatus;
 
 use super::plan::Held;
 use super::sql;
+use super::state::SessionState;
 
 /// The most names one request looks up.
 pub(crate) const MAX_LOOKUPS: usize = 64;
@@ -36,7 +43,26 @@ pub(crate) const MAX_LOOKUPS: usize = 64;
 /// What to look up before planning `held`: the relations its governed statements name, as the
 /// review parsed them. Empty when nothing needs looking up or it cannot be done (see the
 /// module docs).
-pub(crate) fn lookups_for(held: &Held, server_major: u32, utf8_session: bool) -> Vec<Lookup> {
+pub(crate) fn lookups_for(
+    held: &Held,
+    state: &SessionState,
+    rules: &[RuleId],
+    utf8_session: bool,
+) -> Vec<Lookup> {
+    let server_major = state.server_major();
+    let engine = Engine::new(rules.iter().copied());
+    // Facts only ever change the decision about a statement some rule would judge, or one
+    // whose kind or effect the catalog may resolve: judged first without them, in a fresh
+    // context (no exemptions, so no statement that needs facts is missed), which costs
+    // microseconds where a read costs a round trip.
+    let judge = Context {
+        in_transaction: state.tx_status != TxStatus::Idle,
+        timeouts_managed: true,
+        whole_scripts: false,
+        new_objects: NewObjects::Transaction,
+        routines: std::sync::Arc::clone(&state.routines),
+        ..Context::for_server(server_major)
+    };
     let mut out: Vec<Lookup> = Vec::new();
     for (_, parsed) in &held.parsed {
         for statement in &parsed.statements {
@@ -44,7 +70,7 @@ pub(crate) fn lookups_for(held: &Held, server_major: u32, utf8_session: bool) ->
                 continue;
             };
             let facts = classify(node, ClassifyOptions { server_major });
-            if !facts.governed() {
+            if !facts.governed() || !(may_resolve(node) || engine.flags(node, &judge)) {
                 continue;
             }
             for lookup in lookups(node, &facts) {
@@ -152,6 +178,43 @@ mod tests {
             schema: None,
             name: n.to_owned(),
         }
+    }
+
+    /// A read is asked for only where facts can change the decision.
+    #[test]
+    fn only_statements_facts_can_change_look() {
+        use super::super::plan::ParsedText;
+        use crate::analysis::parse::{Options, parse_script};
+        let held = |sql: &str| Held {
+            bytes: bytes::Bytes::new(),
+            spans: Vec::new(),
+            parsed: vec![(
+                0,
+                ParsedText {
+                    standard_conforming_strings: true,
+                    class: None,
+                    statements: parse_script(sql, Options::default()),
+                },
+            )],
+        };
+        let state = SessionState::with_server_version("17.2");
+        let rules: Vec<RuleId> = crate::config::policy::Policy::builtin_default()
+            .base
+            .enabled_rules();
+        let looks = |sql: &str| !lookups_for(&held(sql), &state, &rules, true).is_empty();
+        assert!(!looks("ALTER TABLE t ALTER COLUMN v SET DEFAULT 1"));
+        assert!(!looks("ALTER TABLE t ADD COLUMN c int"));
+        assert!(!looks("SELECT * FROM t"));
+        assert!(
+            looks("ALTER TABLE t RENAME COLUMN a TO b"),
+            "a rule judges it"
+        );
+        assert!(looks("ALTER INDEX t RENAME TO u"), "its kind may differ");
+        assert!(looks("DROP TABLE IF EXISTS t"));
+        assert!(
+            looks("CREATE INDEX CONCURRENTLY i ON t (a)"),
+            "t may be partitioned"
+        );
     }
 
     #[test]

@@ -262,15 +262,19 @@ fn walk_with(
             for (key, inner) in map {
                 match key.as_str() {
                     "PLpgSQL_stmt_dynexecute" | "PLpgSQL_stmt_dynfors" => {
-                        match executed_sql(inner.pointer("/query/PLpgSQL_expr/query"), constants) {
+                        let expression = inner.pointer("/query/PLpgSQL_expr/query");
+                        match executed_sql(expression, constants) {
                             Some(sql) => inspect_sql(&sql, server_major, found),
+                            // SQL built at run time whose shape is a query or DML: harmless.
+                            None if executes_only_dml(expression, constants, server_major) => {}
                             None => found.dynamic_execute = true,
                         }
                     }
                     "PLpgSQL_stmt_open" if inner.get("dynquery").is_some() => {
-                        match executed_sql(inner.pointer("/dynquery/PLpgSQL_expr/query"), constants)
-                        {
+                        let expression = inner.pointer("/dynquery/PLpgSQL_expr/query");
+                        match executed_sql(expression, constants) {
                             Some(sql) => inspect_sql(&sql, server_major, found),
+                            None if executes_only_dml(expression, constants, server_major) => {}
                             None => found.dynamic_execute = true,
                         }
                     }
@@ -405,6 +409,46 @@ fn executed_sql(expression: Option<&serde_json::Value>, constants: &Constants) -
 /// `||`, `format()` with `%s`, `%I`, `%L` and `%%`, `quote_ident()`, `quote_literal()`,
 /// `concat()`, casts to text, and variables in `constants`. `None` for anything else.
 fn evaluate(expression: &str, constants: &Constants) -> Option<String> {
+    match value_of(target_of(expression)?.as_ref(), constants, Mode::Exact, 0)? {
+        Value::Known(v) => Some(v),
+        Value::Unknown => None,
+    }
+}
+
+/// The shape of the SQL an `EXECUTE` runs when only the identifiers and literals it quotes are
+/// unknown (`format('SELECT … FROM %I WHERE id = %L', t, v)`, `'… ' || quote_ident(t)`): those
+/// become placeholders, so the statement's kind can be judged. `None` when more is unknown.
+fn shape(expression: &str, constants: &Constants) -> Option<String> {
+    match value_of(target_of(expression)?.as_ref(), constants, Mode::Shape, 0)? {
+        Value::Known(v) => Some(v),
+        Value::Unknown => None,
+    }
+}
+
+/// Whether an `EXECUTE` of this expression can only run statements the policy does not govern
+/// (queries and DML), judged by its shape.
+fn executes_only_dml(
+    expression: Option<&serde_json::Value>,
+    constants: &Constants,
+    server_major: u32,
+) -> bool {
+    let Some(sql) = expression
+        .and_then(|e| e.as_str())
+        .and_then(|e| shape(e, constants))
+    else {
+        return false;
+    };
+    let statements = parse_script(&sql, Options::default());
+    !statements.is_empty()
+        && statements.iter().all(|s| {
+            s.tree
+                .as_ref()
+                .is_ok_and(|node| !classify(node, ClassifyOptions { server_major }).governed())
+        })
+}
+
+/// The expression of `SELECT <expression>`.
+fn target_of(expression: &str) -> Option<Box<ast::Node>> {
     let mut parsed = parse_script(&format!("SELECT {expression}"), Options::default());
     if parsed.len() != 1 {
         return None;
@@ -418,57 +462,107 @@ fn evaluate(expression: &str, constants: &Constants) -> Option<String> {
     let Some(NodeEnum::ResTarget(target)) = &target.node else {
         return None;
     };
-    value_of(target.val.as_deref()?, constants, 0)
+    target.val.clone()
 }
 
-fn value_of(node: &ast::Node, constants: &Constants, depth: usize) -> Option<String> {
+/// How unknown parts of an expression are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Nothing may be unknown.
+    Exact,
+    /// Identifiers and literals that are quoted may be unknown (placeholders stand for them).
+    Shape,
+}
+
+/// An expression's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Known(String),
+    /// Known only at run time.
+    Unknown,
+}
+
+/// Stands for an unknown identifier in a statement's shape.
+const IDENTIFIER: &str = "ddlgate_identifier";
+/// Stands for an unknown literal in a statement's shape.
+const LITERAL: &str = "NULL";
+
+fn value_of(node: &ast::Node, constants: &Constants, mode: Mode, depth: usize) -> Option<Value> {
     const MAX_DEPTH: usize = 32;
     if depth > MAX_DEPTH {
         return None;
     }
-    let value = |n: &ast::Node| value_of(n, constants, depth + 1);
-    match node.node.as_ref()? {
-        NodeEnum::AConst(c) => match c.val.as_ref()? {
-            ast::a_const::Val::Sval(s) => Some(s.sval.clone()),
-            ast::a_const::Val::Ival(i) => Some(i.ival.to_string()),
-            ast::a_const::Val::Fval(f) => Some(f.fval.clone()),
-            _ => None,
-        },
+    let value = |n: &ast::Node| value_of(n, constants, mode, depth + 1);
+    let known = |n: &ast::Node| match value(n)? {
+        Value::Known(v) => Some(v),
+        Value::Unknown => None,
+    };
+    let unknown = || (mode == Mode::Shape).then_some(Value::Unknown);
+    Some(match node.node.as_ref()? {
+        NodeEnum::AConst(c) => Value::Known(match c.val.as_ref()? {
+            ast::a_const::Val::Sval(s) => s.sval.clone(),
+            ast::a_const::Val::Ival(i) => i.ival.to_string(),
+            ast::a_const::Val::Fval(f) => f.fval.clone(),
+            _ => return None,
+        }),
         NodeEnum::TypeCast(t) => {
             let to = t.type_name.as_ref()?.names.last().and_then(string_value)?;
-            matches!(to, "text" | "varchar")
-                .then(|| value(t.arg.as_deref()?))
-                .flatten()
+            if !matches!(to, "text" | "varchar") {
+                return unknown();
+            }
+            value(t.arg.as_deref()?)?
         }
         NodeEnum::AExpr(e) => {
             let op = e.name.first().and_then(string_value)?;
             if op != "||" || e.kind != ast::AExprKind::AexprOp as i32 {
-                return None;
+                return unknown();
             }
-            Some(value(e.lexpr.as_deref()?)? + &value(e.rexpr.as_deref()?)?)
+            Value::Known(known(e.lexpr.as_deref()?)? + &known(e.rexpr.as_deref()?)?)
         }
         NodeEnum::ColumnRef(r) => match r.fields.as_slice() {
-            [field] => constants.get(string_value(field)?).cloned(),
-            _ => None,
+            [field] => match constants.get(string_value(field)?) {
+                Some(v) => Value::Known(v.clone()),
+                None => return unknown(),
+            },
+            _ => return unknown(),
         },
         NodeEnum::FuncCall(f) => {
             let name = f.funcname.last().and_then(string_value)?;
-            let args: Option<Vec<String>> = f.args.iter().map(value).collect();
+            let args: Option<Vec<Value>> = f.args.iter().map(value).collect();
             let args = args?;
+            let all_known = || -> Option<Vec<String>> {
+                args.iter()
+                    .map(|a| match a {
+                        Value::Known(v) => Some(v.clone()),
+                        Value::Unknown => None,
+                    })
+                    .collect()
+            };
             match (name, args.as_slice()) {
-                ("quote_ident", [a]) => Some(crate::analysis::classify::quote_ident(a)),
-                ("quote_literal", [a]) => Some(format!("'{}'", a.replace('\'', "''"))),
-                ("concat", _) => Some(args.concat()),
-                ("format", [pattern, rest @ ..]) => format_constant(pattern, rest),
-                _ => None,
+                ("quote_ident", [Value::Known(a)]) => {
+                    Value::Known(crate::analysis::classify::quote_ident(a))
+                }
+                ("quote_ident", [Value::Unknown]) => Value::Known(IDENTIFIER.to_owned()),
+                ("quote_literal" | "quote_nullable", [Value::Known(a)]) => {
+                    Value::Known(format!("'{}'", a.replace('\'', "''")))
+                }
+                ("quote_literal" | "quote_nullable", [Value::Unknown]) => {
+                    Value::Known(LITERAL.to_owned())
+                }
+                ("concat", _) => Value::Known(all_known()?.concat()),
+                ("format", [Value::Known(pattern), rest @ ..]) => {
+                    Value::Known(format_constant(pattern, rest)?)
+                }
+                _ => return unknown(),
             }
         }
-        _ => None,
-    }
+        _ => return unknown(),
+    })
 }
 
-/// PostgreSQL's `format()` for `%s`, `%I`, `%L` and `%%` (no positions or widths).
-fn format_constant(pattern: &str, args: &[String]) -> Option<String> {
+/// PostgreSQL's `format()` for `%s`, `%I`, `%L` and `%%` (no positions or widths); an unknown
+/// argument only where it is quoted (`%I`, `%L`), as a placeholder.
+fn format_constant(pattern: &str, args: &[Value]) -> Option<String> {
     let mut out = String::new();
     let mut args = args.iter();
     let mut chars = pattern.chars();
@@ -477,16 +571,23 @@ fn format_constant(pattern: &str, args: &[String]) -> Option<String> {
             out.push(c);
             continue;
         }
-        match chars.next()? {
-            '%' => out.push('%'),
-            's' => out.push_str(args.next()?),
-            'I' => out.push_str(&crate::analysis::classify::quote_ident(args.next()?)),
-            'L' => {
-                let arg = args.next()?;
+        let spec = chars.next()?;
+        if spec == '%' {
+            out.push('%');
+            continue;
+        }
+        match (spec, args.next()) {
+            ('s', Some(Value::Known(a))) => out.push_str(a),
+            ('I', Some(Value::Known(a))) => {
+                out.push_str(&crate::analysis::classify::quote_ident(a));
+            }
+            ('I', Some(Value::Unknown)) => out.push_str(IDENTIFIER),
+            ('L', Some(Value::Known(a))) => {
                 out.push('\'');
-                out.push_str(&arg.replace('\'', "''"));
+                out.push_str(&a.replace('\'', "''"));
                 out.push('\'');
             }
+            ('L', Some(Value::Unknown)) => out.push_str(LITERAL),
             _ => return None,
         }
     }
@@ -755,6 +856,44 @@ mod tests {
         );
         assert_eq!(eval("'x' || now()"), None);
         assert_eq!(eval("s"), None, "an unknown variable");
+    }
+
+    /// SQL built at run time whose shape is a query or DML (only quoted identifiers and
+    /// literals unknown) is harmless: not reported, in a DO block or a function.
+    #[test]
+    fn dynamic_dml_is_judged_by_its_shape() {
+        let none = Constants::new();
+        assert_eq!(
+            shape(
+                "format('SELECT count(*) FROM %I WHERE id = %L', t, v)",
+                &none
+            )
+            .as_deref(),
+            Some("SELECT count(*) FROM ddlgate_identifier WHERE id = NULL")
+        );
+        assert_eq!(
+            shape(
+                "'DELETE FROM ' || quote_ident(t) || ' WHERE x = ' || quote_literal(v)",
+                &none
+            )
+            .as_deref(),
+            Some("DELETE FROM ddlgate_identifier WHERE x = NULL")
+        );
+        assert_eq!(shape("format('%s', t)", &none), None, "%s of the unknown");
+        assert_eq!(shape("'SELECT ' || t", &none), None);
+        assert_ok(
+            RULE.id,
+            "CREATE FUNCTION n(t text) RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE c bigint; BEGIN EXECUTE format('SELECT count(*) FROM %I', t) INTO c; RETURN c; END $$",
+        );
+        assert_ok(
+            RULE.id,
+            "DO $$ DECLARE t text := current_user; BEGIN EXECUTE format('UPDATE %I SET a = 1', t); END $$",
+        );
+        // The same shape with DDL is reported.
+        assert_flagged(
+            RULE.id,
+            "DO $$ DECLARE t text := current_user; BEGIN EXECUTE format('DROP TABLE %I', t); END $$",
+        );
     }
 
     /// A variable is a constant only when one constant is all it is ever given.

@@ -217,14 +217,15 @@ impl Session {
         // nothing to look up for.
         let policy = self.shared.config.policy.current();
         let (_, settings) = plan::settings_for(&policy, &self.state);
-        if settings.enabled_rules().is_empty() {
+        let rules = settings.enabled_rules();
+        if rules.is_empty() {
             return false;
         }
         let utf8 = self
             .state
             .parameter("client_encoding")
             .is_none_or(|e| e.eq_ignore_ascii_case("UTF8") || e.eq_ignore_ascii_case("UNICODE"));
-        let lookups = catalog::lookups_for(held, self.state.server_major(), utf8);
+        let lookups = catalog::lookups_for(held, &self.state, &rules, utf8);
         if lookups.is_empty() {
             return false;
         }
