@@ -13,6 +13,7 @@ pub(crate) mod context;
 pub(crate) mod engine;
 pub(crate) mod locks;
 pub(crate) mod parse;
+pub(crate) mod plpgsql;
 pub(crate) mod prefilter;
 pub(crate) mod registry;
 pub(crate) mod routines;
