@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::support::audit_records as records;
-use crate::support::pg::{PgServer, SUPERUSER, TRUST, run_direct as setup};
+use crate::support::pg::{PgServer, SUPERUSER, TRUST, columns, run_direct as setup};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Msg, Wire};
 
@@ -66,10 +66,6 @@ async fn names(pg: &PgServer, sql: &str, table: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
-}
-
-async fn columns(pg: &PgServer, table: &str) -> Vec<String> {
-    names(pg, "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", table).await
 }
 
 async fn indexes(pg: &PgServer, table: &str) -> Vec<String> {

@@ -5,27 +5,13 @@
 
 use std::path::PathBuf;
 
-use crate::support::pg::{PgServer, SUPERUSER, run_direct as setup};
+use crate::support::pg::{PgServer, SUPERUSER, columns, run_direct as setup};
 use crate::support::proxy::TestProxy;
 
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_owned())
         .unwrap_or_default()
-}
-
-async fn columns(pg: &PgServer, table: &str) -> Vec<String> {
-    pg.connect(SUPERUSER)
-        .await
-        .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            &[&table],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// Routines created directly on the server, before ddlgate's session started: calling one

@@ -148,6 +148,13 @@ impl Session {
         }
     }
 
+    /// The rules the session's policy (its profile) has on; none in observe mode, where no
+    /// catalog fact could change a decision.
+    fn enabled_rules(&self) -> Vec<crate::analysis::RuleId> {
+        let policy = self.shared.config.policy.current();
+        plan::settings_for(&policy, &self.state).1.enabled_rules()
+    }
+
     /// Starts reading the database's routines that run DDL when the session's copy is due and
     /// no newer one is shared (see [`routines`]); returns whether it did. Only in a quiet
     /// moment: nothing in flight, no pipeline open, no failed transaction.
@@ -173,9 +180,7 @@ impl Session {
             self.routines_due = now + std::time::Duration::from_secs(1);
             return false;
         }
-        let policy = self.shared.config.policy.current();
-        let (_, settings) = plan::settings_for(&policy, &self.state);
-        if settings.enabled_rules().is_empty() {
+        if self.enabled_rules().is_empty() {
             self.routines_due = now + routines::REFRESH;
             return false;
         }
@@ -215,9 +220,7 @@ impl Session {
         }
         // Facts only change what rules decide: with every rule off (observe mode) there is
         // nothing to look up for.
-        let policy = self.shared.config.policy.current();
-        let (_, settings) = plan::settings_for(&policy, &self.state);
-        let rules = settings.enabled_rules();
+        let rules = self.enabled_rules();
         if rules.is_empty() {
             return false;
         }

@@ -508,3 +508,18 @@ fn setup(port: u16) -> Result<u32, String> {
     .join()
     .map_err(|_| "setup thread panicked".to_owned())?
 }
+
+/// The live columns of `table` (read directly), in order.
+pub async fn columns(pg: &PgServer, table: &str) -> Vec<String> {
+    pg.connect(SUPERUSER)
+        .await
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
