@@ -195,6 +195,11 @@ impl Catalog {
         })
     }
 
+    /// Adds what another read said.
+    pub fn merge(&mut self, other: Catalog) {
+        self.facts.extend(other.facts);
+    }
+
     /// Whether nothing is known.
     pub fn is_empty(&self) -> bool {
         self.facts.is_empty()

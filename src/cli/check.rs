@@ -4,14 +4,24 @@
 //! tools order them) with one context: a table created in an earlier file is not new in a later
 //! one, but its column types are known there. `-` reads standard input. A file that cannot be
 //! read or is not UTF-8 is reported and the others are still checked.
+//!
+//! Without a database, `check` assumes what it cannot see conservatively (a table it did not
+//! see created may hold data, a name may be any kind of relation). With `--database URL` it
+//! reads the facts the proxy would read, once, before the first file ([`super::database`]).
 
+use std::collections::HashSet;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use crate::analysis::catalog::{self, Lookup};
+use crate::analysis::classify::{ClassifyOptions, classify};
+use crate::analysis::parse::{Options, parse_script};
+
 use crate::analysis::context::Context;
-use crate::analysis::{Engine, RuleId};
+use crate::analysis::{Engine, Report, RuleId};
 use crate::config::policy::{Action, Policy};
 
+use super::database;
 use super::report::{Diagnostic, Format, Level, SourceText, Summary, render};
 
 /// Options of `ddlgate check`.
@@ -26,10 +36,22 @@ pub(crate) struct CheckArgs {
     #[arg(long)]
     pub enable_all: bool,
 
-    /// PostgreSQL major version the migrations will run on
-    #[arg(long, value_name = "N", default_value_t = crate::analysis::context::DEFAULT_SERVER_MAJOR,
-          value_parser = clap::value_parser!(u32).range(9..=99))]
-    pub pg_version: u32,
+    /// PostgreSQL major version the migrations will run on [default: the --database server's,
+    /// else 17]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(9..=99))]
+    pub pg_version: Option<u32>,
+
+    /// Judge with the catalog of this database (libpq URL or `key=value` string; read-only:
+    /// catalog queries in a transaction that is rolled back), as the proxy judges: what each
+    /// name is, proven no-ops, partitioned tables, column types, routines that run DDL.
+    /// Point it at a copy in the state the migrations will run on.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DDLGATE_CHECK_DATABASE",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
 
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
@@ -72,7 +94,16 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
     }
     let mut diagnostics = Vec::new();
     let mut summary = Summary::default();
-    let mut ctx = Context::for_server(args.pg_version);
+    let mut ctx = Context::for_server(
+        args.pg_version
+            .unwrap_or(crate::analysis::context::DEFAULT_SERVER_MAJOR),
+    );
+    if let Some(dsn) = &args.database {
+        let facts = database::read(dsn, &lookups_in(&inputs, ctx.server_major))?;
+        ctx = Context::for_server(args.pg_version.unwrap_or(facts.server_major));
+        ctx.catalog = facts.catalog;
+        ctx.routines = facts.routines;
+    }
     for input in &inputs {
         summary.files += 1;
         let text = match &input.text {
@@ -86,50 +117,7 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
         ctx.next_script();
         let source = SourceText::new(text);
         for report in engine.analyze(text, &mut ctx) {
-            for problem in &report.problems {
-                diagnostics.push(Diagnostic::at(
-                    &input.name,
-                    &source,
-                    report.span.clone(),
-                    None,
-                    Level::Error,
-                    problem.clone(),
-                ));
-            }
-            match &report.result {
-                Err(syntax) => {
-                    diagnostics.push(Diagnostic::syntax(
-                        &input.name,
-                        &source,
-                        &report.span,
-                        syntax,
-                    ));
-                }
-                Ok(finding) => {
-                    for v in &finding.violations {
-                        diagnostics.push(Diagnostic::violation(
-                            &input.name,
-                            &source,
-                            v,
-                            action(v.rule),
-                            None,
-                        ));
-                    }
-                    for (v, o) in &finding.overridden {
-                        let reason = o
-                            .reason
-                            .clone()
-                            .unwrap_or_else(|| "no reason given".to_owned());
-                        diagnostics.push(Diagnostic::violation(
-                            &input.name,
-                            &source,
-                            v,
-                            action(v.rule),
-                            Some(reason),
-                        ));
-                    }
-                }
-            }
+            diagnose(&input.name, &source, &report, &action, &mut diagnostics);
         }
     }
     for e in walk_errors {
@@ -149,6 +137,82 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
     } else {
         u8::from(summary.errors > 0)
     })
+}
+
+/// The diagnostics of one statement's report.
+fn diagnose(
+    file: &str,
+    source: &SourceText<'_>,
+    report: &Report,
+    action: &dyn Fn(RuleId) -> Action,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for problem in &report.problems {
+        diagnostics.push(Diagnostic::at(
+            file,
+            source,
+            report.span.clone(),
+            None,
+            Level::Error,
+            problem.clone(),
+        ));
+    }
+    let finding = match &report.result {
+        Err(syntax) => {
+            diagnostics.push(Diagnostic::syntax(file, source, &report.span, syntax));
+            return;
+        }
+        Ok(finding) => finding,
+    };
+    if let Some(why) = &finding.noop {
+        diagnostics.push(Diagnostic::at(
+            file,
+            source,
+            report.span.clone(),
+            None,
+            Level::Note,
+            format!("changes nothing in the --database catalog ({why}): no rule applies"),
+        ));
+    }
+    for v in &finding.violations {
+        diagnostics.push(Diagnostic::violation(file, source, v, action(v.rule), None));
+    }
+    for (v, o) in &finding.overridden {
+        let reason = o
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".to_owned());
+        diagnostics.push(Diagnostic::violation(
+            file,
+            source,
+            v,
+            action(v.rule),
+            Some(reason),
+        ));
+    }
+}
+
+/// The relations the governed statements of the inputs name, for `--database`.
+fn lookups_in(inputs: &[Input], server_major: u32) -> Vec<Lookup> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for text in inputs.iter().filter_map(|i| i.text.as_ref().ok()) {
+        for statement in parse_script(text, Options::default()) {
+            let Ok(node) = &statement.tree else {
+                continue;
+            };
+            let facts = classify(node, ClassifyOptions { server_major });
+            if !facts.governed() {
+                continue;
+            }
+            for lookup in catalog::lookups(node, &facts) {
+                if seen.insert(lookup.clone()) {
+                    out.push(lookup);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Collects the files under `path`.

@@ -218,7 +218,8 @@ pub(crate) fn markdown() -> String {
          (`DROP … IF EXISTS` of absent relations, `ADD COLUMN IF NOT EXISTS` of an existing \
          column, `SET NOT NULL` on a column already `NOT NULL`, `CREATE INDEX IF NOT EXISTS` of \
          an existing name): it runs, audited with `noop`. The further catalog facts a rule uses \
-         are listed with it. `ddlgate check` has no catalog and assumes the worst of each.\n",
+         are listed with it. `ddlgate check` reads the same facts with `--database URL`; without it, \
+         it has no catalog and assumes the worst of each.\n",
     );
     let mut groups: Vec<Group> = RuleId::ALL.iter().map(|r| r.meta().group).collect();
     groups.sort();

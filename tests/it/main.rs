@@ -27,6 +27,7 @@ mod auth;
 mod bypass;
 mod catalog;
 mod check_cli;
+mod check_database;
 mod cli;
 mod copy;
 mod enforce;
