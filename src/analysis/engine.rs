@@ -258,14 +258,16 @@ impl Engine {
     ) -> Vec<Violation> {
         let routines = std::sync::Arc::clone(&ctx.routines);
         let mut out = Vec::new();
-        for routine in routines.called_by(node) {
-            let called = format!("in {}, called here", routine.describe());
+        for call in routines.calls(node) {
+            let routine = call.routine;
+            let called = call.describe();
             out.extend(self.inner_violations(&routine.statements, &called, span, ctx, depth));
             if routine.dynamic && self.rules.contains(&RuleId::DynamicDdl) {
                 out.push(Violation {
                     rule: RuleId::DynamicDdl,
                     message: format!(
-                        "calls {}, which EXECUTEs SQL built at run time (or has a body ddlgate cannot read); ddlgate cannot apply policy to what it runs",
+                        "{} {}, which EXECUTEs SQL built at run time (or has a body ddlgate cannot read); ddlgate cannot apply policy to what it runs",
+                        if call.trigger.is_some() { "fires a trigger of" } else { "calls" },
                         routine.describe()
                     ),
                     detail: None,

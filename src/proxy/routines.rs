@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::analysis::routines::Routines;
+use crate::analysis::routines::{Definition, Routines, Trigger};
 
 /// How old a copy of a database's routines may get before it is read again.
 pub(crate) const REFRESH: Duration = Duration::from_secs(30);
@@ -86,32 +86,61 @@ impl RoutineCache {
 }
 
 /// Whether a statement of this kind may create, change or drop a routine (a `DO` block may
-/// run `CREATE FUNCTION`; a schema or an extension holds routines).
+/// run `CREATE FUNCTION`; a schema or an extension holds routines; a trigger makes DML run one).
+/// `ALTER TABLE … ENABLE/DISABLE TRIGGER` is seen at the next refresh.
 pub(crate) fn may_change_routines(kind: &str) -> bool {
     kind == "DO"
-        || ["FUNCTION", "PROCEDURE", "ROUTINE", "EXTENSION", "SCHEMA"]
-            .iter()
-            .any(|k| kind.contains(k))
+        || [
+            "FUNCTION",
+            "PROCEDURE",
+            "ROUTINE",
+            "EXTENSION",
+            "SCHEMA",
+            "TRIGGER",
+        ]
+        .iter()
+        .any(|k| kind.contains(k))
 }
 
 /// The routines in the server's answer to [`super::sql::routine_definitions`]: a JSON array
-/// of `[schema, name, kind, definition]`. An answer that cannot be read gives none.
+/// of `[schema, name, kind, definition, triggers]`, each trigger `[schema, table, tgtype]`. An
+/// answer that cannot be read gives none.
 pub(crate) fn read(answer: &str, server_major: u32) -> Routines {
     let Ok(serde_json::Value::Array(rows)) = serde_json::from_str::<serde_json::Value>(answer)
     else {
         return Routines::default();
     };
     let definitions = rows.iter().filter_map(|row| {
-        let schema = row.get(0)?.as_str()?;
-        let name = row.get(1)?.as_str()?;
-        let kind = row.get(2)?.as_str()?;
-        let definition = row.get(3)?.as_str()?;
-        Some((
-            schema.to_owned(),
-            name.to_owned(),
-            kind == "p",
-            definition.to_owned(),
-        ))
+        let text = |i: usize| {
+            row.get(i)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let triggers = row
+            .get(4)
+            .and_then(serde_json::Value::as_array)
+            .map(|triggers| {
+                triggers
+                    .iter()
+                    .filter_map(|t| {
+                        let tgtype = t.get(2)?.as_u64()?;
+                        Some(Trigger {
+                            schema: t.get(0)?.as_str()?.to_owned(),
+                            table: t.get(1)?.as_str()?.to_owned(),
+                            // Only the event bits (INSERT … TRUNCATE) are kept.
+                            events: u8::try_from(tgtype & 0b11_1100).ok()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Definition {
+            schema: text(0)?,
+            name: text(1)?,
+            procedure: text(2)? == "p",
+            create_statement: text(3)?,
+            triggers,
+        })
     });
     Routines::from_definitions(definitions, server_major)
 }

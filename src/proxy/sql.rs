@@ -196,11 +196,16 @@ pub(crate) fn catalog_facts(lookups: &[(String, Option<String>)]) -> String {
 
 /// The SQL and PL/pgSQL functions and procedures outside the system schemas whose source
 /// mentions a keyword of DDL or `EXECUTE`, as one JSON array (never null) of
-/// `[schema, name, prokind, CREATE statement]` (`pg_get_functiondef`). The pattern is an
-/// `E''` string so that `standard_conforming_strings` does not change it.
+/// `[schema, name, prokind, CREATE statement, triggers]` (`pg_get_functiondef`; the enabled
+/// user triggers that call the function as `[schema, table, tgtype]`, or null). The pattern is
+/// an `E''` string so that `standard_conforming_strings` does not change it.
 pub(crate) fn routine_definitions() -> &'static str {
     "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(n.nspname, p.proname, p.prokind, \
-     pg_catalog.pg_get_functiondef(p.oid))), '[]') \
+     pg_catalog.pg_get_functiondef(p.oid), \
+     (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(tn.nspname, r.relname, t.tgtype)) \
+      FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class r ON r.oid = t.tgrelid \
+      JOIN pg_catalog.pg_namespace tn ON tn.oid = r.relnamespace \
+      WHERE t.tgfoid = p.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D'))), '[]') \
      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
      JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
      WHERE p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql') \

@@ -5,8 +5,9 @@
 
 use std::path::PathBuf;
 
-use crate::support::pg::{PgServer, SUPERUSER, columns, run_direct as setup};
+use crate::support::pg::{PgServer, SUPERUSER, TRUST, columns, run_direct as setup};
 use crate::support::proxy::TestProxy;
+use crate::support::wire::{self, Wire};
 
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -84,4 +85,104 @@ async fn a_routine_created_in_one_session_is_governed_in_another() {
     let m = message(&err);
     assert!(m.contains("rename-column") && m.contains("rt_later"), "{m}");
     assert_eq!(columns(pg, "rt_later_t").await, ["a"]);
+}
+
+/// A trigger whose function runs DDL runs it inside the DML that fires it: an `INSERT` (simple
+/// or prepared, or a `COPY … FROM`) into the table is held to the rules of that DDL with the
+/// trigger named, and refused; a `SELECT`, and an `UPDATE` the trigger does not fire on, run.
+/// The trigger was created through ddlgate in another session just before.
+#[tokio::test]
+async fn dml_that_fires_a_trigger_running_ddl_is_held_to_its_rules() {
+    let pg = PgServer::shared();
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS rt_trg, rt_trg_victim; \
+         CREATE TABLE rt_trg_victim (a int); INSERT INTO rt_trg_victim SELECT generate_series(1, 100); \
+         CREATE TABLE rt_trg (id int); INSERT INTO rt_trg SELECT generate_series(1, 10); \
+         CREATE OR REPLACE FUNCTION rt_trg_fn() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN ALTER TABLE rt_trg_victim RENAME COLUMN a TO a2; RETURN NEW; END $$",
+    )
+    .await;
+    let proxy = TestProxy::start(pg).await;
+    let client = proxy.connect(SUPERUSER).await;
+    client.batch_execute("SELECT 1").await.unwrap();
+    proxy
+        .connect(SUPERUSER)
+        .await
+        .batch_execute(
+            "CREATE TRIGGER rt_trg_ins BEFORE INSERT ON rt_trg FOR EACH ROW EXECUTE FUNCTION rt_trg_fn()",
+        )
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("INSERT INTO rt_trg VALUES (11)")
+        .await
+        .unwrap_err();
+    let m = message(&err);
+    assert!(m.contains("rename-column"), "{m}");
+    assert!(
+        m.contains("in trigger function public.rt_trg_fn on public.rt_trg, fired here"),
+        "{m}"
+    );
+    let err = client
+        .execute("INSERT INTO rt_trg VALUES ($1)", &[&12_i32])
+        .await
+        .unwrap_err();
+    assert!(message(&err).contains("rename-column"), "{err:?}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM rt_trg", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
+    client
+        .batch_execute("UPDATE rt_trg SET id = id WHERE id = 1")
+        .await
+        .unwrap();
+    // Parsed, bound with a parameter and executed in one run (psycopg, pgjdbc), then bound
+    // again in a later run: refused each time with ddlgate's message, not a protocol error
+    // about the parameters the refusal does not take.
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    let mut run = wire::parse("ins", "INSERT INTO rt_trg VALUES ($1)");
+    for attempt in 0..2 {
+        run.extend(wire::bind_text("", "ins", &["14"]));
+        run.extend(wire::execute(""));
+        run.extend(wire::sync());
+        w.send(&run).await;
+        let answer = w.until_ready().await;
+        let error = answer
+            .iter()
+            .find(|m| m.tag == b'E')
+            .unwrap_or_else(|| panic!("{answer:?}"));
+        assert_eq!(
+            error.code().as_deref(),
+            Some("ZD001"),
+            "run {attempt}: {:?}",
+            error.field(b'M')
+        );
+        run = Vec::new();
+    }
+    // Last: tokio-postgres cannot use a connection after a failed COPY (directly either).
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY rt_trg FROM STDIN")
+        .await;
+    let err = match sink {
+        Err(e) => e,
+        Ok(sink) => {
+            use futures_util::SinkExt as _;
+            let mut sink = std::pin::pin!(sink);
+            let _ = sink.send(bytes::Bytes::from_static(b"13\n")).await;
+            sink.finish().await.unwrap_err()
+        }
+    };
+    assert!(message(&err).contains("rename-column"), "{err:?}");
+    let n: i64 = pg
+        .connect(SUPERUSER)
+        .await
+        .query_one("SELECT count(*) FROM rt_trg", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
+    assert_eq!(columns(pg, "rt_trg_victim").await, ["a"]);
 }

@@ -224,15 +224,7 @@ fn trigger_function(s: &ast::CreateFunctionStmt) -> Option<TriggerFunction> {
 fn inspect_trigger_plpgsql(body: &str, kind: TriggerFunction, server_major: u32) -> BodyFindings {
     let sources = match kind {
         TriggerFunction::Event => vec![body_as_function(body, "void")],
-        TriggerFunction::Dml => [";\n", "\n"]
-            .iter()
-            .map(|end| {
-                body_as_function(
-                    &format!("DECLARE new record; old record; BEGIN\n{body}\n{end}END"),
-                    "record",
-                )
-            })
-            .collect(),
+        TriggerFunction::Dml => trigger_body_sources(body),
     };
     let mut found = BodyFindings {
         unreadable: true,
@@ -245,6 +237,20 @@ fn inspect_trigger_plpgsql(body: &str, kind: TriggerFunction, server_major: u32)
         }
     }
     found
+}
+
+/// A table trigger's body as ordinary functions `parse_plpgsql` can print (see
+/// [`inspect_trigger_plpgsql`]).
+fn trigger_body_sources(body: &str) -> Vec<String> {
+    [";\n", "\n"]
+        .iter()
+        .map(|end| {
+            body_as_function(
+                &format!("DECLARE new record; old record; BEGIN\n{body}\n{end}END"),
+                "record",
+            )
+        })
+        .collect()
 }
 
 fn walk(value: &serde_json::Value, server_major: u32, found: &mut BodyFindings) {
@@ -305,7 +311,8 @@ fn walk_with(
 /// (as `pg_get_functiondef` prints it): the SQL statements (written out, and `EXECUTE`s of SQL
 /// known before it runs, in body order), and whether it also `EXECUTE`s SQL built at run time
 /// or cannot be read. `None` for what is not a SQL or PL/pgSQL routine with a string body, and
-/// for trigger functions (they run on a table's writes, not when called).
+/// for event trigger functions (they run on DDL). A table trigger's function runs inside the
+/// write that fires it ([`crate::analysis::routines`]).
 pub(crate) fn routine_statements(
     definition: &str,
     server_major: u32,
@@ -317,7 +324,8 @@ pub(crate) fn routine_statements(
     let NodeEnum::CreateFunctionStmt(s) = parsed.pop()?.tree.ok()? else {
         return None;
     };
-    if trigger_function(&s).is_some() {
+    let trigger = trigger_function(&s);
+    if trigger == Some(TriggerFunction::Event) {
         return None;
     }
     let body = option_value(&s.options, "as").and_then(body_text)?;
@@ -334,8 +342,16 @@ pub(crate) fn routine_statements(
             Some((statements, unreadable))
         }
         "plpgsql" => {
-            let tree = parse_plpgsql(definition)
-                .or_else(|_| parse_plpgsql(&with_plain_signature(&s, body)));
+            let tree = if trigger.is_some() {
+                trigger_body_sources(body)
+                    .iter()
+                    .find_map(|source| parse_plpgsql(source).ok())
+                    .ok_or(())
+            } else {
+                parse_plpgsql(definition)
+                    .or_else(|_| parse_plpgsql(&with_plain_signature(&s, body)))
+                    .map_err(|_| ())
+            };
             let Ok(tree) = tree else {
                 return Some((Vec::new(), true));
             };

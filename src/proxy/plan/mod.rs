@@ -240,7 +240,7 @@ impl RunState<'_> {
         parses_if_alone: usize,
         ctx: &mut Context,
         program: &mut Program,
-    ) -> (String, Option<Class>) {
+    ) -> (String, Option<Class>, bool) {
         ctx.query_string = false;
         ctx.in_multi_statement_query = self.executes > 1;
         let situation = Situation {
@@ -270,7 +270,7 @@ impl RunState<'_> {
         if builds.is_some() {
             program.request_builds_indexes = builds;
         }
-        (sql, class)
+        (sql, class, refuses_here)
     }
 
     fn parse(
@@ -310,14 +310,16 @@ impl RunState<'_> {
             };
             review.defer(name, class.map(|_| (text.into_owned(), mapping)));
             review.remember_statement(name, class);
+            review.remember_refused(name, false);
             self.run_classes.insert(name.to_vec(), class);
             self.out.extend_from_slice(original);
             return;
         }
         review.defer(name, None);
         // Alone in its run when the run parses nothing else.
-        let (sql, class) = self.decide((&text, mapping), reviewed, 1, ctx, program);
+        let (sql, class, refused) = self.decide((&text, mapping), reviewed, 1, ctx, program);
         review.remember_statement(name, class);
+        review.remember_refused(name, refused);
         self.run_classes.insert(name.to_vec(), class);
         if sql == *text {
             self.out.extend_from_slice(original);
@@ -325,7 +327,13 @@ impl RunState<'_> {
             Parse {
                 name,
                 sql: &client_text::encode(&sql, mapping),
-                rest: parameter_types,
+                // The statement that raises the refusal takes no parameters; its binds are
+                // sent without the client's (see `bind`).
+                rest: if refused {
+                    &NO_PARAMETER_TYPES
+                } else {
+                    parameter_types
+                },
             }
             .encode(&mut self.out);
         }
@@ -359,11 +367,20 @@ impl RunState<'_> {
                 None => review.statements.get(statement).copied(),
             };
             self.portal_classes.insert(portal.to_vec(), class);
-            self.out.extend_from_slice(original);
+            if review.refused_statements.contains(statement) {
+                Bind {
+                    portal,
+                    statement,
+                    rest: &NO_PARAMETERS,
+                }
+                .encode(&mut self.out);
+            } else {
+                self.out.extend_from_slice(original);
+            }
             return;
         };
         // A deferred text runs alone when the run parses nothing.
-        let (sql, class) = self.decide((text, *mapping), None, 0, ctx, program);
+        let (sql, class, refused) = self.decide((text, *mapping), None, 0, ctx, program);
         self.portal_classes.insert(portal.to_vec(), class);
         if sql == *text {
             self.out.extend_from_slice(original);
@@ -383,7 +400,7 @@ impl RunState<'_> {
         Bind {
             portal,
             statement: &name,
-            rest: bind_rest,
+            rest: if refused { &NO_PARAMETERS } else { bind_rest },
         }
         .encode(&mut self.out);
         program
@@ -392,6 +409,13 @@ impl RunState<'_> {
         self.completions += 2;
     }
 }
+
+/// A `Parse` without parameter types.
+const NO_PARAMETER_TYPES: [u8; 2] = [0, 0];
+/// A `Bind` without format codes, parameters or result formats: how the statement that raises
+/// a refusal is bound, whatever parameters the client's refused statement took (their number
+/// must match the statement's, or the server answers with a protocol error instead).
+const NO_PARAMETERS: [u8; 6] = [0; 6];
 
 /// The parts of a plan that depend on where the run is in a pipeline (see [`plan`]).
 fn finish_pipelined(

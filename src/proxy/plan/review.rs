@@ -5,7 +5,7 @@
 //! portals are, and what a forwarded request does to transactions.
 
 use crate::analysis::routines::Routines;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::analysis::classify::{ClassifyOptions, TxControl, classify};
 use crate::analysis::parse::{self, Options};
@@ -63,6 +63,9 @@ pub struct Review {
     pub(super) deferred: HashMap<Vec<u8>, (String, Mapping)>,
     /// The statement behind the last [`Verdict::Unreviewable`].
     pub(super) unreviewable: Option<String>,
+    /// Prepared statements refused when parsed: the server holds ddlgate's statement that
+    /// raises the refusal under their name, which takes no parameters.
+    pub(super) refused_statements: HashSet<Vec<u8>>,
     /// Prepared statements (`""`: the unnamed one) that end a transaction or roll back to a
     /// savepoint when executed: their executions are transaction boundaries.
     pub(super) transaction_statements: HashMap<Vec<u8>, TxEffect>,
@@ -160,8 +163,14 @@ impl Review {
                     if self.statements.is_empty()
                         && self.portals.is_empty()
                         && self.transaction_statements.is_empty()
+                        && self.refused_statements.is_empty()
                     {
                         continue;
+                    }
+                    // Its parameters must be taken off (see `refused_statements`).
+                    if self.refused_statements.contains(statement) {
+                        hold = true;
+                        note("(a statement refused earlier in the session)");
                     }
                     // Counted when bound: a portal is executed in the same run in practice,
                     // and counting one too many only makes ddlgate stricter.
@@ -189,6 +198,7 @@ impl Review {
                 fe::CLOSE => match close_target(message.body)? {
                     (Target::Statement, name) => {
                         self.deferred.remove(name);
+                        self.refused_statements.remove(name);
                         self.transaction_statements.remove(name);
                         self.statements.remove(name);
                     }
@@ -263,6 +273,14 @@ impl Review {
             None => {
                 self.statements.remove(name);
             }
+        }
+    }
+
+    pub(super) fn remember_refused(&mut self, name: &[u8], refused: bool) {
+        if refused {
+            self.refused_statements.insert(name.to_vec());
+        } else if !self.refused_statements.is_empty() {
+            self.refused_statements.remove(name);
         }
     }
 

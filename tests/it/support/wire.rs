@@ -179,6 +179,20 @@ pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
     frame(b'B', &body)
 }
 
+/// Bind with text parameters, text results.
+pub fn bind_text(portal: &str, statement: &str, params: &[&str]) -> Vec<u8> {
+    let mut body = cstr(portal);
+    body.extend(cstr(statement));
+    body.extend_from_slice(&0u16.to_be_bytes());
+    body.extend_from_slice(&(params.len() as u16).to_be_bytes());
+    for p in params {
+        body.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        body.extend_from_slice(p.as_bytes());
+    }
+    body.extend_from_slice(&0u16.to_be_bytes());
+    frame(b'B', &body)
+}
+
 /// Describe a portal.
 pub fn describe_portal(portal: &str) -> Vec<u8> {
     let mut body = vec![b'P'];
