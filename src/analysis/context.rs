@@ -617,7 +617,8 @@ impl ColumnType {
                 vec![(packed >> 16) & 0xffff, packed & 0xffff]
             }
             "bit" | "varbit" | "timestamp" | "timestamptz" | "time" | "timetz" => vec![typmod],
-            // interval packs its fields with the precision: unknown here.
+            // The fields (a range mask) above the precision.
+            "interval" => vec![(typmod >> 16) & 0x7fff, typmod & 0xffff],
             _ => {
                 return Self {
                     name: format!("{typname}(typmod {typmod})"),
@@ -640,7 +641,7 @@ impl ColumnType {
             .and_then(super::classify::string_value)
             .unwrap_or_default()
             .to_owned();
-        let mods = t
+        let mods: Vec<i64> = t
             .typmods
             .iter()
             .filter_map(|m| match &m.node {
@@ -652,12 +653,22 @@ impl ColumnType {
             })
             .collect();
         let array = if t.array_bounds.is_empty() { "" } else { "[]" };
+        let mods = match (name.as_str(), mods.as_slice()) {
+            // As the catalog has it: `interval day` has the full precision.
+            ("interval", [range]) => vec![*range, INTERVAL_FULL_PRECISION],
+            _ => mods,
+        };
         Self {
             name: format!("{name}{array}"),
             mods,
         }
     }
 }
+
+/// `interval`'s fields when none are given (PostgreSQL's `INTERVAL_FULL_RANGE`).
+pub(crate) const INTERVAL_FULL_RANGE: i64 = 0x7fff;
+/// `interval`'s precision when none is given (`INTERVAL_FULL_PRECISION`).
+pub(crate) const INTERVAL_FULL_PRECISION: i64 = 0xffff;
 
 impl std::fmt::Display for ColumnType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -677,6 +688,15 @@ impl std::fmt::Display for ColumnType {
             other => other,
         };
         f.write_str(shown)?;
+        if let ("interval", [range, precision]) = (base, self.mods.as_slice()) {
+            if *range != INTERVAL_FULL_RANGE {
+                write!(f, " (fields {range:#x})")?;
+            }
+            if *precision != INTERVAL_FULL_PRECISION {
+                write!(f, "({precision})")?;
+            }
+            return f.write_str(array);
+        }
         if !self.mods.is_empty() {
             let mods: Vec<String> = self.mods.iter().map(ToString::to_string).collect();
             write!(f, "({})", mods.join(","))?;

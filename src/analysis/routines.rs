@@ -137,7 +137,8 @@ impl Routines {
             triggers,
         } in definitions
         {
-            let Some((statements, dynamic)) = routine_statements(&create_statement, server_major) else {
+            let Some((statements, dynamic)) = routine_statements(&create_statement, server_major)
+            else {
                 continue;
             };
             let runs_ddl = statements.iter().any(|sql| {

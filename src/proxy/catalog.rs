@@ -246,6 +246,34 @@ mod tests {
         );
         assert_eq!(t.column_types[0].1.mods, [10], "varchar(10)");
         assert_eq!(t.column_types[1].1.mods, [10, 2], "numeric(10,2)");
+        // interval(5) and interval day to second(3), as the parser and as the catalog has them.
+        let parsed = |sql: &str| {
+            let stmt = crate::analysis::parse::parse_script(
+                sql,
+                crate::analysis::parse::Options::default(),
+            )
+            .remove(0)
+            .tree
+            .unwrap();
+            let crate::analysis::parse::NodeEnum::CreateStmt(c) = stmt else {
+                panic!()
+            };
+            let Some(crate::analysis::parse::NodeEnum::ColumnDef(d)) = &c.table_elts[0].node else {
+                panic!()
+            };
+            ColumnType::from_type_name(d.type_name.as_ref().unwrap())
+        };
+        let interval5 = ColumnType::from_catalog("interval", 0x7fff_0005);
+        assert_eq!(parsed("CREATE TABLE t (i interval(5))"), interval5);
+        assert_eq!(interval5.to_string(), "interval(5)");
+        assert_eq!(
+            parsed("CREATE TABLE t (i interval day to second(3))"),
+            ColumnType::from_catalog("interval", (0x1c08 << 16) | 3)
+        );
+        assert_eq!(
+            parsed("CREATE TABLE t (i interval)"),
+            ColumnType::from_catalog("interval", -1)
+        );
         assert!(!catalog.relation(&name("gone")).unwrap().exists());
         assert!(catalog.beside("i", &name("t")).is_none(), "not answered");
         assert!(read("not json", &lookups).is_empty());

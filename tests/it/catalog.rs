@@ -291,8 +291,10 @@ async fn type_changes_without_a_rewrite_are_allowed_by_the_column_type_in_the_ca
     setup(
         pg,
         "DROP TABLE IF EXISTS cat_types; \
-         CREATE TABLE cat_types (v varchar(10), w varchar(20), n numeric(10, 2), m numeric(10, 2), i int, t timestamp(3)); \
-         INSERT INTO cat_types SELECT 'x', 'y', 1.5, 2.5, g, now() FROM generate_series(1, 100) g",
+         CREATE TABLE cat_types (v varchar(10), w varchar(20), n numeric(10, 2), m numeric(10, 2), i int, t timestamp(3), \
+           c cidr, x text, b varbit(4), tz timestamptz(2), tm time(2), tt timetz(2), iv interval(2)); \
+         INSERT INTO cat_types SELECT 'x', 'y', 1.5, 2.5, g, now(), '10.0.0.0/8', 'z', B'101', now(), now(), now(), '1 day' \
+           FROM generate_series(1, 100) g",
     )
     .await;
     let proxy = TestProxy::start_with(pg, |o| o.policy = Some(strict())).await;
@@ -314,6 +316,14 @@ async fn type_changes_without_a_rewrite_are_allowed_by_the_column_type_in_the_ca
         "ALTER TABLE cat_types ALTER COLUMN n TYPE numeric(12, 2)",
         "ALTER TABLE cat_types ALTER COLUMN m TYPE numeric",
         "ALTER TABLE cat_types ALTER COLUMN t TYPE timestamp(6)",
+        "ALTER TABLE cat_types ALTER COLUMN c TYPE inet",
+        "ALTER TABLE cat_types ALTER COLUMN x TYPE varchar",
+        "ALTER TABLE cat_types ALTER COLUMN b TYPE varbit(8)",
+        "ALTER TABLE cat_types ALTER COLUMN tz TYPE timestamptz(5)",
+        "ALTER TABLE cat_types ALTER COLUMN tm TYPE time(4)",
+        "ALTER TABLE cat_types ALTER COLUMN tt TYPE timetz(4)",
+        "ALTER TABLE cat_types ALTER COLUMN iv TYPE interval(5)",
+        "ALTER TABLE cat_types ALTER COLUMN iv TYPE interval",
     ] {
         let before = file().await;
         client
@@ -326,6 +336,8 @@ async fn type_changes_without_a_rewrite_are_allowed_by_the_column_type_in_the_ca
         "ALTER TABLE cat_types ALTER COLUMN v TYPE varchar(5)",
         "ALTER TABLE cat_types ALTER COLUMN i TYPE bigint",
         "ALTER TABLE cat_types ALTER COLUMN n TYPE numeric(14, 4)",
+        "ALTER TABLE cat_types ALTER COLUMN iv TYPE interval(1)",
+        "ALTER TABLE cat_types ALTER COLUMN tm TYPE time(1)",
     ] {
         let err = client.batch_execute(change).await.unwrap_err();
         assert!(

@@ -63,8 +63,14 @@ pub(crate) fn needs_no_rewrite(old: &ColumnType, new: &ColumnType) -> bool {
         | ("timestamp", "timestamp")
         | ("timestamptz", "timestamptz")
         | ("time", "time")
-        | ("timetz", "timetz")
-        | ("interval", "interval") => widened(&old.mods, &new.mods),
+        | ("timetz", "timetz") => widened(&old.mods, &new.mods),
+        // The same fields and at least the precision (PostgreSQL allows more: fields that
+        // only drop a smaller unit).
+        ("interval", "interval") => match (old.mods.as_slice(), new.mods.as_slice()) {
+            (_, []) => true,
+            ([range, p], [new_range, q]) => range == new_range && q >= p,
+            _ => false,
+        },
         _ => false,
     }
 }
