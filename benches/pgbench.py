@@ -10,7 +10,7 @@ targets in alternating order, several rounds each, and prints medians:
   * the proxy's CPU time per transaction (user + system, from /proc/PID/stat), the stable
     measure on a small machine where pgbench, PostgreSQL and the proxy share two cores.
 
-Usage: benches/pgbench.py [--duration SECONDS] [--rounds N] [--scale N] [--quick]
+Usage: benches/pgbench.py [--duration SECONDS] [--rounds N] [--scale N] [--quick] [--cells RE] [--ddl-routine]
 Needs: PostgreSQL server binaries and pgbench, pgbouncer (Debian: apt-get install postgresql
 pgbouncer), cargo. Runs everything on 127.0.0.1 and stops what it started.
 """
@@ -80,7 +80,7 @@ def cpu_ticks(pid):
 
 
 class Env:
-    def __init__(self, scale, max_connections=200, ddlgate_args=()):
+    def __init__(self, scale, max_connections=200, ddlgate_args=(), ddl_routine=False):
         self.procs = []
         self.pg_bin = find_pg_bin()
         self.prefix, ids = as_user_prefix()
@@ -105,6 +105,14 @@ class Env:
         subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres",
                         "-i", "-q", "-s", str(scale), "bench"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if ddl_routine:
+            # A routine whose body runs DDL: ddlgate then looks for its name in every query
+            # text (the fast path's substring test), which this measures.
+            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres",
+                            "-d", "bench", "-qc",
+                            "CREATE FUNCTION bench_add_note() RETURNS void LANGUAGE sql AS "
+                            "$$ ALTER TABLE pgbench_history ADD COLUMN IF NOT EXISTS note text $$"],
+                           check=True)
 
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
         self.ddlgate_port = free_port()
@@ -183,6 +191,8 @@ def main():
     ap.add_argument("--scale", type=int, default=10, help="pgbench scale factor (default 10)")
     ap.add_argument("--quick", action="store_true", help="only select-only, 8 clients, each mode")
     ap.add_argument("--cells", help="only cells whose label matches this regex, e.g. 'select.*c=1 '")
+    ap.add_argument("--ddl-routine", action="store_true",
+                    help="create a function whose body runs DDL in the bench database first")
     args = ap.parse_args()
 
     cells = []
@@ -197,7 +207,7 @@ def main():
         cells = [c for c in cells if re.search(args.cells, label_of(*c) + " ")]
 
     tick = os.sysconf("SC_CLK_TCK")
-    env = Env(args.scale)
+    env = Env(args.scale, ddl_routine=args.ddl_routine)
     targets = [("direct", env.pg_port, None), ("ddlgate", env.ddlgate_port, env.ddlgate.pid),
                ("pgbouncer", env.pgbouncer_port, env.pgbouncer.pid)]
     results = []
