@@ -177,6 +177,11 @@ pub struct Record {
     pub overrides: Vec<OverrideUsed>,
     /// Attempts made (more than 1 after `lock_not_available` retries).
     pub attempts: Option<u32>,
+    /// How long ddlgate waited, without queueing, for older transactions holding conflicting
+    /// locks before it sent the statement, and whom the last look found; absent when it did
+    /// not wait (and in records written before this field existed, which still verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait: Option<LockWaited>,
     /// How it ended.
     pub outcome: Option<Outcome>,
     /// From the decision to the answer (statements), or the session's length.
@@ -213,11 +218,22 @@ impl Record {
             timeouts: None,
             overrides: Vec::new(),
             attempts: None,
+            lock_wait: None,
             outcome: None,
             duration_ms: None,
             prev: String::new(),
         }
     }
+}
+
+/// Waiting for blockers without queueing (see [`Record::lock_wait`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LockWaited {
+    /// Time spent waiting.
+    pub waited_ms: u64,
+    /// The sessions the last look found (pid, `application_name`, state, transaction age,
+    /// lock); empty when they had ended.
+    pub blockers: Vec<String>,
 }
 
 /// The current time, RFC 3339, UTC, milliseconds.

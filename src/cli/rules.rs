@@ -166,7 +166,7 @@ pub(crate) fn policy_file(preset: Preset) -> String {
     doc
 }
 
-/// The `[timeouts]` and `[retry]` sections of a shipped policy.
+/// The `[timeouts]`, `[retry]` and `[lock_wait]` sections of a shipped policy.
 fn timeouts_section(preset: Preset) -> &'static str {
     match preset {
         Preset::Observe => {
@@ -181,12 +181,16 @@ fn timeouts_section(preset: Preset) -> &'static str {
              [retry]\n\
              attempts = 0\n\
              initial_backoff = \"500ms\"\n\
-             max_backoff = \"10s\"\n\n"
+             max_backoff = \"10s\"\n\n\
+             [lock_wait]\n\
+             max_wait = \"0\"\n\
+             notice_interval = \"5s\"\n\n"
         }
         Preset::Default | Preset::Strict => {
-            "# DDL whose locks block reads or writes must get them fast or give up.\n\
+            "# DDL whose locks block reads or writes must get them fast or give up: while it waits\n\
+             # for its lock, the application's queries on the table queue behind it.\n\
              [timeouts.brief]\n\
-             lock_timeout = \"2s\"\n\
+             lock_timeout = \"200ms\"\n\
              statement_timeout = \"5s\"\n\n\
              # CONCURRENTLY and VALIDATE take locks that block neither; they may wait and run long\n\
              # (\"0\": ddlgate sets no timeout; a stricter one the client set stays). A short\n\
@@ -198,7 +202,14 @@ fn timeouts_section(preset: Preset) -> &'static str {
              [retry]\n\
              attempts = 3\n\
              initial_backoff = \"500ms\"\n\
-             max_backoff = \"10s\"\n\n"
+             max_backoff = \"10s\"\n\n\
+             # Before DDL whose lock blocks reads or writes: wait, without queueing, while a\n\
+             # transaction older than timeouts.brief.lock_timeout holds a conflicting lock on its\n\
+             # tables (up to max_wait in all; \"0\" turns this off), then attempt: a transaction\n\
+             # that starts in between stalls the application at most that lock_timeout.\n\
+             [lock_wait]\n\
+             max_wait = \"30s\"\n\
+             notice_interval = \"5s\"\n\n"
         }
     }
 }

@@ -27,6 +27,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use crate::analysis::classify::{Facts, LockTarget};
+use crate::analysis::locks::LockMode;
 use crate::analysis::parse;
 use crate::analysis::rules::lock_detail;
 use crate::analysis::violation::{IndexBuild, Undo};
@@ -132,6 +133,8 @@ pub struct StatementDecision {
     pub transaction_control: bool,
     /// The strongest lock it takes (`ACCESS EXCLUSIVE`, …).
     pub lock: Option<String>,
+    /// The same, as a mode (to find which sessions' locks it would queue behind).
+    pub lock_mode: Option<LockMode>,
     /// Why the live catalog proves it changes nothing, when it does (no rule judged it).
     pub noop: Option<String>,
 }
@@ -223,6 +226,7 @@ fn decide_statement(
             .collect(),
         transaction_control: finding.facts.tx_control.is_some(),
         lock: finding.facts.strongest_lock().map(|m| m.to_string()),
+        lock_mode: finding.facts.strongest_lock(),
         noop: finding.noop.clone(),
     };
     let mut in_force: Vec<&Violation> = finding.violations.iter().collect();
@@ -313,6 +317,7 @@ fn unparsable(
         relations: Vec::new(),
         transaction_control: false,
         lock: None,
+        lock_mode: None,
         noop: None,
     };
     if ctx.server_major <= GRAMMAR_MAJOR {

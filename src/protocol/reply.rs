@@ -36,6 +36,9 @@ pub(crate) mod sqlstate {
     pub(crate) const AUDIT_UNAVAILABLE: &str = "ZD002";
     /// `01000 warning`: a policy warning sent as a `NoticeResponse`.
     pub(crate) const WARNING: &str = "01000";
+    /// `00000 successful_completion`: an informational `NoticeResponse` (what PostgreSQL sends
+    /// with its own NOTICEs).
+    pub(crate) const SUCCESSFUL_COMPLETION: &str = "00000";
     /// `42601 syntax_error`: a statement the parser refuses, on a server newer than its grammar.
     pub(crate) const SYNTAX_ERROR: &str = "42601";
     /// `XX000 internal_error`: a part of ddlgate itself failed (the session ends; nothing of
@@ -161,6 +164,11 @@ impl Report {
     /// `01000 warning`: a `NoticeResponse`; the statement runs.
     pub fn warning(message: impl Into<String>) -> Self {
         Self::new(Severity::Warning, sqlstate::WARNING, message)
+    }
+
+    /// `00000`: a `NoticeResponse` with information (ddlgate is waiting, and why).
+    pub fn notice(message: impl Into<String>) -> Self {
+        Self::new(Severity::Notice, sqlstate::SUCCESSFUL_COMPLETION, message)
     }
 
     /// The same said as a warning (`01000`), the statement running after all.

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use crate::analysis::RuleId;
+use crate::analysis::locks::LockMode;
 use crate::analysis::violation::IndexBuild;
 use crate::config::policy::{Action, Settings};
 use crate::enforce::{Class, Step};
@@ -43,6 +44,8 @@ pub struct Program {
     pub retryable: bool,
     /// The relations its DDL locks (`regclass` expressions), to name who blocks them.
     pub relations: Vec<String>,
+    /// The strongest lock its DDL takes on them, to find whom it would queue behind.
+    pub lock_mode: Option<LockMode>,
     /// The settings in force (timeouts).
     pub settings: Settings,
     /// The statements the audit trail records, in the order they run.
@@ -80,6 +83,7 @@ impl Default for Program {
             in_transaction: false,
             retryable: false,
             relations: Vec::new(),
+            lock_mode: None,
             settings: Settings::default(),
             audited: Vec::new(),
             statements_seen: 0,

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::analysis::classify::{RelationName, quote_ident};
+use crate::analysis::locks::LockMode;
 use crate::analysis::violation::{IndexBuild, Undo};
 use crate::config::policy::TimeoutPair;
 use crate::enforce::quote_literal;
@@ -134,6 +135,52 @@ pub(crate) fn blockers(relations: &[String]) -> String {
         relations.join(", ")
     )
 }
+
+/// The transactions whose locks a request for `mode` on `relations` would queue behind: each
+/// one that holds or waits for a conflicting lock on one of them, as one line
+/// `<virtual transaction>|<old>|<description>` (at most [`LOCK_CONFLICTS_MAX`], the known
+/// oldest first). `<old>` is `t` when its transaction has run for `young_ms` or more, sits idle
+/// in it, or is prepared; `f` when it is younger; `?` when its age is not visible to this role
+/// (another role's session, without `pg_read_all_stats`). The description names the pid,
+/// `application_name`, state, the transaction's age and the lock. Reads only `pg_locks` and
+/// `pg_stat_activity`: it takes no lock and does not queue.
+pub(crate) fn lock_conflicts(relations: &[String], mode: LockMode, young_ms: u64) -> String {
+    let relations: Vec<String> = relations
+        .iter()
+        .map(|r| format!("pg_catalog.to_regclass({})", quote_literal(r)))
+        .collect();
+    let modes: Vec<String> = LockMode::ALL
+        .into_iter()
+        .filter(|m| m.conflicts_with(mode))
+        .map(|m| quote_literal(m.pg_locks_name()))
+        .collect();
+    format!(
+        "SELECT x.vxid || '|' || x.old || '|' || x.line FROM (\
+         SELECT DISTINCT ON (l.virtualtransaction) l.virtualtransaction AS vxid, \
+         CASE WHEN l.pid IS NULL THEN 't' WHEN a.xact_start IS NULL THEN '?' \
+           WHEN a.state LIKE 'idle in transaction%' \
+             OR a.xact_start <= pg_catalog.clock_timestamp() - interval '{young_ms} milliseconds' THEN 't' \
+           ELSE 'f' END AS old, \
+         CASE WHEN l.pid IS NULL THEN pg_catalog.format('prepared transaction %s %s %s on %s', \
+             l.virtualtransaction, CASE WHEN l.granted THEN 'holds' ELSE 'waits for' END, l.mode, l.relation::regclass) \
+           ELSE pg_catalog.format('pid %s (application_name %L, %s) %s %s on %s', l.pid, a.application_name, \
+             COALESCE(a.state || ', transaction running ' \
+               || pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::numeric, 1) || ' s', \
+               'state not visible to this role'), \
+             CASE WHEN l.granted THEN 'holds' ELSE 'waits for' END, l.mode, l.relation::regclass) END AS line, \
+         a.xact_start \
+         FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'relation' AND l.relation IN ({}) AND l.mode IN ({}) \
+         AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid() \
+         AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+         ORDER BY l.virtualtransaction) x ORDER BY x.xact_start NULLS LAST LIMIT {LOCK_CONFLICTS_MAX}",
+        relations.join(", "),
+        modes.join(", ")
+    )
+}
+
+/// The most transactions [`lock_conflicts`] lists.
+pub(crate) const LOCK_CONFLICTS_MAX: usize = 200;
 
 /// What the catalog says about each lookup, as one JSON array (one object per lookup, in
 /// order): `i` (the lookup's position), `kind` (`relkind`, null when absent), `system`, `new`
@@ -290,6 +337,11 @@ mod tests {
         parses(&apply_timeouts(&pair, false, None));
         parses(&apply_timeouts(&pair, true, Some(("100", "0"))));
         parses(&blockers(&["public.t".to_owned(), "o'brien".to_owned()]));
+        parses(&lock_conflicts(
+            &["public.t".to_owned(), "o'brien".to_owned()],
+            LockMode::AccessExclusive,
+            200,
+        ));
         parses(&index_oids("'t'::regclass"));
         parses(&new_invalid_indexes("'t'::regclass", "{1,2}"));
         parses(&drop_index_concurrently("public.\"t_a_idx\""));

@@ -99,7 +99,7 @@ async fn governed_statements_are_recorded_before_the_answer() {
     assert_eq!(pair[1]["outcome"]["status"], "error");
     assert_eq!(pair[1]["outcome"]["sqlstate"], "42701");
     assert_eq!(pair[0]["timeouts"]["class"], "brief");
-    assert_eq!(pair[0]["timeouts"]["lock_timeout"], "2s");
+    assert_eq!(pair[0]["timeouts"]["lock_timeout"], "200ms");
 
     // Plain queries are not recorded.
     let before = records(&log).len();

@@ -228,7 +228,7 @@ async fn loosening_the_timeouts_in_the_same_request_is_refused() {
 
     // Stricter is fine; and a loosening SET on its own is overridden for the next DDL.
     client
-        .batch_execute("SET lock_timeout = '1s'; ALTER TABLE bp_timeouts ADD COLUMN b int")
+        .batch_execute("SET lock_timeout = '100ms'; ALTER TABLE bp_timeouts ADD COLUMN b int")
         .await
         .unwrap();
     client.batch_execute("SET lock_timeout = 0").await.unwrap();
@@ -237,7 +237,7 @@ async fn loosening_the_timeouts_in_the_same_request_is_refused() {
         .await
         .unwrap();
     let records = audited(&log, "ALTER TABLE bp_timeouts ADD COLUMN c int");
-    assert_eq!(records[0]["timeouts"]["lock_timeout"], "2s");
+    assert_eq!(records[0]["timeouts"]["lock_timeout"], "200ms");
     assert_eq!(columns(pg, "bp_timeouts").await, ["id", "b", "c"]);
 }
 
@@ -535,7 +535,7 @@ async fn role_changes_and_discard_do_not_escape_the_policy() {
         let ddl = format!("ALTER TABLE bp_roles ADD COLUMN {column} int");
         let records = audited(&log, &ddl);
         assert_eq!(records.len(), 1, "{sql}: {records:?}");
-        assert_eq!(records[0]["timeouts"]["lock_timeout"], "2s", "{sql}");
+        assert_eq!(records[0]["timeouts"]["lock_timeout"], "200ms", "{sql}");
         assert_eq!(records[0]["outcome"]["status"], "ok", "{sql}");
         assert_eq!(records[0]["user"], SUPERUSER.name, "{sql}");
         if sql.contains("SESSION AUTHORIZATION") {

@@ -17,8 +17,13 @@ fn logged() -> &'static PgServer {
     LOGGED.get_or_init(|| PgServer::start_with(&["log_statement = 'all'"]))
 }
 
-/// The test policy: the default one with short brief-lock timeouts, so lock waits end fast.
+/// The test policy: the default one with short brief-lock timeouts, so lock waits end fast,
+/// and no waiting for blockers before the attempt (tests/it/lock_wait.rs tests that): these
+/// tests are about what happens when an attempt meets a held lock.
 const POLICY: &str = r#"
+[lock_wait]
+max_wait = "0"
+
 [timeouts.brief]
 lock_timeout = "300ms"
 statement_timeout = "5s"
@@ -1506,7 +1511,7 @@ async fn creating_a_database_from_the_postgres_database() {
     assert_eq!(create["database"], "postgres");
     assert_eq!(create["kind"], "CREATE DATABASE");
     assert_eq!(create["outcome"]["status"], "ok");
-    assert_eq!(create["timeouts"]["lock_timeout"], "2s");
+    assert_eq!(create["timeouts"]["lock_timeout"], "200ms");
     let drop_db = record("DROP DATABASE ddlgate_created");
     assert_eq!(drop_db["action"], "reject");
     assert_eq!(drop_db["rules"][0]["rule"], "drop-database");

@@ -10,8 +10,12 @@ use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
 /// The default policy with a long lock_timeout, so a lock wait outlives the test's patience
-/// unless ddlgate ends it.
+/// unless ddlgate ends it, and no waiting before the attempt: these tests are about a
+/// statement in the lock queue.
 const LONG_WAITS: &str = r#"
+[lock_wait]
+max_wait = "0"
+
 [timeouts.brief]
 lock_timeout = "60s"
 statement_timeout = "0"

@@ -35,6 +35,7 @@ mod extended;
 mod faults;
 mod limits;
 mod lock_truth;
+mod lock_wait;
 mod metrics;
 mod never_hang;
 mod notify_cancel;

@@ -365,7 +365,7 @@ async fn lock_table_gets_the_brief_timeouts_and_an_audit_record() {
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
-        "[timeouts.brief]\nlock_timeout = \"300ms\"\nstatement_timeout = \"5s\"\n",
+        "[lock_wait]\nmax_wait = \"0\"\n[timeouts.brief]\nlock_timeout = \"300ms\"\nstatement_timeout = \"5s\"\n",
     )
     .unwrap();
     let proxy = TestProxy::start_with(pg, |o| {

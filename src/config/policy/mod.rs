@@ -8,7 +8,7 @@
 //! audit_redact_literals = false  # audit records show string constants as '…'?
 //!
 //! [timeouts.brief]               # DDL whose locks block reads or writes
-//! lock_timeout = "2s"
+//! lock_timeout = "200ms"         # the application's worst stall behind it
 //! statement_timeout = "5s"
 //! [timeouts.online]              # CONCURRENTLY, VALIDATE: locks that block neither
 //! lock_timeout = "5min"
@@ -18,6 +18,12 @@
 //! attempts = 3                   # further attempts; 0 turns retries off
 //! initial_backoff = "500ms"      # doubled each time, with jitter, up to max_backoff
 //! max_backoff = "10s"
+//!
+//! [lock_wait]                    # before DDL whose lock blocks reads or writes
+//! max_wait = "30s"               # wait without queueing, this long in all, while a
+//!                                # transaction older than timeouts.brief.lock_timeout holds
+//!                                # a conflicting lock ("0": attempt at once)
+//! notice_interval = "5s"         # a NOTICE naming the blockers at most this often
 //!
 //! [rules]
 //! create-index-nonconcurrent = "rewrite"
@@ -184,6 +190,27 @@ pub struct Retry {
     pub max_backoff: Duration,
 }
 
+/// Looking before queueing: before DDL whose lock blocks application reads or writes, ddlgate
+/// waits — polling, never holding a place in the lock queue — while a transaction older than
+/// the brief class's `lock_timeout` holds (or waits for) a conflicting lock on its tables; then
+/// the statement is sent under that short `lock_timeout`, so a transaction that starts in
+/// between stalls the application at most that long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockWait {
+    /// How long a request may wait for blockers in all; zero turns looking off (the statement
+    /// is sent at once under `timeouts.brief`).
+    pub max_wait: Duration,
+    /// The shortest time between two NOTICEs naming the blockers.
+    pub notice_interval: Duration,
+}
+
+impl LockWait {
+    /// Whether ddlgate looks before queueing.
+    pub fn enabled(&self) -> bool {
+        !self.max_wait.is_zero()
+    }
+}
+
 /// Everything a policy decides for one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -192,6 +219,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// Retries after `lock_not_available`.
     pub retry: Retry,
+    /// Waiting for blockers without queueing.
+    pub lock_wait: LockWait,
     /// When a rewrite is not valid where the statement runs.
     pub rewrite_fallback: Fallback,
     /// Statements that cannot be parsed.
@@ -209,7 +238,7 @@ impl Default for Settings {
             rules: BTreeMap::new(),
             timeouts: Timeouts {
                 brief: TimeoutPair {
-                    lock_timeout: Duration::from_secs(2),
+                    lock_timeout: Duration::from_millis(200),
                     statement_timeout: Duration::from_secs(5),
                 },
                 online: TimeoutPair {
@@ -221,6 +250,10 @@ impl Default for Settings {
                 attempts: 3,
                 initial_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(10),
+            },
+            lock_wait: LockWait {
+                max_wait: Duration::from_secs(30),
+                notice_interval: Duration::from_secs(5),
             },
             rewrite_fallback: Fallback::Reject,
             unparsable: Unparsable::Reject,
@@ -286,6 +319,14 @@ impl Settings {
                 out.retry.max_backoff = v.0;
             }
         }
+        if let Some(w) = &layer.lock_wait {
+            if let Some(v) = w.max_wait {
+                out.lock_wait.max_wait = v.0;
+            }
+            if let Some(v) = w.notice_interval {
+                out.lock_wait.notice_interval = v.0;
+            }
+        }
         if let Some(f) = layer.rewrite_fallback {
             out.rewrite_fallback = f;
         }
@@ -324,12 +365,20 @@ struct RetryFile {
     max_backoff: Option<DurationValue>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockWaitFile {
+    max_wait: Option<DurationValue>,
+    notice_interval: Option<DurationValue>,
+}
+
 /// The settings a file (or a profile in it) gives; what it leaves out is inherited.
 #[derive(Debug, Default)]
 struct SettingsLayer {
     rules: BTreeMap<RuleId, Action>,
     timeouts: Option<TimeoutsFile>,
     retry: Option<RetryFile>,
+    lock_wait: Option<LockWaitFile>,
     rewrite_fallback: Option<Fallback>,
     unparsable: Option<Unparsable>,
     overrides: Option<Overrides>,
@@ -345,6 +394,7 @@ struct PolicyFile {
     rules: BTreeMap<RuleId, Action>,
     timeouts: Option<TimeoutsFile>,
     retry: Option<RetryFile>,
+    lock_wait: Option<LockWaitFile>,
     rewrite_fallback: Option<Fallback>,
     unparsable: Option<Unparsable>,
     overrides: Option<Overrides>,
@@ -365,6 +415,7 @@ struct ProfileFile {
     rules: BTreeMap<RuleId, Action>,
     timeouts: Option<TimeoutsFile>,
     retry: Option<RetryFile>,
+    lock_wait: Option<LockWaitFile>,
     rewrite_fallback: Option<Fallback>,
     unparsable: Option<Unparsable>,
     overrides: Option<Overrides>,
@@ -486,6 +537,7 @@ impl Policy {
             rules: file.rules,
             timeouts: file.timeouts,
             retry: file.retry,
+            lock_wait: file.lock_wait,
             rewrite_fallback: file.rewrite_fallback,
             unparsable: file.unparsable,
             overrides: file.overrides,
@@ -503,6 +555,7 @@ impl Policy {
                 rules: p.rules,
                 timeouts: p.timeouts,
                 retry: p.retry,
+                lock_wait: p.lock_wait,
                 rewrite_fallback: p.rewrite_fallback,
                 unparsable: p.unparsable,
                 overrides: p.overrides,

@@ -7,7 +7,9 @@ use bytes::BytesMut;
 use tracing::warn;
 
 use crate::audit::Record;
-use crate::audit::record::{self as audit_record, OverrideUsed, RuleAction, TimeoutsApplied};
+use crate::audit::record::{
+    self as audit_record, LockWaited, OverrideUsed, RuleAction, TimeoutsApplied,
+};
 use crate::protocol::backend;
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::reply::{self, Fields, Report, field};
@@ -162,6 +164,13 @@ impl Conductor {
                     })
                     .collect();
                 r.attempts = Some(self.attempt);
+                r.lock_wait = self
+                    .lock_wait_summary()
+                    .filter(|_| a.class == Some(crate::enforce::Class::Brief))
+                    .map(|(waited_ms, blockers)| LockWaited {
+                        waited_ms,
+                        blockers,
+                    });
                 r.outcome = Some(self.outcome_of(a.position, failed_at));
                 r.duration_ms = Some(duration_ms);
                 if a.rewritten_sql.len() > 1 {

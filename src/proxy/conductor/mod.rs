@@ -40,7 +40,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tracing::{Span, info, warn};
 
-use crate::config::policy::Settings;
+use crate::analysis::locks::LockMode;
+use crate::config::policy::{LockWait, Settings};
 use crate::enforce::{Class, Step};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::reply::{self, Report};
@@ -58,6 +59,7 @@ use crate::protocol::reply::sqlstate::LOCK_NOT_AVAILABLE;
 
 mod answers;
 mod audit;
+mod lock_wait;
 mod retry;
 #[cfg(test)]
 mod transcripts;
@@ -92,6 +94,9 @@ enum Op {
     Wait(Duration),
     /// Ask who holds locks on the relations the request needed.
     FindBlockers,
+    /// Look for older transactions the next statement's lock would queue behind (see
+    /// `lock_wait`).
+    LookForBlockers,
     /// Send the client the answer to its request, held back while it might be retried.
     Deliver,
     /// Write the audit records and wait until they are written.
@@ -113,6 +118,7 @@ impl Op {
             Self::Ready => "ready",
             Self::Wait(_) => "wait",
             Self::FindBlockers => "find blockers",
+            Self::LookForBlockers => "look for blockers",
             Self::Deliver => "deliver",
             Self::Audit => "audit",
         }
@@ -222,46 +228,49 @@ pub struct Conductor {
     /// Bytes still to come of a large row or COPY data message that is streamed to the client
     /// as it arrives (see [`STREAM_ABOVE`]).
     streaming_left: usize,
+    /// The policy's looking before queueing.
+    lock_wait: LockWait,
+    /// The strongest lock the request's DDL takes on `relations`.
+    lock_mode: Option<LockMode>,
+    /// Whether statements that take `lock_mode` look before they are sent.
+    looks: bool,
+    /// Whether the client's request itself looks first (it runs under the brief timeouts).
+    request_looks: bool,
+    /// How long the request has waited for blockers so far.
+    lock_waited: Duration,
+    /// The pause before the next look.
+    lock_poll: Duration,
+    /// When the client was last told whom ddlgate waits for.
+    lock_noticed: Option<std::time::Instant>,
+    /// Whom the last look found.
+    lock_blockers: Vec<String>,
+    /// Whether a look has been answered.
+    lock_looked: bool,
+    /// When each transaction holding a conflicting lock was first seen, by virtual
+    /// transaction id (those of the last look).
+    lock_first_seen: std::collections::HashMap<String, std::time::Instant>,
+    /// Transactions of unknown age that were there at the first look.
+    lock_there_at_first: std::collections::HashSet<String>,
 }
 
 impl Conductor {
     /// A conductor for `program`.
-    pub fn new(program: Program, span: Span, audit_on: bool) -> Self {
-        let mut ops = VecDeque::new();
-        if !program.notices.is_empty() {
-            let mut out = BytesMut::new();
-            for n in &program.notices {
-                n.encode(&mut out);
-            }
-            ops.push_back(Op::Say(out.freeze()));
-        }
+    pub fn new(mut program: Program, span: Span, audit_on: bool) -> Self {
         let Settings {
-            timeouts, retry, ..
+            timeouts,
+            retry,
+            lock_wait,
+            ..
         } = program.settings;
-        // A class whose timeouts are both "0" leaves the client's values alone: nothing to set.
-        let sets = |class: &Class| !class.timeouts(&timeouts).sets_nothing();
-        let mut applied = None;
-        for step in program.steps {
-            if let Some(class) = step.class.filter(sets)
-                && applied != Some(class)
-            {
-                ops.push_back(Op::ApplyTimeouts(class));
-                applied = Some(class);
-            }
-            if let Some(build) = &step.builds_indexes {
-                ops.push_back(Op::ProbeIndexes(sql::index_table(build)));
-            }
-            ops.push_back(Op::Step(step));
-        }
-        if let Some(class) = program.request_class.filter(sets)
-            && applied != Some(class)
-        {
-            ops.push_back(Op::ApplyTimeouts(class));
-        }
-        if let Some(build) = &program.request_builds_indexes {
-            ops.push_back(Op::ProbeIndexes(sql::index_table(build)));
-        }
-        ops.push_back(Op::Request(program.request));
+        // Runs ending with `Flush` carry their own timeouts inside the pipeline: nothing of
+        // ddlgate's may run before them.
+        let looks = lock_wait.enabled()
+            && !program.relations.is_empty()
+            && program.lock_mode.is_some_and(LockMode::blocks_writes)
+            && program.request_answers.is_none()
+            && program.request_hidden_prefix == 0;
+        let request_looks = looks && program.request_class == Some(Class::Brief);
+        let ops = ops_of(&mut program, looks);
         let request_hidden_completions = program.request_hidden_completions;
         let request_hidden_prefix = program.request_hidden_prefix;
         let request_answers = program.request_answers;
@@ -313,6 +322,17 @@ impl Conductor {
             release_when_audited: false,
             abort_copy: false,
             streaming_left: 0,
+            lock_wait,
+            lock_mode: program.lock_mode,
+            looks,
+            request_looks,
+            lock_waited: Duration::ZERO,
+            lock_poll: lock_wait::FIRST_POLL,
+            lock_noticed: None,
+            lock_blockers: Vec::new(),
+            lock_looked: false,
+            lock_first_seen: std::collections::HashMap::new(),
+            lock_there_at_first: std::collections::HashSet::new(),
         }
     }
 
@@ -467,6 +487,15 @@ impl Conductor {
                     }
                     sql::blockers(&self.relations)
                 }
+                Op::LookForBlockers => {
+                    let Some(mode) = self.lock_mode else {
+                        continue;
+                    };
+                    let young_ms =
+                        u64::try_from(self.audit_timeouts.brief.lock_timeout.as_millis())
+                            .unwrap_or(u64::MAX);
+                    sql::lock_conflicts(&self.relations, mode, young_ms)
+                }
                 Op::ApplyTimeouts(class) => self.apply_sql(*class),
                 Op::ProbeIndexes(table) => sql::index_oids(table),
                 Op::Step(step) => step.sql.clone(),
@@ -583,6 +612,7 @@ impl Conductor {
             Op::FindBlockers => {
                 self.blockers = running.rows.into_iter().flatten().collect();
             }
+            Op::LookForBlockers => self.looked(running),
             Op::DropNewInvalidIndexes(_) => {
                 for index in running.rows.into_iter().flatten().rev() {
                     info!(parent: &self.span, %index, "dropping the INVALID index a failed concurrent build left behind");
@@ -635,4 +665,50 @@ impl Conductor {
         }
         self.ops.push_back(Op::Ready);
     }
+}
+
+/// What runs for a program, in order: its notices, then each step and the request, each after
+/// the timeouts of its class (when they change), the index probe of a concurrent build, and —
+/// with `looks` — a look for blockers before those under the brief timeouts.
+fn ops_of(program: &mut Program, looks: bool) -> VecDeque<Op> {
+    let mut ops = VecDeque::new();
+    if !program.notices.is_empty() {
+        let mut out = BytesMut::new();
+        for n in &program.notices {
+            n.encode(&mut out);
+        }
+        ops.push_back(Op::Say(out.freeze()));
+    }
+    let timeouts = program.settings.timeouts;
+    // A class whose timeouts are both "0" leaves the client's values alone: nothing to set.
+    let sets = |class: &Class| !class.timeouts(&timeouts).sets_nothing();
+    let mut applied = None;
+    for step in std::mem::take(&mut program.steps) {
+        if let Some(class) = step.class.filter(sets)
+            && applied != Some(class)
+        {
+            ops.push_back(Op::ApplyTimeouts(class));
+            applied = Some(class);
+        }
+        if let Some(build) = &step.builds_indexes {
+            ops.push_back(Op::ProbeIndexes(sql::index_table(build)));
+        }
+        if looks && step.class == Some(Class::Brief) {
+            ops.push_back(Op::LookForBlockers);
+        }
+        ops.push_back(Op::Step(step));
+    }
+    if let Some(class) = program.request_class.filter(sets)
+        && applied != Some(class)
+    {
+        ops.push_back(Op::ApplyTimeouts(class));
+    }
+    if let Some(build) = &program.request_builds_indexes {
+        ops.push_back(Op::ProbeIndexes(sql::index_table(build)));
+    }
+    if looks && program.request_class == Some(Class::Brief) {
+        ops.push_back(Op::LookForBlockers);
+    }
+    ops.push_back(Op::Request(std::mem::take(&mut program.request)));
+    ops
 }

@@ -141,7 +141,15 @@ impl Conductor {
         let pause = base.mul_f64(fraction);
         self.attempt += 1;
         info!(parent: &self.span, attempt = self.attempt, pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), "lock_not_available: retrying");
+        let looks = match &op {
+            Op::Request(_) => self.request_looks,
+            Op::Step(step) => self.looks && step.class == Some(crate::enforce::Class::Brief),
+            _ => false,
+        };
         self.ops.push_front(op);
+        if looks {
+            self.ops.push_front(Op::LookForBlockers);
+        }
         if let Some((_, table)) = &self.probed {
             self.ops
                 .push_front(Op::DropNewInvalidIndexes(table.clone()));

@@ -224,6 +224,28 @@ impl Transcript {
         self.server(&[columns(), timeouts_row(), complete("SELECT 1"), ready(b'I')]);
     }
 
+    /// The answer to ddlgate's look for lock holders: none that would block.
+    fn no_blockers(&mut self) {
+        self.server(&[columns(), complete("SELECT 0"), ready(b'I')]);
+    }
+
+    /// The answer to ddlgate's look for lock holders: this one.
+    fn blocker(&mut self, line: &str) {
+        self.holders(&[("3/7", "t", line)]);
+    }
+
+    /// The answer to ddlgate's look for lock holders: these transactions (virtual id, old,
+    /// description).
+    fn holders(&mut self, holders: &[(&str, &str, &str)]) {
+        let mut answer = vec![columns()];
+        for (vxid, old, line) in holders {
+            answer.push(row(&[Some(&format!("{vxid}|{old}|{line}"))]));
+        }
+        answer.push(complete(&format!("SELECT {}", holders.len())));
+        answer.push(ready(b'I'));
+        self.server(&answer);
+    }
+
     /// The log since the last call.
     fn take(&mut self) -> Vec<String> {
         std::mem::take(&mut self.log)
@@ -240,6 +262,8 @@ fn short(log: Vec<String>) -> Vec<String> {
                 .starts_with("up Q SELECT CASE WHEN pg_catalog.current_setting('lock_timeout')")
             {
                 "restore timeouts"
+            } else if line.starts_with("up Q SELECT x.vxid || '|'") {
+                "look for blockers"
             } else if line.starts_with("up Q SELECT pg_catalog.format('pid %s") {
                 "find blockers"
             } else if line.starts_with("up Q SELECT pg_catalog.array_agg(indexrelid)") {
@@ -262,6 +286,8 @@ fn a_governed_statement_runs_under_timeouts_and_is_answered_after_its_record() {
     let mut t = Transcript::query("ALTER TABLE t ADD COLUMN b int", TxStatus::Idle);
     assert_eq!(short(t.take()), ["up <apply timeouts>"]);
     t.timeouts_applied();
+    assert_eq!(short(t.take()), ["up <look for blockers>"]);
+    t.no_blockers();
     assert_eq!(short(t.take()), ["up Q ALTER TABLE t ADD COLUMN b int"]);
     t.server(&[complete("ALTER TABLE"), ready(b'I')]);
     // Nothing reaches the client before its record is written.
@@ -306,6 +332,7 @@ fn lock_timeouts_are_retried_with_jitter_then_the_blockers_are_named() {
             ready(b'I'),
         ]
     };
+    t.no_blockers();
     loop {
         t.server(&lock_timeout());
         let Some(at) = t.conductor.wake_at() else {
@@ -314,14 +341,20 @@ fn lock_timeouts_are_retried_with_jitter_then_the_blockers_are_named() {
         waits.push(at.saturating_duration_since(std::time::Instant::now()));
         t.conductor.wake();
         t.advance();
+        // Each attempt looks first.
+        t.no_blockers();
     }
     assert_eq!(
         short(t.take()),
         [
             "up <apply timeouts>",
+            "up <look for blockers>",
             "up Q ALTER TABLE t ADD COLUMN b int",
+            "up <look for blockers>",
             "up Q ALTER TABLE t ADD COLUMN b int",
+            "up <look for blockers>",
             "up Q ALTER TABLE t ADD COLUMN b int",
+            "up <look for blockers>",
             "up Q ALTER TABLE t ADD COLUMN b int",
             "up <find blockers>",
         ]
@@ -426,6 +459,7 @@ fn a_failed_concurrent_build_is_cleaned_up_before_the_client_goes_on() {
 fn an_unwritten_record_turns_success_into_ddlgates_error_when_fail_closed() {
     let mut t = Transcript::query("ALTER TABLE t ADD COLUMN b int", TxStatus::Idle);
     t.timeouts_applied();
+    t.no_blockers();
     t.server(&[complete("ALTER TABLE"), ready(b'I')]);
     t.take();
     t.audited(Err("No space left on device".into()), true);
@@ -448,6 +482,7 @@ fn an_unwritten_record_turns_success_into_ddlgates_error_when_fail_closed() {
 fn a_fatal_error_mid_request_is_kept_for_the_client_and_the_record() {
     let mut t = Transcript::query("ALTER TABLE t ADD COLUMN b int", TxStatus::Idle);
     t.timeouts_applied();
+    t.no_blockers();
     t.take();
     let mut buf = BytesMut::from(
         &fatal(
@@ -539,6 +574,8 @@ fn an_unwritable_trail_at_copy_start_ends_an_extended_copy_in_the_clients_place(
     // (The COPY gets a warning: it runs while the ALTER's lock is held.)
     assert_eq!(short(t.take())[0], "up <apply timeouts>");
     t.timeouts_applied();
+    assert_eq!(short(t.take()), ["up <look for blockers>"]);
+    t.no_blockers();
     let sent = t.take();
     assert_eq!(
         sent,
@@ -586,6 +623,150 @@ fn an_unwritable_trail_at_copy_start_ends_an_extended_copy_in_the_clients_place(
             "client 2",
             "client E:57014 COPY from stdin failed: ddlgate: the audit trail cannot be written",
             "client Z:I",
+        ]
+    );
+}
+
+/// Before a statement whose lock blocks the application, ddlgate looks for older transactions
+/// holding conflicting locks: while one does, it waits — sending nothing that would queue,
+/// telling the client whom it waits for once (then at most every `notice_interval`) — and
+/// looks again with a growing pause; once none does, the statement goes up under the short
+/// attempt `lock_timeout` (200 ms), and the record says how long it waited and for whom.
+#[test]
+fn a_statement_waits_without_queueing_until_older_lock_holders_end() {
+    let mut t = Transcript::query("ALTER TABLE t ADD COLUMN b int", TxStatus::Idle);
+    let log = t.take();
+    assert!(
+        log[0].contains("ELSE '200' END"),
+        "the attempt's short lock_timeout: {log:?}"
+    );
+    t.timeouts_applied();
+    t.take();
+    let blocker = "pid 7 (application_name 'report', idle in transaction, transaction running 12.0 s) holds RowExclusiveLock on t";
+    let mut pauses = Vec::new();
+    for _ in 0..3 {
+        t.blocker(blocker);
+        let at = t.conductor.wake_at().expect("a pause before the next look");
+        pauses.push(at.saturating_duration_since(std::time::Instant::now()));
+        t.conductor.wake();
+        t.advance();
+    }
+    let log = short(t.take());
+    let notices: Vec<&String> = log.iter().filter(|l| l.starts_with("client N:")).collect();
+    assert_eq!(
+        notices.len(),
+        1,
+        "one notice within notice_interval: {log:?}"
+    );
+    assert!(
+        notices[0].contains("waiting without queueing for the ACCESS EXCLUSIVE lock on t"),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| *l == "up <look for blockers>")
+            .count(),
+        3,
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("ALTER TABLE")),
+        "nothing queued: {log:?}"
+    );
+    assert!(pauses[0] < pauses[2], "the pause grows: {pauses:?}");
+    t.no_blockers();
+    assert_eq!(short(t.take()), ["up Q ALTER TABLE t ADD COLUMN b int"]);
+    t.server(&[complete("ALTER TABLE"), ready(b'I')]);
+    let records = t.conductor.records(&t.state);
+    assert_eq!(records.len(), 1);
+    let waited = records[0].lock_wait.as_ref().expect("the wait is recorded");
+    assert_eq!(waited.waited_ms, 25 + 50 + 100);
+    assert_eq!(waited.blockers, [blocker]);
+    assert_eq!(
+        records[0]
+            .timeouts
+            .as_ref()
+            .map(|t| t.lock_timeout.as_str()),
+        Some("200ms")
+    );
+}
+
+/// A blocker that outlasts `lock_wait.max_wait` (30 s in all): ddlgate stops waiting and
+/// makes the attempt under the short `lock_timeout` anyway — the server's own error then says
+/// what happened, in the transaction state the server is in.
+#[test]
+fn after_max_wait_the_statement_is_attempted_anyway() {
+    let mut t = Transcript::query("ALTER TABLE t ADD COLUMN b int", TxStatus::Idle);
+    t.timeouts_applied();
+    t.take();
+    let blocker = "pid 7 (application_name 'report', active, transaction running 40.0 s) holds AccessShareLock on t";
+    let mut looks = 0;
+    loop {
+        t.blocker(blocker);
+        looks += 1;
+        if t.conductor.wake_at().is_none() {
+            break;
+        }
+        t.conductor.wake();
+        t.advance();
+        assert!(looks < 100, "the wait ends");
+    }
+    let log = short(t.take());
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("up Q ALTER TABLE t ADD COLUMN b int"),
+        "{log:?}"
+    );
+    let notices = log.iter().filter(|l| l.starts_with("client N:")).count();
+    assert_eq!(notices, 1, "scripted time is instant: one notice");
+    t.server(&[complete("ALTER TABLE"), ready(b'I')]);
+    let records = t.conductor.records(&t.state);
+    assert_eq!(records[0].lock_wait.as_ref().unwrap().waited_ms, 30_000);
+}
+
+/// A role that cannot see other roles' transaction ages: a transaction holding a conflicting
+/// lock at the first look is of unknown age, so ddlgate looks again once it would have waited
+/// as long as the attempt may (silently: it may be a short one); still there, it is old and
+/// waited for. Transactions that appear at a later look began since the one before: young, not
+/// waited for — on a busy table the statement goes up as soon as the first ones have ended.
+#[test]
+fn transactions_of_unknown_age_are_timed_by_watching_them() {
+    let mut t = Transcript::query("ALTER TABLE t ADD COLUMN b int", TxStatus::Idle);
+    t.timeouts_applied();
+    t.take();
+    let hidden = "pid 9 (application_name 'app', state not visible to this role) holds RowExclusiveLock on t";
+    t.holders(&[("4/1", "?", hidden)]);
+    let pause = t
+        .conductor
+        .wake_at()
+        .expect("an undecided holder is looked at again");
+    let ms = pause
+        .saturating_duration_since(std::time::Instant::now())
+        .as_millis();
+    assert!((150..=200).contains(&ms), "until it would be old: {ms} ms");
+    assert!(
+        !short(t.take()).iter().any(|l| l.starts_with("client N:")),
+        "no notice yet"
+    );
+    // Seen for the whole lock_timeout: old.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    t.conductor.wake();
+    t.advance();
+    t.holders(&[("4/1", "?", hidden), ("4/2", "?", hidden)]);
+    let log = short(t.take());
+    assert!(
+        log.iter().any(|l| l.starts_with("client N:")),
+        "now waited for, and said: {log:?}"
+    );
+    t.conductor.wake();
+    t.advance();
+    // It ended; the one that appeared since the first look is young.
+    t.holders(&[("4/2", "?", hidden), ("4/3", "?", hidden)]);
+    assert_eq!(
+        short(t.take()),
+        [
+            "up <look for blockers>",
+            "up Q ALTER TABLE t ADD COLUMN b int"
         ]
     );
 }

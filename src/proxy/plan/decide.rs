@@ -68,6 +68,9 @@ pub(super) fn apply(
         }
         notices.extend(d.notices);
         program.retryable &= !d.transaction_control;
+        if !d.relations.is_empty() {
+            program.lock_mode = program.lock_mode.max(d.lock_mode);
+        }
         for r in d.relations {
             if !program.relations.contains(&r) {
                 program.relations.push(r);
