@@ -234,6 +234,10 @@ pub struct LockWaited {
     /// The sessions the last look found (pid, `application_name`, state, transaction age,
     /// lock); empty when they had ended.
     pub blockers: Vec<String>,
+    /// The sessions ddlgate ended because the policy names them expendable, each with why;
+    /// absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<String>,
 }
 
 /// The current time, RFC 3339, UTC, milliseconds.

@@ -184,7 +184,9 @@ fn timeouts_section(preset: Preset) -> &'static str {
              max_backoff = \"10s\"\n\n\
              [lock_wait]\n\
              max_wait = \"0\"\n\
-             notice_interval = \"5s\"\n\n"
+             notice_interval = \"5s\"\n\
+             end_idle_in_transaction_after = \"0\"\n\
+             end_application_names = []\n\n"
         }
         Preset::Default | Preset::Strict => {
             "# DDL whose locks block reads or writes must get them fast or give up: while it waits\n\
@@ -209,7 +211,11 @@ fn timeouts_section(preset: Preset) -> &'static str {
              # that starts in between stalls the application at most that lock_timeout.\n\
              [lock_wait]\n\
              max_wait = \"30s\"\n\
-             notice_interval = \"5s\"\n\n"
+             notice_interval = \"5s\"\n\
+             # Blockers ddlgate may end (pg_terminate_backend, audited): sessions idle in a\n\
+             # transaction for longer than this (\"0\": never), and by application_name (globs).\n\
+             end_idle_in_transaction_after = \"0\"\n\
+             end_application_names = []\n\n"
         }
     }
 }

@@ -138,8 +138,9 @@ pub(crate) fn blockers(relations: &[String]) -> String {
 
 /// The transactions whose locks a request for `mode` on `relations` would queue behind: each
 /// one that holds or waits for a conflicting lock on one of them, as one line
-/// `<virtual transaction>|<old>|<description>` (at most [`LOCK_CONFLICTS_MAX`], the known
-/// oldest first). `<old>` is `t` when its transaction has run for `young_ms` or more, sits idle
+/// `<virtual transaction>|<old>|<pid>|<idle ms>|<application_name, hex>|<description>` (at most
+/// [`LOCK_CONFLICTS_MAX`], the known oldest first; pid and idle time empty where unknown, idle
+/// time only for a session idle in its transaction). `<old>` is `t` when its transaction has run for `young_ms` or more, sits idle
 /// in it, or is prepared; `f` when it is younger; `?` when its age is not visible to this role
 /// (another role's session, without `pg_read_all_stats`). The description names the pid,
 /// `application_name`, state, the transaction's age and the lock. Reads only `pg_locks` and
@@ -155,8 +156,11 @@ pub(crate) fn lock_conflicts(relations: &[String], mode: LockMode, young_ms: u64
         .map(|m| quote_literal(m.pg_locks_name()))
         .collect();
     format!(
-        "SELECT x.vxid || '|' || x.old || '|' || x.line FROM (\
-         SELECT DISTINCT ON (l.virtualtransaction) l.virtualtransaction AS vxid, \
+        "SELECT x.vxid || '|' || x.old || '|' || COALESCE(x.pid::text, '') || '|' || COALESCE(x.idle_ms::text, '') \
+         || '|' || pg_catalog.encode(pg_catalog.convert_to(COALESCE(x.app, ''), 'UTF8'), 'hex') || '|' || x.line FROM (\
+         SELECT DISTINCT ON (l.virtualtransaction) l.virtualtransaction AS vxid, l.pid, a.application_name AS app, \
+         CASE WHEN a.state LIKE 'idle in transaction%' \
+           THEN (EXTRACT(epoch FROM pg_catalog.clock_timestamp() - a.state_change) * 1000)::bigint END AS idle_ms, \
          CASE WHEN l.pid IS NULL THEN 't' WHEN a.xact_start IS NULL THEN '?' \
            WHEN a.state LIKE 'idle in transaction%' \
              OR a.xact_start <= pg_catalog.clock_timestamp() - interval '{young_ms} milliseconds' THEN 't' \
@@ -176,6 +180,24 @@ pub(crate) fn lock_conflicts(relations: &[String], mode: LockMode, young_ms: u64
          ORDER BY l.virtualtransaction) x ORDER BY x.xact_start NULLS LAST LIMIT {LOCK_CONFLICTS_MAX}",
         relations.join(", "),
         modes.join(", ")
+    )
+}
+
+/// Ends the sessions `pids` with `pg_terminate_backend` — those this role may signal (a
+/// superuser any; otherwise members of `pg_signal_backend`, or of the session's role, any but
+/// a superuser's), so that nothing here fails — and answers the pids it ended, one per row.
+/// Terminating, not cancelling: a cancelled statement inside a transaction block leaves the
+/// transaction, and its locks, in place.
+pub(crate) fn end_backends(pids: &[u32]) -> String {
+    let pids: Vec<String> = pids.iter().map(ToString::to_string).collect();
+    format!(
+        "SELECT p.pid::text FROM pg_catalog.pg_stat_activity p WHERE p.pid IN ({}) AND CASE \
+         WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN pg_catalog.pg_terminate_backend(p.pid) \
+         WHEN p.usesysid IS NULL OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = p.usesysid) THEN false \
+         WHEN pg_catalog.pg_has_role('pg_signal_backend', 'MEMBER') OR pg_catalog.pg_has_role(p.usesysid, 'MEMBER') \
+           THEN pg_catalog.pg_terminate_backend(p.pid) \
+         ELSE false END",
+        pids.join(", ")
     )
 }
 
@@ -337,6 +359,7 @@ mod tests {
         parses(&apply_timeouts(&pair, false, None));
         parses(&apply_timeouts(&pair, true, Some(("100", "0"))));
         parses(&blockers(&["public.t".to_owned(), "o'brien".to_owned()]));
+        parses(&end_backends(&[1, 2]));
         parses(&lock_conflicts(
             &["public.t".to_owned(), "o'brien".to_owned()],
             LockMode::AccessExclusive,

@@ -242,3 +242,77 @@ async fn a_transaction_that_starts_between_the_look_and_the_attempt_costs_one_lo
         "the application waited {worst:?}: at most the attempt's lock_timeout (1 s)"
     );
 }
+
+/// Blockers the policy names expendable are ended (`pg_terminate_backend`), audited with who
+/// and why: one idle in its transaction for longer than `end_idle_in_transaction_after`, and
+/// one whose `application_name` matches `end_application_names` (running a long query). The
+/// `ALTER`s then apply; the ended sessions are gone. Off by default (the other tests).
+#[tokio::test]
+async fn blockers_the_policy_names_expendable_are_ended_and_audited() {
+    let pg = PgServer::shared();
+    setup(pg, &table_setup("lw_expendable")).await;
+    let (proxy, _dir, log) = proxy_with(
+        pg,
+        "[lock_wait]\nend_idle_in_transaction_after = \"1s\"\nend_application_names = [\"lw_report*\"]\n",
+    )
+    .await;
+    let idle = crate::support::pg::connect(&format!(
+        "{} application_name=lw_forgetful",
+        pg.conn_str(SUPERUSER)
+    ))
+    .await;
+    idle.batch_execute("BEGIN; SELECT count(*) FROM lw_expendable")
+        .await
+        .unwrap();
+    let client = proxy.connect(SUPERUSER).await;
+    let first = "ALTER TABLE lw_expendable ADD COLUMN a int";
+    let started = Instant::now();
+    client.batch_execute(first).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "ended only after 1 s idle"
+    );
+    assert!(
+        idle.batch_execute("SELECT 1").await.is_err(),
+        "the idle session was ended"
+    );
+    let record = record_of(&log, first);
+    let ended = record["lock_wait"]["ended"].to_string();
+    assert!(
+        ended.contains("lw_forgetful") && ended.contains("idle in transaction for more than 1s"),
+        "{record:#}"
+    );
+
+    let report = crate::support::pg::connect(&format!(
+        "{} application_name=lw_report_nightly",
+        pg.conn_str(SUPERUSER)
+    ))
+    .await;
+    let running = tokio::spawn(async move {
+        report
+            .batch_execute("BEGIN; SELECT count(*) FROM lw_expendable; SELECT pg_sleep(20); COMMIT")
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pg.backends("lw_report_nightly", Some("active")).await == 0 {
+        assert!(Instant::now() < deadline, "the report never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Old enough to be waited for (the brief lock_timeout is 200 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = "ALTER TABLE lw_expendable ADD COLUMN b int";
+    let started = Instant::now();
+    client.batch_execute(second).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(running.await.unwrap().is_err(), "the report was ended");
+    let record = record_of(&log, second);
+    let ended = record["lock_wait"]["ended"].to_string();
+    assert!(
+        ended.contains("lw_report_nightly") && ended.contains("end_application_names"),
+        "{record:#}"
+    );
+}

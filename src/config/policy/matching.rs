@@ -18,6 +18,11 @@ impl Glob {
         Self(pattern.to_owned())
     }
 
+    /// The pattern as written.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `text` matches the whole pattern.
     pub(crate) fn matches(&self, text: &str) -> bool {
         let pattern: Vec<char> = self.0.chars().collect();

@@ -24,6 +24,9 @@
 //!                                # transaction older than timeouts.brief.lock_timeout holds
 //!                                # a conflicting lock ("0": attempt at once)
 //! notice_interval = "5s"         # a NOTICE naming the blockers at most this often
+//! end_idle_in_transaction_after = "0"  # end (pg_terminate_backend) blockers idle in
+//!                                # transaction longer than this ("0": never, the default)
+//! end_application_names = []    # end blockers whose application_name matches (globs)
 //!
 //! [rules]
 //! create-index-nonconcurrent = "rewrite"
@@ -195,19 +198,47 @@ pub struct Retry {
 /// the brief class's `lock_timeout` holds (or waits for) a conflicting lock on its tables; then
 /// the statement is sent under that short `lock_timeout`, so a transaction that starts in
 /// between stalls the application at most that long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockWait {
     /// How long a request may wait for blockers in all; zero turns looking off (the statement
     /// is sent at once under `timeouts.brief`).
     pub max_wait: Duration,
     /// The shortest time between two NOTICEs naming the blockers.
     pub notice_interval: Duration,
+    /// Blockers idle in a transaction for longer than this are ended; zero: never.
+    pub end_idle_in_transaction_after: Duration,
+    /// Blockers whose `application_name` matches one of these are ended.
+    pub(crate) end_application_names: Vec<Glob>,
 }
 
 impl LockWait {
     /// Whether ddlgate looks before queueing.
     pub fn enabled(&self) -> bool {
         !self.max_wait.is_zero()
+    }
+
+    /// Why a blocker is ended, if the policy names it expendable: idle in its transaction for
+    /// `idle_ms` (when known), or from `application_name`.
+    pub fn expendable(&self, idle_ms: Option<u64>, application_name: &str) -> Option<String> {
+        let after = self.end_idle_in_transaction_after;
+        if let Some(ms) = idle_ms
+            && !after.is_zero()
+            && u128::from(ms) >= after.as_millis()
+        {
+            return Some(format!(
+                "idle in transaction for more than {} (lock_wait.end_idle_in_transaction_after)",
+                humantime::format_duration(after)
+            ));
+        }
+        self.end_application_names
+            .iter()
+            .find(|g| g.matches(application_name))
+            .map(|g| {
+                format!(
+                    "application_name matches {:?} (lock_wait.end_application_names)",
+                    g.as_str()
+                )
+            })
     }
 }
 
@@ -254,6 +285,8 @@ impl Default for Settings {
             lock_wait: LockWait {
                 max_wait: Duration::from_secs(30),
                 notice_interval: Duration::from_secs(5),
+                end_idle_in_transaction_after: Duration::ZERO,
+                end_application_names: Vec::new(),
             },
             rewrite_fallback: Fallback::Reject,
             unparsable: Unparsable::Reject,
@@ -326,6 +359,12 @@ impl Settings {
             if let Some(v) = w.notice_interval {
                 out.lock_wait.notice_interval = v.0;
             }
+            if let Some(v) = w.end_idle_in_transaction_after {
+                out.lock_wait.end_idle_in_transaction_after = v.0;
+            }
+            if let Some(v) = &w.end_application_names {
+                out.lock_wait.end_application_names.clone_from(v);
+            }
         }
         if let Some(f) = layer.rewrite_fallback {
             out.rewrite_fallback = f;
@@ -370,6 +409,8 @@ struct RetryFile {
 struct LockWaitFile {
     max_wait: Option<DurationValue>,
     notice_interval: Option<DurationValue>,
+    end_idle_in_transaction_after: Option<DurationValue>,
+    end_application_names: Option<Vec<Glob>>,
 }
 
 /// The settings a file (or a profile in it) gives; what it leaves out is inherited.
@@ -599,6 +640,46 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lock_wait_keys_are_read_and_name_expendable_blockers() {
+        let policy = Policy::parse(
+            "[lock_wait]\nmax_wait = \"10s\"\nend_idle_in_transaction_after = \"1min\"\nend_application_names = [\"report*\"]\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        let w = &policy.base.lock_wait;
+        assert_eq!(w.max_wait, Duration::from_secs(10));
+        assert!(
+            w.expendable(Some(61_000), "app")
+                .unwrap()
+                .contains("idle in transaction")
+        );
+        assert!(w.expendable(Some(59_000), "app").is_none());
+        assert!(
+            w.expendable(None, "report_nightly")
+                .unwrap()
+                .contains("report*")
+        );
+        assert!(
+            w.expendable(None, "Report").is_none(),
+            "globs are case-sensitive"
+        );
+        let default = Policy::builtin_default();
+        assert!(
+            default
+                .base
+                .lock_wait
+                .expendable(Some(u64::MAX), "x")
+                .is_none(),
+            "off by default"
+        );
+        assert!(
+            Policy::parse("[lock_wait]\nend_after = \"1s\"\n", Path::new("p.toml")).is_err(),
+            "unknown keys are refused"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -167,9 +167,10 @@ impl Conductor {
                 r.lock_wait = self
                     .lock_wait_summary()
                     .filter(|_| a.class == Some(crate::enforce::Class::Brief))
-                    .map(|(waited_ms, blockers)| LockWaited {
+                    .map(|(waited_ms, blockers, ended)| LockWaited {
                         waited_ms,
                         blockers,
+                        ended,
                     });
                 r.outcome = Some(self.outcome_of(a.position, failed_at));
                 r.duration_ms = Some(duration_ms);

@@ -42,42 +42,11 @@ impl Conductor {
             return;
         }
         let now = Instant::now();
-        let young = self.audit_timeouts.brief.lock_timeout;
-        let first_look = !self.lock_looked;
-        self.lock_looked = true;
-        let mut blockers = Vec::new();
-        let mut undecided_until: Option<Instant> = None;
-        let mut seen = HashMap::new();
-        for line in running.rows.into_iter().flatten() {
-            let mut parts = line.splitn(3, '|');
-            let (Some(vxid), Some(old), Some(description)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let first_seen = self.lock_first_seen.get(vxid).copied().unwrap_or(now);
-            seen.insert(vxid.to_owned(), first_seen);
-            match old {
-                "t" => blockers.push(description.to_owned()),
-                "f" => {}
-                // Its age is not visible to this role: it is old once ddlgate has seen it for
-                // as long as the attempt may wait. One that was not there at an earlier look
-                // began since; one there at the first look may be of any age: undecided.
-                _ if now.duration_since(first_seen) >= young => {
-                    blockers.push(description.to_owned());
-                }
-                _ if first_look || self.lock_there_at_first.contains(vxid) => {
-                    if first_look {
-                        self.lock_there_at_first.insert(vxid.to_owned());
-                    }
-                    let decided_at = first_seen + young;
-                    undecided_until =
-                        Some(undecided_until.map_or(decided_at, |u| u.min(decided_at)));
-                }
-                _ => {}
-            }
-        }
-        self.lock_first_seen = seen;
+        let Sighting {
+            blockers,
+            undecided_until,
+            to_end,
+        } = self.sort_holders(running.rows, now);
         if blockers.is_empty() && undecided_until.is_none() {
             return;
         }
@@ -87,6 +56,20 @@ impl Conductor {
             if !blockers.is_empty() {
                 self.lock_blockers = blockers;
             }
+            return;
+        }
+        if !to_end.is_empty() {
+            // End them, then look again soon: their locks go with them.
+            self.lock_end_tried
+                .extend(to_end.iter().map(|(pid, ..)| *pid));
+            self.lock_ending = to_end;
+            self.ops.push_front(Op::LookForBlockers);
+            self.ops.push_front(Op::Wait(FIRST_POLL));
+            self.ops.push_front(Op::EndBlockers(
+                self.lock_ending.iter().map(|(pid, ..)| *pid).collect(),
+            ));
+            self.lock_waited += FIRST_POLL;
+            self.lock_blockers = blockers;
             return;
         }
         let pause = match undecided_until {
@@ -119,6 +102,65 @@ impl Conductor {
         self.lock_blockers = blockers;
     }
 
+    /// Which of the transactions a look found are old (blockers), which cannot be told yet,
+    /// and which of the old ones the policy says to end.
+    fn sort_holders(&mut self, rows: Vec<Option<String>>, now: Instant) -> Sighting {
+        let young = self.audit_timeouts.brief.lock_timeout;
+        let first_look = !self.lock_looked;
+        self.lock_looked = true;
+        let mut blockers = Vec::new();
+        let mut undecided_until: Option<Instant> = None;
+        let mut seen = HashMap::new();
+        let mut to_end: Vec<(u32, String, String)> = Vec::new();
+        for line in rows.into_iter().flatten() {
+            let Some(holder) = Holder::parse(&line) else {
+                continue;
+            };
+            let Holder {
+                vxid,
+                old,
+                description,
+                ..
+            } = holder;
+            if old == "t"
+                && let Some(pid) = holder.pid
+                && !self.lock_end_tried.contains(&pid)
+                && let Some(why) = self
+                    .lock_wait
+                    .expendable(holder.idle_ms, &holder.application_name)
+            {
+                to_end.push((pid, description.to_owned(), why));
+            }
+            let first_seen = self.lock_first_seen.get(vxid).copied().unwrap_or(now);
+            seen.insert(vxid.to_owned(), first_seen);
+            match old {
+                "t" => blockers.push(description.to_owned()),
+                "f" => {}
+                // Its age is not visible to this role: it is old once ddlgate has seen it for
+                // as long as the attempt may wait. One that was not there at an earlier look
+                // began since; one there at the first look may be of any age: undecided.
+                _ if now.duration_since(first_seen) >= young => {
+                    blockers.push(description.to_owned());
+                }
+                _ if first_look || self.lock_there_at_first.contains(vxid) => {
+                    if first_look {
+                        self.lock_there_at_first.insert(vxid.to_owned());
+                    }
+                    let decided_at = first_seen + young;
+                    undecided_until =
+                        Some(undecided_until.map_or(decided_at, |u| u.min(decided_at)));
+                }
+                _ => {}
+            }
+        }
+        self.lock_first_seen = seen;
+        Sighting {
+            blockers,
+            undecided_until,
+            to_end,
+        }
+    }
+
     fn waiting_notice(&self, blockers: &[String]) -> Report {
         let mode = self.lock_mode.map_or("its", |m| m.sql_name());
         Report::notice(format!(
@@ -136,13 +178,82 @@ impl Conductor {
         ))
     }
 
-    /// How long the request waited for blockers, and for whom (the last look's answer).
-    pub(super) fn lock_wait_summary(&self) -> Option<(u64, Vec<String>)> {
+    /// The answer to ending blockers: the pids that were ended.
+    pub(super) fn ended(&mut self, running: Running) {
+        let ending = std::mem::take(&mut self.lock_ending);
+        if let Some((code, message)) = &running.error {
+            warn!(parent: &self.span, %code, %message, "could not end the blockers the policy names expendable");
+            return;
+        }
+        let ended: Vec<u32> = running
+            .rows
+            .into_iter()
+            .flatten()
+            .filter_map(|pid| pid.parse().ok())
+            .collect();
+        for (pid, description, why) in ending {
+            if ended.contains(&pid) {
+                info!(parent: &self.span, pid, %description, %why, "ended a blocker");
+                self.lock_ended.push(format!("{description}: {why}"));
+            } else {
+                warn!(parent: &self.span, pid, %description, "not ended: this role may not signal it, or it had ended");
+            }
+        }
+    }
+
+    /// How long the request waited for blockers, for whom (the last look's answer), and whom
+    /// it ended.
+    pub(super) fn lock_wait_summary(&self) -> Option<(u64, Vec<String>, Vec<String>)> {
         (!self.lock_waited.is_zero()).then(|| {
             (
                 u64::try_from(self.lock_waited.as_millis()).unwrap_or(u64::MAX),
                 self.lock_blockers.clone(),
+                self.lock_ended.clone(),
             )
+        })
+    }
+}
+
+/// What one look found.
+struct Sighting {
+    /// Old transactions holding or waiting for conflicting locks, described.
+    blockers: Vec<String>,
+    /// When the first transaction of unknown age will have been seen long enough to tell.
+    undecided_until: Option<Instant>,
+    /// Blockers the policy says to end: pid, description, why.
+    to_end: Vec<(u32, String, String)>,
+}
+
+/// One line of [`super::super::sql::lock_conflicts`]'s answer.
+struct Holder<'a> {
+    vxid: &'a str,
+    old: &'a str,
+    pid: Option<u32>,
+    idle_ms: Option<u64>,
+    application_name: String,
+    description: &'a str,
+}
+
+impl<'a> Holder<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        let mut parts = line.splitn(6, '|');
+        let vxid = parts.next()?;
+        let old = parts.next()?;
+        let pid = parts.next()?.parse().ok();
+        let idle_ms = parts.next()?.parse().ok();
+        let hex = parts.next()?;
+        let description = parts.next()?;
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| hex.get(2 * i..2 * i + 2))
+            .filter_map(|h| u8::from_str_radix(h, 16).ok())
+            .collect();
+        Some(Self {
+            vxid,
+            old,
+            pid,
+            idle_ms,
+            application_name: String::from_utf8_lossy(&bytes).into_owned(),
+            description,
         })
     }
 }

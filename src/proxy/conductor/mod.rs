@@ -97,6 +97,8 @@ enum Op {
     /// Look for older transactions the next statement's lock would queue behind (see
     /// `lock_wait`).
     LookForBlockers,
+    /// End the sessions (pids) the policy names expendable among those blockers.
+    EndBlockers(Vec<u32>),
     /// Send the client the answer to its request, held back while it might be retried.
     Deliver,
     /// Write the audit records and wait until they are written.
@@ -119,6 +121,7 @@ impl Op {
             Self::Wait(_) => "wait",
             Self::FindBlockers => "find blockers",
             Self::LookForBlockers => "look for blockers",
+            Self::EndBlockers(_) => "end blockers",
             Self::Deliver => "deliver",
             Self::Audit => "audit",
         }
@@ -251,17 +254,21 @@ pub struct Conductor {
     lock_first_seen: std::collections::HashMap<String, std::time::Instant>,
     /// Transactions of unknown age that were there at the first look.
     lock_there_at_first: std::collections::HashSet<String>,
+    /// Sessions being ended: pid, description, why.
+    lock_ending: Vec<(u32, String, String)>,
+    /// Sessions ddlgate tried to end (each is tried once).
+    lock_end_tried: Vec<u32>,
+    /// Sessions ended, described, with why.
+    lock_ended: Vec<String>,
 }
 
 impl Conductor {
     /// A conductor for `program`.
     pub fn new(mut program: Program, span: Span, audit_on: bool) -> Self {
         let Settings {
-            timeouts,
-            retry,
-            lock_wait,
-            ..
+            timeouts, retry, ..
         } = program.settings;
+        let lock_wait = program.settings.lock_wait.clone();
         // Runs ending with `Flush` carry their own timeouts inside the pipeline: nothing of
         // ddlgate's may run before them.
         let looks = lock_wait.enabled()
@@ -333,6 +340,9 @@ impl Conductor {
             lock_looked: false,
             lock_first_seen: std::collections::HashMap::new(),
             lock_there_at_first: std::collections::HashSet::new(),
+            lock_ending: Vec::new(),
+            lock_end_tried: Vec::new(),
+            lock_ended: Vec::new(),
         }
     }
 
@@ -496,6 +506,7 @@ impl Conductor {
                             .unwrap_or(u64::MAX);
                     sql::lock_conflicts(&self.relations, mode, young_ms)
                 }
+                Op::EndBlockers(pids) => sql::end_backends(pids),
                 Op::ApplyTimeouts(class) => self.apply_sql(*class),
                 Op::ProbeIndexes(table) => sql::index_oids(table),
                 Op::Step(step) => step.sql.clone(),
@@ -613,6 +624,7 @@ impl Conductor {
                 self.blockers = running.rows.into_iter().flatten().collect();
             }
             Op::LookForBlockers => self.looked(running),
+            Op::EndBlockers(_) => self.ended(running),
             Op::DropNewInvalidIndexes(_) => {
                 for index in running.rows.into_iter().flatten().rev() {
                     info!(parent: &self.span, %index, "dropping the INVALID index a failed concurrent build left behind");

@@ -239,7 +239,8 @@ impl Transcript {
     fn holders(&mut self, holders: &[(&str, &str, &str)]) {
         let mut answer = vec![columns()];
         for (vxid, old, line) in holders {
-            answer.push(row(&[Some(&format!("{vxid}|{old}|{line}"))]));
+            // pid 7, not idle, application_name "app" (hex).
+            answer.push(row(&[Some(&format!("{vxid}|{old}|7||617070|{line}"))]));
         }
         answer.push(complete(&format!("SELECT {}", holders.len())));
         answer.push(ready(b'I'));
