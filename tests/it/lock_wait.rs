@@ -43,6 +43,15 @@ impl AppLoad {
     }
 }
 
+/// A direct session as superuser with this `application_name`.
+async fn app_session(pg: &PgServer, application_name: &str) -> tokio_postgres::Client {
+    crate::support::pg::connect(&format!(
+        "{} application_name={application_name}",
+        pg.conn_str(SUPERUSER)
+    ))
+    .await
+}
+
 fn table_setup(table: &str) -> String {
     format!(
         "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, v int); \
@@ -85,11 +94,7 @@ async fn a_blocker_that_ends_in_time_costs_the_application_nothing() {
     let pg = PgServer::shared();
     setup(pg, &table_setup("lw_ends")).await;
     let (proxy, _dir, log) = proxy_with(pg, "").await;
-    let blocker = crate::support::pg::connect(&format!(
-        "{} application_name=lw_reporter",
-        pg.conn_str(SUPERUSER)
-    ))
-    .await;
+    let blocker = app_session(pg, "lw_reporter").await;
     blocker
         .batch_execute("BEGIN; UPDATE lw_ends SET v = v WHERE id = 1")
         .await
@@ -158,11 +163,7 @@ async fn a_blocker_that_stays_is_named_and_the_application_barely_notices() {
         "[lock_wait]\nmax_wait = \"1s\"\n[retry]\nattempts = 1\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\n",
     )
     .await;
-    let blocker = crate::support::pg::connect(&format!(
-        "{} application_name=lw_forgotten",
-        pg.conn_str(SUPERUSER)
-    ))
-    .await;
+    let blocker = app_session(pg, "lw_forgotten").await;
     blocker
         .batch_execute("BEGIN; SELECT count(*) FROM lw_stays")
         .await
@@ -206,11 +207,7 @@ async fn a_transaction_that_starts_between_the_look_and_the_attempt_costs_one_lo
     )
     .await;
     let app = AppLoad::start(pg, "lw_between").await;
-    let running = crate::support::pg::connect(&format!(
-        "{} application_name=lw_batch",
-        pg.conn_str(SUPERUSER)
-    ))
-    .await;
+    let running = app_session(pg, "lw_batch").await;
     let batch = tokio::spawn(async move {
         running
             .batch_execute(
@@ -256,11 +253,7 @@ async fn blockers_the_policy_names_expendable_are_ended_and_audited() {
         "[lock_wait]\nend_idle_in_transaction_after = \"1s\"\nend_application_names = [\"lw_report*\"]\n",
     )
     .await;
-    let idle = crate::support::pg::connect(&format!(
-        "{} application_name=lw_forgetful",
-        pg.conn_str(SUPERUSER)
-    ))
-    .await;
+    let idle = app_session(pg, "lw_forgetful").await;
     idle.batch_execute("BEGIN; SELECT count(*) FROM lw_expendable")
         .await
         .unwrap();
@@ -283,11 +276,7 @@ async fn blockers_the_policy_names_expendable_are_ended_and_audited() {
         "{record:#}"
     );
 
-    let report = crate::support::pg::connect(&format!(
-        "{} application_name=lw_report_nightly",
-        pg.conn_str(SUPERUSER)
-    ))
-    .await;
+    let report = app_session(pg, "lw_report_nightly").await;
     let running = tokio::spawn(async move {
         report
             .batch_execute("BEGIN; SELECT count(*) FROM lw_expendable; SELECT pg_sleep(20); COMMIT")
