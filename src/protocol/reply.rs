@@ -141,6 +141,12 @@ impl Report {
         Self::new(Severity::Fatal, sqlstate::QUERY_CANCELED, message)
     }
 
+    /// `57014 query_canceled`, failing the statement: the client cancelled it while ddlgate
+    /// waited; the session goes on.
+    pub fn statement_canceled(message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, sqlstate::QUERY_CANCELED, message)
+    }
+
     /// `XX000 internal_error`, closing the session: a part of ddlgate failed.
     pub fn internal_error(message: impl Into<String>) -> Self {
         Self::new(Severity::Fatal, sqlstate::INTERNAL_ERROR, message)

@@ -5,8 +5,13 @@
 //! without touching the session it targets. Each client gets ddlgate's own secret, so a key seen
 //! on the client side cannot cancel anything when sent to the server directly, and a forged
 //! key cannot reach a backend through ddlgate.
+//!
+//! A cancel request also reaches the session itself, as a count it reads when ddlgate is the
+//! one waiting (for blockers without queueing, or before a retry): the backend is idle then,
+//! and cancelling it would do nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::protocol::backend::BackendKey;
@@ -14,7 +19,23 @@ use crate::protocol::backend::BackendKey;
 /// Live sessions' cancel keys.
 #[derive(Debug, Default)]
 pub(crate) struct CancelRegistry {
-    keys: Mutex<HashMap<BackendKey, BackendKey>>,
+    keys: Mutex<HashMap<BackendKey, CancelTarget>>,
+}
+
+/// What a client's cancel key reaches.
+#[derive(Debug, Clone)]
+pub(crate) struct CancelTarget {
+    /// The upstream backend's key.
+    pub(crate) upstream: BackendKey,
+    /// Cancel requests the session has received so far.
+    pub(crate) requests: Arc<AtomicU64>,
+}
+
+impl CancelTarget {
+    /// Counts a cancel request for the session.
+    pub(crate) fn request(&self) {
+        self.requests.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl CancelRegistry {
@@ -25,18 +46,26 @@ impl CancelRegistry {
         client_key: BackendKey,
         upstream_key: BackendKey,
     ) -> Registration {
+        let requests = Arc::new(AtomicU64::new(0));
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(client_key.clone(), upstream_key);
+            .insert(
+                client_key.clone(),
+                CancelTarget {
+                    upstream: upstream_key,
+                    requests: Arc::clone(&requests),
+                },
+            );
         Registration {
             registry: Arc::clone(self),
             client_key,
+            requests,
         }
     }
 
-    /// The upstream key for a key a client presented, if a live session owns it.
-    pub(crate) fn lookup(&self, client_key: &BackendKey) -> Option<BackendKey> {
+    /// What a key a client presented reaches, if a live session owns it.
+    pub(crate) fn lookup(&self, client_key: &BackendKey) -> Option<CancelTarget> {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -50,6 +79,14 @@ impl CancelRegistry {
 pub(crate) struct Registration {
     registry: Arc<CancelRegistry>,
     client_key: BackendKey,
+    requests: Arc<AtomicU64>,
+}
+
+impl Registration {
+    /// Cancel requests the session has received so far.
+    pub(crate) fn cancel_requests(&self) -> u64 {
+        self.requests.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Registration {
@@ -89,13 +126,16 @@ mod tests {
     fn lookup_needs_the_exact_secret_and_ends_with_the_session() {
         let registry = Arc::new(CancelRegistry::default());
         let reg = registry.register(key(1, b"abcd"), key(1, b"real"));
-        assert_eq!(registry.lookup(&key(1, b"abcd")), Some(key(1, b"real")));
-        assert_eq!(registry.lookup(&key(1, b"abce")), None);
-        assert_eq!(registry.lookup(&key(2, b"abcd")), None);
+        let target = registry.lookup(&key(1, b"abcd")).unwrap();
+        assert_eq!(target.upstream, key(1, b"real"));
+        assert_eq!(reg.cancel_requests(), 0);
+        target.request();
+        assert_eq!(reg.cancel_requests(), 1, "the session sees the request");
+        assert!(registry.lookup(&key(1, b"abce")).is_none());
+        assert!(registry.lookup(&key(2, b"abcd")).is_none());
         drop(reg);
-        assert_eq!(
-            registry.lookup(&key(1, b"abcd")),
-            None,
+        assert!(
+            registry.lookup(&key(1, b"abcd")).is_none(),
             "gone with the session"
         );
     }

@@ -305,3 +305,65 @@ async fn blockers_the_policy_names_expendable_are_ended_and_audited() {
         "{record:#}"
     );
 }
+
+/// A client that cancels while ddlgate waits for a blocker (its backend idle, nothing to
+/// cancel there) stops the wait: the statement is never sent, the client gets 57014 as from a
+/// cancelled statement, and inside a transaction block the transaction is aborted as it would
+/// be. The session goes on.
+#[tokio::test]
+async fn a_cancel_stops_the_wait_and_the_statement_is_not_sent() {
+    let pg = PgServer::shared();
+    setup(pg, &table_setup("lw_cancel")).await;
+    let (proxy, _dir, log) = proxy_with(pg, "").await;
+    let blocker = app_session(pg, "lw_cancel_blocker").await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM lw_cancel")
+        .await
+        .unwrap();
+    let client = proxy.connect(SUPERUSER).await;
+    for in_block in [false, true] {
+        if in_block {
+            client.batch_execute("BEGIN").await.unwrap();
+        }
+        let token = client.cancel_token();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        });
+        let started = Instant::now();
+        let err = client
+            .batch_execute("ALTER TABLE lw_cancel ADD COLUMN note text")
+            .await
+            .unwrap_err();
+        canceller.await.unwrap();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("57014"),
+            "in block {in_block}: {err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "stopped soon after the cancel: {:?}",
+            started.elapsed()
+        );
+        if in_block {
+            let aborted = client.batch_execute("SELECT 1").await.unwrap_err();
+            assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"));
+            client.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        crate::support::pg::columns(pg, "lw_cancel").await,
+        ["id", "v"],
+        "never sent"
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM lw_cancel", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1000);
+    let record = record_of(&log, "ALTER TABLE lw_cancel ADD COLUMN note text");
+    assert_eq!(record["outcome"]["sqlstate"], "57014", "{record:#}");
+}

@@ -178,6 +178,44 @@ impl Conductor {
         ))
     }
 
+    /// The client cancelled its request while ddlgate itself waits (for blockers, or before a
+    /// retry), when the server has nothing to cancel: the statement is not sent (again). In
+    /// its place goes a statement of ddlgate's that raises the cancel (57014), so the server
+    /// ends a transaction block as a cancelled statement would, steps already done are taken
+    /// back as after any failure, and the client gets the answer to a cancel. Returns whether
+    /// it did.
+    pub fn cancel_wait(&mut self) -> bool {
+        if self.wake_at.is_none() || self.request_answers.is_some() {
+            return false;
+        }
+        let Some(request) = self.ops.iter().position(|op| matches!(op, Op::Request(_))) else {
+            return false;
+        };
+        let rest = self.ops.split_off(request + 1);
+        let cleanup: Vec<Op> = self
+            .ops
+            .drain(..)
+            .filter(|op| matches!(op, Op::DropNewInvalidIndexes(_) | Op::Cleanup(_)))
+            .collect();
+        let sql = crate::enforce::raising_statement(
+            &Report::statement_canceled("canceling statement due to user request").detail(
+                "ddlgate was waiting (for a lock without queueing, or before a retry) and did not send the statement.",
+            ),
+        );
+        let mut out = BytesMut::new();
+        crate::protocol::query::put_query(
+            &super::client_text::encode(&sql, self.mapping),
+            &mut out,
+        );
+        self.ops.extend(cleanup);
+        self.ops.push_back(Op::Request(out.freeze()));
+        self.ops.extend(rest);
+        self.retries_left = 0;
+        self.looks = false;
+        self.request_looks = false;
+        true
+    }
+
     /// The answer to ending blockers: the pids that were ended.
     pub(super) fn ended(&mut self, running: Running) {
         let ending = std::mem::take(&mut self.lock_ending);

@@ -271,7 +271,9 @@ impl Conductor {
         let lock_wait = program.settings.lock_wait.clone();
         // Runs ending with `Flush` carry their own timeouts inside the pipeline: nothing of
         // ddlgate's may run before them.
+        // Without a brief lock_timeout an attempt is not bounded, nor is "young" defined.
         let looks = lock_wait.enabled()
+            && !timeouts.brief.lock_timeout.is_zero()
             && !program.relations.is_empty()
             && program.lock_mode.is_some_and(LockMode::blocks_writes)
             && program.request_answers.is_none()

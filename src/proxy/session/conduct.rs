@@ -9,6 +9,7 @@ use crate::config::policy::Action;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::FLUSH_MESSAGE;
 
+use super::super::cancel::Registration;
 use super::super::catalog;
 use super::super::conductor::{Conductor, Outcome};
 use super::super::error::SessionError;
@@ -326,6 +327,10 @@ impl Session {
                 );
                 self.conductor = Some(Conductor::refuse(program, self.span.clone(), &why));
             } else {
+                self.cancels_at_program_start = self
+                    .registration
+                    .as_ref()
+                    .map_or(0, Registration::cancel_requests);
                 self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
             }
         }

@@ -188,7 +188,10 @@ struct Session {
     /// The server's own cancel key, to stop a running query when the client vanishes.
     upstream_key: Option<BackendKey>,
     /// Keeps this session's cancel key routable for as long as the session lives.
-    _registration: Option<Registration>,
+    registration: Option<Registration>,
+    /// Cancel requests received before the current program started (see
+    /// [`Session::cancel_requested`]).
+    cancels_at_program_start: u64,
     /// The client sent `Terminate` or closed: nothing more is read from it.
     client_done: bool,
     /// Shutdown has begun: close as soon as the session is idle.
@@ -299,7 +302,8 @@ impl Session {
             backend: BackendScanner::new(MAX_INSPECTED_BACKEND_MESSAGE),
             state,
             upstream_key: established.upstream_key,
-            _registration: registration,
+            registration,
+            cancels_at_program_start: 0,
             client_done: false,
             draining: false,
             phase_seen: ShutdownPhase::Running,
@@ -361,7 +365,12 @@ impl Session {
                     return self.close(Ending::Shutdown { deadline: false }).await;
                 }
                 Event::RetryDue => {
+                    let cancelled = self.cancel_requested();
+                    let span = self.span.clone();
                     if let Some(c) = self.conductor.as_mut() {
+                        if cancelled && c.cancel_wait() {
+                            info!(parent: &span, "cancel request: ddlgate stopped waiting and does not send the statement");
+                        }
                         c.wake();
                     }
                     Ok(())
@@ -388,6 +397,13 @@ impl Session {
                 return self.close(Ending::Terminated).await;
             }
         }
+    }
+
+    /// Whether the client sent a cancel request since the current program started.
+    fn cancel_requested(&self) -> bool {
+        self.registration
+            .as_ref()
+            .is_some_and(|r| r.cancel_requests() != self.cancels_at_program_start)
     }
 
     /// Whether nothing is in flight in either direction and no transaction is open.

@@ -216,12 +216,14 @@ async fn end_startup(client: Option<Stream>, error: &SessionError) {
 
 /// Relays a client's cancel request to the backend it targets, if a live session owns the key.
 async fn forward_cancel(shared: &Shared, key: &BackendKey) {
-    let Some(upstream_key) = shared.cancels.lookup(key) else {
+    let Some(target) = shared.cancels.lookup(key) else {
         // PostgreSQL says nothing either: an unknown key must not be distinguishable.
         info!(pid = key.pid, "cancel request with an unknown key ignored");
         return;
     };
-    match upstream::cancel(&shared.config, &upstream_key).await {
+    // The session may be the one waiting (for blockers, before a retry): it stops then.
+    target.request();
+    match upstream::cancel(&shared.config, &target.upstream).await {
         Ok(()) => info!(pid = key.pid, "cancel request forwarded"),
         Err(e) => warn!(pid = key.pid, error = %e, "cancel request could not be forwarded"),
     }
