@@ -24,6 +24,14 @@ pub struct Engine {
     rules: Vec<RuleId>,
 }
 
+/// A script being analysed: its text, tokens and file-level override comments, read once.
+#[derive(Clone, Copy)]
+struct Script<'a> {
+    source: &'a str,
+    tokens: &'a [parse::Token],
+    file_overrides: &'a [Override],
+}
+
 impl Engine {
     /// An engine running exactly these rules.
     pub fn new(rules: impl IntoIterator<Item = RuleId>) -> Self {
@@ -68,21 +76,94 @@ impl Engine {
         parsed: Vec<parse::Parsed>,
         ctx: &mut Context,
     ) -> Vec<Report> {
-        if ctx.query_string {
-            ctx.in_multi_statement_query = parsed.len() > 1;
-        }
+        let all_tokens = parse::tokens(source).unwrap_or_default();
+        let file_overrides = overrides_in(source, &all_tokens, 0..source.len(), true);
+        let script = Script {
+            source,
+            tokens: &all_tokens,
+            file_overrides: &file_overrides,
+        };
+        self.analyze_part(&script, parsed, 0, true, ctx)
+    }
+
+    /// Each statement of a script analysed as if sent alone, in order (psql sends each with
+    /// the comments before it): what the proxy sees of a file run statement by statement.
+    pub fn analyze_one_by_one(
+        &self,
+        source: &str,
+        parsed: Vec<parse::Parsed>,
+        ctx: &mut Context,
+        mut after_each: impl FnMut(&[Report], &mut Context),
+    ) -> Vec<Report> {
         let all_tokens = parse::tokens(source).unwrap_or_default();
         let file_overrides = overrides_in(source, &all_tokens, 0..source.len(), true);
         let mut previous_end = 0;
         let mut reports = Vec::with_capacity(parsed.len());
+        for statement in parsed {
+            let end = statement.span.end;
+            let script = Script {
+                source,
+                tokens: &all_tokens,
+                file_overrides: &file_overrides,
+            };
+            let part = self.analyze_part(&script, vec![statement], previous_end, false, ctx);
+            after_each(&part, ctx);
+            reports.extend(part);
+            previous_end = end;
+        }
+        self.finish(source, ctx, &mut reports);
+        reports
+    }
+
+    /// The findings of rules that judge a whole script (at its end), added to the report of
+    /// the statement they concern.
+    fn finish(&self, source: &str, ctx: &Context, reports: &mut [Report]) {
+        for rule in &self.rules {
+            let Some(finish) = rule.meta().finish else {
+                continue;
+            };
+            for v in finish(ctx, source) {
+                let report = reports
+                    .iter_mut()
+                    .find(|r| r.span.contains(&v.span.start) || r.span.start == v.span.start);
+                if let Some(Report {
+                    result: Ok(finding),
+                    ..
+                }) = report
+                {
+                    finding.violations.push(v);
+                }
+            }
+        }
+    }
+
+    /// The statements `parsed` of `source`, the first one's comments starting at `from`.
+    fn analyze_part(
+        &self,
+        script: &Script<'_>,
+        parsed: Vec<parse::Parsed>,
+        from: usize,
+        finish: bool,
+        ctx: &mut Context,
+    ) -> Vec<Report> {
+        let Script {
+            source,
+            tokens: all_tokens,
+            file_overrides,
+        } = *script;
+        if ctx.query_string {
+            ctx.in_multi_statement_query = parsed.len() > 1;
+        }
+        let mut previous_end = from;
+        let mut reports = Vec::with_capacity(parsed.len());
         for (n, statement) in parsed.into_iter().enumerate() {
             let gap = previous_end..statement.span.start;
             previous_end = statement.span.end;
-            let local = overrides_in(source, &all_tokens, gap, false);
+            let local = overrides_in(source, all_tokens, gap, false);
             // Problems of file-level comments are reported once, with the first statement.
             let problems = local
                 .iter()
-                .chain(file_overrides.iter().filter(|_| n == 0))
+                .chain(file_overrides.iter().filter(|_| n == 0 && from == 0))
                 .filter_map(|o| o.rule.as_ref().err().cloned())
                 .collect();
             let overrides: Vec<Override> = local
@@ -103,22 +184,8 @@ impl Engine {
                 problems,
             });
         }
-        for rule in &self.rules {
-            let Some(finish) = rule.meta().finish else {
-                continue;
-            };
-            for v in finish(ctx, source) {
-                let report = reports
-                    .iter_mut()
-                    .find(|r| r.span.contains(&v.span.start) || r.span.start == v.span.start);
-                if let Some(Report {
-                    result: Ok(finding),
-                    ..
-                }) = report
-                {
-                    finding.violations.push(v);
-                }
-            }
+        if finish {
+            self.finish(source, ctx, &mut reports);
         }
         reports
     }

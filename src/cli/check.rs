@@ -18,8 +18,9 @@ use crate::analysis::classify::{ClassifyOptions, classify};
 use crate::analysis::parse::{Options, parse_script};
 
 use crate::analysis::context::Context;
-use crate::analysis::{Engine, Report, RuleId};
-use crate::config::policy::{Action, Policy};
+use crate::analysis::{Engine, Report, RuleId, Violation};
+use crate::config::policy::{Action, Overrides, Policy, Settings};
+use crate::enforce::{self, Plan, Situation, StatementDecision};
 
 use super::database;
 use super::report::{Diagnostic, Format, Level, SourceText, Summary, render};
@@ -53,6 +54,15 @@ pub(crate) struct CheckArgs {
     )]
     pub database: Option<String>,
 
+    /// How the migration tool sends each file: `statement` (each statement alone, in
+    /// autocommit unless the file says BEGIN: psql -f, Sqitch), `file` (the whole file as one
+    /// query string: sqlx, dbmate, diesel, golang-migrate), `transaction` (the file inside one
+    /// transaction: Rails, Django, knex, Flyway, Alembic, Prisma). What runs inside a
+    /// transaction or a multi-statement string cannot be rewritten to CONCURRENTLY, so the
+    /// verdicts differ; the default is the strictest.
+    #[arg(long, value_enum, default_value = "transaction")]
+    pub send: Send,
+
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -60,6 +70,17 @@ pub(crate) struct CheckArgs {
     /// Files or directories of `*.sql` files; `-` reads standard input
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+/// How a migration tool sends a file (see `--send`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Send {
+    /// Each statement alone.
+    Statement,
+    /// The whole file as one simple-protocol query string (one implicit transaction).
+    File,
+    /// The file inside one transaction block.
+    Transaction,
 }
 
 /// One input to check.
@@ -82,10 +103,15 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
         policy.enabled_rules()
     };
     let engine = Engine::new(rules);
-    let action = |rule: RuleId| match policy.action(rule) {
-        Action::Allow => rule.meta().default_action.into(),
-        a => a,
-    };
+    // The proxy's settings, with the rules --enable-all adds at their catalog default action.
+    let mut settings = policy.base.clone();
+    if args.enable_all {
+        for rule in RuleId::ALL {
+            if settings.action(*rule) == Action::Allow {
+                settings.set_action(*rule, rule.meta().default_action.into());
+            }
+        }
+    }
 
     let mut inputs = Vec::new();
     let mut walk_errors = Vec::new();
@@ -116,8 +142,15 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
         };
         ctx.next_script();
         let source = SourceText::new(text);
-        for report in engine.analyze(text, &mut ctx) {
-            diagnose(&input.name, &source, &report, &action, &mut diagnostics);
+        for (report, decision) in judge(&engine, &settings, text, &mut ctx, args.send) {
+            diagnose(
+                &input.name,
+                &source,
+                &report,
+                &decision,
+                &settings,
+                &mut diagnostics,
+            );
         }
     }
     for e in walk_errors {
@@ -139,12 +172,77 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
     })
 }
 
-/// The diagnostics of one statement's report.
+/// Each statement's findings and the proxy's decision about it, the file sent as `send` says:
+/// the decision is the proxy's own code ([`crate::enforce`]), so `check` reports what the proxy
+/// would do — an override the policy does not honour stays in force, a rewrite that is not
+/// valid where the statement runs falls back as the policy says.
+fn judge(
+    engine: &Engine,
+    settings: &Settings,
+    text: &str,
+    ctx: &mut Context,
+    send: Send,
+) -> Vec<(Report, StatementDecision)> {
+    let parsed = parse_script(
+        text,
+        Options {
+            standard_conforming_strings: ctx.standard_conforming_strings,
+        },
+    );
+    let alone = parsed.len() == 1;
+    match send {
+        Send::Statement => {
+            ctx.query_string = false;
+            ctx.in_multi_statement_query = false;
+        }
+        Send::File => ctx.query_string = true,
+        Send::Transaction => {
+            ctx.query_string = false;
+            ctx.in_transaction = true;
+        }
+    }
+    let situation = |single: bool| Situation {
+        single_statement: single,
+    };
+    let mut out = Vec::with_capacity(parsed.len());
+    match send {
+        Send::Statement => {
+            let mut decided = Vec::with_capacity(parsed.len());
+            let reports = engine.analyze_one_by_one(text, parsed, ctx, |reports, ctx| {
+                decided.extend(enforce::decisions(
+                    settings,
+                    text,
+                    reports,
+                    ctx,
+                    situation(true),
+                ));
+            });
+            out.extend(reports.into_iter().zip(decided));
+        }
+        Send::File | Send::Transaction => {
+            let reports = engine.analyze_parsed(text, parsed, ctx);
+            let single = alone && send == Send::File;
+            let decisions = enforce::decisions(settings, text, &reports, ctx, situation(single));
+            out.extend(reports.into_iter().zip(decisions));
+        }
+    }
+    if send == Send::Transaction {
+        ctx.end_transaction(true);
+    }
+    ctx.query_string = false;
+    ctx.in_multi_statement_query = false;
+    out
+}
+
+/// The diagnostics of one statement's report, at the level the proxy's decision gives each
+/// finding: refused → error; rewritten or warned → warning; an override the policy honours →
+/// note (one it does not honour is an error of its own beside the finding).
 fn diagnose(
     file: &str,
     source: &SourceText<'_>,
     report: &Report,
-    action: &dyn Fn(RuleId) -> Action,
+    decision: &StatementDecision,
+    settings: &Settings,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     for problem in &report.problems {
@@ -174,22 +272,75 @@ fn diagnose(
             format!("changes nothing in the --database catalog ({why}): no rule applies"),
         ));
     }
+    let refused = matches!(decision.plan, Plan::Reject(_));
+    let acted = |rule: RuleId| {
+        decision
+            .rules
+            .iter()
+            .find(|(r, _)| *r == rule)
+            .map(|(_, a)| *a)
+    };
+    let level_of = |action: Action| match action {
+        Action::Reject => Level::Error,
+        // A rewrite that is not valid here falls back to the refusal the decision holds.
+        Action::Rewrite if refused => Level::Error,
+        _ => Level::Warning,
+    };
+    let honoured = |v: &Violation| decision.overrides.iter().any(|(r, _)| *r == v.rule);
     for v in &finding.violations {
-        diagnostics.push(Diagnostic::violation(file, source, v, action(v.rule), None));
+        let Some(action) = acted(v.rule) else {
+            // A finding of the whole script (known at its end), after the statement was
+            // decided: at the policy's action.
+            let action = settings.action(v.rule);
+            if action != Action::Allow {
+                diagnostics.push(Diagnostic::violation(file, source, v, action, None));
+            }
+            continue;
+        };
+        let mut d = Diagnostic::violation(file, source, v, action, None);
+        d.level = level_of(action);
+        diagnostics.push(d);
     }
     for (v, o) in &finding.overridden {
-        let reason = o
-            .reason
-            .clone()
-            .unwrap_or_else(|| "no reason given".to_owned());
-        diagnostics.push(Diagnostic::violation(
+        if honoured(v) {
+            let reason = o
+                .reason
+                .clone()
+                .unwrap_or_else(|| "no reason given".to_owned());
+            let mut d =
+                Diagnostic::violation(file, source, v, settings_action(decision, v), Some(reason));
+            d.level = Level::Note;
+            diagnostics.push(d);
+            continue;
+        }
+        // Not honoured: the finding stands, and says why.
+        if let Some(action) = acted(v.rule) {
+            let mut d = Diagnostic::violation(file, source, v, action, None);
+            d.level = level_of(action);
+            diagnostics.push(d);
+        }
+        let why = match settings.overrides {
+            Overrides::Off => "this policy does not honour inline overrides",
+            _ => "this policy requires a reason=\"…\"",
+        };
+        diagnostics.push(Diagnostic::at(
             file,
             source,
-            v,
-            action(v.rule),
-            Some(reason),
+            report.span.clone(),
+            Some(v.rule.to_string()),
+            Level::Warning,
+            format!("override of {} ignored: {why}", v.rule),
         ));
     }
+}
+
+/// The action of a rule whose override was honoured (the decision does not list it).
+fn settings_action(decision: &StatementDecision, v: &Violation) -> Action {
+    decision
+        .rules
+        .iter()
+        .find(|(r, _)| *r == v.rule)
+        .map_or(v.rule.meta().default_action.into(), |(_, a)| *a)
 }
 
 /// The relations the governed statements of the inputs name, for `--database`.

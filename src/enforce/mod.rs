@@ -173,7 +173,9 @@ pub(crate) fn decide_parsed(
     decisions(settings, source, &reports, ctx, situation)
 }
 
-fn decisions(
+/// The policy's decisions about statements already analysed (`reports`, from the engine with
+/// this `ctx`): what `ddlgate check` reports is what the proxy would do.
+pub(crate) fn decisions(
     settings: &Settings,
     source: &str,
     reports: &[crate::analysis::Report],

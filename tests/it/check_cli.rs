@@ -58,7 +58,14 @@ fn check_directory_text_report_and_exit_1() {
 #[test]
 fn check_json_report() {
     let o = ddlgate(
-        &["check", "--format", "json", "tests/fixtures/migrations"],
+        &[
+            "check",
+            "--send",
+            "statement",
+            "--format",
+            "json",
+            "tests/fixtures/migrations",
+        ],
         None,
     );
     assert_eq!(o.status.code(), Some(1));
@@ -92,6 +99,8 @@ fn check_github_annotations() {
     let o = ddlgate(
         &[
             "check",
+            "--send",
+            "statement",
             "--format",
             "github",
             "tests/fixtures/migrations/0002_unsafe.sql",
@@ -113,7 +122,7 @@ fn check_github_annotations() {
 /// A clean file exits 0; standard input is read with `-`.
 #[test]
 fn clean_input_from_stdin_exits_0() {
-    let o = ddlgate(&["check", "-"], Some(b"SET lock_timeout = '1s'; SET statement_timeout = '5s';\nCREATE INDEX CONCURRENTLY i ON t (a);\n"));
+    let o = ddlgate(&["check", "--send", "statement", "-"], Some(b"SET lock_timeout = '1s'; SET statement_timeout = '5s';\nCREATE INDEX CONCURRENTLY i ON t (a);\n"));
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert_eq!(stdout(&o), "0 errors, 0 warnings in 1 file checked\n");
 }
@@ -217,7 +226,10 @@ fn huge_and_deeply_nested_statements_are_handled() {
         "5_after.sql",
         "ALTER TABLE t RENAME COLUMN a TO b;\n".into(),
     );
-    let o = ddlgate(&["check", dir.path().to_str().unwrap()], None);
+    let o = ddlgate(
+        &["check", "--send", "statement", dir.path().to_str().unwrap()],
+        None,
+    );
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("5 files checked"), "{out}");
@@ -429,6 +441,8 @@ fn sarif_output_is_valid_sarif_2_1_0() {
     let o = ddlgate(
         &[
             "check",
+            "--send",
+            "statement",
             "--format",
             "sarif",
             "tests/fixtures/migrations",

@@ -14,6 +14,8 @@ fn check(args: &[&str], sql: &str) -> (Output, serde_json::Value) {
     std::fs::write(&file, sql).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_ddlgate"))
         .arg("check")
+        // The proxy gets each statement of these tests alone, in autocommit.
+        .args(["--send", "statement"])
         .args(args)
         .args(["--format", "json"])
         .arg(&file)

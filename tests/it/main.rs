@@ -28,6 +28,7 @@ mod bypass;
 mod catalog;
 mod check_cli;
 mod check_database;
+mod check_parity;
 mod cli;
 mod copy;
 mod enforce;

@@ -309,6 +309,11 @@ impl Settings {
         })
     }
 
+    /// Sets a rule's action.
+    pub fn set_action(&mut self, rule: RuleId, action: Action) {
+        self.rules.insert(rule, action);
+    }
+
     /// The rules these settings turn on.
     pub fn enabled_rules(&self) -> Vec<RuleId> {
         RuleId::ALL
