@@ -40,7 +40,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 const BATCH: usize = 200;
 
 /// Where the table sink writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TableTarget {
     /// libpq-style connection string (`host=… user=… password=… dbname=…`).
     pub dsn: String,
@@ -50,6 +50,17 @@ pub struct TableTarget {
     pub instance: String,
     /// Lines that may wait for the database.
     pub queue: usize,
+}
+
+impl std::fmt::Debug for TableTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableTarget")
+            .field("dsn", &crate::config::dsn::redact(&self.dsn))
+            .field("table", &self.table)
+            .field("instance", &self.instance)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 /// Queues lines for the inserting thread.

@@ -355,24 +355,7 @@ fn keyword_pairs(dsn: &str) -> Result<Vec<(String, String)>, DatabaseError> {
 }
 
 fn percent_decode(s: &str) -> Result<String, DatabaseError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| DatabaseError::Invalid(format!("bad percent-encoding in {s:?}")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| DatabaseError::Invalid(format!("{s:?} is not UTF-8 once decoded")))
+    crate::config::dsn::percent_decode(s).map_err(DatabaseError::Invalid)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! Durations are strings with a PostgreSQL unit (`"500ms"`, `"5s"`, `"2min"`), the same form
 //! policy files use for `lock_timeout`; a unit is required so nobody has to guess one.
 
+pub(crate) mod dsn;
 pub(crate) mod duration;
 pub(crate) mod error;
 pub(crate) mod policy;
@@ -246,7 +247,7 @@ impl Upstream {
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let invalid = |reason: &str| ConfigError::Invalid {
             key: "upstream",
-            value: s.to_owned(),
+            value: dsn::redact(s),
             reason: reason.to_owned(),
         };
         let s = s.trim();
@@ -312,6 +313,76 @@ impl Upstream {
             port,
         })
     }
+}
+
+/// The upstream TLS: `--upstream-tls`/`--upstream-tls-ca`, or what the upstream URL says;
+/// both given and different is refused.
+fn upstream_tls_setting(
+    opts: &ServeOptions,
+    upstream: &str,
+) -> Result<
+    (
+        UpstreamTlsMode,
+        Option<std::sync::Arc<rustls::ClientConfig>>,
+    ),
+    ConfigError,
+> {
+    let (url_tls, url_ca) = upstream_url_tls(upstream)?;
+    let mode = match (opts.upstream_tls, url_tls) {
+        (Some(given), Some(url)) if given != url => {
+            return Err(invalid(
+                "upstream_tls",
+                &given.to_string(),
+                &format!(
+                    "the upstream URL says sslmode={url}: give one of them, or the same in both"
+                ),
+            ));
+        }
+        (Some(mode), _) | (None, Some(mode)) => mode,
+        (None, None) => UpstreamTlsMode::default(),
+    };
+    let ca = opts.upstream_tls_ca.clone().or(url_ca);
+    Ok((mode, tls::upstream(mode, ca.as_deref())?))
+}
+
+/// The TLS an upstream URL asks for (`?sslmode=…&sslrootcert=…`): honoured, or refused with
+/// the reason — never dropped. `allow` and `prefer` are refused: ddlgate does not fall back
+/// to plaintext.
+fn upstream_url_tls(
+    upstream: &str,
+) -> Result<(Option<UpstreamTlsMode>, Option<PathBuf>), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "upstream",
+        value: dsn::redact(upstream),
+        reason,
+    };
+    let mut mode = None;
+    let mut ca = None;
+    for (key, value) in dsn::url_parameters(upstream).map_err(invalid)? {
+        match key.as_str() {
+            "sslmode" => {
+                mode = Some(match value.as_str() {
+                    "disable" => UpstreamTlsMode::Disable,
+                    "require" => UpstreamTlsMode::Require,
+                    "verify-ca" => UpstreamTlsMode::VerifyCa,
+                    "verify-full" => UpstreamTlsMode::VerifyFull,
+                    "allow" | "prefer" => {
+                        return Err(invalid(format!(
+                            "sslmode={value} may fall back to plaintext, which ddlgate does not do: say disable or require"
+                        )));
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "sslmode={other:?} is not one of disable, require, verify-ca, verify-full"
+                        )));
+                    }
+                });
+            }
+            "sslrootcert" => ca = Some(PathBuf::from(value)),
+            _ => {}
+        }
+    }
+    Ok((mode, ca))
 }
 
 /// `PGHOST[:PGPORT]`, libpq's defaults, when PGHOST names a TCP host (not a socket directory).
@@ -438,15 +509,13 @@ impl ServeConfig {
             reason: "expected IP:PORT, e.g. 0.0.0.0:6432 or [::]:6432".into(),
         })?;
         let from_pg_env = pg_env_upstream();
-        let upstream = Upstream::parse(
-            opts.upstream
-                .as_deref()
-                .or(from_pg_env.as_deref())
-                .ok_or(ConfigError::Missing {
-                    key: "upstream",
-                    hint: "pass --upstream HOST:PORT (or a postgres:// URL), set DDLGATE_UPSTREAM or PGHOST, or set upstream in the config file",
-                })?,
+        let upstream_text = opts.upstream.as_deref().or(from_pg_env.as_deref()).ok_or(
+            ConfigError::Missing {
+                key: "upstream",
+                hint: "pass --upstream HOST:PORT (or a postgres:// URL), set DDLGATE_UPSTREAM or PGHOST, or set upstream in the config file",
+            },
         )?;
+        let upstream = Upstream::parse(upstream_text)?;
         let client_tls = client_tls_setting(opts)?;
         let require_tls = opts.require_tls.unwrap_or(false);
         if require_tls && client_tls.is_none() {
@@ -455,8 +524,7 @@ impl ServeConfig {
                 hint: "require_tls needs tls_cert and tls_key",
             });
         }
-        let upstream_tls_mode = opts.upstream_tls.unwrap_or_default();
-        let upstream_tls = tls::upstream(upstream_tls_mode, opts.upstream_tls_ca.as_deref())?;
+        let (upstream_tls_mode, upstream_tls) = upstream_tls_setting(opts, upstream_text)?;
         let max_connections = opts.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             return Err(invalid(

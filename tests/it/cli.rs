@@ -177,3 +177,101 @@ fn listen_address_in_use_is_reported() {
         stderr(&o)
     );
 }
+
+/// Arguments, environment and the expected exit code of one run.
+type Run<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32);
+
+/// No command prints a password: `serve --check-config` (upstream URL, audit table DSN as a
+/// URL and as key=value, from flags and from the environment) and its errors. An `sslmode` in
+/// the upstream URL is honoured, or refused with the reason — never dropped.
+#[test]
+fn no_password_is_printed_and_the_url_sslmode_is_honoured() {
+    let runs: [Run<'_>; 6] = [
+        (
+            &[
+                "serve",
+                "--check-config",
+                "--upstream",
+                "postgres://migrator:hunter2@db.internal:5432/app?sslmode=require",
+                "--audit-table-dsn",
+                "postgres://auditor:hunter2@audit.internal/trail",
+            ],
+            &[],
+            0,
+        ),
+        (
+            &["serve", "--check-config", "--upstream", "db.internal"],
+            &[(
+                "DDLGATE_AUDIT_TABLE_DSN",
+                "host=audit.internal user=auditor password='hunter2' dbname=trail",
+            )],
+            0,
+        ),
+        (
+            &[
+                "serve",
+                "--check-config",
+                "--upstream",
+                "postgres://migrator:hunter2@:5432/app",
+            ],
+            &[],
+            2,
+        ),
+        (
+            &[
+                "serve",
+                "--check-config",
+                "--upstream",
+                "postgres://migrator:hunter2@db/app?sslmode=prefer",
+            ],
+            &[],
+            2,
+        ),
+        (
+            &[
+                "serve",
+                "--check-config",
+                "--upstream",
+                "postgres://migrator:hunter2@db/app?sslmode=verify-full",
+                "--upstream-tls",
+                "require",
+            ],
+            &[],
+            2,
+        ),
+        (
+            &[
+                "check",
+                "--database",
+                "postgres://migrator:hunter2@127.0.0.1:1/app?sslmode=disable",
+                "-",
+            ],
+            &[],
+            2,
+        ),
+    ];
+    for (args, env, code) in runs {
+        let o = ddlgate(args, env);
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {out}");
+        assert!(!out.contains("hunter2"), "{args:?}: {out}");
+    }
+    let o = ddlgate(runs[0].0, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("upstream_tls_mode: Require"),
+        "sslmode honoured: {out}"
+    );
+    let o = ddlgate(runs[3].0, &[]);
+    assert!(
+        stderr(&o).contains("sslmode=prefer may fall back to plaintext"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ddlgate(runs[4].0, &[]);
+    assert!(
+        stderr(&o).contains("the upstream URL says sslmode=verify-full"),
+        "{}",
+        stderr(&o)
+    );
+}
