@@ -360,3 +360,37 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod readme_tests {
+    /// README's numbers come from the code: the rule count, and one metrics port everywhere
+    /// the docs and the container image name one.
+    #[test]
+    fn readme_numbers_match_the_code() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let count = crate::analysis::RuleId::ALL.len();
+        assert!(
+            readme.contains(&format!("{count} rules ([docs/rules.md](docs/rules.md))")),
+            "README must say {count} rules"
+        );
+        let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+        let mut ports = Vec::new();
+        for text in [&readme, &dockerfile] {
+            for marker in ["--metrics-listen 0.0.0.0:", "DDLGATE_METRICS_LISTEN=0.0.0.0:"] {
+                for (at, _) in text.match_indices(marker) {
+                    let port: String = text[at + marker.len()..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    ports.push(port);
+                }
+            }
+        }
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), 1, "one metrics port in README and the image: {ports:?}");
+        assert!(!readme.contains("shared/DESIGN.md"), "no link outside the repository");
+    }
+}
