@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 pub(crate) use record::{Outcome, Record};
 
@@ -75,18 +75,28 @@ pub(crate) struct Auditor {
 }
 
 impl Auditor {
-    /// Starts the writer thread over `sink`, continuing the chain from `resume`.
+    /// Starts the writer thread over `sink`, continuing the chain from `resume`; with an
+    /// `anchor` file, the chain's head is appended to it after each sync.
     pub(crate) fn start(
         sink: Box<dyn Sink>,
         resume: chain::ChainState,
         fsync: Fsync,
         fail_closed: bool,
+        anchor: Option<std::path::PathBuf>,
     ) -> io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let healthy = Arc::new(AtomicBool::new(true));
         let errors = Arc::new(AtomicU64::new(0));
         let queued = Arc::new(AtomicU64::new(0));
+        let run = format!(
+            "{:016x}",
+            getrandom::u64().unwrap_or_else(|_| std::process::id().into())
+        );
+        let anchored = resume.seq;
         let writer = Writer {
+            run,
+            anchor,
+            anchored,
             queued: Arc::clone(&queued),
             sink,
             chain: resume,
@@ -158,6 +168,12 @@ impl Auditor {
 
 /// The writer thread's state.
 struct Writer {
+    /// This process's run id, in every record.
+    run: String,
+    /// Where the chain's head is appended after each sync.
+    anchor: Option<std::path::PathBuf>,
+    /// `seq` of the head last written to the anchor.
+    anchored: u64,
     queued: Arc<AtomicU64>,
     sink: Box<dyn Sink>,
     chain: chain::ChainState,
@@ -243,9 +259,11 @@ impl Writer {
             }
         }
         let _ = self.sync_now();
+        info!(seq = self.chain.seq, hash = %self.chain.prev, run = %self.run, "audit chain head at shutdown");
     }
 
     fn write(&mut self, mut record: Record) -> io::Result<()> {
+        record.run.clone_from(&self.run);
         let line = self.chain.seal(&mut record)?;
         match self.sink.write_line(&line) {
             Ok(()) => {
@@ -272,7 +290,49 @@ impl Writer {
             self.errors.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, sink = %self.sink.describe(), "audit log could not be synced");
             format!("cannot sync the audit log {}: {e}", self.sink.describe())
-        })
+        })?;
+        self.write_anchor()
+    }
+
+    /// Appends the chain's head (seq, hash of the last line, run, time) to the anchor file,
+    /// when it moved: what `audit verify --anchor` compares the trail's end with.
+    fn write_anchor(&mut self) -> Result<(), String> {
+        let Some(path) = &self.anchor else {
+            return Ok(());
+        };
+        if self.chain.seq == self.anchored {
+            return Ok(());
+        }
+        let line = format!(
+            "{{\"seq\":{},\"hash\":\"{}\",\"run\":\"{}\",\"ts\":\"{}\"}}\n",
+            self.chain.seq,
+            self.chain.prev,
+            self.run,
+            record::now()
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| {
+                f.write_all(line.as_bytes())?;
+                f.sync_data()
+            });
+        match written {
+            Ok(()) => {
+                self.anchored = self.chain.seq;
+                Ok(())
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, anchor = %path.display(), "audit anchor could not be written");
+                Err(format!(
+                    "cannot write the audit anchor {}: {e}",
+                    path.display()
+                ))
+            }
+        }
     }
 }
 

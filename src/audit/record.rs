@@ -123,6 +123,11 @@ pub struct Record {
     pub seq: u64,
     /// When it happened, RFC 3339 in UTC.
     pub ts: String,
+    /// Which ddlgate process wrote it (random, per start): a trail written to standard output
+    /// starts a new chain at each start, and `audit verify` tells those runs apart by it.
+    /// Absent in records written before the field existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run: String,
     /// See [`event`].
     pub event: String,
     /// ddlgate's session number (in its logs too).
@@ -196,6 +201,7 @@ impl Record {
         Self {
             seq: 0,
             ts: now(),
+            run: String::new(),
             event: event.to_owned(),
             session,
             client: String::new(),

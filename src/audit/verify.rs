@@ -11,9 +11,19 @@
 //! - the first record of the first file has `seq` 1 but `prev` is not the genesis value:
 //!   **edited**.
 //!
+//! - the trail does not start at seq 1 (with `prev` 64 zeros): records were cut from its
+//!   **head** — unless the caller says where it is meant to start (`--from-seq`, `--after`:
+//!   older rotated files removed on purpose);
+//! - an anchor (`serve --audit-anchor`) names a head the trail does not reach, or whose hash
+//!   differs: records were cut from its **tail** (or the end was rewritten).
+//!
+//! A trail written to standard output starts a new chain (seq 1, `prev` zeros) each time
+//! ddlgate starts; records carry the process's `run` id, so joined logs of several runs verify
+//! run by run instead of reporting an insertion at each restart.
+//!
 //! A chain is only as strong as its anchor: whoever can rewrite every line from some point on
-//! can make a consistent chain, and lines removed from the end of the newest file leave no
-//! trace in it. Ship the trail off the machine (stdout sink, Postgres table) and compare.
+//! can make a consistent chain. Keep the anchor file (or the Postgres-table copy, or the log
+//! shipper's copy of stdout) where the trail's writer cannot rewrite it, and compare.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +43,54 @@ pub(crate) struct Broken {
     pub detail: String,
 }
 
+/// Where the trail is expected to start and end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Expect {
+    /// The `seq` of the first record (default 1).
+    pub from_seq: Option<u64>,
+    /// The `prev` of the first record (the hash of the last record before it).
+    pub after: Option<String>,
+    /// The head an anchor recorded last: `seq`, hash, `run`.
+    pub anchor: Option<Anchor>,
+}
+
+/// A chain head written to an anchor file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Anchor {
+    /// `seq` of the head.
+    pub seq: u64,
+    /// SHA-256 of its line.
+    pub hash: String,
+    /// The run that wrote it.
+    pub run: String,
+}
+
+/// The last head recorded in an anchor file (one JSON object per line).
+pub(crate) fn read_anchor(path: &Path) -> Result<Anchor, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the anchor {}: {e}", path.display()))?;
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| format!("the anchor {} is empty", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(last)
+        .map_err(|e| format!("the anchor {}'s last line is not JSON: {e}", path.display()))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    Ok(Anchor {
+        seq: v
+            .get("seq")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("the anchor {} has no seq", path.display()))?,
+        hash: field("hash").ok_or_else(|| format!("the anchor {} has no hash", path.display()))?,
+        run: field("run").unwrap_or_default(),
+    })
+}
+
 /// What an intact chain holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Summary {
@@ -44,18 +102,39 @@ pub(crate) struct Summary {
     pub last_seq: Option<u64>,
     /// Files read.
     pub files: usize,
+    /// Chains in the trail: more than one when runs that each started their own chain
+    /// (standard output) were joined.
+    pub runs: usize,
+    /// The anchor's head was found in the trail with its hash.
+    pub anchored: bool,
 }
 
 /// Checks the chain through `paths` in order.
+#[cfg(test)]
 pub(crate) fn verify(paths: &[PathBuf]) -> Result<Result<Summary, Broken>, std::io::Error> {
+    verify_expecting(paths, &Expect::default())
+}
+
+/// Checks the chain through `paths` in order, against where it is expected to start and end.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over the lines; each check names its finding"
+)]
+pub(crate) fn verify_expecting(
+    paths: &[PathBuf],
+    expect: &Expect,
+) -> Result<Result<Summary, Broken>, std::io::Error> {
     let mut summary = Summary {
         records: 0,
         first_seq: None,
         last_seq: None,
         files: 0,
+        runs: 0,
+        anchored: false,
     };
-    // The previous line's seq and hash, and where it was.
-    let mut previous: Option<(u64, String, PathBuf, usize)> = None;
+    // The previous line's seq, hash and run, and where it was.
+    let mut previous: Option<(u64, String, String, PathBuf, usize)> = None;
+    let mut last_place: Option<(PathBuf, usize)> = None;
     for path in paths {
         let bytes = std::fs::read(path)?;
         summary.files += 1;
@@ -74,7 +153,7 @@ pub(crate) fn verify(paths: &[PathBuf]) -> Result<Result<Summary, Broken>, std::
                 detail,
             };
             let last_without_newline = number == count && !ends_with_newline;
-            let Some((seq, prev)) = parse(line) else {
+            let Some((seq, prev, run)) = parse(line) else {
                 return Ok(Err(if last_without_newline {
                     broken(
                         "truncated",
@@ -87,16 +166,48 @@ pub(crate) fn verify(paths: &[PathBuf]) -> Result<Result<Summary, Broken>, std::
                     )
                 }));
             };
+            // A run that started its own chain (standard output) after another one.
+            let new_run = previous.as_ref().is_some_and(|(_, _, last_run, ..)| {
+                seq == 1 && prev == GENESIS && *last_run != run
+            });
+            if new_run {
+                previous = None;
+            }
             match &previous {
+                None if summary.runs > 0 || new_run => {
+                    summary.runs += 1;
+                }
                 None => {
-                    if seq == 1 && prev != GENESIS {
+                    summary.runs += 1;
+                    let from = expect.from_seq.unwrap_or(1);
+                    if seq != from {
                         return Ok(Err(broken(
-                            "edited",
-                            "the first record of the trail must have prev = 64 zeros".to_owned(),
+                            "truncated",
+                            format!(
+                                "the trail starts at seq {seq} (prev {prev}), not at seq {from}: the records before it are missing (if older files were removed on purpose, verify with --from-seq {seq} --after {prev})"
+                            ),
                         )));
                     }
+                    match expect.after.as_deref() {
+                        Some(after) if prev != after => {
+                            return Ok(Err(broken(
+                                "truncated",
+                                format!(
+                                    "the first record's prev is {prev}, not {after}: the trail does not continue the one expected"
+                                ),
+                            )));
+                        }
+                        None if from == 1 && prev != GENESIS => {
+                            return Ok(Err(broken(
+                                "edited",
+                                "the first record of the trail must have prev = 64 zeros"
+                                    .to_owned(),
+                            )));
+                        }
+                        _ => {}
+                    }
                 }
-                Some((last_seq, last_hash, last_path, last_line)) => {
+                Some((last_seq, last_hash, _, last_path, last_line)) => {
                     let expected = last_seq.saturating_add(1);
                     if seq > expected {
                         return Ok(Err(broken(
@@ -136,18 +247,59 @@ pub(crate) fn verify(paths: &[PathBuf]) -> Result<Result<Summary, Broken>, std::
             summary.records += 1;
             summary.first_seq.get_or_insert(seq);
             summary.last_seq = Some(seq);
-            previous = Some((seq, hash(line), path.clone(), number));
+            let line_hash = hash(line);
+            if let Some(anchor) = &expect.anchor
+                && anchor.seq == seq
+                && (anchor.run.is_empty() || run.is_empty() || anchor.run == run)
+            {
+                if anchor.hash != line_hash {
+                    return Ok(Err(broken(
+                        "edited",
+                        format!(
+                            "the anchor recorded seq {seq} with hash {}, this line's is {line_hash}",
+                            anchor.hash
+                        ),
+                    )));
+                }
+                summary.anchored = true;
+            }
+            previous = Some((seq, line_hash, run, path.clone(), number));
+            last_place = Some((path.clone(), number));
         }
+    }
+    if let Some(anchor) = &expect.anchor
+        && !summary.anchored
+    {
+        let (path, line) =
+            last_place.unwrap_or_else(|| (paths.first().cloned().unwrap_or_default(), 0));
+        return Ok(Err(Broken {
+            path,
+            line,
+            kind: "truncated",
+            detail: format!(
+                "the anchor recorded seq {} (hash {}), which the trail does not reach: it ends at seq {}; records were cut from its end",
+                anchor.seq,
+                anchor.hash,
+                summary
+                    .last_seq
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string())
+            ),
+        }));
     }
     Ok(Ok(summary))
 }
 
-/// `seq` and `prev` of a line, if it is a record.
-fn parse(line: &[u8]) -> Option<(u64, String)> {
+/// `seq`, `prev` and `run` of a line, if it is a record.
+fn parse(line: &[u8]) -> Option<(u64, String, String)> {
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let seq = value.get("seq")?.as_u64()?;
     let prev = value.get("prev")?.as_str()?.to_owned();
-    (prev.len() == 64).then_some((seq, prev))
+    let run = value
+        .get("run")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    (prev.len() == 64).then_some((seq, prev, run))
 }
 
 /// The files of a trail in chain order: for a directory or the current file's path, its
@@ -194,6 +346,100 @@ mod tests {
 
     fn write(path: &Path, lines: &[String]) {
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    /// Lines of one chain written by a process with `run` id (as on standard output).
+    fn run_lines(run: &str, n: usize) -> Vec<String> {
+        let mut chain = ChainState::default();
+        (0..n)
+            .map(|i| {
+                let mut r = Record::new(event::STATEMENT, 1);
+                r.run = run.to_owned();
+                r.sql = Some(format!("ALTER TABLE r{i} ADD COLUMN c int"));
+                let line = chain.seal(&mut r).unwrap();
+                chain.advance(&line, r.seq);
+                String::from_utf8(line).unwrap()
+            })
+            .collect()
+    }
+
+    /// Records cut from the head: reported, with the options that accept it when it was on
+    /// purpose; those options checked in turn.
+    #[test]
+    fn a_trail_cut_at_the_head_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = trail(dir.path(), 6, None);
+        let all = lines(&files[0]);
+        write(&files[0], &all[3..]);
+        let broken = verify(&files).unwrap().unwrap_err();
+        assert_eq!((broken.line, broken.kind), (1, "truncated"));
+        assert!(broken.detail.contains("starts at seq 4"), "{broken}");
+        assert!(broken.detail.contains("--from-seq 4 --after"), "{broken}");
+        let prev_of_4 = crate::audit::chain::hash(all[2].as_bytes());
+        let expect = Expect {
+            from_seq: Some(4),
+            after: Some(prev_of_4),
+            anchor: None,
+        };
+        let summary = verify_expecting(&files, &expect).unwrap().unwrap();
+        assert_eq!((summary.first_seq, summary.last_seq), (Some(4), Some(6)));
+        let wrong = Expect {
+            from_seq: Some(4),
+            after: Some("f".repeat(64)),
+            anchor: None,
+        };
+        assert_eq!(
+            verify_expecting(&files, &wrong).unwrap().unwrap_err().kind,
+            "truncated"
+        );
+    }
+
+    /// An anchor names the head: a trail that stops short of it, or reaches it with another
+    /// line, is reported; the whole trail verifies with it.
+    #[test]
+    fn a_trail_cut_at_the_tail_is_found_by_its_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = trail(dir.path(), 6, None);
+        let all = lines(&files[0]);
+        let anchor_path = dir.path().join("anchor.jsonl");
+        std::fs::write(
+            &anchor_path,
+            format!(
+                "{{\"seq\":5,\"hash\":\"x\"}}\n{{\"seq\":6,\"hash\":\"{}\",\"run\":\"\"}}\n",
+                crate::audit::chain::hash(all[5].as_bytes())
+            ),
+        )
+        .unwrap();
+        let expect = Expect {
+            anchor: Some(read_anchor(&anchor_path).unwrap()),
+            ..Expect::default()
+        };
+        assert!(verify_expecting(&files, &expect).unwrap().unwrap().anchored);
+        write(&files[0], &all[..4]);
+        let broken = verify_expecting(&files, &expect).unwrap().unwrap_err();
+        assert_eq!(broken.kind, "truncated");
+        assert!(broken.detail.contains("ends at seq 4"), "{broken}");
+        assert!(
+            verify(&files).unwrap().is_ok(),
+            "without the anchor nothing shows"
+        );
+    }
+
+    /// Standard-output chains of several runs, joined: each run verifies on its own; the same
+    /// run starting over is an insertion.
+    #[test]
+    fn joined_runs_verify_run_by_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("joined.jsonl");
+        let mut joined = run_lines("aaaa", 3);
+        joined.extend(run_lines("bbbb", 2));
+        write(&path, &joined);
+        let summary = verify(std::slice::from_ref(&path)).unwrap().unwrap();
+        assert_eq!((summary.records, summary.runs), (5, 2));
+        let mut same = run_lines("aaaa", 3);
+        same.extend(run_lines("aaaa", 2));
+        write(&path, &same);
+        assert_eq!(verify(&[path]).unwrap().unwrap_err().kind, "inserted");
     }
 
     #[test]

@@ -378,7 +378,10 @@ mod readme_tests {
         let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
         let mut ports = Vec::new();
         for text in [&readme, &dockerfile] {
-            for marker in ["--metrics-listen 0.0.0.0:", "DDLGATE_METRICS_LISTEN=0.0.0.0:"] {
+            for marker in [
+                "--metrics-listen 0.0.0.0:",
+                "DDLGATE_METRICS_LISTEN=0.0.0.0:",
+            ] {
                 for (at, _) in text.match_indices(marker) {
                     let port: String = text[at + marker.len()..]
                         .chars()
@@ -390,7 +393,14 @@ mod readme_tests {
         }
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 1, "one metrics port in README and the image: {ports:?}");
-        assert!(!readme.contains("shared/DESIGN.md"), "no link outside the repository");
+        assert_eq!(
+            ports.len(),
+            1,
+            "one metrics port in README and the image: {ports:?}"
+        );
+        assert!(
+            !readme.contains("shared/DESIGN.md"),
+            "no link outside the repository"
+        );
     }
 }

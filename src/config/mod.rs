@@ -170,6 +170,12 @@ pub struct ServeOptions {
     #[arg(long, env = "DDLGATE_AUDIT_TABLE_QUEUE", value_name = "N")]
     pub audit_table_queue: Option<usize>,
 
+    /// Append the audit chain's head (seq and hash) to this file after each sync, for
+    /// `ddlgate audit verify --anchor` (keep it where the trail's writer cannot rewrite it:
+    /// another volume, append-only)
+    #[arg(long, env = "DDLGATE_AUDIT_ANCHOR", value_name = "PATH")]
+    pub audit_anchor: Option<PathBuf>,
+
     /// Refuse DDL when its audit record cannot be written [default: false]
     #[arg(long, env = "DDLGATE_AUDIT_FAIL_CLOSED", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
@@ -214,6 +220,7 @@ impl ServeOptions {
             audit_rotate_bytes: self.audit_rotate_bytes.or(lower.audit_rotate_bytes),
             audit_rotate_interval: self.audit_rotate_interval.or(lower.audit_rotate_interval),
             audit_fail_closed: self.audit_fail_closed.or(lower.audit_fail_closed),
+            audit_anchor: self.audit_anchor.or(lower.audit_anchor),
             audit_table_dsn: self.audit_table_dsn.or(lower.audit_table_dsn),
             audit_table: self.audit_table.or(lower.audit_table),
             audit_instance: self.audit_instance.or(lower.audit_instance),
@@ -455,6 +462,8 @@ pub struct AuditConfig {
     pub rotate_after: Option<Duration>,
     /// Refuse DDL when its record cannot be written.
     pub fail_closed: bool,
+    /// Where the chain's head is appended after each sync.
+    pub anchor: Option<PathBuf>,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -730,6 +739,7 @@ fn audit_setting(opts: &ServeOptions) -> Result<Option<AuditConfig>, ConfigError
         rotate_bytes: opts.audit_rotate_bytes,
         rotate_after,
         fail_closed: opts.audit_fail_closed.unwrap_or(false),
+        anchor: opts.audit_anchor.clone(),
     }))
 }
 

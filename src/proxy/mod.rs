@@ -327,6 +327,7 @@ fn open_audit(audit: &AuditConfig) -> Result<Auditor, String> {
         chain.unwrap_or_default(),
         audit.fsync,
         audit.fail_closed,
+        audit.anchor.clone(),
     )
     .map_err(|e| format!("cannot start the audit writer: {e}"))
 }

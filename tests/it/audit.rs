@@ -615,3 +615,85 @@ async fn a_multi_step_rewrite_is_one_record_with_its_steps() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The anchor file (`--audit-anchor`) records the chain's head after each sync: `audit verify
+/// --anchor` accepts the whole trail and reports one cut at its end, which the chain alone
+/// cannot show; a trail cut at its head is reported without options, and accepted with the
+/// `--from-seq`/`--after` the report names. Every record names its run.
+#[tokio::test]
+async fn anchors_and_expected_starts_find_a_trail_cut_at_either_end() {
+    let pg = PgServer::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let anchor = dir.path().join("anchor.jsonl");
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.audit_log = Some(log.clone());
+        o.audit_anchor = Some(anchor.clone());
+    })
+    .await;
+    setup(
+        pg,
+        "DROP TABLE IF EXISTS au_anchor; CREATE TABLE au_anchor (id int)",
+    )
+    .await;
+    let client = proxy.connect(SUPERUSER).await;
+    for c in ["a", "b", "c"] {
+        client
+            .batch_execute(&format!("ALTER TABLE au_anchor ADD COLUMN {c} int"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    proxy.drain_and_wait().await;
+    let records = crate::support::audit_records(&log);
+    let run = records[0]["run"].as_str().unwrap().to_owned();
+    assert_eq!(run.len(), 16, "{run}");
+    assert!(records.iter().all(|r| r["run"] == run.as_str()));
+
+    let verify_with = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ddlgate"))
+            .args(["audit", "verify"])
+            .args(extra)
+            .arg(&log)
+            .output()
+            .unwrap()
+    };
+    let anchor_arg = anchor.to_str().unwrap().to_owned();
+    let o = verify_with(&["--anchor", &anchor_arg]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("the anchor's head reached"), "{out}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // The tail cut: the chain alone still verifies, the anchor does not.
+    std::fs::write(&log, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    assert_eq!(verify_with(&[]).status.code(), Some(0));
+    let o = verify_with(&["--anchor", &anchor_arg]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("truncated") && out.contains("does not reach"),
+        "{out}"
+    );
+
+    // The head cut.
+    std::fs::write(&log, lines[2..].join("\n") + "\n").unwrap();
+    let o = verify_with(&[]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("starts at seq 3"), "{out}");
+    let hint = out
+        .split("verify with ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(")\n");
+    let args: Vec<&str> = hint.split_whitespace().collect();
+    let o = verify_with(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
