@@ -24,6 +24,7 @@ use crate::enforce::{self, Plan, Situation, StatementDecision};
 
 use super::database;
 use super::report::{Diagnostic, Format, Level, SourceText, Summary, render};
+use super::tools::{self, Tool};
 
 /// Options of `ddlgate check`.
 #[derive(Debug, clap::Args)]
@@ -59,9 +60,20 @@ pub(crate) struct CheckArgs {
     /// query string: sqlx, dbmate, diesel, golang-migrate), `transaction` (the file inside one
     /// transaction: Rails, Django, knex, Flyway, Alembic, Prisma). What runs inside a
     /// transaction or a multi-statement string cannot be rewritten to CONCURRENTLY, so the
-    /// verdicts differ; the default is the strictest.
-    #[arg(long, value_enum, default_value = "transaction")]
-    pub send: Send,
+    /// verdicts differ [default: as --tool says, else transaction, the strictest]
+    #[arg(long, value_enum)]
+    pub send: Option<Send>,
+
+    /// The migration tool that runs the files: which files and sections run when migrating
+    /// up, and how each is sent (its markers, such as sqlx's `-- no-transaction` and dbmate's
+    /// `transaction:false`, are read)
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub tool: Option<Tool>,
+
+    /// Judge with this profile of the policy (as the proxy does for the connections it
+    /// matches) instead of the policy's top-level settings
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
@@ -97,21 +109,8 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
         Some(path) => Policy::load(path)?,
         None => Policy::builtin_default(),
     };
-    let rules: Vec<RuleId> = if args.enable_all {
-        RuleId::ALL.to_vec()
-    } else {
-        policy.enabled_rules()
-    };
-    let engine = Engine::new(rules);
-    // The proxy's settings, with the rules --enable-all adds at their catalog default action.
-    let mut settings = policy.base.clone();
-    if args.enable_all {
-        for rule in RuleId::ALL {
-            if settings.action(*rule) == Action::Allow {
-                settings.set_action(*rule, rule.meta().default_action.into());
-            }
-        }
-    }
+    let settings = settings_of(&policy, args)?;
+    let engine = Engine::new(settings.enabled_rules());
 
     let mut inputs = Vec::new();
     let mut walk_errors = Vec::new();
@@ -140,9 +139,26 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
                 continue;
             }
         };
+        if args.tool.is_some_and(|t| !t.runs(&input.name)) {
+            summary.files -= 1;
+            continue;
+        }
         ctx.next_script();
         let source = SourceText::new(text);
-        for (report, decision) in judge(&engine, &settings, text, &mut ctx, args.send) {
+        let (checked, send) = match args.tool {
+            Some(tool) => {
+                let delivery = tool.delivery(text);
+                (
+                    std::borrow::Cow::Owned(tools::only(text, &delivery.part)),
+                    args.send.unwrap_or(delivery.send),
+                )
+            }
+            None => (
+                std::borrow::Cow::Borrowed(text.as_str()),
+                args.send.unwrap_or(Send::Transaction),
+            ),
+        };
+        for (report, decision) in judge(&engine, &settings, &checked, &mut ctx, send) {
             diagnose(
                 &input.name,
                 &source,
@@ -170,6 +186,38 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
     } else {
         u8::from(summary.errors > 0)
     })
+}
+
+/// The proxy's settings for the checked files: the policy's top level or the named profile,
+/// with the rules `--enable-all` adds at their catalog default action.
+fn settings_of(policy: &Policy, args: &CheckArgs) -> anyhow::Result<Settings> {
+    let mut settings = match &args.profile {
+        None => policy.base.clone(),
+        Some(name) => policy
+            .profiles
+            .iter()
+            .find(|p| p.name == *name)
+            .map(|p| p.settings.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the policy has no profile named {name:?} (it has: {})",
+                    policy
+                        .profiles
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+    };
+    if args.enable_all {
+        for rule in RuleId::ALL {
+            if settings.action(*rule) == Action::Allow {
+                settings.set_action(*rule, rule.meta().default_action.into());
+            }
+        }
+    }
+    Ok(settings)
 }
 
 /// Each statement's findings and the proxy's decision about it, the file sent as `send` says:

@@ -9,6 +9,7 @@ pub(crate) mod database;
 pub(crate) mod explain;
 pub(crate) mod report;
 pub(crate) mod rules;
+pub(crate) mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -478,3 +478,72 @@ fn sarif_output_is_valid_sarif_2_1_0() {
     ));
     assert_eq!(run["invocations"][0]["executionSuccessful"], false);
 }
+
+/// `--tool` reads what the tool runs and how: dbmate's up section and `transaction:false`,
+/// golang-migrate's up files as query strings (down files are not run), sqlx's
+/// `-- no-transaction`; `--profile` judges with a profile of the policy.
+#[test]
+fn tools_and_profiles_decide_what_is_checked_and_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |sub: &str, name: &str, text: &str| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), text).unwrap();
+        d.to_str().unwrap().to_owned()
+    };
+    let dbmate = write(
+        "dbmate",
+        "1_index.sql",
+        "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t (a);\n\n-- migrate:down transaction:false\nDROP INDEX CONCURRENTLY i;\nDROP TABLE t;\n",
+    );
+    let golang = write("golang", "1_index.up.sql", "CREATE INDEX i ON t (a);\n");
+    write("golang", "1_index.down.sql", "DROP TABLE t;\n");
+    let sqlx = write(
+        "sqlx",
+        "1_index.sql",
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n",
+    );
+    let code = |args: &[&str]| ddlgate(args, None).status.code();
+    assert_eq!(code(&["check", "--tool", "dbmate", &dbmate]), Some(0));
+    assert_eq!(
+        code(&["check", &dbmate]),
+        Some(1),
+        "CONCURRENTLY in a transaction"
+    );
+    let o = ddlgate(&["check", "--tool", "golang-migrate", &golang], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("in 1 file checked"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("warning[create-index-nonconcurrent]"),
+        "rewritten alone"
+    );
+    assert_eq!(code(&["check", "--tool", "sqlx", &sqlx]), Some(0));
+    assert_eq!(code(&["check", &sqlx]), Some(1));
+
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[profiles]]\nname = \"observers\"\nusers = [\"observer\"]\n[profiles.rules]\nrename-column = \"warn\"\n",
+    )
+    .unwrap();
+    let rename = write("rename", "1.sql", "ALTER TABLE t RENAME COLUMN a TO b;\n");
+    let policy = policy.to_str().unwrap();
+    assert_eq!(code(&["check", "--policy", policy, &rename]), Some(1));
+    assert_eq!(
+        code(&[
+            "check",
+            "--policy",
+            policy,
+            "--profile",
+            "observers",
+            &rename
+        ]),
+        Some(0)
+    );
+    let o = ddlgate(
+        &["check", "--policy", policy, "--profile", "nobody", &rename],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no profile named \"nobody\""));
+}
