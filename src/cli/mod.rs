@@ -145,6 +145,40 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Whether ddlgate can append to the audit log at `path` (standard output always): the file
+/// opened for appending when it exists (nothing written), else a file created and removed
+/// beside it.
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("the audit log {} is not writable", path.display()))?;
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".ddlgate-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| {
+            format!(
+                "the audit log {} cannot be created: its directory {} is not writable",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let from_file = match &args.config {
         Some(path) => ServeOptions::from_file(path)?,
@@ -157,7 +191,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             reason = "--check-config prints the configuration"
         )]
         {
-            println!("configuration is valid: {config:#?}");
+            print!("{}", config.effective());
+        }
+        if let Some(path) = config.audit.as_ref().and_then(|a| a.path.as_ref()) {
+            check_writable(path)?;
+        }
+        #[expect(
+            clippy::print_stdout,
+            reason = "--check-config prints the configuration"
+        )]
+        {
+            println!("# configuration is valid");
         }
         return Ok(());
     }

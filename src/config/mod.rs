@@ -15,6 +15,7 @@ pub(crate) mod error;
 pub(crate) mod policy;
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -464,6 +465,75 @@ pub struct AuditConfig {
     pub fail_closed: bool,
     /// Where the chain's head is appended after each sync.
     pub anchor: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// The effective configuration, one `key = value` per line with the config file's keys
+    /// (passwords shown as `***`): what `serve --check-config` prints.
+    pub fn effective(&self) -> String {
+        let d = |d: Duration| format!("\"{}\"", duration::format_duration(d));
+        let q = |s: &str| format!("{s:?}");
+        let mut lines = vec![
+            ("listen", q(&self.listen.to_string())),
+            ("upstream", q(&self.upstream.to_string())),
+            ("upstream_tls", q(&self.upstream_tls_mode.to_string())),
+            (
+                "client_tls",
+                q(if self.client_tls.is_some() {
+                    "offered (tls_cert, tls_key)"
+                } else {
+                    "off"
+                }),
+            ),
+            ("require_tls", self.require_tls.to_string()),
+            ("max_connections", self.max_connections.to_string()),
+            ("max_message_bytes", self.max_message_bytes.to_string()),
+            ("connect_timeout", d(self.connect_timeout)),
+            ("startup_timeout", d(self.startup_timeout)),
+            ("shutdown_timeout", d(self.shutdown_timeout)),
+            (
+                "tcp_keepalive",
+                d(self.tcp_keepalive.unwrap_or(Duration::ZERO)),
+            ),
+            ("worker_threads", self.worker_threads.to_string()),
+            ("policy", q(&self.policy.describe())),
+            (
+                "metrics_listen",
+                self.metrics_listen
+                    .map_or_else(|| q("off"), |a| q(&a.to_string())),
+            ),
+        ];
+        match &self.audit {
+            None => lines.push(("audit_log", q("off"))),
+            Some(a) => {
+                if let Some(path) = &a.path {
+                    lines.push(("audit_log", q(&path.display().to_string())));
+                }
+                lines.push(("audit_fsync", q(&format!("{:?}", a.fsync).to_lowercase())));
+                if let Some(bytes) = a.rotate_bytes {
+                    lines.push(("audit_rotate_bytes", bytes.to_string()));
+                }
+                if let Some(after) = a.rotate_after {
+                    lines.push(("audit_rotate_interval", d(after)));
+                }
+                if let Some(t) = &a.table {
+                    lines.push(("audit_table_dsn", q(&dsn::redact(&t.dsn))));
+                    lines.push(("audit_table", q(&t.table)));
+                    lines.push(("audit_instance", q(&t.instance)));
+                    lines.push(("audit_table_queue", t.queue.to_string()));
+                }
+                if let Some(anchor) = &a.anchor {
+                    lines.push(("audit_anchor", q(&anchor.display().to_string())));
+                }
+                lines.push(("audit_fail_closed", a.fail_closed.to_string()));
+            }
+        }
+        let mut out = String::new();
+        for (key, value) in lines {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+        out
+    }
 }
 
 impl fmt::Debug for ServeConfig {

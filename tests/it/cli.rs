@@ -45,8 +45,8 @@ fn upstream_from_a_url_or_pghost() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("host: \"db.internal\""), "{out}");
-    assert!(out.contains("port: 7000"), "{out}");
+    assert!(out.contains("upstream = \"db.internal:7000\""), "{out}");
+    assert!(out.contains("# configuration is valid"), "{out}");
     assert!(!out.contains("secret"), "{out}");
 
     let o = ddlgate(
@@ -55,8 +55,7 @@ fn upstream_from_a_url_or_pghost() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("host: \"pg.internal\""), "{out}");
-    assert!(out.contains("port: 6543"), "{out}");
+    assert!(out.contains("upstream = \"pg.internal:6543\""), "{out}");
 
     let o = ddlgate(
         &[
@@ -119,9 +118,9 @@ fn flags_beat_environment_beat_file() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("host: \"env-host\""), "{out}");
-    assert!(out.contains("max_connections: 33"), "{out}");
-    assert!(out.contains("connect_timeout: 9s"), "{out}");
+    assert!(out.contains("upstream = \"env-host:2\""), "{out}");
+    assert!(out.contains("max_connections = 33"), "{out}");
+    assert!(out.contains("connect_timeout = \"9s\""), "{out}");
 }
 
 /// A bad duration and a certificate file that does not exist are each one clear sentence.
@@ -259,7 +258,7 @@ fn no_password_is_printed_and_the_url_sslmode_is_honoured() {
     let o = ddlgate(runs[0].0, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("upstream_tls_mode: Require"),
+        out.contains("upstream_tls = \"require\""),
         "sslmode honoured: {out}"
     );
     let o = ddlgate(runs[3].0, &[]);
@@ -274,4 +273,40 @@ fn no_password_is_printed_and_the_url_sslmode_is_honoured() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `--check-config` checks that the audit log can be written: a directory that does not exist
+/// is one sentence and exit code 2, and nothing is created where it can be.
+#[test]
+fn check_config_checks_that_the_audit_log_is_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope/audit.jsonl");
+    let o = ddlgate(
+        &[
+            "serve",
+            "--check-config",
+            "--upstream",
+            "db",
+            "--audit-log",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be created"), "{}", stderr(&o));
+    let fine = dir.path().join("audit.jsonl");
+    let o = ddlgate(
+        &[
+            "serve",
+            "--check-config",
+            "--upstream",
+            "db",
+            "--audit-log",
+            fine.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!fine.exists(), "nothing is created by a check");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
