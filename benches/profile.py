@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Where a proxy's time goes, without hardware counters: ddlgate and pgbouncer side by side.
+
+Starts the throwaway cluster, ddlgate (release build, default policy) and pgbouncer (session
+mode) of benches/pgbench.py, and for each cell (pgbench select-only and TPC-B; simple,
+extended, prepared protocol; --clients) measures each proxy three ways, in the same run:
+
+  * user-space instructions per transaction: the proxy runs under `valgrind --tool=callgrind`;
+    its counters are zeroed (`callgrind_control -z`) after a warm-up, pgbench runs a fixed
+    number of transactions (-t), and the counters are dumped (`callgrind_control -d`): the
+    instructions of exactly those transactions, repeatable to the instruction;
+  * system calls per transaction: `strace -c -f` attached to every thread of the (unprofiled)
+    proxy during a fixed-count run;
+  * CPU time per transaction (user + system, from /proc/PID/stat) over a timed run.
+
+Usage: benches/profile.py [--transactions N] [--profiled-transactions N] [--clients 1,8]
+       [--cells RE]
+Needs: valgrind, strace, pgbouncer, PostgreSQL server binaries and pgbench, cargo.
+"""
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pgbench import Env, cpu_ticks, free_port, wait_port  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pgbench(port, workload, mode, clients, transactions):
+    argv = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-M", mode,
+            "-c", str(clients), "-j", str(min(clients, 2)), "-t", str(transactions)]
+    if workload == "select":
+        argv.append("-S")
+    argv.append("bench")
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"pgbench failed on port {port}: {out.stderr.strip()}")
+    done = int(re.search(r"number of transactions actually processed: (\d+)", out.stdout).group(1))
+    return done
+
+
+def threads(pid):
+    return [int(os.path.basename(t)) for t in glob.glob(f"/proc/{pid}/task/*")]
+
+
+def syscalls_per_tx(env, pid, port, cell, transactions):
+    """strace -c over every thread of `pid` during `transactions` transactions."""
+    out = os.path.join(env.dir, f"strace-{pid}.txt")
+    argv = ["strace", "-c", "-f", "-U", "calls,name", "-o", out]
+    for tid in threads(pid):
+        argv += ["-p", str(tid)]
+    tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    done = pgbench(port, *cell, transactions)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    with open(out) as f:
+        text = f.read()
+    total = re.search(r"^\s*(\d+)\s+total\s*$", text, re.M)
+    if not total:
+        raise RuntimeError(f"no strace total in {out}:\n{text}")
+    return int(total.group(1)) / done
+
+
+def cpu_per_tx(pid, port, cell, transactions):
+    before = cpu_ticks(pid)
+    done = pgbench(port, *cell, transactions)
+    ticks = cpu_ticks(pid) - before
+    return ticks / os.sysconf("SC_CLK_TCK") * 1e6 / done
+
+
+def callgrind_proxy(env, name, argv, port):
+    """Starts a proxy under callgrind; returns the process and its output file prefix."""
+    prefix = os.path.join(env.dir, f"callgrind-{name}")
+    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}.%p",
+          "--dump-instr=no", "--collect-atstart=yes"]
+    proc = env.spawn(env.prefix + vg + argv if name == "pgbouncer" else vg + argv,
+                     f"valgrind-{name}.log", env={**os.environ, "DDLGATE_LOG": "warn"})
+    wait_port(port, timeout=60)
+    return proc, prefix
+
+
+def instructions_per_tx(proc, prefix, port, cell, warmup, transactions, as_user=()):
+    """`as_user`: the prefix the proxy runs under (callgrind_control must be its user)."""
+    control = list(as_user) + ["callgrind_control"]
+    pgbench(port, *cell, warmup)
+    subprocess.run(control + ["-z", str(proc.pid)], check=True, capture_output=True, timeout=60)
+    done = pgbench(port, *cell, transactions)
+    for old in glob.glob(f"{prefix}.{proc.pid}*"):
+        os.remove(old)
+    subprocess.run(control + ["-d", str(proc.pid)], check=True, capture_output=True, timeout=60)
+    dumps = sorted(glob.glob(f"{prefix}.{proc.pid}*"))
+    total = 0
+    for path in dumps:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"(?:summary|totals):\s+(\d+)", line)
+                if m:
+                    total += int(m.group(1))
+                    break
+    if not dumps or total == 0:
+        raise RuntimeError(f"no callgrind dump for {prefix}.{proc.pid}")
+    return total / done
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--transactions", type=int, default=20000,
+                    help="transactions per strace and CPU run (default 20000)")
+    ap.add_argument("--profiled-transactions", type=int, default=2000,
+                    help="transactions per callgrind run (default 2000)")
+    ap.add_argument("--clients", default="1,8", help="client counts (default 1,8)")
+    ap.add_argument("--cells", help="only cells whose label matches this regex")
+    args = ap.parse_args()
+    for tool in ("valgrind", "callgrind_control", "strace", "pgbouncer"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            sys.exit(f"{tool} is needed (Debian: apt-get install valgrind strace pgbouncer)")
+
+    cells = [(w, m, int(c)) for w in ("select", "tpcb") for m in ("simple", "extended", "prepared")
+             for c in args.clients.split(",")]
+    label = lambda c: f"{c[0]} {c[1]} c={c[2]}"  # noqa: E731
+    if args.cells:
+        cells = [c for c in cells if re.search(args.cells, label(c))]
+
+    env = Env(10)
+    rows = []
+    try:
+        plain = {"ddlgate": (env.ddlgate.pid, env.ddlgate_port),
+                 "pgbouncer": (env.pgbouncer.pid, env.pgbouncer_port)}
+        # The same two proxies under callgrind, on ports of their own.
+        dport, bport = free_port(), free_port()
+        ddl_argv = [os.path.join(ROOT, "target/release/ddlgate"), "serve", "--listen",
+                    f"127.0.0.1:{dport}", "--upstream", f"127.0.0.1:{env.pg_port}"]
+        ini = os.path.join(env.dir, "pgbouncer-profiled.ini")
+        with open(os.path.join(env.dir, "pgbouncer.ini")) as f:
+            text = f.read().replace(f"listen_port = {env.pgbouncer_port}", f"listen_port = {bport}")
+        with open(ini, "w") as f:
+            f.write(text)
+        if env.prefix:
+            shutil.chown(ini, *[os.stat(env.dir).st_uid, os.stat(env.dir).st_gid])
+        bouncer = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        profiled = {"ddlgate": callgrind_proxy(env, "ddlgate", ddl_argv, dport) + (dport,),
+                    "pgbouncer": callgrind_proxy(env, "pgbouncer", [bouncer, ini], bport) + (bport,)}
+        for cell in cells:
+            row = [label(cell)]
+            for name in ("ddlgate", "pgbouncer"):
+                pid, port = plain[name]
+                proc, prefix, pport = profiled[name]
+                as_user = env.prefix if name == "pgbouncer" else ()
+                ir = instructions_per_tx(proc, prefix, pport, cell, 200,
+                                         args.profiled_transactions, as_user)
+                sc = syscalls_per_tx(env, pid, port, cell, args.transactions)
+                cpu = cpu_per_tx(pid, port, cell, args.transactions)
+                print(f"{label(cell):22} {name:9} {ir:10.0f} instr/tx  {sc:5.2f} syscalls/tx  "
+                      f"{cpu:6.1f} CPU us/tx", flush=True)
+                row.append((ir, sc, cpu))
+            rows.append(row)
+    finally:
+        env.close()
+
+    print()
+    print(f"user-space instructions per transaction (callgrind, {args.profiled_transactions} "
+          f"transactions after a warm-up), system calls per transaction (strace -c, "
+          f"{args.transactions}), proxy CPU per transaction (/proc, {args.transactions})")
+    print()
+    print("| cell | ddlgate instr/tx | pgbouncer instr/tx | ddlgate syscalls/tx | pgbouncer syscalls/tx "
+          "| ddlgate CPU µs/tx | pgbouncer CPU µs/tx |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for cell, d, b in rows:
+        print(f"| {cell} | {d[0]:.0f} | {b[0]:.0f} | {d[1]:.2f} | {b[1]:.2f} | {d[2]:.1f} | {b[2]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
