@@ -163,11 +163,17 @@ def added(proxy, direct, churn):
     return "n/a" if churn else f"{proxy[1] - direct[1]:.3f}"
 
 
-def run_pgbench(port, workload, mode, clients, duration, churn):
+def pgbench_argv(port, workload, mode, clients):
+    """pgbench against `port` for one cell, without its length (-T or -t) and database."""
     argv = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n",
-            "-M", mode, "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(duration)]
+            "-M", mode, "-c", str(clients), "-j", str(min(clients, 2))]
     if workload == "select":
         argv.append("-S")
+    return argv
+
+
+def run_pgbench(port, workload, mode, clients, duration, churn):
+    argv = pgbench_argv(port, workload, mode, clients) + ["-T", str(duration)]
     if churn:
         argv.append("-C")
     argv.append("bench")

@@ -29,17 +29,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pgbench import Env, cpu_ticks, free_port, wait_port  # noqa: E402
+from pgbench import Env, cpu_ticks, free_port, pgbench_argv, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pgbench(port, workload, mode, clients, transactions):
-    argv = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-M", mode,
-            "-c", str(clients), "-j", str(min(clients, 2)), "-t", str(transactions)]
-    if workload == "select":
-        argv.append("-S")
-    argv.append("bench")
+    argv = pgbench_argv(port, workload, mode, clients) + ["-t", str(transactions), "bench"]
     out = subprocess.run(argv, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"pgbench failed on port {port}: {out.stderr.strip()}")
