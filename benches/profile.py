@@ -14,7 +14,7 @@ extended, prepared protocol; --clients) measures each proxy three ways, in the s
   * CPU time per transaction (user + system, from /proc/PID/stat) over a timed run.
 
 Usage: benches/profile.py [--transactions N] [--profiled-transactions N] [--clients 1,8]
-       [--cells RE]
+       [--cells RE] [--keep DIR]
 Needs: valgrind, strace, pgbouncer, PostgreSQL server binaries and pgbench, cargo.
 """
 
@@ -84,8 +84,9 @@ def callgrind_proxy(env, name, argv, port):
     return proc, prefix
 
 
-def instructions_per_tx(proc, prefix, port, cell, warmup, transactions, as_user=()):
-    """`as_user`: the prefix the proxy runs under (callgrind_control must be its user)."""
+def instructions_per_tx(proc, prefix, port, cell, warmup, transactions, as_user=(), keep=None):
+    """`as_user`: the prefix the proxy runs under (callgrind_control must be its user).
+    `keep`: a directory to copy the dumps to, for `callgrind_annotate`."""
     control = list(as_user) + ["callgrind_control"]
     pgbench(port, *cell, warmup)
     subprocess.run(control + ["-z", str(proc.pid)], check=True, capture_output=True, timeout=60)
@@ -104,6 +105,11 @@ def instructions_per_tx(proc, prefix, port, cell, warmup, transactions, as_user=
                     break
     if not dumps or total == 0:
         raise RuntimeError(f"no callgrind dump for {prefix}.{proc.pid}")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        name = f"{os.path.basename(prefix)}-{cell[0]}-{cell[1]}-c{cell[2]}"
+        for i, path in enumerate(dumps):
+            shutil.copy(path, os.path.join(keep, f"{name}.{i}"))
     return total / done
 
 
@@ -115,6 +121,8 @@ def main():
                     help="transactions per callgrind run (default 2000)")
     ap.add_argument("--clients", default="1,8", help="client counts (default 1,8)")
     ap.add_argument("--cells", help="only cells whose label matches this regex")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="copy each callgrind dump to DIR (read them with callgrind_annotate)")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "strace", "pgbouncer"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -152,7 +160,7 @@ def main():
                 proc, prefix, pport = profiled[name]
                 as_user = env.prefix if name == "pgbouncer" else ()
                 ir = instructions_per_tx(proc, prefix, pport, cell, 200,
-                                         args.profiled_transactions, as_user)
+                                         args.profiled_transactions, as_user, args.keep)
                 sc = syscalls_per_tx(env, pid, port, cell, args.transactions)
                 cpu = cpu_per_tx(pid, port, cell, args.transactions)
                 print(f"{label(cell):22} {name:9} {ir:10.0f} instr/tx  {sc:5.2f} syscalls/tx  "

@@ -31,6 +31,16 @@ pub(crate) const CATALOG: &[(&str, Kind, &str)] = &[
         "Client sessions started (authenticated).",
     ),
     (
+        "ddlgate_fast_lane_sessions",
+        Kind::Gauge,
+        "Client sessions served by a worker's fast lane now (steady ordinary traffic).",
+    ),
+    (
+        "ddlgate_fast_lane_handovers_total",
+        Kind::Counter,
+        "Times a session moved to a fast lane.",
+    ),
+    (
         "ddlgate_connections_rejected_total",
         Kind::Counter,
         "Connections refused because max_connections was reached.",
@@ -107,6 +117,10 @@ pub(crate) struct Metrics {
     pub connections_total: Counter,
     /// `ddlgate_connections_rejected_total`.
     pub connections_rejected: Counter,
+    /// `ddlgate_fast_lane_sessions`.
+    pub fast_lane_sessions: Gauge,
+    /// `ddlgate_fast_lane_handovers_total`.
+    pub fast_lane_handovers: Counter,
     /// `ddlgate_upstream_connect_errors_total`.
     pub upstream_connect_errors: Counter,
     /// `ddlgate_lock_timeout_retries_total`.
@@ -166,6 +180,8 @@ impl Metrics {
             connections_active: gauge("ddlgate_connections_active"),
             connections_total: counter("ddlgate_connections_total"),
             connections_rejected: counter("ddlgate_connections_rejected_total"),
+            fast_lane_sessions: gauge("ddlgate_fast_lane_sessions"),
+            fast_lane_handovers: counter("ddlgate_fast_lane_handovers_total"),
             upstream_connect_errors: counter("ddlgate_upstream_connect_errors_total"),
             lock_timeout_retries: counter("ddlgate_lock_timeout_retries_total"),
             ddl_duration: recorder.register_histogram(

@@ -151,9 +151,28 @@ fn skip_block_comment(bytes: &[u8], mut i: usize) -> Option<usize> {
 /// Walks the statement after its first word: true if it ends without a second statement, an
 /// `INTO` (when forbidden), or anything the walk cannot read with certainty.
 fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) -> bool {
+    let stops = if forbid_into {
+        &STOPS_WITH_INTO
+    } else {
+        &STOPS
+    };
     // Whether the previous byte could be part of an identifier (for word boundaries).
     let mut in_word = false;
-    while let Some(&b) = bytes.get(i) {
+    loop {
+        // Runs of bytes that mean nothing to the walk are skipped in one tight loop: most of
+        // an ordinary statement is names, numbers, operators and spaces.
+        let rest = bytes.get(i..).unwrap_or_default();
+        let run = rest
+            .iter()
+            .position(|&b| stops.get(usize::from(b)).copied().unwrap_or(true))
+            .unwrap_or(rest.len());
+        if run > 0 {
+            in_word = rest.get(run - 1).copied().is_some_and(is_ident_byte);
+            i = i.saturating_add(run);
+        }
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
         let next = bytes.get(i.saturating_add(1)).copied();
         match b {
             b'\'' => {
@@ -218,6 +237,26 @@ fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) ->
         i = i.saturating_add(1);
     }
     true
+}
+
+/// The bytes at which [`rest_is_one_plain_statement`] must look: quotes, `$`, comment starts,
+/// `;`, and (in the second table) the `i` of `INTO`.
+static STOPS: [bool; 256] = stops(false);
+static STOPS_WITH_INTO: [bool; 256] = stops(true);
+
+const fn stops(into: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    table[b'\'' as usize] = true;
+    table[b'"' as usize] = true;
+    table[b'$' as usize] = true;
+    table[b'-' as usize] = true;
+    table[b'/' as usize] = true;
+    table[b';' as usize] = true;
+    if into {
+        table[b'i' as usize] = true;
+        table[b'I' as usize] = true;
+    }
+    table
 }
 
 fn has_unterminated_comment(bytes: &[u8], from: usize) -> bool {

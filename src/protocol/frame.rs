@@ -109,7 +109,7 @@ pub fn frames(buf: &[u8]) -> impl Iterator<Item = Frame<'_>> {
 
 /// Splits a NUL-terminated string off the front of `buf`: `(string, rest)`.
 pub(crate) fn split_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = buf.iter().position(|&b| b == 0)?;
+    let nul = memchr::memchr(0, buf)?;
     let (s, rest) = buf.split_at(nul);
     Some((s, rest.get(1..).unwrap_or_default()))
 }

@@ -54,23 +54,29 @@ const PLANE_16: u32 = 0x10_0000;
 /// The encodings whose characters may hold ASCII bytes, by the name the server reports in
 /// `client_encoding`.
 fn client_only(encoding: &str) -> Option<ClientOnly> {
-    match encoding.to_ascii_uppercase().as_str() {
-        "SJIS" | "SHIFT_JIS_2004" => Some(ClientOnly::ShiftJis),
-        "BIG5" | "GBK" | "UHC" => Some(ClientOnly::TwoByte),
-        "GB18030" => Some(ClientOnly::Gb18030),
-        "JOHAB" => Some(ClientOnly::Johab),
-        _ => None,
+    let is = |name: &str| encoding.eq_ignore_ascii_case(name);
+    if is("SJIS") || is("SHIFT_JIS_2004") {
+        Some(ClientOnly::ShiftJis)
+    } else if is("BIG5") || is("GBK") || is("UHC") {
+        Some(ClientOnly::TwoByte)
+    } else if is("GB18030") {
+        Some(ClientOnly::Gb18030)
+    } else if is("JOHAB") {
+        Some(ClientOnly::Johab)
+    } else {
+        None
     }
 }
 
 /// The query text `bytes` as the analysis should read it, for a session whose
 /// `client_encoding` is `encoding` (UTF-8 when unknown).
 pub(crate) fn decode<'a>(bytes: &'a [u8], encoding: Option<&str>) -> (Cow<'a, str>, Mapping) {
+    // Every encoding the server accepts from a client reads ASCII as ASCII.
+    if bytes.is_ascii() {
+        return (Cow::Borrowed(ascii(bytes)), Mapping::Identity);
+    }
     let encoding = encoding.unwrap_or("UTF8");
     if let Some(kind) = client_only(encoding) {
-        if bytes.is_ascii() {
-            return (Cow::Borrowed(ascii(bytes)), Mapping::Identity);
-        }
         return (
             Cow::Owned(decode_client_only(bytes, kind)),
             Mapping::ClientOnly(kind),

@@ -85,6 +85,36 @@ impl Outbox {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes as much as a non-blocking socket takes now (the fast lane's sockets, see
+    /// `session::lane`): `Ok(true)` once everything is written, `Ok(false)` when the socket
+    /// would block with bytes left.
+    pub fn write_now<W: std::io::Write>(&mut self, w: &mut W) -> io::Result<bool> {
+        while !self.chunks.is_empty() {
+            let written = if self.chunks.len() == 1 {
+                match self.chunks.front() {
+                    Some(first) => w.write(first),
+                    None => break,
+                }
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                w.write_vectored(slices.get(..count).unwrap_or_default())
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     fn consume(&mut self, mut n: usize) {
         self.queued = self.queued.saturating_sub(n);
         while n > 0 {

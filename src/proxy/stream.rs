@@ -18,13 +18,20 @@ pub(crate) enum Stream {
     ServerTls(Box<server::TlsStream<TcpStream>>),
     /// TLS originated by ddlgate (upstream leg).
     ClientTls(Box<client::TlsStream<TcpStream>>),
+    /// The socket is on the fast lane (`session::lane`) with its session; nothing reads or
+    /// writes this placeholder meanwhile.
+    Away,
 }
 
 impl Stream {
     /// Whether the stream is encrypted.
     pub(crate) fn is_tls(&self) -> bool {
-        !matches!(self, Self::Tcp(_))
+        matches!(self, Self::ServerTls(_) | Self::ClientTls(_))
     }
+}
+
+fn away() -> io::Error {
+    io::Error::other("the socket is with its session on the fast lane")
 }
 
 macro_rules! delegate {
@@ -42,6 +49,7 @@ macro_rules! delegate {
                 let $s = Pin::new($s.as_mut());
                 $e
             }
+            Stream::Away => Poll::Ready(Err(away())),
         }
     };
 }
@@ -78,6 +86,7 @@ impl AsyncWrite for Stream {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::ServerTls(s) => s.is_write_vectored(),
             Self::ClientTls(s) => s.is_write_vectored(),
+            Self::Away => false,
         }
     }
 

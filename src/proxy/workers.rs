@@ -70,6 +70,7 @@ impl Workers {
         for index in 0..count.max(1) {
             let (jobs, mut inbox) = mpsc::unbounded_channel::<Job>();
             let load = Arc::new(AtomicUsize::new(0));
+            let lane = session::lane::start(index, &shared.phase)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -96,12 +97,15 @@ impl Workers {
                                 let guard = LoadGuard(Arc::clone(&worker_load));
                                 let shared = Arc::clone(&shared);
                                 let (peer, admitted, permit) = (job.peer, job.admitted, job.permit);
+                                let lane = Some(lane.clone());
                                 tokio::spawn(tracker.track_future(async move {
-                                    Box::pin(session::serve(tcp, peer, shared, admitted)).await;
+                                    Box::pin(session::serve(tcp, peer, shared, admitted, lane))
+                                        .await;
                                     drop(permit);
                                     drop(guard);
                                 }));
                             }
+                            drop(lane);
                             tracker.wait().await;
                         }
                         .instrument(span),

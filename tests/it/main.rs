@@ -34,6 +34,7 @@ mod copy;
 mod enforce;
 mod extended;
 mod faults;
+mod lane;
 mod limits;
 mod lock_truth;
 mod lock_wait;

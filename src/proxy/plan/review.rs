@@ -95,7 +95,14 @@ impl Review {
         let mut note = |text: &str| {
             governed.get_or_insert_with(|| text.to_owned());
         };
-        let encoding = session.parameter("client_encoding");
+        // Looked up only for text that is not ASCII (which every encoding reads alike).
+        let encoding = |bytes: &[u8]| {
+            if bytes.is_ascii() {
+                None
+            } else {
+                session.parameter("client_encoding")
+            }
+        };
         // A statement of this request may change client_encoding: the server reads what
         // follows it in an encoding ddlgate learns only from the answer.
         let mut encoding_may_change = false;
@@ -111,7 +118,7 @@ impl Review {
                     // Non-ASCII text is read in the encoding in force when it runs, which an
                     // earlier request still running may change (even from inside a function).
                     hold |= in_flight && !bytes.is_ascii();
-                    let (text, _) = client_text::decode(bytes, encoding);
+                    let (text, _) = client_text::decode(bytes, encoding(bytes));
                     let checked = self.check(index, &text, session);
                     if checked.class.is_some() {
                         hold = true;
@@ -120,7 +127,7 @@ impl Review {
                     tx = tx.and(checked.tx);
                     statements += 1;
                     // Held, so that the next request is read after the change is known.
-                    hold |= may_change_encoding(&text);
+                    hold |= may_change_encoding(&text, checked.plain);
                 }
                 fe::PARSE => {
                     let Parse {
@@ -131,12 +138,12 @@ impl Review {
                         self.unreviewable = Some(String::from_utf8_lossy(bytes).into_owned());
                         return Ok(Verdict::Unreviewable(Unreviewable::EncodingChanged));
                     }
-                    let (text, _) = client_text::decode(bytes, encoding);
-                    if may_change_encoding(&text) {
+                    let (text, _) = client_text::decode(bytes, encoding(bytes));
+                    let checked = self.check(index, &text, session);
+                    if may_change_encoding(&text, checked.plain) {
                         encoding_may_change = true;
                         hold = true;
                     }
-                    let checked = self.check(index, &text, session);
                     match checked.class {
                         Some(class) => {
                             self.statements.insert(name.to_vec(), class);
@@ -241,6 +248,7 @@ impl Review {
             return Checked {
                 class: Some(Class::Brief),
                 tx: TxEffect::None,
+                plain: false,
             };
         }
         let (checked, parsed) = precheck_with_parse(text, session);
@@ -311,23 +319,33 @@ pub(super) fn deferred_name(n: usize) -> Vec<u8> {
 /// Whether `text` may change `client_encoding`: `SET client_encoding`, `SET NAMES`,
 /// `set_config('client_encoding', …)`, `RESET ALL`, `DISCARD ALL`, … A plain look at the
 /// words, generous on purpose: a false alarm only holds the request until it is answered.
-pub(super) fn may_change_encoding(text: &str) -> bool {
+///
+/// `plain`: the pre-filter found the text to be DML or transaction control ([`Checked::plain`]),
+/// which can change the encoding only through a function call naming it.
+pub(super) fn may_change_encoding(text: &str, plain: bool) -> bool {
     let bytes = text.as_bytes();
-    let has = |word: &[u8]| {
-        let first = word.first().copied().unwrap_or_default();
-        bytes.iter().enumerate().any(|(i, b)| {
-            b.to_ascii_lowercase() == first
-                && bytes
-                    .get(i..i.saturating_add(word.len()))
-                    .is_some_and(|w| w.eq_ignore_ascii_case(word))
-        })
+    contains_ignoring_case(bytes, b"encoding")
+        || (!plain
+            && (contains_ignoring_case(bytes, b"names")
+                || contains_ignoring_case(bytes, b"reset")
+                || contains_ignoring_case(bytes, b"discard")))
+}
+
+/// Whether `haystack` contains `word` (lowercase ASCII) in any case. Candidates are found by
+/// the word's second byte, in one pass per case with `memchr2`.
+fn contains_ignoring_case(haystack: &[u8], word: &[u8]) -> bool {
+    let Some(&second) = word.get(1) else {
+        return haystack
+            .iter()
+            .any(|b| Some(&b.to_ascii_lowercase()) == word.first());
     };
-    has(b"encoding")
-        || ((has(b"names") || has(b"reset") || has(b"discard"))
-            && !matches!(
-                prefilter(text),
-                Prefilter::Dml(_) | Prefilter::TransactionControl
-            ))
+    memchr::memchr2_iter(second, second.to_ascii_uppercase(), haystack)
+        .filter_map(|at| at.checked_sub(1))
+        .any(|start| {
+            haystack
+                .get(start..start.saturating_add(word.len()))
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        })
 }
 
 /// What the cheap look at a query text found.
@@ -339,6 +357,8 @@ pub(super) struct Checked {
     pub(super) class: Option<Class>,
     /// What it does to the transaction it runs in.
     pub(super) tx: TxEffect,
+    /// The pre-filter proved it DML or transaction control.
+    pub(super) plain: bool,
 }
 
 /// The pre-check of a text (as [`client_text::decode`] reads it), and the statements it
@@ -347,18 +367,26 @@ pub(super) struct Checked {
 fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<ParsedText>) {
     match prefilter(text) {
         // DML is harmless unless it may call a routine that runs DDL: then it is parsed.
-        Prefilter::Dml(_) if !session.routines.mentioned_in(text) => (Checked::default(), None),
+        Prefilter::Dml(_) if !session.routines.mentioned_in(text) => (
+            Checked {
+                plain: true,
+                ..Checked::default()
+            },
+            None,
+        ),
         Prefilter::TransactionControl => (
             Checked {
                 class: None,
                 tx: TxEffect::of_transaction_control(text),
+                plain: true,
             },
             None,
         ),
-        Prefilter::Dml(_) | Prefilter::NeedsParse => {
+        filtered @ (Prefilter::Dml(_) | Prefilter::NeedsParse) => {
             let scs = session.parameter("standard_conforming_strings") != Some("off");
-            let (checked, statements) =
+            let (mut checked, statements) =
                 precheck_keeping_parse(text, session.server_major(), scs, &session.routines);
+            checked.plain = matches!(filtered, Prefilter::Dml(_));
             (
                 checked,
                 Some(ParsedText {

@@ -70,6 +70,7 @@ use super::stream::Stream;
 mod assemble;
 mod close;
 mod conduct;
+pub(crate) mod lane;
 mod startup;
 mod watch;
 
@@ -246,6 +247,10 @@ struct Session {
     watch: Option<Watch>,
     /// When the session started.
     began: std::time::Instant,
+    /// The worker's fast lane ([`lane`]), where the session runs while it is quiet.
+    lane: Option<lane::Handle>,
+    /// Requests in a row that needed nothing but forwarding.
+    quiet_requests: u32,
 }
 
 impl Session {
@@ -328,6 +333,8 @@ impl Session {
             sync_may_follow_copy: false,
             watch: None,
             began: std::time::Instant::now(),
+            lane: None,
+            quiet_requests: 0,
         }
     }
 
@@ -341,7 +348,36 @@ impl Session {
         }
         self.rewatch();
         loop {
-            let event = poll_fn(|cx| self.poll_event(cx)).await;
+            let event = if self.may_take_lane() {
+                let Some(lane) = self.lane.clone() else {
+                    continue;
+                };
+                match Box::pin(self.take_lane(&lane)).await {
+                    Ok((session, exit)) => {
+                        self = session;
+                        match exit {
+                            lane::Exit::Needs => None,
+                            lane::Exit::Event(event) => Some(event),
+                            lane::Exit::Failed(e) => return self.close(Ending::Failed(e)).await,
+                        }
+                    }
+                    Err(ending) => return ending,
+                }
+            } else {
+                Some(poll_fn(|cx| self.poll_event(cx)).await)
+            };
+            let quiet_request = matches!(event, Some(Event::ClientData));
+            // `None`: back from the lane with something held; `drive` takes it from here.
+            let Some(event) = event else {
+                if let Err(e) = self.drive() {
+                    return self.close(Ending::Failed(e)).await;
+                }
+                self.rewatch();
+                if self.client_done {
+                    return self.close(Ending::Terminated).await;
+                }
+                continue;
+            };
             tracing::trace!(parent: &self.span, ?event, "session event");
             let step = match event {
                 Event::ClientData => self.on_client_data(),
@@ -390,6 +426,11 @@ impl Session {
             };
             if let Err(e) = step.and_then(|()| self.drive()) {
                 return self.close(Ending::Failed(e)).await;
+            }
+            if !self.lane_can_keep() {
+                self.quiet_requests = 0;
+            } else if quiet_request {
+                self.quiet_requests = self.quiet_requests.saturating_add(1);
             }
             self.rewatch();
             if self.client_done {

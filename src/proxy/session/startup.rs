@@ -24,7 +24,13 @@ use super::{CLOSE_FLUSH_TIMEOUT, Session};
 /// Serves one accepted connection until it closes. `admitted` is false when the connection
 /// limit is reached: such a connection may still carry a cancel request, but a session is
 /// refused with SQLSTATE 53300.
-pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitted: bool) {
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    admitted: bool,
+    lane: Option<super::lane::Handle>,
+) {
     let id = shared.next_session_id();
     let span = info_span!("session", id, %peer);
     let terminate = shared.terminate.clone();
@@ -40,9 +46,10 @@ pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
     };
     // The running session is not instrumented: entering a span on every wake-up costs more
     // than the forwarding itself. Its few log lines name the span as their parent instead.
-    if let Some(session) = started {
+    if let Some(mut session) = started {
+        session.lane = lane;
         let began = std::time::Instant::now();
-        let ending = session.pump().await;
+        let ending = Box::pin(session.pump()).await;
         info!(
             parent: &span,
             reason = %ending,

@@ -1,0 +1,603 @@
+//! The fast lane: sessions in their steady state served by a plain event loop.
+//!
+//! Most of what a session does is ordinary traffic: a request is read, found harmless by the
+//! pre-filter and forwarded; the answer is scanned and forwarded. Driven by the worker's
+//! tokio task, each of those wake-ups also pays the runtime's timer wheel, task scheduling,
+//! waker bookkeeping and readiness polls of both sockets — measured with callgrind
+//! (`benches/profile.py`), more user-space instructions per transaction than pgbouncer spends
+//! on the whole transaction. On the lane the same session code ([`Session::on_client_data`],
+//! [`Session::on_upstream_data`]) runs straight from `epoll`: one `epoll_wait`, one read and
+//! one write per direction, nothing else.
+//!
+//! Each worker has one lane thread. A session moves to its worker's lane once it has been
+//! quiet for [`QUIET_REQUESTS_BEFORE_LANE`] requests in a row (nothing held, governed,
+//! planned or audited) and both of its legs are plain TCP; its tokio task waits meanwhile
+//! (it stays tracked, so shutdown still waits for it). It goes back to its task — sockets,
+//! buffers and all — as soon as anything needs more than forwarding: a request the policy
+//! must see, the routines' refresh, an end of stream, an error, or a change of the shutdown
+//! phase. The task then carries on exactly where the lane stopped; nothing the session does
+//! differs by where it runs. Migration sessions, which hold a request every few statements,
+//! therefore stay on their task: the lane serves application traffic, and the governed path
+//! pays no hand-over.
+//!
+//! TLS sessions stay on their task (the lane reads raw sockets).
+
+use std::io::{self, Read};
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::{Arc, Weak};
+use std::task::{Wake, Waker};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token};
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+use super::super::error::SessionError;
+use super::super::phase::{Phase, ShutdownPhase};
+use super::super::stream::Stream;
+use super::{Ending, Event, HIGH_WATER, Session};
+
+/// Quiet requests in a row after which a session moves to the lane.
+pub(super) const QUIET_REQUESTS_BEFORE_LANE: u32 = 16;
+/// The lane's own token (arrivals, shutdown phase changes).
+const WAKE: Token = Token(usize::MAX);
+/// Bytes read from a socket at a time.
+const READ_SIZE: usize = 64 * 1024;
+
+/// A worker's lane: where its sessions are sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Handle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    arrivals: Option<mpsc::Sender<Arrival>>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The sender goes first: the lane thread, woken, then finds its inbox closed.
+        drop(self.arrivals.take());
+        if let Err(e) = self.waker.wake() {
+            warn!(error = %e, "cannot wake the fast lane to stop it");
+        }
+    }
+}
+
+/// A session handed to the lane.
+struct Arrival {
+    session: Box<Session>,
+    client: TcpStream,
+    upstream: TcpStream,
+    back: oneshot::Sender<Return>,
+}
+
+/// A session handed back to its task.
+pub(super) struct Return {
+    pub(super) session: Box<Session>,
+    pub(super) client: std::net::TcpStream,
+    pub(super) upstream: std::net::TcpStream,
+    pub(super) exit: Exit,
+}
+
+/// Why the lane handed a session back.
+#[derive(Debug)]
+pub(super) enum Exit {
+    /// The session needs its task: something is held, governed or closing (its state says
+    /// which; the task's next `drive` takes it from there).
+    Needs,
+    /// An event only the task handles (end of stream, an I/O error, a phase change).
+    Event(Event),
+    /// Handling the data failed (a protocol error): the session ends with it.
+    Failed(SessionError),
+}
+
+/// Wakes the lane thread from another thread (shutdown phase changes).
+struct PhaseWake(Arc<mio::Waker>);
+
+impl Wake for PhaseWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Err(e) = self.0.wake() {
+            warn!(error = %e, "cannot wake the fast lane");
+        }
+    }
+}
+
+/// Starts the lane thread of worker `index`.
+pub(crate) fn start(index: usize, phase: &Arc<Phase>) -> io::Result<Handle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+    let (arrivals, inbox) = mpsc::channel();
+    let watch = phase.watch(
+        u64::MAX - index as u64,
+        &Waker::from(Arc::new(PhaseWake(Arc::clone(&waker)))),
+    );
+    let phase = Arc::downgrade(phase);
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name(format!("ddlgate-lane-{index}"))
+        // Sessions review statements here too.
+        .stack_size(crate::analysis::STACK_SIZE)
+        .spawn(move || {
+            let _entered = span.enter();
+            let mut lane = Lane {
+                poll,
+                inbox,
+                phase,
+                rides: Vec::new(),
+                free: Vec::new(),
+                ready: Vec::new(),
+                scratch: vec![0; READ_SIZE],
+            };
+            lane.run();
+            drop(watch);
+        })?;
+    Ok(Handle {
+        inner: Arc::new(Inner {
+            arrivals: Some(arrivals),
+            waker,
+        }),
+    })
+}
+
+impl Handle {
+    /// Carries `session` on the lane until it needs its task again. `None` when the lane is
+    /// gone (shutting down, or its thread failed): the session is lost with it only in the
+    /// second case, which is logged there.
+    pub(super) async fn ride(
+        &self,
+        session: Box<Session>,
+        client: TcpStream,
+        upstream: TcpStream,
+    ) -> Result<Return, LaneGone> {
+        let (back, answer) = oneshot::channel();
+        let arrival = Arrival {
+            session,
+            client,
+            upstream,
+            back,
+        };
+        let Some(arrivals) = &self.inner.arrivals else {
+            return Err(LaneGone::Refused(Box::new(arrival.into_return())));
+        };
+        if let Err(mpsc::SendError(arrival)) = arrivals.send(arrival) {
+            return Err(LaneGone::Refused(Box::new(arrival.into_return())));
+        }
+        if let Err(e) = self.inner.waker.wake() {
+            // The arrival is in the inbox; the lane finds it at its next wake-up.
+            warn!(error = %e, "cannot wake the fast lane");
+        }
+        answer.await.map_err(|_| LaneGone::Lost)
+    }
+}
+
+/// The lane could not carry a session.
+pub(super) enum LaneGone {
+    /// It never took it: here it is back.
+    Refused(Box<Return>),
+    /// It took it and stopped without handing it back.
+    Lost,
+}
+
+impl Arrival {
+    fn into_return(self) -> Return {
+        Return {
+            session: self.session,
+            client: self.client.into(),
+            upstream: self.upstream.into(),
+            exit: Exit::Needs,
+        }
+    }
+}
+
+/// A session on the lane, with its sockets and what epoll last said about them.
+struct Ride {
+    session: Box<Session>,
+    client: TcpStream,
+    upstream: TcpStream,
+    back: oneshot::Sender<Return>,
+    client_ready: Readiness,
+    upstream_ready: Readiness,
+    /// Already in the lane's ready list.
+    queued: bool,
+}
+
+/// What epoll (edge-triggered) last said about a socket, until a call finds otherwise.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The peer closed its side (or the socket failed): read until the read that says so,
+    /// whatever the reads before it returned — that edge has been reported once, with the
+    /// last data.
+    closed: bool,
+}
+
+impl Readiness {
+    /// Until epoll says otherwise, a socket is taken as ready: a session may arrive with
+    /// bytes already buffered, and a read that finds nothing costs one call.
+    const ASSUMED: Self = Self {
+        readable: true,
+        writable: true,
+        closed: false,
+    };
+}
+
+struct Lane {
+    poll: Poll,
+    inbox: mpsc::Receiver<Arrival>,
+    phase: Weak<Phase>,
+    /// Sessions by slot; a session's client socket is token `2 * slot`, its server `+ 1`.
+    rides: Vec<Option<Ride>>,
+    free: Vec<usize>,
+    /// Slots with news since the last `epoll_wait`.
+    ready: Vec<usize>,
+    /// Where reads land before they are appended to a session's buffer.
+    scratch: Vec<u8>,
+}
+
+impl Lane {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut inbox_open = true;
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!(error = %e, "the fast lane cannot wait for events; its sessions go back to their tasks");
+                break;
+            }
+            let mut woken = false;
+            for event in &events {
+                if event.token() == WAKE {
+                    woken = true;
+                    continue;
+                }
+                let slot = event.token().0 / 2;
+                let Some(Some(ride)) = self.rides.get_mut(slot) else {
+                    continue;
+                };
+                // Errors and hang-ups surface as reads and writes that fail or end.
+                let closed = event.is_read_closed() || event.is_error();
+                let readable = event.is_readable() || closed;
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                let side = if event.token().0 % 2 == 0 {
+                    &mut ride.client_ready
+                } else {
+                    &mut ride.upstream_ready
+                };
+                side.readable |= readable;
+                side.writable |= writable;
+                side.closed |= closed;
+                if !ride.queued {
+                    ride.queued = true;
+                    self.ready.push(slot);
+                }
+            }
+            if woken {
+                inbox_open = self.take_arrivals();
+                let running = self
+                    .phase
+                    .upgrade()
+                    .is_some_and(|p| p.get() == ShutdownPhase::Running);
+                if !running {
+                    self.hand_back_all();
+                }
+            }
+            while let Some(slot) = self.ready.pop() {
+                self.serve(slot);
+            }
+            if !inbox_open && self.free.len() == self.rides.len() {
+                return;
+            }
+        }
+        self.hand_back_all();
+    }
+
+    /// Registers the sessions sent since the last wake-up; false once no task can send more.
+    fn take_arrivals(&mut self) -> bool {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(arrival) => self.admit(arrival),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn admit(&mut self, arrival: Arrival) {
+        let slot = self.free.pop().unwrap_or(self.rides.len());
+        let Arrival {
+            session,
+            mut client,
+            mut upstream,
+            back,
+        } = arrival;
+        let registry = self.poll.registry();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let registered = registry
+            .register(&mut client, Token(2 * slot), both)
+            .and_then(|()| {
+                registry
+                    .register(&mut upstream, Token(2 * slot + 1), both)
+                    .inspect_err(|_| {
+                        let _ = registry.deregister(&mut client);
+                    })
+            });
+        let ride = Ride {
+            session,
+            client,
+            upstream,
+            back,
+            client_ready: Readiness::ASSUMED,
+            upstream_ready: Readiness::ASSUMED,
+            queued: true,
+        };
+        if let Err(e) = registered {
+            warn!(error = %e, "the fast lane cannot watch a session's sockets; it stays with its task");
+            send_back(ride, Exit::Needs);
+            return;
+        }
+        let metrics = &ride.session.shared.metrics;
+        metrics.fast_lane_handovers.increment(1);
+        metrics.fast_lane_sessions.increment(1.0);
+        if slot == self.rides.len() {
+            self.rides.push(Some(ride));
+        } else if let Some(place) = self.rides.get_mut(slot) {
+            *place = Some(ride);
+        }
+        self.ready.push(slot);
+    }
+
+    fn hand_back_all(&mut self) {
+        self.ready.clear();
+        for slot in 0..self.rides.len() {
+            self.hand_back(slot, Exit::Needs);
+        }
+    }
+
+    fn hand_back(&mut self, slot: usize, exit: Exit) {
+        let Some(mut ride) = self.rides.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        ride.session
+            .shared
+            .metrics
+            .fast_lane_sessions
+            .decrement(1.0);
+        let registry = self.poll.registry();
+        deregister(registry, &mut ride.client);
+        deregister(registry, &mut ride.upstream);
+        send_back(ride, exit);
+    }
+
+    /// Moves one session along as far as its sockets allow.
+    fn serve(&mut self, slot: usize) {
+        let Some(Some(ride)) = self.rides.get_mut(slot) else {
+            return;
+        };
+        ride.queued = false;
+        if let Some(exit) = ride.step(&mut self.scratch) {
+            self.hand_back(slot, exit);
+        }
+    }
+}
+
+impl Ride {
+    /// Writes what is queued and reads what is there until neither side can move; `Some`
+    /// when the session has to go back to its task.
+    fn step(&mut self, scratch: &mut [u8]) -> Option<Exit> {
+        loop {
+            if self.upstream_ready.writable {
+                match self.session.to_upstream.write_now(&mut self.upstream) {
+                    Ok(done) => self.upstream_ready.writable = done,
+                    Err(e) => return Some(Exit::Event(Event::UpstreamFailed(e))),
+                }
+            }
+            if self.client_ready.writable {
+                match self.session.to_client.write_now(&mut self.client) {
+                    Ok(done) => self.client_ready.writable = done,
+                    Err(e) => return Some(Exit::Event(Event::ClientFailed(e))),
+                }
+            }
+            if !self.session.lane_can_keep() {
+                return Some(Exit::Needs);
+            }
+            let mut moved = false;
+            if self.client_ready.readable && self.session.to_upstream.len() < HIGH_WATER {
+                match read(&mut self.client, scratch, &mut self.client_ready) {
+                    Ok(None) => {}
+                    Ok(Some([])) => {
+                        return Some(Exit::Event(Event::ClientEof));
+                    }
+                    Ok(Some(bytes)) => {
+                        self.session.client_buf.extend_from_slice(bytes);
+                        if let Err(e) = self.session.on_client_data() {
+                            return Some(Exit::Failed(e));
+                        }
+                        moved = true;
+                    }
+                    Err(e) => return Some(Exit::Event(Event::ClientFailed(e))),
+                }
+            }
+            if self.upstream_ready.readable
+                && self.session.to_client.len() < HIGH_WATER
+                && self.session.lane_can_keep()
+            {
+                match read(&mut self.upstream, scratch, &mut self.upstream_ready) {
+                    Ok(None) => {}
+                    Ok(Some([])) => {
+                        return Some(Exit::Event(Event::UpstreamEof));
+                    }
+                    Ok(Some(bytes)) => {
+                        self.session.upstream_buf.extend_from_slice(bytes);
+                        if let Err(e) = self.session.on_upstream_data() {
+                            return Some(Exit::Failed(e));
+                        }
+                        moved = true;
+                    }
+                    Err(e) => return Some(Exit::Event(Event::UpstreamFailed(e))),
+                }
+            }
+            if !moved {
+                return None;
+            }
+        }
+    }
+}
+
+/// One read: `Ok(None)` when there is nothing (then `readable` is cleared), an empty slice at
+/// the end of the stream. A read shorter than asked also clears `readable`, unless the peer
+/// has closed: the socket is drained, and epoll (edge-triggered) reports the next bytes.
+fn read<'a>(
+    socket: &mut TcpStream,
+    scratch: &'a mut [u8],
+    ready: &mut Readiness,
+) -> io::Result<Option<&'a [u8]>> {
+    loop {
+        match socket.read(scratch) {
+            Ok(n) => {
+                if n < scratch.len() && !ready.closed {
+                    ready.readable = false;
+                }
+                return Ok(scratch.get(..n));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.readable = false;
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn deregister(registry: &Registry, socket: &mut TcpStream) {
+    if let Err(e) = registry.deregister(socket) {
+        warn!(error = %e, "the fast lane cannot stop watching a socket");
+    }
+}
+
+fn send_back(ride: Ride, exit: Exit) {
+    let Ride {
+        session,
+        client,
+        upstream,
+        back,
+        ..
+    } = ride;
+    let returned = Return {
+        session,
+        client: client.into(),
+        upstream: upstream.into(),
+        exit,
+    };
+    if back.send(returned).is_err() {
+        // The task is gone (its runtime stopped): the session ends here, its sockets close.
+        warn!("a session's task is gone; the fast lane drops its connection");
+    }
+}
+
+impl Session {
+    /// Whether nothing in the session needs its task: nothing held, planned, governed,
+    /// audited or timed, and no end in sight.
+    pub(super) fn lane_can_keep(&self) -> bool {
+        !self.client_done
+            && !self.draining
+            && self.pending.is_none()
+            && self.planning.is_none()
+            && self.conductor.is_none()
+            && self.audit_wait.is_none()
+            && self.retry_timer.is_none()
+            && self.watch.is_none()
+            && self.deferred_restore.is_none()
+    }
+
+    /// Whether the session should move to the lane now.
+    pub(super) fn may_take_lane(&self) -> bool {
+        self.lane.is_some()
+            && self.quiet_requests >= QUIET_REQUESTS_BEFORE_LANE
+            && matches!(self.client, Stream::Tcp(_))
+            && matches!(self.upstream, Stream::Tcp(_))
+            && self.phase_seen == ShutdownPhase::Running
+            && self.shared.phase.get() == ShutdownPhase::Running
+            && self.lane_can_keep()
+    }
+
+    /// Rides `lane` until the session needs its task; what the lane handed it back for.
+    /// `Err`: the session ended on the way (with this ending).
+    pub(super) async fn take_lane(mut self, lane: &Handle) -> Result<(Self, Exit), Ending> {
+        self.quiet_requests = 0;
+        let client = std::mem::replace(&mut self.client, Stream::Away);
+        let upstream = std::mem::replace(&mut self.upstream, Stream::Away);
+        let (client, upstream) = match (client, upstream) {
+            (Stream::Tcp(client), Stream::Tcp(upstream)) => (client, upstream),
+            (client, upstream) => {
+                self.client = client;
+                self.upstream = upstream;
+                self.lane = None;
+                return Ok((self, Exit::Needs));
+            }
+        };
+        let (client, upstream) = match (client.into_std(), upstream.into_std()) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (Err(e), _) => return Err(self.close(Ending::Failed(SessionError::ClientIo(e))).await),
+            (_, Err(e)) => {
+                return Err(self
+                    .close(Ending::Failed(SessionError::UpstreamIo(e)))
+                    .await);
+            }
+        };
+        let ridden = lane
+            .ride(
+                Box::new(self),
+                TcpStream::from_std(client),
+                TcpStream::from_std(upstream),
+            )
+            .await;
+        let (back, refused) = match ridden {
+            Ok(back) => (back, false),
+            Err(LaneGone::Refused(back)) => (*back, true),
+            Err(LaneGone::Lost) => {
+                error!("the fast lane stopped with a session on it; the session is lost");
+                return Err(Ending::Failed(SessionError::ClientIo(io::Error::other(
+                    "the fast lane stopped with the session on it",
+                ))));
+            }
+        };
+        let Return {
+            session,
+            client,
+            upstream,
+            exit,
+        } = back;
+        let mut session = *session;
+        if refused {
+            session.lane = None;
+        }
+        match tokio::net::TcpStream::from_std(client) {
+            Ok(client) => session.client = Stream::Tcp(client),
+            Err(e) => {
+                return Err(session
+                    .close(Ending::Failed(SessionError::ClientIo(e)))
+                    .await);
+            }
+        }
+        match tokio::net::TcpStream::from_std(upstream) {
+            Ok(upstream) => session.upstream = Stream::Tcp(upstream),
+            Err(e) => {
+                return Err(session
+                    .close(Ending::Failed(SessionError::UpstreamIo(e)))
+                    .await);
+            }
+        }
+        Ok((session, exit))
+    }
+}

@@ -1,0 +1,352 @@
+//! The fast lane (`src/proxy/session/lane.rs`): a session that has been quiet for a while is
+//! served by its worker's event loop, and goes back to its task whenever something needs more
+//! than forwarding. Everything a session does must be the same wherever it runs: these tests
+//! put a session on the lane first (16 quiet requests, seen in `ddlgate_fast_lane_sessions`)
+//! and then do what the rest of the suite does on a fresh session — migrations under the
+//! default policy, large results, COPY, pipelines, shutdown, ends of either side.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, pin_mut};
+
+use crate::metrics::{get, sample};
+use crate::support::audit_records;
+use crate::support::pg::{PgServer, SUPERUSER, TRUST};
+use crate::support::proxy::TestProxy;
+use crate::support::wire::{self, Wire};
+
+/// Enough quiet requests to reach the lane: its 16, and the session's first read of the
+/// database's routines (which is a program of its own).
+const QUIET_REQUESTS: usize = 20;
+
+/// Waits until `ddlgate_fast_lane_sessions` reads `want`; the metrics text then.
+async fn lane_sessions_become(metrics: std::net::SocketAddr, want: i64) -> String {
+    let started = Instant::now();
+    loop {
+        let (_, text) = get(metrics, "/metrics").await;
+        if sample(&text, "ddlgate_fast_lane_sessions") == want {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "ddlgate_fast_lane_sessions never became {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn quiet_requests(client: &tokio_postgres::Client) {
+    for i in 0..QUIET_REQUESTS as i32 {
+        let row = client.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+    }
+}
+
+fn records_with(log: &Path, event: &str, application_name: &str) -> Vec<serde_json::Value> {
+    audit_records(log)
+        .into_iter()
+        .filter(|r| r["event"] == event && r["application_name"] == application_name)
+        .collect()
+}
+
+async fn wait_for_record(log: &Path, event: &str, application_name: &str) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        if let Some(r) = records_with(log, event, application_name).pop() {
+            return r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {event} record for {application_name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Migrations over one connection, each in its own transaction, on tables an earlier one
+/// created and filled, with the tool's own bookkeeping queries in between: each governed
+/// statement brings the session back to its task, where the default policy decides it, and
+/// ordinary traffic takes it to the lane again.
+#[tokio::test]
+async fn migrations_between_stretches_on_the_lane_are_governed_as_on_a_fresh_session() {
+    let pg = PgServer::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.metrics_listen = Some("127.0.0.1:0".into());
+        o.audit_log = Some(log.clone());
+    })
+    .await;
+    let metrics = proxy.metrics.unwrap();
+    let direct = pg.connect(SUPERUSER).await;
+    direct
+        .batch_execute("DROP TABLE IF EXISTS ln_orders")
+        .await
+        .unwrap();
+    let client = proxy.connect(SUPERUSER).await;
+    client
+        .batch_execute("SET application_name = 'lane_migrations'")
+        .await
+        .unwrap();
+
+    quiet_requests(&client).await;
+    lane_sessions_become(metrics, 1).await;
+
+    // Migration 1, from the lane: create and fill a table.
+    client
+        .batch_execute(
+            "BEGIN; CREATE TABLE ln_orders (id int PRIMARY KEY, note text); \
+             INSERT INTO ln_orders SELECT g, 'n' || g FROM generate_series(1, 1000) g; COMMIT",
+        )
+        .await
+        .unwrap();
+    let text = lane_sessions_become(metrics, 0).await;
+    assert_eq!(sample(&text, "ddlgate_fast_lane_handovers_total"), 1);
+
+    quiet_requests(&client).await;
+    lane_sessions_become(metrics, 1).await;
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM ln_orders WHERE id > $1", &[&100i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 900);
+
+    // Migration 2, from the lane: a plain CREATE INDEX is built CONCURRENTLY.
+    client
+        .batch_execute("CREATE INDEX ln_orders_note ON ln_orders (note)")
+        .await
+        .unwrap();
+    let valid: bool = direct
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ln_orders_note'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(valid);
+    let rewritten = records_with(&log, "statement", "lane_migrations")
+        .into_iter()
+        .find(|r| {
+            r["sql"]
+                .as_str()
+                .is_some_and(|s| s.contains("ln_orders_note"))
+        })
+        .expect("an audit record of the index build");
+    assert_eq!(rewritten["action"], "rewrite", "{rewritten}");
+
+    // Migration 3, from the lane: a table rewrite is refused, and the session goes on.
+    quiet_requests(&client).await;
+    lane_sessions_become(metrics, 1).await;
+    let err = client
+        .batch_execute("BEGIN; ALTER TABLE ln_orders ALTER COLUMN id TYPE bigint; COMMIT")
+        .await
+        .unwrap_err();
+    assert!(err.code().is_some(), "{err}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let kind: String = direct
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = 'ln_orders'::regclass AND attname = 'id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "integer");
+
+    quiet_requests(&client).await;
+    let text = lane_sessions_become(metrics, 1).await;
+    assert_eq!(sample(&text, "ddlgate_fast_lane_handovers_total"), 4);
+    drop(client);
+    lane_sessions_become(metrics, 0).await;
+    let end = wait_for_record(&log, "session_end", "lane_migrations").await;
+    assert_eq!(
+        end["outcome"]["message"], "client terminated the session",
+        "{end}"
+    );
+}
+
+/// On the lane, large results and COPY data pass whole (the lane stops reading a side while
+/// the other is slow), pipelined queries are answered in order, and a cancel request stops a
+/// query; the session stays there throughout.
+#[tokio::test]
+async fn large_results_copy_and_pipelines_flow_on_the_lane() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start_with(pg, |o| o.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let metrics = proxy.metrics.unwrap();
+    let client = proxy.connect(SUPERUSER).await;
+    client
+        .batch_execute("CREATE TEMP TABLE ln_copied (id int, label text)")
+        .await
+        .unwrap();
+    quiet_requests(&client).await;
+    lane_sessions_become(metrics, 1).await;
+
+    // About 8 MB of answer, far above the lane's 256 KiB write queue.
+    let rows = client
+        .simple_query("SELECT g, repeat('x', 1000) FROM generate_series(1, 8000) g")
+        .await
+        .unwrap();
+    let data: Vec<_> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(data.len(), 8000);
+    assert_eq!(data[7999].get(0), Some("8000"));
+    assert_eq!(data[7999].get(1).map(str::len), Some(1000));
+
+    // About 6 MB of COPY data.
+    let sink = client
+        .copy_in("COPY ln_copied (id, label) FROM STDIN")
+        .await
+        .unwrap();
+    pin_mut!(sink);
+    let line = "y".repeat(600);
+    for chunk in 0..100 {
+        let mut block = String::new();
+        for i in 0..100 {
+            block.push_str(&format!("{}\t{line}\n", chunk * 100 + i));
+        }
+        sink.send(bytes::Bytes::from(block)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 10_000);
+    let (count, longest): (i64, i32) = {
+        let row = client
+            .query_one("SELECT count(*), max(length(label)) FROM ln_copied", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((count, longest), (10_000, 600));
+
+    // Fifty queries in flight at once, answered in order.
+    let statement = client.prepare("SELECT $1::int * 2").await.unwrap();
+    let queries = (0..50).map(|i| {
+        let client = &client;
+        let statement = &statement;
+        async move {
+            client
+                .query_one(statement, &[&i])
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
+        }
+    });
+    let answers = futures_util::future::join_all(queries).await;
+    assert_eq!(answers, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+
+    // A cancel request reaches the query of a session on the lane.
+    let token = client.cancel_token();
+    let cancelled = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    };
+    let (slept, ()) = tokio::join!(client.batch_execute("SELECT pg_sleep(30)"), cancelled);
+    assert_eq!(
+        slept.unwrap_err().code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+
+    let text = lane_sessions_become(metrics, 1).await;
+    assert_eq!(sample(&text, "ddlgate_fast_lane_handovers_total"), 1);
+}
+
+/// Shutdown reaches sessions on the lane: an idle one is told why and closed at once.
+#[tokio::test]
+async fn draining_closes_an_idle_session_on_the_lane() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.metrics_listen = Some("127.0.0.1:0".into());
+        o.shutdown_timeout = Some("10s".into());
+    })
+    .await;
+    let metrics = proxy.metrics.unwrap();
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    for _ in 0..QUIET_REQUESTS {
+        w.send(&wire::query("SELECT 1")).await;
+        assert_eq!(w.until_ready().await.last().unwrap().summary(), "Z:I");
+    }
+    lane_sessions_become(metrics, 1).await;
+    proxy.shutdown.drain.cancel();
+    let bye = w
+        .recv()
+        .await
+        .expect("a goodbye for the session on the lane");
+    assert_eq!(bye.summary(), "E:57P01");
+    assert!(w.recv().await.is_none());
+    proxy.drain_and_wait().await;
+}
+
+/// The server ending a session on the lane (pg_terminate_backend) reaches the client as on a
+/// direct connection, and the session's end is audited with its reason; a request that ends
+/// the session (`Terminate`) is audited as such.
+#[tokio::test]
+async fn ends_of_either_side_on_the_lane_are_passed_on_and_audited() {
+    let pg = PgServer::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.metrics_listen = Some("127.0.0.1:0".into());
+        o.audit_log = Some(log.clone());
+    })
+    .await;
+    let metrics = proxy.metrics.unwrap();
+    let direct = pg.connect(SUPERUSER).await;
+    let addr = proxy.addr.to_string();
+
+    let params = [
+        ("user", TRUST.name),
+        ("database", "app"),
+        ("application_name", "lane_terminated"),
+    ];
+    let (mut w, _) = Wire::startup_with(&addr, &params).await;
+    for _ in 0..QUIET_REQUESTS {
+        w.send(&wire::query("SELECT 1")).await;
+        w.until_ready().await;
+    }
+    lane_sessions_become(metrics, 1).await;
+    let ended: bool = direct
+        .query_one(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'lane_terminated'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended);
+    let fatal = w.recv().await.expect("the server's FATAL");
+    assert_eq!(fatal.summary(), "E:57P01");
+    assert!(w.recv().await.is_none());
+    let end = wait_for_record(&log, "session_end", "lane_terminated").await;
+    assert_eq!(
+        end["outcome"]["message"], "upstream closed the connection",
+        "{end}"
+    );
+
+    let params = [
+        ("user", TRUST.name),
+        ("database", "app"),
+        ("application_name", "lane_goodbye"),
+    ];
+    let (mut w, _) = Wire::startup_with(&addr, &params).await;
+    for _ in 0..QUIET_REQUESTS {
+        w.send(&wire::query("SELECT 1")).await;
+        w.until_ready().await;
+    }
+    lane_sessions_become(metrics, 1).await;
+    w.send(&wire::terminate()).await;
+    assert!(w.recv().await.is_none());
+    let end = wait_for_record(&log, "session_end", "lane_goodbye").await;
+    assert_eq!(
+        end["outcome"]["message"], "client terminated the session",
+        "{end}"
+    );
+    lane_sessions_become(metrics, 0).await;
+}
