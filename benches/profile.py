@@ -11,10 +11,15 @@ extended, prepared protocol; --clients) measures each proxy three ways, in the s
     instructions of exactly those transactions, repeatable to the instruction;
   * system calls per transaction: `strace -c -f` attached to every thread of the (unprofiled)
     proxy during a fixed-count run;
-  * CPU time per transaction (user + system, from /proc/PID/stat) over a timed run.
+  * CPU time per transaction (user + system, every thread's /proc/PID/task/TID/schedstat)
+    over a fixed-count run.
+
+It also reports each proxy's added latency (pgbench's average latency through it minus the
+same run's directly, in the CPU run) and its memory per idle session (RSS before and after
+opening --idle-sessions sessions, fresh and after 20 queries each).
 
 Usage: benches/profile.py [--transactions N] [--profiled-transactions N] [--clients 1,8]
-       [--cells RE] [--keep DIR]
+       [--cells RE] [--keep DIR] [--idle-sessions N]
 Needs: valgrind, strace, pgbouncer, PostgreSQL server binaries and pgbench, cargo.
 """
 
@@ -24,22 +29,29 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pgbench import Env, cpu_ticks, free_port, pgbench_argv, wait_port  # noqa: E402
+from pgbench import Env, free_port, pgbench_argv, wait_port  # noqa: E402
+from soak import idle_session  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def pgbench(port, workload, mode, clients, transactions):
+def pgbench(port, workload, mode, clients, transactions, latency=None):
+    """Runs `transactions` per client (pgbench -t; each run opens its sessions afresh, so
+    their startup is part of what is measured, for both proxies); the number done in all.
+    `latency`: a list that gets pgbench's average latency (ms)."""
     argv = pgbench_argv(port, workload, mode, clients) + ["-t", str(transactions), "bench"]
     out = subprocess.run(argv, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"pgbench failed on port {port}: {out.stderr.strip()}")
     done = int(re.search(r"number of transactions actually processed: (\d+)", out.stdout).group(1))
+    if latency is not None:
+        latency.append(float(re.search(r"latency average = ([\d.]+) ms", out.stdout).group(1)))
     return done
 
 
@@ -66,11 +78,61 @@ def syscalls_per_tx(env, pid, port, cell, transactions):
     return int(total.group(1)) / done
 
 
-def cpu_per_tx(pid, port, cell, transactions):
-    before = cpu_ticks(pid)
-    done = pgbench(port, *cell, transactions)
-    ticks = cpu_ticks(pid) - before
-    return ticks / os.sysconf("SC_CLK_TCK") * 1e6 / done
+def cpu_ns(pid):
+    """On-CPU time of every thread of `pid` (user + system), in ns: /proc/PID/task/*/schedstat
+    counts it to the nanosecond, where /proc/PID/stat counts 10 ms ticks."""
+    total = 0
+    for tid in threads(pid):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass  # the thread ended meanwhile
+    return total
+
+
+def cpu_per_tx(pid, port, cell, transactions, latency=None):
+    before = cpu_ns(pid)
+    done = pgbench(port, *cell, transactions, latency)
+    return (cpu_ns(pid) - before) / 1e3 / done
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def quiet_queries(sock, count):
+    """`count` simple queries (`SELECT 1`) on an open session, each to its ReadyForQuery."""
+    query = b"SELECT 1\0"
+    message = b"Q" + struct.pack("!I", len(query) + 4) + query
+    for _ in range(count):
+        sock.sendall(message)
+        buf = b""
+        while not (len(buf) >= 6 and buf[-6:-5] == b"Z"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("session closed during a query")
+            buf += chunk
+
+
+def idle_memory(pid, port, sessions, queries):
+    """KiB of the proxy's RSS per idle session: `sessions` opened (each after `queries` quiet
+    queries), measured, then closed."""
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    socks = [idle_session(port) for _ in range(sessions)]
+    for sock in socks:
+        quiet_queries(sock, queries)
+    time.sleep(1.0)
+    after = rss_kib(pid)
+    for sock in socks:
+        sock.close()
+    time.sleep(1.0)
+    return (after - before) / sessions
 
 
 def callgrind_proxy(env, name, argv, port):
@@ -115,12 +177,15 @@ def instructions_per_tx(proc, prefix, port, cell, warmup, transactions, as_user=
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--transactions", type=int, default=20000,
-                    help="transactions per strace and CPU run (default 20000)")
+    ap.add_argument("--transactions", type=int, default=5000,
+                    help="transactions per client in each strace and CPU run (default 5000)")
     ap.add_argument("--profiled-transactions", type=int, default=2000,
-                    help="transactions per callgrind run (default 2000)")
+                    help="transactions per client in each callgrind run (default 2000)")
     ap.add_argument("--clients", default="1,8", help="client counts (default 1,8)")
     ap.add_argument("--cells", help="only cells whose label matches this regex")
+    ap.add_argument("--idle-sessions", type=int, default=100,
+                    help="idle sessions opened to measure memory per session (default 100; "
+                         "pgbouncer's pool holds 100)")
     ap.add_argument("--keep", metavar="DIR",
                     help="copy each callgrind dump to DIR (read them with callgrind_annotate)")
     args = ap.parse_args()
@@ -162,24 +227,46 @@ def main():
                 ir = instructions_per_tx(proc, prefix, pport, cell, 200,
                                          args.profiled_transactions, as_user, args.keep)
                 sc = syscalls_per_tx(env, pid, port, cell, args.transactions)
-                cpu = cpu_per_tx(pid, port, cell, args.transactions)
+                latency = []
+                cpu = cpu_per_tx(pid, port, cell, args.transactions, latency)
                 print(f"{label(cell):22} {name:9} {ir:10.0f} instr/tx  {sc:5.2f} syscalls/tx  "
-                      f"{cpu:6.1f} CPU us/tx", flush=True)
-                row.append((ir, sc, cpu))
+                      f"{cpu:6.1f} CPU us/tx  {latency[0] * 1000:7.1f} us latency", flush=True)
+                row.append((ir, sc, cpu, latency[0]))
+            direct = []
+            pgbench(env.pg_port, *cell, args.transactions, direct)
+            row.append(direct[0])
             rows.append(row)
+        memory = []
+        for name in ("ddlgate", "pgbouncer"):
+            pid, port = plain[name]
+            for queries in (0, 20):
+                kib = idle_memory(pid, port, args.idle_sessions, queries)
+                print(f"{name:9} {kib:6.1f} KiB per idle session after {queries} queries", flush=True)
+                memory.append((name, queries, kib))
     finally:
         env.close()
 
     print()
     print(f"user-space instructions per transaction (callgrind, {args.profiled_transactions} "
           f"transactions after a warm-up), system calls per transaction (strace -c, "
-          f"{args.transactions}), proxy CPU per transaction (/proc, {args.transactions})")
+          f"{args.transactions}), proxy CPU per transaction (schedstat, {args.transactions})")
     print()
     print("| cell | ddlgate instr/tx | pgbouncer instr/tx | ddlgate syscalls/tx | pgbouncer syscalls/tx "
-          "| ddlgate CPU µs/tx | pgbouncer CPU µs/tx |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for cell, d, b in rows:
-        print(f"| {cell} | {d[0]:.0f} | {b[0]:.0f} | {d[1]:.2f} | {b[1]:.2f} | {d[2]:.1f} | {b[2]:.1f} |")
+          "| ddlgate CPU µs/tx | pgbouncer CPU µs/tx | ddlgate added latency µs "
+          "| pgbouncer added latency µs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for cell, d, b, direct in rows:
+        print(f"| {cell} | {d[0]:.0f} | {b[0]:.0f} | {d[1]:.2f} | {b[1]:.2f} | {d[2]:.1f} "
+              f"| {b[2]:.1f} | {(d[3] - direct) * 1000:.0f} | {(b[3] - direct) * 1000:.0f} |")
+    print()
+    print(f"memory per idle session (proxy RSS before and after opening {args.idle_sessions} "
+          f"sessions, each after 0 or 20 `SELECT 1`), KiB")
+    print()
+    print("| proxy | fresh session | after 20 queries |")
+    print("|---|---:|---:|")
+    for name in ("ddlgate", "pgbouncer"):
+        kib = {q: k for n, q, k in memory if n == name}
+        print(f"| {name} | {kib[0]:.1f} | {kib[20]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ pub(crate) mod prefilter;
 pub(crate) mod registry;
 pub(crate) mod routines;
 pub(crate) mod rules;
+pub(crate) mod scan;
 pub(crate) mod session_changes;
 pub(crate) mod violation;
 

@@ -8,6 +8,8 @@
 //! an unterminated quote or comment — is sent to the full parse. It may say "parse it" for a
 //! harmless statement; it must never say "plain DML" for anything else.
 
+use super::scan::ByteSet;
+
 /// What the pre-filter proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prefilter {
@@ -38,9 +40,15 @@ pub enum DmlKind {
 
 /// Classifies a query string. See the module docs for what is proven.
 pub fn prefilter(sql: &str) -> Prefilter {
-    let bytes = sql.as_bytes();
+    prefilter_bytes(sql.as_bytes()).0
+}
+
+/// [`prefilter`] of a text's bytes (which must be the text as the server reads it: ASCII, or
+/// UTF-8), and for a proven statement whether it quotes anything (a string, a quoted
+/// identifier or a dollar-quoted body).
+pub(crate) fn prefilter_bytes(bytes: &[u8]) -> (Prefilter, bool) {
     let Some(start) = skip_space_and_comments(bytes, 0) else {
-        return Prefilter::NeedsParse;
+        return (Prefilter::NeedsParse, false);
     };
     let word_end = bytes
         .get(start..)
@@ -58,19 +66,17 @@ pub fn prefilter(sql: &str) -> Prefilter {
         6 if word.eq_ignore_ascii_case(b"delete") => DmlKind::Delete,
         6 if word.eq_ignore_ascii_case(b"values") => DmlKind::Select,
         _ if is_transaction_control(word) => {
-            return if rest_is_one_plain_statement(bytes, word_end, false) {
-                Prefilter::TransactionControl
-            } else {
-                Prefilter::NeedsParse
+            return match rest_is_one_plain_statement(bytes, word_end, false) {
+                Some(quoted) => (Prefilter::TransactionControl, quoted),
+                None => (Prefilter::NeedsParse, false),
             };
         }
-        _ => return Prefilter::NeedsParse,
+        _ => return (Prefilter::NeedsParse, false),
     };
     let forbid_into = matches!(kind, DmlKind::Select | DmlKind::With);
-    if rest_is_one_plain_statement(bytes, word_end, forbid_into) {
-        Prefilter::Dml(kind)
-    } else {
-        Prefilter::NeedsParse
+    match rest_is_one_plain_statement(bytes, word_end, forbid_into) {
+        Some(quoted) => (Prefilter::Dml(kind), quoted),
+        None => (Prefilter::NeedsParse, false),
     }
 }
 
@@ -148,9 +154,10 @@ fn skip_block_comment(bytes: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// Walks the statement after its first word: true if it ends without a second statement, an
-/// `INTO` (when forbidden), or anything the walk cannot read with certainty.
-fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) -> bool {
+/// Walks the statement after its first word: `Some` if it ends without a second statement, an
+/// `INTO` (when forbidden), or anything the walk cannot read with certainty, saying whether it
+/// quotes anything.
+fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) -> Option<bool> {
     let stops = if forbid_into {
         &STOPS_WITH_INTO
     } else {
@@ -158,14 +165,12 @@ fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) ->
     };
     // Whether the previous byte could be part of an identifier (for word boundaries).
     let mut in_word = false;
+    let mut quoted = false;
     loop {
         // Runs of bytes that mean nothing to the walk are skipped in one tight loop: most of
         // an ordinary statement is names, numbers, operators and spaces.
         let rest = bytes.get(i..).unwrap_or_default();
-        let run = rest
-            .iter()
-            .position(|&b| stops.get(usize::from(b)).copied().unwrap_or(true))
-            .unwrap_or(rest.len());
+        let run = stops.find(rest).unwrap_or(rest.len());
         if run > 0 {
             in_word = rest.get(run - 1).copied().is_some_and(is_ident_byte);
             i = i.saturating_add(run);
@@ -176,25 +181,24 @@ fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) ->
         let next = bytes.get(i.saturating_add(1)).copied();
         match b {
             b'\'' => {
-                let Some(end) = skip_quoted(bytes, i, b'\'') else {
-                    return false;
-                };
+                let end = skip_quoted(bytes, i, b'\'')?;
+                quoted = true;
                 i = end;
                 in_word = false;
                 continue;
             }
             b'"' => {
-                let Some(end) = skip_quoted(bytes, i, b'"') else {
-                    return false;
-                };
+                let end = skip_quoted(bytes, i, b'"')?;
+                quoted = true;
                 i = end;
                 in_word = true;
                 continue;
             }
             b'$' if !in_word => match dollar_quote_end(bytes, i) {
                 DollarQuote::NotAQuote => {}
-                DollarQuote::Unterminated => return false,
+                DollarQuote::Unterminated => return None,
                 DollarQuote::EndsAt(end) => {
+                    quoted = true;
                     i = end;
                     in_word = false;
                     continue;
@@ -206,29 +210,28 @@ fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) ->
                     .and_then(|r| r.iter().position(|&c| c == b'\n'))
                 {
                     Some(n) => i = i.saturating_add(n),
-                    None => return true,
+                    None => return Some(quoted),
                 }
                 in_word = false;
                 continue;
             }
             b'/' if next == Some(b'*') => {
-                let Some(end) = skip_block_comment(bytes, i) else {
-                    return false;
-                };
-                i = end;
+                i = skip_block_comment(bytes, i)?;
                 in_word = false;
                 continue;
             }
             b';' => {
                 // Only space and comments may follow.
-                return skip_space_and_comments(bytes, i.saturating_add(1)).is_none()
+                let only_space_follows = skip_space_and_comments(bytes, i.saturating_add(1))
+                    .is_none()
                     && !has_unterminated_comment(bytes, i.saturating_add(1));
+                return only_space_follows.then_some(quoted);
             }
             b'i' | b'I' if forbid_into && !in_word => {
                 let word = bytes.get(i..i.saturating_add(4)).unwrap_or_default();
                 let after = bytes.get(i.saturating_add(4)).copied();
                 if word.eq_ignore_ascii_case(b"into") && !after.is_some_and(is_ident_byte) {
-                    return false;
+                    return None;
                 }
             }
             _ => {}
@@ -236,28 +239,13 @@ fn rest_is_one_plain_statement(bytes: &[u8], mut i: usize, forbid_into: bool) ->
         in_word = is_ident_byte(b);
         i = i.saturating_add(1);
     }
-    true
+    Some(quoted)
 }
 
 /// The bytes at which [`rest_is_one_plain_statement`] must look: quotes, `$`, comment starts,
-/// `;`, and (in the second table) the `i` of `INTO`.
-static STOPS: [bool; 256] = stops(false);
-static STOPS_WITH_INTO: [bool; 256] = stops(true);
-
-const fn stops(into: bool) -> [bool; 256] {
-    let mut table = [false; 256];
-    table[b'\'' as usize] = true;
-    table[b'"' as usize] = true;
-    table[b'$' as usize] = true;
-    table[b'-' as usize] = true;
-    table[b'/' as usize] = true;
-    table[b';' as usize] = true;
-    if into {
-        table[b'i' as usize] = true;
-        table[b'I' as usize] = true;
-    }
-    table
-}
+/// `;`, and (in the second set) the `i` of `INTO`.
+static STOPS: ByteSet = ByteSet::stops(false);
+static STOPS_WITH_INTO: ByteSet = ByteSet::stops(true);
 
 fn has_unterminated_comment(bytes: &[u8], from: usize) -> bool {
     let mut i = from;

@@ -222,7 +222,14 @@ impl BackendScanner {
                     }
                     self.pipeline_answers = self.pipeline_answers.saturating_add(1);
                 }
-                self.passthrough_left = header.frame_len;
+                // A frame wholly read is done with at once; the rest of a longer one streams.
+                if header.frame_len <= rest.len() {
+                    done = done.saturating_add(header.frame_len);
+                } else {
+                    done = done.saturating_add(rest.len());
+                    self.passthrough_left = header.frame_len.saturating_sub(rest.len());
+                    return Ok(done);
+                }
             }
         }
     }

@@ -49,8 +49,8 @@ impl TxEffect {
     /// The effect of a transaction-control statement, from its words (the pre-filter proved
     /// that `text` is one such statement). A few byte comparisons: this runs on the fast path
     /// for every `BEGIN` and `COMMIT`.
-    pub fn of_transaction_control(text: &str) -> Self {
-        let bytes = text.as_bytes();
+    pub fn of_transaction_control(text: impl AsRef<[u8]>) -> Self {
+        let bytes = text.as_ref();
         let Some((first, after)) = word_at(bytes, 0) else {
             return Self::None;
         };

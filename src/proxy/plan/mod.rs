@@ -41,6 +41,7 @@ use super::tx::Since;
 
 mod decide;
 pub(crate) mod pool;
+mod recent;
 mod review;
 
 use decide::{apply, decide_query};

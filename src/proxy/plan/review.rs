@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::analysis::classify::{ClassifyOptions, TxControl, classify};
 use crate::analysis::parse::{self, Options};
-use crate::analysis::prefilter::{Prefilter, prefilter};
+use crate::analysis::prefilter::{Prefilter, prefilter, prefilter_bytes};
+use crate::analysis::scan::ByteSet;
 use crate::enforce::{Class, GRAMMAR_MAJOR};
 use crate::protocol::ProtocolError;
 use crate::protocol::extended::{Bind, Parse, Target, close_target, execute_portal};
@@ -22,6 +23,7 @@ use super::super::state::SessionState;
 use super::super::tx::TxEffect;
 use super::ParsedText;
 use super::pool::PLAN_OFF_THREAD_ABOVE;
+use super::recent::{Found, RecentTexts};
 
 /// What the session does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,8 @@ pub struct Review {
     /// What the last forwarded request does to transactions, and whether it is one statement
     /// alone in flight; taken by [`Review::take_forwarded_tx`].
     pub(super) forwarded_tx: (TxEffect, bool),
+    /// `Parse` texts cleared lately ([`super::recent`]).
+    recent: RecentTexts,
 }
 
 impl Review {
@@ -95,14 +99,6 @@ impl Review {
         let mut note = |text: &str| {
             governed.get_or_insert_with(|| text.to_owned());
         };
-        // Looked up only for text that is not ASCII (which every encoding reads alike).
-        let encoding = |bytes: &[u8]| {
-            if bytes.is_ascii() {
-                None
-            } else {
-                session.parameter("client_encoding")
-            }
-        };
         // A statement of this request may change client_encoding: the server reads what
         // follows it in an encoding ddlgate learns only from the answer.
         let mut encoding_may_change = false;
@@ -118,16 +114,15 @@ impl Review {
                     // Non-ASCII text is read in the encoding in force when it runs, which an
                     // earlier request still running may change (even from inside a function).
                     hold |= in_flight && !bytes.is_ascii();
-                    let (text, _) = client_text::decode(bytes, encoding(bytes));
-                    let checked = self.check(index, &text, session);
-                    if checked.class.is_some() {
+                    let (checked, governed) = self.look(index, bytes, session);
+                    if let Some(text) = governed {
                         hold = true;
                         note(&text);
                     }
                     tx = tx.and(checked.tx);
                     statements += 1;
                     // Held, so that the next request is read after the change is known.
-                    hold |= may_change_encoding(&text, checked.plain);
+                    hold |= may_change_encoding(bytes, checked);
                 }
                 fe::PARSE => {
                     let Parse {
@@ -138,9 +133,25 @@ impl Review {
                         self.unreviewable = Some(String::from_utf8_lossy(bytes).into_owned());
                         return Ok(Verdict::Unreviewable(Unreviewable::EncodingChanged));
                     }
-                    let (text, _) = client_text::decode(bytes, encoding(bytes));
-                    let checked = self.check(index, &text, session);
-                    if may_change_encoding(&text, checked.plain) {
+                    let found = if let Some(found) = self.recent.find(bytes, &session.routines) {
+                        found
+                    } else {
+                        let parsed_before = self.parsed.len();
+                        let (checked, governed) = self.look(index, bytes, session);
+                        if let Some(text) = governed {
+                            note(&text);
+                        }
+                        let found = Found {
+                            checked,
+                            may_change_encoding: may_change_encoding(bytes, checked),
+                        };
+                        let parsed = self.parsed.len() != parsed_before;
+                        self.recent
+                            .remember(bytes, &session.routines, found, parsed);
+                        found
+                    };
+                    let checked = found.checked;
+                    if found.may_change_encoding {
                         encoding_may_change = true;
                         hold = true;
                     }
@@ -148,7 +159,6 @@ impl Review {
                         Some(class) => {
                             self.statements.insert(name.to_vec(), class);
                             hold = true;
-                            note(&text);
                         }
                         None if self.statements.is_empty() => {}
                         None => {
@@ -240,6 +250,30 @@ impl Review {
         }
     }
 
+    /// The pre-check of the statement text `bytes` of message `index`: the plain look when it
+    /// suffices ([`precheck_plain`]), else [`Self::check`] of the text as the server reads it;
+    /// and that text when the policy governs it.
+    fn look(
+        &mut self,
+        index: usize,
+        bytes: &[u8],
+        session: &SessionState,
+    ) -> (Checked, Option<String>) {
+        if let Some(checked) = precheck_plain(bytes, session) {
+            return (checked, None);
+        }
+        // Looked up only for text that is not ASCII (which every encoding reads alike).
+        let encoding = if bytes.is_ascii() {
+            None
+        } else {
+            session.parameter("client_encoding")
+        };
+        let (text, _) = client_text::decode(bytes, encoding);
+        let checked = self.check(index, &text, session);
+        let governed = checked.class.is_some().then(|| text.into_owned());
+        (checked, governed)
+    }
+
     /// The pre-check of the text of message `index`, keeping what it parsed for the plan. A
     /// text too large to parse on the worker without stalling its other sessions is held
     /// unparsed (as if it ran DDL), and parsed when it is planned, off the worker.
@@ -249,6 +283,7 @@ impl Review {
                 class: Some(Class::Brief),
                 tx: TxEffect::None,
                 plain: false,
+                quoted: false,
             };
         }
         let (checked, parsed) = precheck_with_parse(text, session);
@@ -316,41 +351,84 @@ pub(super) fn deferred_name(n: usize) -> Vec<u8> {
 
 /// The timeout class of a query text when it needs the policy's attention: DDL, `DO`/`CALL`,
 /// or (on a server newer than the grammar) a statement that does not parse.
-/// Whether `text` may change `client_encoding`: `SET client_encoding`, `SET NAMES`,
+/// Whether a statement text may change `client_encoding`: `SET client_encoding`, `SET NAMES`,
 /// `set_config('client_encoding', …)`, `RESET ALL`, `DISCARD ALL`, … A plain look at the
 /// words, generous on purpose: a false alarm only holds the request until it is answered.
 ///
-/// `plain`: the pre-filter found the text to be DML or transaction control ([`Checked::plain`]),
-/// which can change the encoding only through a function call naming it.
-pub(super) fn may_change_encoding(text: &str, plain: bool) -> bool {
-    let bytes = text.as_bytes();
-    contains_ignoring_case(bytes, b"encoding")
-        || (!plain
-            && (contains_ignoring_case(bytes, b"names")
-                || contains_ignoring_case(bytes, b"reset")
-                || contains_ignoring_case(bytes, b"discard")))
+/// Plain DML or transaction control ([`Checked::plain`]) can change it only by naming it in a
+/// quoted string (`set_config`'s argument), so there the word is looked for only when the
+/// statement quotes something. The text's bytes are read as they are: the words are ASCII,
+/// which every client encoding writes alike.
+pub(super) fn may_change_encoding(text: &[u8], checked: Checked) -> bool {
+    if checked.plain {
+        return checked.quoted && contains_ignoring_case(text, b"encoding");
+    }
+    contains_ignoring_case(text, b"encoding")
+        || contains_ignoring_case(text, b"names")
+        || contains_ignoring_case(text, b"reset")
+        || contains_ignoring_case(text, b"discard")
+}
+
+/// The pre-check of a text the pre-filter clears without reading it as a string: ASCII (which
+/// every client encoding reads alike) that is plain DML with no routine that runs DDL to call,
+/// or transaction control. `None`: the text needs the full [`Review::check`].
+fn precheck_plain(bytes: &[u8], session: &SessionState) -> Option<Checked> {
+    if !bytes.is_ascii() {
+        return None;
+    }
+    match prefilter_bytes(bytes) {
+        (Prefilter::Dml(_), quoted) if session.routines.is_empty() => Some(Checked {
+            plain: true,
+            quoted,
+            ..Checked::default()
+        }),
+        (Prefilter::TransactionControl, quoted) => Some(Checked {
+            class: None,
+            tx: TxEffect::of_transaction_control(bytes),
+            plain: true,
+            quoted,
+        }),
+        _ => None,
+    }
 }
 
 /// Whether `haystack` contains `word` (lowercase ASCII) in any case. Candidates are found by
-/// the word's second byte, in one pass per case with `memchr2`.
+/// the word's last byte, eight bytes at a time.
 fn contains_ignoring_case(haystack: &[u8], word: &[u8]) -> bool {
-    let Some(&second) = word.get(1) else {
-        return haystack
-            .iter()
-            .any(|b| Some(&b.to_ascii_lowercase()) == word.first());
+    static G: ByteSet = ByteSet::letter(b'g');
+    static S: ByteSet = ByteSet::letter(b's');
+    static T: ByteSet = ByteSet::letter(b't');
+    static D: ByteSet = ByteSet::letter(b'd');
+    let last_byte = match word.last() {
+        Some(b'g') => &G,
+        Some(b's') => &S,
+        Some(b't') => &T,
+        Some(b'd') => &D,
+        _ => {
+            return haystack
+                .windows(word.len().max(1))
+                .any(|w| w.eq_ignore_ascii_case(word));
+        }
     };
-    memchr::memchr2_iter(second, second.to_ascii_uppercase(), haystack)
-        .filter_map(|at| at.checked_sub(1))
-        .any(|start| {
-            haystack
-                .get(start..start.saturating_add(word.len()))
+    let last = word.len().saturating_sub(1);
+    let mut from = 0;
+    while let Some(at) = haystack.get(from..).and_then(|rest| last_byte.find(rest)) {
+        let end = from + at;
+        if end >= last
+            && haystack
+                .get(end - last..=end)
                 .is_some_and(|w| w.eq_ignore_ascii_case(word))
-        })
+        {
+            return true;
+        }
+        from = end + 1;
+    }
+    false
 }
 
 /// What the cheap look at a query text found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Checked {
+pub(crate) struct Checked {
     /// The timeout class of a text that needs the policy's attention: DDL, `DO`/`CALL`, an
     /// explicit lock that blocks writes, or (on a server newer than the grammar) a statement
     /// that does not parse.
@@ -359,17 +437,22 @@ pub(super) struct Checked {
     pub(super) tx: TxEffect,
     /// The pre-filter proved it DML or transaction control.
     pub(super) plain: bool,
+    /// A plain statement that quotes something (a string, a quoted identifier, a
+    /// dollar-quoted body).
+    pub(super) quoted: bool,
 }
 
 /// The pre-check of a text (as [`client_text::decode`] reads it), and the statements it
 /// parsed (none when the pre-filter cleared the text): the plan of a held request reuses them
 /// instead of parsing the text again.
 fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<ParsedText>) {
-    match prefilter(text) {
+    let (filtered, quoted) = prefilter_bytes(text.as_bytes());
+    match filtered {
         // DML is harmless unless it may call a routine that runs DDL: then it is parsed.
         Prefilter::Dml(_) if !session.routines.mentioned_in(text) => (
             Checked {
                 plain: true,
+                quoted,
                 ..Checked::default()
             },
             None,
@@ -379,14 +462,18 @@ fn precheck_with_parse(text: &str, session: &SessionState) -> (Checked, Option<P
                 class: None,
                 tx: TxEffect::of_transaction_control(text),
                 plain: true,
+                quoted,
             },
             None,
         ),
-        filtered @ (Prefilter::Dml(_) | Prefilter::NeedsParse) => {
+        Prefilter::Dml(_) | Prefilter::NeedsParse => {
             let scs = session.parameter("standard_conforming_strings") != Some("off");
             let (mut checked, statements) =
                 precheck_keeping_parse(text, session.server_major(), scs, &session.routines);
-            checked.plain = matches!(filtered, Prefilter::Dml(_));
+            if matches!(filtered, Prefilter::Dml(_)) {
+                checked.plain = true;
+                checked.quoted = quoted;
+            }
             (
                 checked,
                 Some(ParsedText {
@@ -456,6 +543,52 @@ fn precheck_keeping_parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_that_may_change_the_encoding_are_found_in_any_case() {
+        let may = |text: &str| {
+            let (filtered, quoted) = prefilter_bytes(text.as_bytes());
+            let plain = matches!(filtered, Prefilter::Dml(_) | Prefilter::TransactionControl);
+            may_change_encoding(
+                text.as_bytes(),
+                Checked {
+                    plain,
+                    quoted,
+                    ..Checked::default()
+                },
+            )
+        };
+        for text in [
+            "SELECT set_config('client_encoding', 'LATIN1', false)",
+            "select SET_CONFIG('CLIENT_ENCODING', 'latin1', false)",
+            "SELECT set_config('Client_Encoding', 'latin1', false)",
+            "SELECT set_config($$client_encoding$$, 'latin1', false)",
+            "SELECT pg_catalog.set_config(E'client_encoding', 'latin1', false)",
+            "SET client_encoding TO 'LATIN1'",
+            "SET NAMES 'LATIN1'",
+            "set names 'latin1'",
+            "RESET ALL",
+            "reset client_encoding",
+            "DISCARD ALL",
+            "discard all",
+            "ENCODING",
+        ] {
+            assert!(may(text), "{text}");
+        }
+        for text in [
+            "SELECT 1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
+            // Words that only matter outside DML, and the word outside quotes in DML.
+            "SELECT names, reset_at, discarded, encoding FROM t",
+            "SELECT x FROM encodings WHERE id = $1",
+            // Near misses, including at the very end of the text.
+            "SELECT 'encodin'",
+            "SELECT 'ncoding'",
+            "SHOW search_path",
+        ] {
+            assert!(!may(text), "{text}");
+        }
+    }
 
     #[test]
     pub(super) fn precheck_passes_dml_and_catches_ddl() {

@@ -22,7 +22,7 @@
 //!
 //! TLS sessions stay on their task (the lane reads raw sockets).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
@@ -132,6 +132,7 @@ pub(crate) fn start(index: usize, phase: &Arc<Phase>) -> io::Result<Handle> {
                 rides: Vec::new(),
                 free: Vec::new(),
                 ready: Vec::new(),
+                unfinished: Vec::new(),
                 scratch: vec![0; READ_SIZE],
             };
             lane.run();
@@ -237,6 +238,8 @@ struct Lane {
     free: Vec<usize>,
     /// Slots with news since the last `epoll_wait`.
     ready: Vec<usize>,
+    /// Slots that used up their turn with more to do: served again after the others.
+    unfinished: Vec<usize>,
     /// Where reads land before they are appended to a session's buffer.
     scratch: Vec<u8>,
 }
@@ -246,7 +249,9 @@ impl Lane {
         let mut events = Events::with_capacity(256);
         let mut inbox_open = true;
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            // With a session still busy, only look for news before serving it again.
+            let timeout = (!self.unfinished.is_empty()).then_some(std::time::Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -288,6 +293,14 @@ impl Lane {
                     .is_some_and(|p| p.get() == ShutdownPhase::Running);
                 if !running {
                     self.hand_back_all();
+                }
+            }
+            for slot in std::mem::take(&mut self.unfinished) {
+                if let Some(Some(ride)) = self.rides.get_mut(slot)
+                    && !ride.queued
+                {
+                    ride.queued = true;
+                    self.ready.push(slot);
                 }
             }
             while let Some(slot) = self.ready.pop() {
@@ -378,53 +391,71 @@ impl Lane {
         send_back(ride, exit);
     }
 
-    /// Moves one session along as far as its sockets allow.
+    /// Moves one session along as far as its sockets allow, within its turn.
     fn serve(&mut self, slot: usize) {
         let Some(Some(ride)) = self.rides.get_mut(slot) else {
             return;
         };
         ride.queued = false;
-        if let Some(exit) = ride.step(&mut self.scratch) {
-            self.hand_back(slot, exit);
+        match ride.step(&mut self.scratch) {
+            Step::Idle => {}
+            Step::Unfinished => self.unfinished.push(slot),
+            Step::Exit(exit) => self.hand_back(slot, exit),
         }
     }
 }
 
+/// How a session's turn ended.
+enum Step {
+    /// Neither side can move until epoll says so.
+    Idle,
+    /// The turn is over with more to do (a long result or COPY in full flow): the lane's
+    /// other sessions go first.
+    Unfinished,
+    /// The session goes back to its task.
+    Exit(Exit),
+}
+
+/// Reads per turn: a session streaming a large result or COPY yields after this many, so the
+/// lane's other sessions wait for at most a few of its reads (64 KiB each).
+const READS_PER_TURN: usize = 16;
+
 impl Ride {
-    /// Writes what is queued and reads what is there until neither side can move; `Some`
-    /// when the session has to go back to its task.
-    fn step(&mut self, scratch: &mut [u8]) -> Option<Exit> {
+    /// Writes what is queued and reads what is there until neither side can move or the
+    /// turn is over.
+    fn step(&mut self, scratch: &mut [u8]) -> Step {
+        let mut reads = 0;
         loop {
             if self.upstream_ready.writable {
                 match self.session.to_upstream.write_now(&mut self.upstream) {
                     Ok(done) => self.upstream_ready.writable = done,
-                    Err(e) => return Some(Exit::Event(Event::UpstreamFailed(e))),
+                    Err(e) => return Step::Exit(Exit::Event(Event::UpstreamFailed(e))),
                 }
             }
             if self.client_ready.writable {
                 match self.session.to_client.write_now(&mut self.client) {
                     Ok(done) => self.client_ready.writable = done,
-                    Err(e) => return Some(Exit::Event(Event::ClientFailed(e))),
+                    Err(e) => return Step::Exit(Exit::Event(Event::ClientFailed(e))),
                 }
             }
             if !self.session.lane_can_keep() {
-                return Some(Exit::Needs);
+                return Step::Exit(Exit::Needs);
             }
             let mut moved = false;
             if self.client_ready.readable && self.session.to_upstream.len() < HIGH_WATER {
                 match read(&mut self.client, scratch, &mut self.client_ready) {
                     Ok(None) => {}
                     Ok(Some([])) => {
-                        return Some(Exit::Event(Event::ClientEof));
+                        return Step::Exit(Exit::Event(Event::ClientEof));
                     }
                     Ok(Some(bytes)) => {
                         self.session.client_buf.extend_from_slice(bytes);
                         if let Err(e) = self.session.on_client_data() {
-                            return Some(Exit::Failed(e));
+                            return Step::Exit(Exit::Failed(e));
                         }
                         moved = true;
                     }
-                    Err(e) => return Some(Exit::Event(Event::ClientFailed(e))),
+                    Err(e) => return Step::Exit(Exit::Event(Event::ClientFailed(e))),
                 }
             }
             if self.upstream_ready.readable
@@ -434,22 +465,70 @@ impl Ride {
                 match read(&mut self.upstream, scratch, &mut self.upstream_ready) {
                     Ok(None) => {}
                     Ok(Some([])) => {
-                        return Some(Exit::Event(Event::UpstreamEof));
+                        return Step::Exit(Exit::Event(Event::UpstreamEof));
                     }
                     Ok(Some(bytes)) => {
-                        self.session.upstream_buf.extend_from_slice(bytes);
-                        if let Err(e) = self.session.on_upstream_data() {
-                            return Some(Exit::Failed(e));
+                        if let Err(exit) = self.take_upstream_bytes(bytes) {
+                            return Step::Exit(exit);
                         }
                         moved = true;
                     }
-                    Err(e) => return Some(Exit::Event(Event::UpstreamFailed(e))),
+                    Err(e) => return Step::Exit(Exit::Event(Event::UpstreamFailed(e))),
                 }
             }
             if !moved {
-                return None;
+                return Step::Idle;
+            }
+            reads += 1;
+            if reads == READS_PER_TURN {
+                return Step::Unfinished;
             }
         }
+    }
+}
+
+impl Ride {
+    /// Takes in bytes read from the server. When nothing of the server's is buffered or
+    /// queued (the usual case: a whole answer in one read), the answer goes to the client
+    /// straight from the read buffer: no copy into the session, no queue. What the client's
+    /// socket does not take now, and a partial last message, are kept as usual.
+    fn take_upstream_bytes(&mut self, bytes: &[u8]) -> Result<(), Exit> {
+        let session = &mut self.session;
+        if !session.upstream_buf.is_empty() || !session.to_client.is_empty() {
+            session.upstream_buf.extend_from_slice(bytes);
+            return session.on_upstream_data().map_err(Exit::Failed);
+        }
+        let done = super::scan_upstream(&mut session.backend, &mut session.state, bytes)
+            .map_err(Exit::Failed)?;
+        let (whole, partial) = bytes.split_at(done.min(bytes.len()));
+        if !whole.is_empty() {
+            session
+                .shared
+                .metrics
+                .bytes_out
+                .increment(whole.len() as u64);
+            let mut written = 0;
+            while written < whole.len() && self.client_ready.writable {
+                match self.client.write(whole.get(written..).unwrap_or_default()) {
+                    Ok(0) => {
+                        return Err(Exit::Event(Event::ClientFailed(
+                            io::ErrorKind::WriteZero.into(),
+                        )));
+                    }
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.client_ready.writable = false;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Exit::Event(Event::ClientFailed(e))),
+                }
+            }
+            if let Some(rest) = whole.get(written..).filter(|rest| !rest.is_empty()) {
+                session.to_client.push(bytes::Bytes::copy_from_slice(rest));
+            }
+        }
+        session.upstream_buf.extend_from_slice(partial);
+        Ok(())
     }
 }
 

@@ -586,25 +586,7 @@ impl Session {
             state,
             ..
         } = self;
-        let done = backend
-            .scan(upstream_buf, |message| {
-                match message.tag {
-                    backend::tag::READY_FOR_QUERY => {
-                        state.ready_for_query(message.body, message.after_error)?;
-                    }
-                    backend::tag::PARAMETER_STATUS => state.parameter_status(message.body)?,
-                    // The real key must never reach the client; the server sends it only at
-                    // startup, so one now is a server bug.
-                    tag => {
-                        return Err(ProtocolError::Unexpected {
-                            tag: Tag(tag),
-                            context: "after startup",
-                        });
-                    }
-                }
-                Ok(())
-            })
-            .map_err(SessionError::UpstreamProtocol)?;
+        let done = scan_upstream(backend, state, upstream_buf)?;
         if done > 0 {
             self.shared.metrics.bytes_out.increment(done as u64);
             let chunk = self.upstream_buf.split_to(done).freeze();
@@ -612,6 +594,34 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Scans server bytes (see [`Session::on_upstream_data`]): how many leading bytes may go to
+/// the client.
+fn scan_upstream(
+    backend: &mut BackendScanner,
+    state: &mut SessionState,
+    bytes: &[u8],
+) -> Result<usize, SessionError> {
+    backend
+        .scan(bytes, |message| {
+            match message.tag {
+                backend::tag::READY_FOR_QUERY => {
+                    state.ready_for_query(message.body, message.after_error)?;
+                }
+                backend::tag::PARAMETER_STATUS => state.parameter_status(message.body)?,
+                // The real key must never reach the client; the server sends it only at
+                // startup, so one now is a server bug.
+                tag => {
+                    return Err(ProtocolError::Unexpected {
+                        tag: Tag(tag),
+                        context: "after startup",
+                    });
+                }
+            }
+            Ok(())
+        })
+        .map_err(SessionError::UpstreamProtocol)
 }
 
 /// Who and where, for an audit record.
