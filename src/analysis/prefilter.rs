@@ -83,18 +83,16 @@ pub(crate) fn prefilter_bytes(bytes: &[u8]) -> (Prefilter, bool) {
 /// The first words of transaction-control statements. `PREPARE TRANSACTION` is left out (its
 /// first word also starts `PREPARE name AS …`).
 fn is_transaction_control(word: &[u8]) -> bool {
-    [
-        &b"begin"[..],
-        b"start",
-        b"commit",
-        b"end",
-        b"rollback",
-        b"abort",
-        b"savepoint",
-        b"release",
-    ]
-    .iter()
-    .any(|w| word.eq_ignore_ascii_case(w))
+    let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+    match word.len() {
+        3 => is(b"end"),
+        5 => is(b"begin") || is(b"start") || is(b"abort"),
+        6 => is(b"commit"),
+        7 => is(b"release"),
+        8 => is(b"rollback"),
+        9 => is(b"savepoint"),
+        _ => false,
+    }
 }
 
 /// The next word (ASCII letters) at or after `from`, outside comments, and the offset after
@@ -119,6 +117,10 @@ pub(crate) fn word_at(bytes: &[u8], mut from: usize) -> Option<(&[u8], usize)> {
 /// Skips whitespace and comments from `i`; `None` if a comment is unterminated or nothing but
 /// space and comments remain.
 fn skip_space_and_comments(bytes: &[u8], mut i: usize) -> Option<usize> {
+    // Most statements start with their first word.
+    if bytes.get(i).is_some_and(u8::is_ascii_alphabetic) {
+        return Some(i);
+    }
     loop {
         match (bytes.get(i), bytes.get(i.saturating_add(1))) {
             (Some(b), _) if b.is_ascii_whitespace() => i = i.saturating_add(1),

@@ -20,7 +20,7 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`session`] | one client session: startup, request assembly and review, driving programs, the watch over held states, closing |
+//! | [`session`] | one client session: startup, request assembly and review, driving programs, the watch over held states, the fast lane for ordinary traffic, closing |
 //! | [`plan`] | review (every request) and planning (held requests) |
 //! | [`program`] | the contract between planner and executor: data only |
 //! | [`conductor`] | the executor: ddlgate's statements, answers, retries, audit hand-off, cleanup |

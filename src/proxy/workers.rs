@@ -7,6 +7,11 @@
 //! pgbench; see benches/). Connections are handed to the worker with the fewest live sessions.
 //! The fixed set of threads is also where SQL will be parsed, which `libpg_query` requires (it
 //! leaks a thread-local key per thread that ever parses).
+//!
+//! Each worker also has a fast-lane thread (`session::lane`): its sessions move there while
+//! their traffic is ordinary, and are then served from `epoll` directly, without the runtime's
+//! per-wake-up cost; they come back to their task for anything else. So a worker is two
+//! threads, each owning the sockets it polls at any moment.
 
 use std::io;
 use std::net::SocketAddr;

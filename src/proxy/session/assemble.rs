@@ -105,13 +105,12 @@ impl Session {
         }
         if forward_to > 0 {
             self.shared.metrics.bytes_in.increment(forward_to as u64);
-            let chunk = self.client_buf.split_to(forward_to).freeze();
-            self.scanned -= forward_to;
-            for span in &mut self.held {
-                span.start -= forward_to;
-                span.end -= forward_to;
+            if self.write_through.on && !self.client_done && self.to_upstream.is_empty() {
+                // The lane writes these bytes from the buffer itself (see `lane`).
+                self.write_through.len = forward_to;
+            } else {
+                self.queue_client_prefix(forward_to);
             }
-            self.to_upstream.push(chunk);
         }
         if self.client_done {
             // Nothing after Terminate is meaningful.
@@ -120,6 +119,22 @@ impl Session {
             self.scanned = 0;
         }
         Ok(())
+    }
+
+    /// Moves the first `n` bytes of the client buffer to the queue for the server.
+    pub(super) fn queue_client_prefix(&mut self, n: usize) {
+        let chunk = self.client_buf.split_to(n).freeze();
+        self.forget_client_prefix(n);
+        self.to_upstream.push(chunk);
+    }
+
+    /// Shifts the scan position and held spans after `n` leading bytes left the buffer.
+    pub(super) fn forget_client_prefix(&mut self, n: usize) {
+        self.scanned -= n;
+        for span in &mut self.held {
+            span.start -= n;
+            span.end -= n;
+        }
     }
 
     /// Whether the client's COPY data must flow although a request is held back or governed:

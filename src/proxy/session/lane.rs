@@ -94,6 +94,17 @@ pub(super) enum Exit {
     Failed(SessionError),
 }
 
+/// Client bytes forwarded while on the lane: left at the front of the session's buffer by
+/// [`Session::on_client_data`] and written from there by the lane, instead of being split off
+/// into the queue (which costs a reference-counted buffer and a queue entry per request).
+#[derive(Debug, Default)]
+pub(super) struct WriteThrough {
+    /// The session is on the lane.
+    pub(super) on: bool,
+    /// Leading bytes of the client buffer decided and not yet written.
+    pub(super) len: usize,
+}
+
 /// Wakes the lane thread from another thread (shutdown phase changes).
 struct PhaseWake(Arc<mio::Waker>);
 
@@ -343,7 +354,7 @@ impl Lane {
                         let _ = registry.deregister(&mut client);
                     })
             });
-        let ride = Ride {
+        let mut ride = Ride {
             session,
             client,
             upstream,
@@ -357,6 +368,7 @@ impl Lane {
             send_back(ride, Exit::Needs);
             return;
         }
+        ride.session.write_through.on = true;
         let metrics = &ride.session.shared.metrics;
         metrics.fast_lane_handovers.increment(1);
         metrics.fast_lane_sessions.increment(1.0);
@@ -450,7 +462,12 @@ impl Ride {
                     }
                     Ok(Some(bytes)) => {
                         self.session.client_buf.extend_from_slice(bytes);
-                        if let Err(e) = self.session.on_client_data() {
+                        let taken = self.session.on_client_data();
+                        // Before anything else, even a failure: the bytes were decided.
+                        if let Err(exit) = self.write_through() {
+                            return Step::Exit(exit);
+                        }
+                        if let Err(e) = taken {
                             return Step::Exit(Exit::Failed(e));
                         }
                         moved = true;
@@ -460,7 +477,7 @@ impl Ride {
             }
             if self.upstream_ready.readable
                 && self.session.to_client.len() < HIGH_WATER
-                && self.session.lane_can_keep()
+                && (!moved || self.session.lane_can_keep())
             {
                 match read(&mut self.upstream, scratch, &mut self.upstream_ready) {
                     Ok(None) => {}
@@ -479,6 +496,18 @@ impl Ride {
             if !moved {
                 return Step::Idle;
             }
+            // The usual end of a turn: both sockets drained, everything written.
+            if !self.client_ready.readable
+                && !self.upstream_ready.readable
+                && self.session.to_upstream.is_empty()
+                && self.session.to_client.is_empty()
+            {
+                return if self.session.lane_can_keep() {
+                    Step::Idle
+                } else {
+                    Step::Exit(Exit::Needs)
+                };
+            }
             reads += 1;
             if reads == READS_PER_TURN {
                 return Step::Unfinished;
@@ -488,6 +517,25 @@ impl Ride {
 }
 
 impl Ride {
+    /// Writes the client bytes [`Session::on_client_data`] left at the front of the buffer
+    /// ([`WriteThrough`]); what the server's socket does not take now is queued as usual.
+    fn write_through(&mut self) -> Result<(), Exit> {
+        let session = &mut self.session;
+        let decided = std::mem::take(&mut session.write_through.len);
+        if decided == 0 {
+            return Ok(());
+        }
+        let bytes = session.client_buf.get(..decided).unwrap_or_default();
+        let written = write_direct(&mut self.upstream, bytes, &mut self.upstream_ready)
+            .map_err(|e| Exit::Event(Event::UpstreamFailed(e)))?;
+        bytes::Buf::advance(&mut session.client_buf, written);
+        session.forget_client_prefix(written);
+        if written < decided {
+            session.queue_client_prefix(decided - written);
+        }
+        Ok(())
+    }
+
     /// Takes in bytes read from the server. When nothing of the server's is buffered or
     /// queued (the usual case: a whole answer in one read), the answer goes to the client
     /// straight from the read buffer: no copy into the session, no queue. What the client's
@@ -507,22 +555,8 @@ impl Ride {
                 .metrics
                 .bytes_out
                 .increment(whole.len() as u64);
-            let mut written = 0;
-            while written < whole.len() && self.client_ready.writable {
-                match self.client.write(whole.get(written..).unwrap_or_default()) {
-                    Ok(0) => {
-                        return Err(Exit::Event(Event::ClientFailed(
-                            io::ErrorKind::WriteZero.into(),
-                        )));
-                    }
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.client_ready.writable = false;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Exit::Event(Event::ClientFailed(e))),
-                }
-            }
+            let written = write_direct(&mut self.client, whole, &mut self.client_ready)
+                .map_err(|e| Exit::Event(Event::ClientFailed(e)))?;
             if let Some(rest) = whole.get(written..).filter(|rest| !rest.is_empty()) {
                 session.to_client.push(bytes::Bytes::copy_from_slice(rest));
             }
@@ -530,6 +564,22 @@ impl Ride {
         session.upstream_buf.extend_from_slice(partial);
         Ok(())
     }
+}
+
+/// Writes as much of `bytes` as the socket takes now (none when it is known not to take
+/// any); how much. A socket that would block is marked so.
+fn write_direct(socket: &mut TcpStream, bytes: &[u8], ready: &mut Readiness) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() && ready.writable {
+        match socket.write(bytes.get(written..).unwrap_or_default()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }
 
 /// One read: `Ok(None)` when there is nothing (then `readable` is cleared), an empty slice at
@@ -566,12 +616,17 @@ fn deregister(registry: &Registry, socket: &mut TcpStream) {
 
 fn send_back(ride: Ride, exit: Exit) {
     let Ride {
-        session,
+        mut session,
         client,
         upstream,
         back,
         ..
     } = ride;
+    session.write_through.on = false;
+    let decided = std::mem::take(&mut session.write_through.len);
+    if decided > 0 {
+        session.queue_client_prefix(decided);
+    }
     let returned = Return {
         session,
         client: client.into(),

@@ -5,6 +5,10 @@
 //! (never "write this, then read that"): a client that pipelines a large batch while the server
 //! streams back results would otherwise deadlock the proxy with both socket buffers full.
 //!
+//! A session whose traffic has been ordinary for a while (nothing held, governed or planned)
+//! is carried by its worker's fast lane ([`lane`]): the same methods, driven straight from
+//! `epoll` instead of the task, until anything needs the task again.
+//!
 //! Client bytes are grouped into requests (see [`super::request`]) and each request passes
 //! through [`super::plan::Review::review`] before it is forwarded. Server bytes are scanned for frame
 //! boundaries and the few messages that change session state (`ReadyForQuery`,
@@ -251,6 +255,9 @@ struct Session {
     lane: Option<lane::Handle>,
     /// Requests in a row that needed nothing but forwarding.
     quiet_requests: u32,
+    /// On the lane: forwarded client bytes are left at the front of the buffer for the lane
+    /// to write from there ([`lane`]).
+    write_through: lane::WriteThrough,
 }
 
 impl Session {
@@ -335,6 +342,7 @@ impl Session {
             began: std::time::Instant::now(),
             lane: None,
             quiet_requests: 0,
+            write_through: lane::WriteThrough::default(),
         }
     }
 
