@@ -16,7 +16,11 @@ alternating order, several rounds each, and prints the median latency per statem
   * the same through ddlgate with an audit file, fsync on and off (--audit-fsync always /
     never): what recording each statement costs.
 
-Usage: benches/ddl_overhead.py [--duration SECONDS] [--rounds N]
+With --baseline-binary, another ddlgate build (say, the previous commit's) runs as one more
+target in the same alternating rounds: a before/after comparison in one run.
+
+Usage: benches/ddl_overhead.py [--duration SECONDS] [--rounds N] [--cells RE]
+                               [--baseline-binary PATH]
 """
 
 import argparse
@@ -62,7 +66,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5, help="seconds per pgbench run (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per target and cell (default 3)")
+    ap.add_argument("--cells", help="only scripts whose label matches this regex")
+    ap.add_argument("--baseline-binary", metavar="PATH",
+                    help="another ddlgate build (e.g. the previous commit's) run as one more target "
+                         "in the same rounds, default policy: before/after in one run")
     args = ap.parse_args()
+    cells = {k: v for k, v in CELLS.items() if not args.cells or re.search(args.cells, k)}
     env = Env(1)
     subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(env.pg_port), "-U", "postgres", "-d", "bench",
                     "-qc", "CREATE TABLE ddl_bench (id int, v int); INSERT INTO ddl_bench SELECT g, g FROM generate_series(1, 1000) g"],
@@ -78,9 +87,16 @@ def main():
         audited[fsync] = port
     targets = [("direct", env.pg_port), ("ddlgate", env.ddlgate_port), ("pgbouncer", env.pgbouncer_port),
                ("audit+fsync", audited["always"]), ("audit nofsync", audited["never"])]
+    if args.baseline_binary:
+        port = free_port()
+        env.spawn([args.baseline_binary, "serve", "--listen", f"127.0.0.1:{port}",
+                   "--upstream", f"127.0.0.1:{env.pg_port}"], "ddlgate-baseline.log",
+                  env={**os.environ, "DDLGATE_LOG": "warn"})
+        wait_port(port)
+        targets.append(("baseline", port))
     rows = []
     try:
-        for n, (label, script) in enumerate(CELLS.items()):
+        for n, (label, script) in enumerate(cells.items()):
             samples = {name: [] for name, _ in targets}
             for r in range(args.rounds):
                 k = (n + r) % len(targets)
@@ -92,7 +108,9 @@ def main():
             print(f"{label:34} direct {med['direct']:.3f} ms | ddlgate {med['ddlgate']:.3f} ms "
                   f"(+{med['ddlgate'] - med['direct']:.3f}) | pgbouncer {med['pgbouncer']:.3f} ms "
                   f"(+{med['pgbouncer'] - med['direct']:.3f}) | audit+fsync {med['audit+fsync']:.3f} ms "
-                  f"| audit nofsync {med['audit nofsync']:.3f} ms", flush=True)
+                  f"| audit nofsync {med['audit nofsync']:.3f} ms"
+                  + (f" | baseline {med['baseline']:.3f} ms (+{med['baseline'] - med['direct']:.3f})"
+                     if "baseline" in med else ""), flush=True)
     finally:
         env.close()
     print()
@@ -106,6 +124,14 @@ def main():
         print(f"| {label} | {med['direct']:.3f} | {med['ddlgate']:.3f} | "
               f"{med['ddlgate'] - med['direct']:.3f} | {med['pgbouncer'] - med['direct']:.3f} | "
               f"{med['audit+fsync'] - med['ddlgate']:.3f} | {med['audit nofsync'] - med['ddlgate']:.3f} |")
+    if args.baseline_binary:
+        print()
+        print(f"before/after: added by {args.baseline_binary} (baseline) and by this build, same rounds")
+        print()
+        print("| script | baseline added (ms) | this build added (ms) |")
+        print("|---|---:|---:|")
+        for label, med in rows:
+            print(f"| {label} | {med['baseline'] - med['direct']:.3f} | {med['ddlgate'] - med['direct']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pgbench import Env, free_port, pgbench_argv, wait_port  # noqa: E402
-from soak import idle_session  # noqa: E402
+from soak import idle_session, rss_kib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,14 +95,6 @@ def cpu_per_tx(pid, port, cell, transactions, latency=None):
     before = cpu_ns(pid)
     done = pgbench(port, *cell, transactions, latency)
     return (cpu_ns(pid) - before) / 1e3 / done
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def quiet_queries(sock, count):
