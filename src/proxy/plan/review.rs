@@ -361,12 +361,12 @@ pub(super) fn deferred_name(n: usize) -> Vec<u8> {
 /// which every client encoding writes alike.
 pub(super) fn may_change_encoding(text: &[u8], checked: Checked) -> bool {
     if checked.plain {
-        return checked.quoted && contains_ignoring_case(text, b"encoding");
+        return checked.quoted && contains_ignoring_case(text, &ENCODING);
     }
-    contains_ignoring_case(text, b"encoding")
-        || contains_ignoring_case(text, b"names")
-        || contains_ignoring_case(text, b"reset")
-        || contains_ignoring_case(text, b"discard")
+    contains_ignoring_case(text, &ENCODING)
+        || contains_ignoring_case(text, &NAMES)
+        || contains_ignoring_case(text, &RESET)
+        || contains_ignoring_case(text, &DISCARD)
 }
 
 /// The pre-check of a text the pre-filter clears without reading it as a string: ASCII (which
@@ -392,32 +392,37 @@ fn precheck_plain(bytes: &[u8], session: &SessionState) -> Option<Checked> {
     }
 }
 
-/// Whether `haystack` contains `word` (lowercase ASCII) in any case. Candidates are found by
-/// the word's last byte, eight bytes at a time.
-fn contains_ignoring_case(haystack: &[u8], word: &[u8]) -> bool {
-    static G: ByteSet = ByteSet::letter(b'g');
-    static S: ByteSet = ByteSet::letter(b's');
-    static T: ByteSet = ByteSet::letter(b't');
-    static D: ByteSet = ByteSet::letter(b'd');
-    let last_byte = match word.last() {
-        Some(b'g') => &G,
-        Some(b's') => &S,
-        Some(b't') => &T,
-        Some(b'd') => &D,
-        _ => {
-            return haystack
-                .windows(word.len().max(1))
-                .any(|w| w.eq_ignore_ascii_case(word));
+/// A lowercase ASCII word looked for in any case, with the set of its last letter.
+struct Word {
+    text: &'static [u8],
+    last: ByteSet,
+}
+
+impl Word {
+    const fn new(text: &'static [u8]) -> Self {
+        Self {
+            text,
+            last: ByteSet::letter(text[text.len() - 1]),
         }
-    };
-    let last = word.len().saturating_sub(1);
+    }
+}
+
+static ENCODING: Word = Word::new(b"encoding");
+static NAMES: Word = Word::new(b"names");
+static RESET: Word = Word::new(b"reset");
+static DISCARD: Word = Word::new(b"discard");
+
+/// Whether `haystack` contains `word` in any case. Candidates are found by the word's last
+/// byte, eight bytes at a time.
+fn contains_ignoring_case(haystack: &[u8], word: &Word) -> bool {
+    let last = word.text.len().saturating_sub(1);
     let mut from = 0;
-    while let Some(at) = haystack.get(from..).and_then(|rest| last_byte.find(rest)) {
+    while let Some(at) = haystack.get(from..).and_then(|rest| word.last.find(rest)) {
         let end = from + at;
         if end >= last
             && haystack
                 .get(end - last..=end)
-                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+                .is_some_and(|w| w.eq_ignore_ascii_case(word.text))
         {
             return true;
         }
