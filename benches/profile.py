@@ -12,14 +12,16 @@ extended, prepared protocol; --clients) measures each proxy three ways, in the s
   * system calls per transaction: `strace -c -f` attached to every thread of the (unprofiled)
     proxy during a fixed-count run;
   * CPU time per transaction (user + system, every thread's /proc/PID/task/TID/schedstat)
-    over a fixed-count run.
+    over a fixed-count run, --cpu-rounds times per proxy, the proxies and a direct run taking
+    turns (the order reversed every other round), the median reported: on a 2-core machine
+    shared by pgbench, the server and the proxy, one run of a ~6 µs select cell moves by ±10 %.
 
-It also reports each proxy's added latency (pgbench's average latency through it minus the
-same run's directly, in the CPU run) and its memory per idle session (RSS before and after
+It also reports each proxy's added latency (the median of pgbench's average latency through
+it minus the same round's directly) and its memory per idle session (RSS before and after
 opening --idle-sessions sessions, fresh and after 20 queries each).
 
 Usage: benches/profile.py [--transactions N] [--profiled-transactions N] [--clients 1,8]
-       [--cells RE] [--keep DIR] [--idle-sessions N]
+       [--cpu-rounds N] [--cells RE] [--keep DIR] [--idle-sessions N]
 Needs: valgrind, strace, pgbouncer, PostgreSQL server binaries and pgbench, cargo.
 """
 
@@ -33,6 +35,7 @@ import struct
 import subprocess
 import sys
 import time
+from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pgbench import Env, free_port, pgbench_argv, wait_port  # noqa: E402
@@ -174,6 +177,9 @@ def main():
     ap.add_argument("--profiled-transactions", type=int, default=2000,
                     help="transactions per client in each callgrind run (default 2000)")
     ap.add_argument("--clients", default="1,8", help="client counts (default 1,8)")
+    ap.add_argument("--cpu-rounds", type=int, default=5,
+                    help="CPU and latency runs per proxy and cell, alternated; the median is "
+                         "reported (default 5)")
     ap.add_argument("--cells", help="only cells whose label matches this regex")
     ap.add_argument("--idle-sessions", type=int, default=100,
                     help="idle sessions opened to measure memory per session (default 100; "
@@ -212,6 +218,7 @@ def main():
                     "pgbouncer": callgrind_proxy(env, "pgbouncer", [bouncer, ini], bport) + (bport,)}
         for cell in cells:
             row = [label(cell)]
+            counts = {}
             for name in ("ddlgate", "pgbouncer"):
                 pid, port = plain[name]
                 proc, prefix, pport = profiled[name]
@@ -219,14 +226,33 @@ def main():
                 ir = instructions_per_tx(proc, prefix, pport, cell, 200,
                                          args.profiled_transactions, as_user, args.keep)
                 sc = syscalls_per_tx(env, pid, port, cell, args.transactions)
-                latency = []
-                cpu = cpu_per_tx(pid, port, cell, args.transactions, latency)
+                counts[name] = (ir, sc)
+            cpu = {"ddlgate": [], "pgbouncer": []}
+            added = {"ddlgate": [], "pgbouncer": []}
+            for round_ in range(args.cpu_rounds):
+                order = ["ddlgate", "pgbouncer", "direct"]
+                if round_ % 2:
+                    order.reverse()
+                latency = {}
+                for name in order:
+                    if name == "direct":
+                        direct = []
+                        pgbench(env.pg_port, *cell, args.transactions, direct)
+                        latency[name] = direct[0]
+                        continue
+                    pid, port = plain[name]
+                    through = []
+                    cpu[name].append(cpu_per_tx(pid, port, cell, args.transactions, through))
+                    latency[name] = through[0]
+                for name in ("ddlgate", "pgbouncer"):
+                    added[name].append((latency[name] - latency["direct"]) * 1000)
+            for name in ("ddlgate", "pgbouncer"):
+                ir, sc = counts[name]
+                c, a = median(cpu[name]), median(added[name])
+                spread = f"{min(cpu[name]):.1f}-{max(cpu[name]):.1f}"
                 print(f"{label(cell):22} {name:9} {ir:10.0f} instr/tx  {sc:5.2f} syscalls/tx  "
-                      f"{cpu:6.1f} CPU us/tx  {latency[0] * 1000:7.1f} us latency", flush=True)
-                row.append((ir, sc, cpu, latency[0]))
-            direct = []
-            pgbench(env.pg_port, *cell, args.transactions, direct)
-            row.append(direct[0])
+                      f"{c:6.1f} CPU us/tx ({spread})  {a:7.1f} us added latency", flush=True)
+                row.append((ir, sc, c, a))
             rows.append(row)
         memory = []
         for name in ("ddlgate", "pgbouncer"):
@@ -241,15 +267,16 @@ def main():
     print()
     print(f"user-space instructions per transaction (callgrind, {args.profiled_transactions} "
           f"transactions after a warm-up), system calls per transaction (strace -c, "
-          f"{args.transactions}), proxy CPU per transaction (schedstat, {args.transactions})")
+          f"{args.transactions}), proxy CPU per transaction (schedstat, {args.transactions}; median "
+          f"of {args.cpu_rounds} alternated rounds) and added latency (median of the same rounds)")
     print()
     print("| cell | ddlgate instr/tx | pgbouncer instr/tx | ddlgate syscalls/tx | pgbouncer syscalls/tx "
           "| ddlgate CPU µs/tx | pgbouncer CPU µs/tx | ddlgate added latency µs "
           "| pgbouncer added latency µs |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for cell, d, b, direct in rows:
+    for cell, d, b in rows:
         print(f"| {cell} | {d[0]:.0f} | {b[0]:.0f} | {d[1]:.2f} | {b[1]:.2f} | {d[2]:.1f} "
-              f"| {b[2]:.1f} | {(d[3] - direct) * 1000:.0f} | {(b[3] - direct) * 1000:.0f} |")
+              f"| {b[2]:.1f} | {d[3]:.0f} | {b[3]:.0f} |")
     print()
     print(f"memory per idle session (proxy RSS before and after opening {args.idle_sessions} "
           f"sessions, each after 0 or 20 `SELECT 1`), KiB")

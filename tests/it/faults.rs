@@ -136,7 +136,9 @@ async fn upstream_killed_mid_query_and_mid_ddl_gives_a_clean_error() {
         .batch_execute("DROP TABLE IF EXISTS ft_killed; CREATE TABLE ft_killed (id int)")
         .await
         .unwrap();
-    let kill = |name: &'static str| {
+    // The backend is killed while it runs the client's statement, not one of ddlgate's own
+    // (the catalog read at the session's start is active under the same application_name).
+    let kill = |name: &'static str, sql: &'static str| {
         let admin = pg.connect(SUPERUSER);
         async move {
             let admin = admin.await;
@@ -145,8 +147,9 @@ async fn upstream_killed_mid_query_and_mid_ddl_gives_a_clean_error() {
                 let killed: i64 = admin
                     .query_one(
                         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                         WHERE application_name = $1 AND state = 'active') t",
-                        &[&name],
+                         WHERE application_name = $1 AND state = 'active' \
+                         AND strpos(query, $2) > 0) t",
+                        &[&name, &sql],
                     )
                     .await
                     .unwrap()
@@ -175,7 +178,7 @@ async fn upstream_killed_mid_query_and_mid_ddl_gives_a_clean_error() {
         ))
         .await;
         let started = Instant::now();
-        let (result, ()) = tokio::join!(client.batch_execute(sql), kill(name));
+        let (result, ()) = tokio::join!(client.batch_execute(sql), kill(name, sql));
         let err = result.unwrap_err();
         assert!(
             started.elapsed() < Duration::from_secs(10),

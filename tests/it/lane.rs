@@ -1,7 +1,7 @@
 //! The fast lane (`src/proxy/session/lane.rs`): a session that has been quiet for a while is
 //! served by its worker's event loop, and goes back to its task whenever something needs more
 //! than forwarding. Everything a session does must be the same wherever it runs: these tests
-//! put a session on the lane first (16 quiet requests, seen in `ddlgate_fast_lane_sessions`)
+//! put a session on the lane first (enough quiet requests, seen in `ddlgate_fast_lane_sessions`)
 //! and then do what the rest of the suite does on a fresh session — migrations under the
 //! default policy, large results, COPY, pipelines, shutdown, ends of either side.
 
@@ -16,9 +16,11 @@ use crate::support::pg::{PgServer, SUPERUSER, TRUST};
 use crate::support::proxy::TestProxy;
 use crate::support::wire::{self, Wire};
 
-/// Enough quiet requests to reach the lane: its 16, and the session's first read of the
-/// database's routines (which is a program of its own).
-const QUIET_REQUESTS: usize = 20;
+/// Enough quiet requests to reach the lane whatever the session did before: the most a
+/// session waits for is 64 requests (`QUIET_REQUESTS_BEFORE_LANE_MAX`), each query here is two
+/// (prepare, then bind and execute), and the session's first read of the database's routines
+/// is a program of its own.
+const QUIET_REQUESTS: usize = 40;
 
 /// Waits until `ddlgate_fast_lane_sessions` reads `want`; the metrics text then.
 async fn lane_sessions_become(metrics: std::net::SocketAddr, want: i64) -> String {
@@ -167,6 +169,43 @@ async fn migrations_between_stretches_on_the_lane_are_governed_as_on_a_fresh_ses
         end["outcome"]["message"], "client terminated the session",
         "{end}"
     );
+}
+
+/// A session that is governed every few statements stops moving: the first quiet stretch
+/// takes it to the lane, the governed statement brings it back, and the next move waits for a
+/// quiet stretch twice as long (a move there and back costs more than the few requests it
+/// would serve). Its statements are governed and answered as anywhere else.
+#[tokio::test]
+async fn a_session_governed_every_few_statements_stops_moving_to_the_lane() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start_with(pg, |o| o.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let metrics = proxy.metrics.unwrap();
+    let client = proxy.connect(SUPERUSER).await;
+    client
+        .batch_execute("CREATE TEMP TABLE ln_locked (id int)")
+        .await
+        .unwrap();
+    for round in 0..20 {
+        // Four plain requests, then a lock that blocks writes: governed like DDL.
+        for i in 0..4 {
+            let rows = client.simple_query(&format!("SELECT {i}")).await.unwrap();
+            assert_eq!(rows.len(), 3, "round {round}");
+        }
+        client
+            .batch_execute("BEGIN; LOCK TABLE ln_locked IN SHARE MODE; COMMIT")
+            .await
+            .unwrap();
+    }
+    let (_, text) = get(metrics, "/metrics").await;
+    assert_eq!(
+        sample(&text, "ddlgate_fast_lane_handovers_total"),
+        1,
+        "the session moved to the lane more than once:\n{text}"
+    );
+    assert_eq!(sample(&text, "ddlgate_fast_lane_sessions"), 0, "{text}");
+    // A long quiet stretch still takes it there.
+    quiet_requests(&client).await;
+    lane_sessions_become(metrics, 1).await;
 }
 
 /// On the lane, large results and COPY data pass whole (the lane stops reading a side while

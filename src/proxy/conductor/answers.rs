@@ -289,7 +289,11 @@ impl Running {
                     );
                     return Ok(Forward::Replace(out.freeze()));
                 }
-                Ok(if is_request || is_step {
+                // A FATAL ends the session whatever it answers: the client gets the server's
+                // last words as on a direct connection, even when they answer ddlgate's own
+                // statement (say, an administrator's pg_terminate_backend while ddlgate reads
+                // the catalog before the client's first request).
+                Ok(if is_request || is_step || fields.is_fatal() {
                     Forward::Pass
                 } else {
                     Forward::Drop

@@ -509,6 +509,36 @@ fn a_fatal_error_mid_request_is_kept_for_the_client_and_the_record() {
     );
 }
 
+/// The server's FATAL in answer to ddlgate's own statement (the session's backend terminated
+/// while ddlgate sets its timeouts) is the client's too: the session ends with the server's
+/// own last words, once.
+#[test]
+fn a_fatal_error_answering_ddlgates_own_statement_reaches_the_client() {
+    let mut t = Transcript::query("ALTER TABLE t ADD COLUMN b int", TxStatus::Idle);
+    let sent = t.take();
+    assert!(
+        sent.iter().any(|l| l.starts_with("up Q ")),
+        "ddlgate's own statement went up first: {sent:?}"
+    );
+    t.server(&[fatal(
+        "57P01",
+        "terminating connection due to administrator command",
+    )]);
+    let log = t.take();
+    let passed = log
+        .iter()
+        .filter(|l| {
+            l.as_str() == "client E:57P01 terminating connection due to administrator command"
+        })
+        .count();
+    let held = usize::from(t.conductor.held_fatal().is_some());
+    assert_eq!(
+        passed + held,
+        1,
+        "exactly one FATAL for the client: {log:?}"
+    );
+}
+
 /// Inside an open pipeline ddlgate cannot run a statement of its own before the client's run,
 /// so its timeouts travel in front of the run as extended-protocol messages of its own; their
 /// six answers are hidden, and the client sees exactly the answers to its own messages.

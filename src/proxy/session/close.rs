@@ -71,7 +71,7 @@ impl Session {
     }
 
     /// Ends the session: last words to each side, a cancel for a query left running, close.
-    pub(super) async fn close(mut self, ending: Ending) -> Ending {
+    pub(super) async fn close(mut self: Box<Self>, ending: Ending) -> Ending {
         let in_flight = self.state.awaiting_ready > 0 || self.unsynced || self.conductor.is_some();
         let (held_fatal, client_report) = self.last_words(&ending);
         if let Ending::UpstreamClosed
@@ -115,7 +115,7 @@ impl Session {
             to_client,
             to_upstream,
             ..
-        } = &mut self;
+        } = &mut *self;
         let _ = timeout(
             CLOSE_FLUSH_TIMEOUT,
             poll_fn(|cx| {

@@ -255,6 +255,8 @@ struct Session {
     lane: Option<lane::Handle>,
     /// Requests in a row that needed nothing but forwarding.
     quiet_requests: u32,
+    /// The quiet requests in a row after which the session moves to the lane (see [`lane`]).
+    lane_after: u32,
     /// On the lane: forwarded client bytes are left at the front of the buffer for the lane
     /// to write from there ([`lane`]).
     write_through: lane::WriteThrough,
@@ -342,11 +344,12 @@ impl Session {
             began: std::time::Instant::now(),
             lane: None,
             quiet_requests: 0,
+            lane_after: lane::QUIET_REQUESTS_BEFORE_LANE,
             write_through: lane::WriteThrough::default(),
         }
     }
 
-    async fn pump(mut self) -> Ending {
+    async fn pump(mut self: Box<Self>) -> Ending {
         let first = self
             .on_client_data()
             .and_then(|()| self.on_upstream_data())
@@ -360,7 +363,7 @@ impl Session {
                 let Some(lane) = self.lane.clone() else {
                     continue;
                 };
-                match Box::pin(self.take_lane(&lane)).await {
+                match self.take_lane(&lane).await {
                     Ok((session, exit)) => {
                         self = session;
                         match exit {

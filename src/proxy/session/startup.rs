@@ -49,7 +49,7 @@ pub(crate) async fn serve(
     if let Some(mut session) = started {
         session.lane = lane;
         let began = std::time::Instant::now();
-        let ending = Box::pin(session.pump()).await;
+        let ending = session.pump().await;
         info!(
             parent: &span,
             reason = %ending,
@@ -102,7 +102,7 @@ async fn start(
     shared: &Arc<Shared>,
     admitted: bool,
     span: Span,
-) -> Option<Session> {
+) -> Option<Box<Session>> {
     let config = &shared.config;
     let deadline = Instant::now() + config.startup_timeout;
     let opening = match timeout_at(deadline, handshake::negotiate(tcp, config)).await {
@@ -183,14 +183,14 @@ async fn start(
     };
 
     let state = SessionState::new(id, peer, user, database, client.is_tls());
-    Some(Session::new(
+    Some(Box::new(Session::new(
         Arc::clone(shared),
         client,
         upstream,
         established,
         state,
         span,
-    ))
+    )))
 }
 
 /// Tells the client why its session cannot start (when possible), logs, and closes.
