@@ -46,10 +46,11 @@ if [ -z "${DDLGATE_SARIF_SCHEMA:-}" ]; then
   fi
 fi
 
-# psycopg 3 for the real-driver enforcement test, in a venv outside the source tree.
-if [ -z "${DDLGATE_PYTHON:-}" ]; then
+# psycopg 3 for the real-driver enforcement test and pre-commit for the hook test
+# (tests/it/ci_hooks.rs), in a venv outside the source tree.
+if [ -z "${DDLGATE_PYTHON:-}" ] || [ -z "${DDLGATE_PRE_COMMIT:-}" ]; then
   venv="${DDLGATE_CACHE:-/var/tmp}/ddlgate-py"
-  if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
+  if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1 || [ ! -x "$venv/bin/pre-commit" ]; then
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
       echo "test.sh: installing python3-venv with apt-get" >&2
       SUDO=""
@@ -58,9 +59,10 @@ if [ -z "${DDLGATE_PYTHON:-}" ]; then
       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
       python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q "psycopg[binary]==3.2.*"
+    "$venv/bin/pip" install -q "psycopg[binary]==3.2.*" "pre-commit==4.7.0"
   fi
-  export DDLGATE_PYTHON="$venv/bin/python"
+  export DDLGATE_PYTHON="${DDLGATE_PYTHON:-$venv/bin/python}"
+  export DDLGATE_PRE_COMMIT="${DDLGATE_PRE_COMMIT:-$venv/bin/pre-commit}"
 fi
 
 # node-postgres for the compatibility suite (tests/compat), outside the source tree.
@@ -72,6 +74,20 @@ if [ -z "${DDLGATE_NODE_PATH:-}" ]; then
     (cd "$node_dir" && npm install --silent --no-audit --no-fund pg@8 >/dev/null)
   fi
   export DDLGATE_NODE_PATH="$node_dir/node_modules"
+fi
+
+# Migration tools for the tools tier of tests/compat (migration_tools.rs), outside the source
+# tree: golang-migrate from the Go module proxy (`go install`, about a minute the first time).
+tools_dir="${DDLGATE_CACHE:-/var/tmp}/ddlgate-tools"
+if [ -z "${DDLGATE_GOLANG_MIGRATE:-}" ]; then
+  migrate_version=v4.20.1
+  migrate_bin="$tools_dir/golang-migrate-$migrate_version/migrate"
+  if [ ! -x "$migrate_bin" ]; then
+    command -v go >/dev/null 2>&1 || { echo "test.sh: go is needed to install golang-migrate" >&2; exit 2; }
+    GOBIN="$(dirname "$migrate_bin")" GOFLAGS=-mod=mod go install -tags 'postgres' \
+      "github.com/golang-migrate/migrate/v4/cmd/migrate@$migrate_version"
+  fi
+  export DDLGATE_GOLANG_MIGRATE="$migrate_bin"
 fi
 
 cargo fmt --all -- --check

@@ -38,5 +38,6 @@ mod support;
 
 mod drivers;
 mod harness;
+mod migration_tools;
 mod shapes;
 mod tools;

@@ -29,6 +29,7 @@ mod catalog;
 mod check_cli;
 mod check_database;
 mod check_parity;
+mod ci_hooks;
 mod cli;
 mod copy;
 mod enforce;
