@@ -89,6 +89,22 @@ if [ -z "${DDLGATE_GOLANG_MIGRATE:-}" ]; then
   fi
   export DDLGATE_GOLANG_MIGRATE="$migrate_bin"
 fi
+# Flyway's Maven plugin with its PostgreSQL modules (tests/compat/flyway/pom.xml) from Maven
+# Central into a local repository; the tests then run Maven offline. Resolving them means
+# running a goal: against a closed port it fails to connect, after every jar is there.
+if [ -z "${DDLGATE_MAVEN_REPO:-}" ]; then
+  export DDLGATE_MAVEN_REPO="$tools_dir/m2"
+  if [ ! -d "$DDLGATE_MAVEN_REPO/org/flywaydb/flyway-database-postgresql/13.12.2" ]; then
+    command -v mvn >/dev/null 2>&1 || { echo "test.sh: mvn is needed to install Flyway's Maven plugin" >&2; exit 2; }
+    resolved=$(mvn -B -q -f tests/compat/flyway/pom.xml -Dmaven.repo.local="$DDLGATE_MAVEN_REPO" \
+      flyway:info -Dflyway.url=jdbc:postgresql://127.0.0.1:1/none 2>&1 || true)
+    if ! grep -q "Unable to obtain connection" <<< "$resolved"; then
+      echo "$resolved" >&2
+      echo "test.sh: cannot install Flyway's Maven plugin from Maven Central" >&2
+      exit 2
+    fi
+  fi
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

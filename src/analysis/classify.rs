@@ -12,6 +12,7 @@ use std::fmt;
 
 use super::locks::LockMode;
 use super::parse::{NodeEnum, ast};
+use super::violation::IndexBuild;
 
 /// A relation as the statement names it (not resolved against `search_path`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -245,6 +246,10 @@ pub struct Facts {
     /// An explicit `LOCK TABLE` in a mode that blocks writes (`SHARE` or stronger): it queues
     /// application traffic exactly like the DDL it usually precedes.
     pub blocking_lock: bool,
+    /// Where it builds an index concurrently (`CREATE INDEX CONCURRENTLY`, `REINDEX …
+    /// CONCURRENTLY` of a table or an index): a failed build leaves an INVALID index there,
+    /// which the proxy drops before a retry or the answer.
+    pub concurrent_build: Option<IndexBuild>,
 }
 
 impl Facts {
@@ -260,6 +265,7 @@ impl Facts {
             tx_control: None,
             dynamic: false,
             blocking_lock: false,
+            concurrent_build: None,
         }
     }
 
@@ -685,6 +691,14 @@ fn reindex(s: &ast::ReindexStmt) -> Facts {
     f.allowed_in_transaction =
         !concurrent && matches!(object, K::ReindexObjectIndex | K::ReindexObjectTable);
     f.scans = true;
+    if concurrent {
+        let name = s.relation.as_ref().map(RelationName::from_range_var);
+        f.concurrent_build = match (object, name) {
+            (K::ReindexObjectTable, Some(table)) => Some(IndexBuild::OnTable(table)),
+            (K::ReindexObjectIndex, Some(index)) => Some(IndexBuild::BesideIndex(index)),
+            _ => None,
+        };
+    }
     let table_mode = if concurrent {
         LockMode::ShareUpdateExclusive
     } else {
@@ -777,6 +791,12 @@ fn create_index(s: &ast::IndexStmt) -> Facts {
     );
     f.scans = true;
     f.allowed_in_transaction = !s.concurrent;
+    if s.concurrent {
+        f.concurrent_build = s
+            .relation
+            .as_ref()
+            .map(|r| IndexBuild::OnTable(RelationName::from_range_var(r)));
+    }
     if !s.idxname.is_empty() && !s.if_not_exists {
         f.creates.push(RelationName {
             schema: s

@@ -137,6 +137,8 @@ pub struct StatementDecision {
     pub lock_mode: Option<LockMode>,
     /// Why the live catalog proves it changes nothing, when it does (no rule judged it).
     pub noop: Option<String>,
+    /// Where it builds an index concurrently as sent (a rewrite's steps say their own).
+    pub builds_indexes: Option<IndexBuild>,
 }
 
 /// Where the statements run, beyond what [`Context`] says.
@@ -230,6 +232,7 @@ fn decide_statement(
         lock: finding.facts.strongest_lock().map(|m| m.to_string()),
         lock_mode: finding.facts.strongest_lock(),
         noop: finding.noop.clone(),
+        builds_indexes: finding.facts.concurrent_build.clone(),
     };
     let mut in_force: Vec<&Violation> = finding.violations.iter().collect();
     for (violation, o) in &finding.overridden {
@@ -321,6 +324,7 @@ fn unparsable(
         lock: None,
         lock_mode: None,
         noop: None,
+        builds_indexes: None,
     };
     if ctx.server_major <= GRAMMAR_MAJOR {
         // The server refuses it too, with its own words.

@@ -4,13 +4,22 @@
 //! created and filled; a safe migration applies (rewritten where the policy rewrites), an
 //! unsafe one is stopped with ddlgate's error, and the catalog is checked afterwards.
 //!
-//! The tools are installed outside the source tree by scripts/test.sh (golang-migrate from the
-//! Go module proxy: `DDLGATE_GOLANG_MIGRATE`).
+//! The tools are installed outside the source tree by scripts/test.sh: golang-migrate from the
+//! Go module proxy (`DDLGATE_GOLANG_MIGRATE`), Flyway's Maven plugin from Maven Central into a
+//! local repository (`DDLGATE_MAVEN_REPO`; the project is `tests/compat/flyway/pom.xml`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::harness::{Bench, Target};
+
+/// The first two migrations of every tool: a table created and filled, then another.
+const ACCOUNTS: &str = "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL);
+INSERT INTO accounts SELECT g, 'user' || g FROM generate_series(1, 500) g;
+";
+const ORDERS: &str = "CREATE TABLE orders (id bigint PRIMARY KEY, account_id bigint, total int);
+INSERT INTO orders SELECT g, g % 500 + 1, g FROM generate_series(1, 2000) g;
+";
 
 fn tool(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(|| default.into(), PathBuf::from)
@@ -72,18 +81,8 @@ async fn golang_migrate_applies_safe_migrations_and_is_stopped_by_an_unsafe_one(
     let url = conn.url();
     let files = tempfile::tempdir().unwrap();
     let dir = files.path();
-    write(
-        dir,
-        "1_accounts.up.sql",
-        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL);\n\
-         INSERT INTO accounts SELECT g, 'user' || g FROM generate_series(1, 500) g;\n",
-    );
-    write(
-        dir,
-        "2_orders.up.sql",
-        "CREATE TABLE orders (id bigint PRIMARY KEY, account_id bigint, total int);\n\
-         INSERT INTO orders SELECT g, g % 500 + 1, g FROM generate_series(1, 2000) g;\n",
-    );
+    write(dir, "1_accounts.up.sql", ACCOUNTS);
+    write(dir, "2_orders.up.sql", ORDERS);
     write(
         dir,
         "3_orders_account_idx.up.sql",
@@ -150,6 +149,128 @@ async fn golang_migrate_applies_safe_migrations_and_is_stopped_by_an_unsafe_one(
         schema
             .iter()
             .any(|l| l == "column accounts.email_address text"),
+        "{schema:#?}"
+    );
+}
+
+/// Flyway's history: `version:success` of each versioned migration, in order.
+async fn applied(direct: &tokio_postgres::Client) -> Vec<String> {
+    direct
+        .query(
+            "SELECT version || ':' || success FROM flyway_schema_history \
+             WHERE version IS NOT NULL ORDER BY installed_rank",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// `mvn flyway:<goal>` offline, with the plugin and its PostgreSQL modules from the local
+/// repository scripts/test.sh filled.
+async fn flyway(dir: &Path, jdbc: &str, user: &str, password: &str, goal: &str) -> Output {
+    let repo = tool("DDLGATE_MAVEN_REPO", "/var/tmp/ddlgate-tools/m2");
+    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/flyway/pom.xml");
+    tokio::process::Command::new("mvn")
+        .args(["-B", "-o", "-f", pom])
+        .arg(format!("-Dmaven.repo.local={}", repo.display()))
+        .arg(format!("flyway:{goal}"))
+        .arg(format!("-Dflyway.url={jdbc}"))
+        .arg(format!("-Dflyway.user={user}"))
+        .arg(format!("-Dflyway.password={password}"))
+        .arg(format!("-Dflyway.locations=filesystem:{}", dir.display()))
+        // Flyway's default lock is a transaction-level advisory lock held on a second
+        // connection: a CONCURRENTLY build waits for that transaction to end, i.e. forever
+        // (docs/tools/flyway.md).
+        .arg("-Dflyway.postgresql.transactional.lock=false")
+        // The database already holds the harness's table: adopt it below version 1.
+        .args([
+            "-Dflyway.baselineOnMigrate=true",
+            "-Dflyway.baselineVersion=0",
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot run mvn ({e}): scripts/test.sh installs Maven's Flyway plugin")
+        })
+}
+
+/// Flyway (its Maven plugin, 13.12.2) runs each versioned migration in a transaction, and a
+/// `CREATE INDEX CONCURRENTLY` alone in its file outside one. Through ddlgate: two migrations
+/// create and fill tables, the concurrent build is valid; a plain `CREATE INDEX` in the next
+/// migration is refused inside Flyway's transaction (no rewrite is valid there), rolled back,
+/// and not recorded; marked `executeInTransaction=false` (a script config file), it is built
+/// `CONCURRENTLY` by ddlgate and recorded.
+#[tokio::test]
+async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
+    let bench = Bench::start().await;
+    let conn = bench.fresh_database("flyway", Target::Default).await;
+    let jdbc = format!(
+        "jdbc:postgresql://{}:{}/{}?sslmode=disable",
+        conn.host, conn.port, conn.database
+    );
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    write(dir, "V1__accounts.sql", ACCOUNTS);
+    write(dir, "V2__orders.sql", ORDERS);
+    write(
+        dir,
+        "V3__orders_account_idx.sql",
+        "CREATE INDEX CONCURRENTLY orders_account_idx ON orders (account_id);\n",
+    );
+    write(
+        dir,
+        "V4__orders_total_idx.sql",
+        "CREATE INDEX orders_total_idx ON orders (total);\n",
+    );
+    let run = |goal: &'static str| flyway(dir, &jdbc, &conn.user, &conn.password, goal);
+    let refused = run("migrate").await;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("ddlgate: create-index-nonconcurrent"),
+        "{}",
+        text(&refused)
+    );
+    let database = "flyway_default";
+    let direct =
+        crate::support::pg::connect(&bench.connection(database, Target::Direct).keywords()).await;
+    // Version 0 is the baseline.
+    assert_eq!(
+        applied(&direct).await,
+        ["0:true", "1:true", "2:true", "3:true"]
+    );
+    let schema = bench.schema(database).await;
+    assert!(
+        schema.iter().any(|l| l
+            == "index orders_account_idx on orders valid=t: CREATE INDEX orders_account_idx ON public.orders USING btree (account_id)"),
+        "{schema:#?}"
+    );
+    assert!(
+        !schema.iter().any(|l| l.contains("orders_total_idx")),
+        "{schema:#?}"
+    );
+    let info = run("info").await;
+    assert!(info.status.success(), "{}", text(&info));
+
+    // Outside Flyway's transaction ddlgate may build it CONCURRENTLY.
+    write(
+        dir,
+        "V4__orders_total_idx.sql.conf",
+        "executeInTransaction=false\n",
+    );
+    let fixed = run("migrate").await;
+    assert!(fixed.status.success(), "{}", text(&fixed));
+    assert_eq!(
+        applied(&direct).await,
+        ["0:true", "1:true", "2:true", "3:true", "4:true"]
+    );
+    let schema = bench.schema(database).await;
+    assert!(
+        schema.iter().any(|l| l
+            == "index orders_total_idx on orders valid=t: CREATE INDEX orders_total_idx ON public.orders USING btree (total)"),
         "{schema:#?}"
     );
 }

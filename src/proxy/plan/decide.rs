@@ -79,6 +79,9 @@ pub(super) fn apply(
         let replacement = match d.plan {
             Plan::Run => {
                 class = class.max(d.class);
+                // A concurrent build sent as it is: a failed attempt leaves an INVALID index
+                // that must not stay, nor make the retry fail on its name.
+                builds = builds.or(d.builds_indexes);
                 None
             }
             Plan::Replace(step) => {
