@@ -37,6 +37,11 @@ pub struct Program {
     pub request_class: Option<Class>,
     /// Where the request builds indexes concurrently.
     pub request_builds_indexes: Option<IndexBuild>,
+    /// Whether that build is the client's own statement, sent as it is (not a rewrite): the
+    /// INVALID index a failed attempt leaves is then dropped only before ddlgate retries it
+    /// (the retry would fail on its name); after the last attempt the client finds what a
+    /// direct connection leaves.
+    pub request_build_is_own: bool,
     /// Whether a transaction block is open (timeouts are then `SET LOCAL`).
     pub in_transaction: bool,
     /// Whether the request may be sent again after `lock_not_available`: outside a
@@ -80,6 +85,7 @@ impl Default for Program {
             request_is_extended: false,
             request_class: None,
             request_builds_indexes: None,
+            request_build_is_own: false,
             in_transaction: false,
             retryable: false,
             relations: Vec::new(),

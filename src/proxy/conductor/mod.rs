@@ -163,6 +163,8 @@ pub struct Conductor {
     saved: Option<SavedTimeouts>,
     /// The indexes of the table before a concurrent build (`{oid,…}`), and the table.
     probed: Option<(String, String)>,
+    /// The probed build is the client's own statement ([`Program::request_build_is_own`]).
+    build_is_own: bool,
     /// SQL taking back the rewrite steps done so far.
     undo: Vec<String>,
     outcome: Outcome,
@@ -279,15 +281,22 @@ impl Conductor {
             && program.request_answers.is_none()
             && program.request_hidden_prefix == 0;
         let request_looks = looks && program.request_class == Some(Class::Brief);
-        let ops = ops_of(&mut program, looks);
-        let request_hidden_completions = program.request_hidden_completions;
-        let request_hidden_prefix = program.request_hidden_prefix;
-        let request_answers = program.request_answers;
         let retries_left = if program.retryable && program.request_class.is_some() {
             retry.attempts
         } else {
             0
         };
+        // The client's own concurrent build is probed only where ddlgate may retry it: outside
+        // a transaction block, so nothing of ddlgate's runs before a statement the server is
+        // going to refuse anyway.
+        if program.request_build_is_own && retries_left == 0 {
+            program.request_builds_indexes = None;
+        }
+        let build_is_own = program.request_build_is_own;
+        let ops = ops_of(&mut program, looks);
+        let request_hidden_completions = program.request_hidden_completions;
+        let request_hidden_prefix = program.request_hidden_prefix;
+        let request_answers = program.request_answers;
         let governed = program.request_class.is_some() || !program.audited.is_empty();
         Self {
             governed,
@@ -322,6 +331,7 @@ impl Conductor {
             in_transaction: program.in_transaction,
             saved: None,
             probed: None,
+            build_is_own,
             undo: Vec::new(),
             outcome: Outcome::default(),
             span,
@@ -554,7 +564,10 @@ impl Conductor {
             .clone_from(&self.request_hidden_completions);
         running.pipeline.hidden_prefix = self.request_hidden_prefix;
         running.pipeline.expected = self.request_answers;
-        running.hold_ready_on_error = self.probed.is_some() || !self.undo.is_empty();
+        // Cleanup runs before the client's ReadyForQuery, except after the client's own build
+        // (its leftover is dropped only before a retry, and a retry holds the whole answer).
+        running.hold_ready_on_error =
+            (self.probed.is_some() && !self.build_is_own) || !self.undo.is_empty();
         if self.retries_left > 0 || !self.relations.is_empty() || !self.audited.is_empty() {
             running.buffer = Some(Vec::new());
         }

@@ -69,6 +69,7 @@ impl Conductor {
         // One audit record per client statement: written when the request is over, or when a
         // step failed and the rest will not run; never once per step.
         let audit_now = failed || !matches!(op, Op::Step(_));
+        let cleans_up = self.probed.is_some() && !self.build_is_own;
         match op {
             Op::Step(step) => {
                 if failed {
@@ -81,7 +82,7 @@ impl Conductor {
                 }
             }
             _ => {
-                if failed && (self.probed.is_some() || !self.undo.is_empty()) {
+                if failed && (cleans_up || !self.undo.is_empty()) {
                     self.fail(state);
                 } else {
                     self.after_request(state);

@@ -79,9 +79,12 @@ pub(super) fn apply(
         let replacement = match d.plan {
             Plan::Run => {
                 class = class.max(d.class);
-                // A concurrent build sent as it is: a failed attempt leaves an INVALID index
-                // that must not stay, nor make the retry fail on its name.
-                builds = builds.or(d.builds_indexes);
+                // A concurrent build sent as it is: ddlgate's retry must not fail on the
+                // INVALID index a timed-out attempt leaves.
+                if builds.is_none() && d.builds_indexes.is_some() {
+                    builds = d.builds_indexes;
+                    program.request_build_is_own = true;
+                }
                 None
             }
             Plan::Replace(step) => {
