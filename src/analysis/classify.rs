@@ -248,7 +248,7 @@ pub struct Facts {
     pub blocking_lock: bool,
     /// Where it builds an index concurrently (`CREATE INDEX CONCURRENTLY`, `REINDEX …
     /// CONCURRENTLY` of a table or an index): a failed build leaves an INVALID index there,
-    /// which the proxy drops before a retry or the answer.
+    /// which the proxy drops before it retries the build.
     pub concurrent_build: Option<IndexBuild>,
 }
 

@@ -566,8 +566,7 @@ impl Conductor {
         running.pipeline.expected = self.request_answers;
         // Cleanup runs before the client's ReadyForQuery, except after the client's own build
         // (its leftover is dropped only before a retry, and a retry holds the whole answer).
-        running.hold_ready_on_error =
-            (self.probed.is_some() && !self.build_is_own) || !self.undo.is_empty();
+        running.hold_ready_on_error = self.cleans_up_on_failure();
         if self.retries_left > 0 || !self.relations.is_empty() || !self.audited.is_empty() {
             running.buffer = Some(Vec::new());
         }

@@ -16,6 +16,13 @@ pub(super) fn seed() -> u64 {
 }
 
 impl Conductor {
+    /// Whether a failed request is cleaned up before its answer: a rewrite's earlier steps are
+    /// taken back and the INVALID index of its concurrent build dropped (not for the client's
+    /// own build, whose leftover is dropped only before a retry).
+    pub(super) fn cleans_up_on_failure(&self) -> bool {
+        (self.probed.is_some() && !self.build_is_own) || !self.undo.is_empty()
+    }
+
     /// A rewrite step or the client's request got its `ReadyForQuery`: retry it, clean up after
     /// it, or deliver its answer.
     pub(super) fn attempt_finished(&mut self, running: Running, state: &SessionState) {
@@ -69,7 +76,7 @@ impl Conductor {
         // One audit record per client statement: written when the request is over, or when a
         // step failed and the rest will not run; never once per step.
         let audit_now = failed || !matches!(op, Op::Step(_));
-        let cleans_up = self.probed.is_some() && !self.build_is_own;
+        let cleans_up = self.cleans_up_on_failure();
         match op {
             Op::Step(step) => {
                 if failed {
@@ -82,7 +89,7 @@ impl Conductor {
                 }
             }
             _ => {
-                if failed && (cleans_up || !self.undo.is_empty()) {
+                if failed && cleans_up {
                     self.fail(state);
                 } else {
                     self.after_request(state);
