@@ -106,6 +106,21 @@ if [ -z "${DDLGATE_MAVEN_REPO:-}" ]; then
   fi
 fi
 
+# Spring Boot's start-up migration (tests/compat/spring-flyway): an application jar built once
+# per version of its sources, from the same local repository (about a minute the first time).
+if [ -z "${DDLGATE_SPRING_FLYWAY_JAR:-}" ]; then
+  spring_sum=$(cat tests/compat/spring-flyway/pom.xml \
+    $(find tests/compat/spring-flyway/src -type f | sort) | sha256sum | cut -c1-12)
+  spring_dir="$tools_dir/spring-flyway-$spring_sum"
+  if [ ! -f "$spring_dir/app.jar" ]; then
+    command -v mvn >/dev/null 2>&1 || { echo "test.sh: mvn is needed to build the Spring Boot Flyway app" >&2; exit 2; }
+    mvn -B -q -f tests/compat/spring-flyway/pom.xml -Dmaven.repo.local="$DDLGATE_MAVEN_REPO" \
+      -Dddlgate.build.dir="$spring_dir" package \
+      || { echo "test.sh: cannot build the Spring Boot Flyway app (tests/compat/spring-flyway)" >&2; exit 2; }
+  fi
+  export DDLGATE_SPRING_FLYWAY_JAR="$spring_dir/app.jar"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 

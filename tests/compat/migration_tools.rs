@@ -6,7 +6,9 @@
 //!
 //! The tools are installed outside the source tree by scripts/test.sh: golang-migrate from the
 //! Go module proxy (`DDLGATE_GOLANG_MIGRATE`), Flyway's Maven plugin from Maven Central into a
-//! local repository (`DDLGATE_MAVEN_REPO`; the project is `tests/compat/flyway/pom.xml`).
+//! local repository (`DDLGATE_MAVEN_REPO`; the project is `tests/compat/flyway/pom.xml`), and
+//! a Spring Boot application that migrates with Flyway as it starts, built from the same
+//! repository (`DDLGATE_SPRING_FLYWAY_JAR`; `tests/compat/spring-flyway`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -198,22 +200,21 @@ async fn flyway(dir: &Path, jdbc: &str, user: &str, password: &str, goal: &str) 
         })
 }
 
-/// Flyway (its Maven plugin, 13.12.2) runs each versioned migration in a transaction, and a
-/// `CREATE INDEX CONCURRENTLY` alone in its file outside one. Through ddlgate: two migrations
-/// create and fill tables, the concurrent build is valid; a plain `CREATE INDEX` in the next
-/// migration is refused inside Flyway's transaction (no rewrite is valid there), rolled back,
-/// and not recorded; marked `executeInTransaction=false` (a script config file), it is built
+/// The walk-through of docs/tools/flyway.md, with `migrate` one `flyway migrate` (or one start
+/// of an application that migrates) and `after_refusal` what the user runs once a migration is
+/// refused. Flyway runs each versioned migration in a transaction, and a `CREATE INDEX
+/// CONCURRENTLY` alone in its file outside one. Through ddlgate: two migrations create and fill
+/// tables, the concurrent build is valid; a plain `CREATE INDEX` in the next migration is
+/// refused inside Flyway's transaction (no rewrite is valid there), rolled back, and not
+/// recorded; marked `executeInTransaction=false` (a script config file), it is built
 /// `CONCURRENTLY` by ddlgate and recorded.
-#[tokio::test]
-async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
-    let bench = Bench::start().await;
-    let conn = bench.fresh_database("flyway", Target::Default).await;
-    let jdbc = format!(
-        "jdbc:postgresql://{}:{}/{}?sslmode=disable",
-        conn.host, conn.port, conn.database
-    );
-    let files = tempfile::tempdir().unwrap();
-    let dir = files.path();
+async fn flyway_walkthrough(
+    bench: &Bench,
+    database: &str,
+    dir: &Path,
+    migrate: impl AsyncFn() -> Output,
+    after_refusal: impl AsyncFn(),
+) {
     write(dir, "V1__accounts.sql", ACCOUNTS);
     write(dir, "V2__orders.sql", ORDERS);
     write(
@@ -226,15 +227,13 @@ async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
         "V4__orders_total_idx.sql",
         "CREATE INDEX orders_total_idx ON orders (total);\n",
     );
-    let run = |goal: &'static str| flyway(dir, &jdbc, &conn.user, &conn.password, goal);
-    let refused = run("migrate").await;
+    let refused = migrate().await;
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
         text(&refused).contains("ddlgate: create-index-nonconcurrent"),
         "{}",
         text(&refused)
     );
-    let database = "flyway_default";
     let direct =
         crate::support::pg::connect(&bench.connection(database, Target::Direct).keywords()).await;
     // Version 0 is the baseline.
@@ -252,8 +251,7 @@ async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
         !schema.iter().any(|l| l.contains("orders_total_idx")),
         "{schema:#?}"
     );
-    let info = run("info").await;
-    assert!(info.status.success(), "{}", text(&info));
+    after_refusal().await;
 
     // Outside Flyway's transaction ddlgate may build it CONCURRENTLY.
     write(
@@ -261,7 +259,7 @@ async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
         "V4__orders_total_idx.sql.conf",
         "executeInTransaction=false\n",
     );
-    let fixed = run("migrate").await;
+    let fixed = migrate().await;
     assert!(fixed.status.success(), "{}", text(&fixed));
     assert_eq!(
         applied(&direct).await,
@@ -273,4 +271,88 @@ async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
             == "index orders_total_idx on orders valid=t: CREATE INDEX orders_total_idx ON public.orders USING btree (total)"),
         "{schema:#?}"
     );
+}
+
+/// Flyway's Maven plugin (13.12.2): the walk-through, with `flyway:info` after the refusal.
+#[tokio::test]
+async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
+    let bench = Bench::start().await;
+    let conn = bench.fresh_database("flyway", Target::Default).await;
+    let jdbc = format!(
+        "jdbc:postgresql://{}:{}/{}?sslmode=disable",
+        conn.host, conn.port, conn.database
+    );
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    let run = async |goal: &str| flyway(dir, &jdbc, &conn.user, &conn.password, goal).await;
+    flyway_walkthrough(
+        &bench,
+        &conn.database,
+        dir,
+        async || run("migrate").await,
+        async || {
+            let info = run("info").await;
+            assert!(info.status.success(), "{}", text(&info));
+            assert!(text(&info).contains("Pending"), "{}", text(&info));
+        },
+    )
+    .await;
+}
+
+/// One start of the Spring Boot application in tests/compat/spring-flyway, built by
+/// scripts/test.sh: `spring-boot-starter-flyway` migrates while the context starts.
+async fn spring_boot_start(dir: &Path, jdbc: &str, user: &str, password: &str) -> Output {
+    let jar = tool(
+        "DDLGATE_SPRING_FLYWAY_JAR",
+        "/var/tmp/ddlgate-tools/spring-flyway/app.jar",
+    );
+    tokio::process::Command::new("java")
+        .arg("-jar")
+        .arg(&jar)
+        .arg(format!("--spring.datasource.url={jdbc}"))
+        .arg(format!("--spring.datasource.username={user}"))
+        .arg(format!("--spring.datasource.password={password}"))
+        .arg(format!(
+            "--spring.flyway.locations=filesystem:{}",
+            dir.display()
+        ))
+        // As for the Maven plugin: Flyway's transactional lock would make the concurrent build
+        // wait for Flyway's own transaction.
+        .arg("--spring.flyway.postgresql.transactional-lock=false")
+        .args([
+            "--spring.flyway.baseline-on-migrate=true",
+            "--spring.flyway.baseline-version=0",
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run java -jar {} ({e}): scripts/test.sh builds it, or set DDLGATE_SPRING_FLYWAY_JAR",
+                jar.display()
+            )
+        })
+}
+
+/// Spring Boot (4.0.7, with the Flyway it manages, 11.14.1): each start of the application is
+/// a deploy that migrates; the start with the refused migration fails, and the application does
+/// not come up.
+#[tokio::test]
+async fn spring_boot_startup_migration_is_stopped_by_an_unsafe_one() {
+    let bench = Bench::start().await;
+    let conn = bench.fresh_database("spring_flyway", Target::Default).await;
+    let jdbc = format!(
+        "jdbc:postgresql://{}:{}/{}?sslmode=disable",
+        conn.host, conn.port, conn.database
+    );
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    flyway_walkthrough(
+        &bench,
+        &conn.database,
+        dir,
+        async || spring_boot_start(dir, &jdbc, &conn.user, &conn.password).await,
+        async || {},
+    )
+    .await;
 }
