@@ -106,6 +106,18 @@ if [ -z "${DDLGATE_MAVEN_REPO:-}" ]; then
   fi
 fi
 
+# Prisma's CLI with the PostgreSQL driver adapter, whose WebAssembly schema engine needs no
+# download (docs/tools/prisma.md); install scripts are skipped, as they would fetch engines.
+if [ -z "${DDLGATE_PRISMA_DIR:-}" ]; then
+  export DDLGATE_PRISMA_DIR="$tools_dir/prisma-6.19.3"
+  if [ ! -f "$DDLGATE_PRISMA_DIR/node_modules/@prisma/adapter-pg/package.json" ]; then
+    mkdir -p "$DDLGATE_PRISMA_DIR"
+    [ -f "$DDLGATE_PRISMA_DIR/package.json" ] || echo '{"private": true}' > "$DDLGATE_PRISMA_DIR/package.json"
+    (cd "$DDLGATE_PRISMA_DIR" && npm install --silent --no-audit --no-fund --ignore-scripts \
+      prisma@6.19.3 @prisma/adapter-pg@7.10.1 >/dev/null)
+  fi
+fi
+
 # Spring Boot's start-up migration (tests/compat/spring-flyway): an application jar built once
 # per version of its sources, from the same local repository (about a minute the first time).
 if [ -z "${DDLGATE_SPRING_FLYWAY_JAR:-}" ]; then

@@ -8,7 +8,8 @@
 //! Go module proxy (`DDLGATE_GOLANG_MIGRATE`), Flyway's Maven plugin from Maven Central into a
 //! local repository (`DDLGATE_MAVEN_REPO`; the project is `tests/compat/flyway/pom.xml`), and
 //! a Spring Boot application that migrates with Flyway as it starts, built from the same
-//! repository (`DDLGATE_SPRING_FLYWAY_JAR`; `tests/compat/spring-flyway`).
+//! repository (`DDLGATE_SPRING_FLYWAY_JAR`; `tests/compat/spring-flyway`); Prisma's CLI and its
+//! PostgreSQL driver adapter from npm (`DDLGATE_PRISMA_DIR`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -355,4 +356,196 @@ async fn spring_boot_startup_migration_is_stopped_by_an_unsafe_one() {
         async || {},
     )
     .await;
+}
+
+/// A Prisma project in `dir` whose `prisma migrate deploy` runs on the WebAssembly schema
+/// engine bundled with the CLI, through `@prisma/adapter-pg` (docs/tools/prisma.md): the
+/// packages scripts/test.sh installed, linked in as `node_modules`.
+fn prisma_project(dir: &Path) {
+    let packages = tool("DDLGATE_PRISMA_DIR", "/var/tmp/ddlgate-tools/prisma-6.19.3");
+    std::os::unix::fs::symlink(packages.join("node_modules"), dir.join("node_modules")).unwrap();
+    std::fs::create_dir_all(dir.join("prisma/migrations")).unwrap();
+    write(
+        dir,
+        "prisma/schema.prisma",
+        "datasource db {\n  provider = \"postgresql\"\n  url      = env(\"DATABASE_URL\")\n}\n",
+    );
+    write(
+        dir,
+        "prisma/migrations/migration_lock.toml",
+        "provider = \"postgresql\"\n",
+    );
+    write(
+        dir,
+        "prisma.config.ts",
+        r#"import { defineConfig } from "prisma/config";
+import { PrismaPg } from "@prisma/adapter-pg";
+
+export default defineConfig({
+  experimental: { adapter: true },
+  engine: "js",
+  schema: "prisma/schema.prisma",
+  adapter: async () => new PrismaPg({ connectionString: process.env.DATABASE_URL! }),
+});
+"#,
+    );
+}
+
+fn prisma_migration(dir: &Path, name: &str, sql: &str) {
+    std::fs::create_dir_all(dir.join("prisma/migrations").join(name)).unwrap();
+    write(dir, &format!("prisma/migrations/{name}/migration.sql"), sql);
+}
+
+/// `prisma <args>` in the project in `dir`. The CLI checks for its native engines before any
+/// command and downloads what is missing; with `engine: "js"` it loads neither, so both
+/// variables name an empty file, which ends the check without a download.
+async fn prisma(dir: &Path, url: &str, args: &[&str]) -> Output {
+    let none = dir.join("no-native-engine");
+    std::fs::write(&none, b"").unwrap();
+    tokio::process::Command::new("node")
+        .arg(dir.join("node_modules/prisma/build/index.js"))
+        .args(args)
+        .current_dir(dir)
+        .env("DATABASE_URL", url)
+        .env("PRISMA_QUERY_ENGINE_LIBRARY", &none)
+        .env("PRISMA_SCHEMA_ENGINE_BINARY", &none)
+        .env("PRISMA_HIDE_UPDATE_MESSAGE", "1")
+        .env("CHECKPOINT_DISABLE", "1")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run node ({e}): scripts/test.sh installs Prisma"))
+}
+
+/// Prisma's migrations: `name:finished:rolled back`, in the order they were started.
+async fn prisma_history(direct: &tokio_postgres::Client) -> Vec<String> {
+    direct
+        .query(
+            "SELECT migration_name || ':' || (finished_at IS NOT NULL) || ':' || \
+             (rolled_back_at IS NOT NULL) FROM _prisma_migrations ORDER BY started_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Prisma Migrate (CLI 6.19.3, `engine: "js"` with `@prisma/adapter-pg` 7.10.1) sends each
+/// statement of a `migration.sql` as a query of its own, outside any transaction. One deploy
+/// creates and fills two tables and indexes them, once `CONCURRENTLY` as written and once
+/// plainly, which ddlgate builds `CONCURRENTLY`; the next deploy's contract migration is
+/// stopped at its `DROP COLUMN`, after its first statement was applied, and recorded as
+/// failed; the next deploy refuses to run (P3009) until the user fixes the file and resolves
+/// the migration, after which nothing is pending.
+#[tokio::test]
+async fn prisma_migrate_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
+    let bench = Bench::start().await;
+    let conn = bench.fresh_database("prisma", Target::Default).await;
+    let url = conn.url();
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    prisma_project(dir);
+    // The database already holds the harness's table: Prisma adopts it as a baseline
+    // migration marked applied, as for any existing production database.
+    prisma_migration(
+        dir,
+        "20261205000000_baseline",
+        "CREATE TABLE items (id int PRIMARY KEY, v text);\n",
+    );
+    let baseline = prisma(
+        dir,
+        &url,
+        &["migrate", "resolve", "--applied", "20261205000000_baseline"],
+    )
+    .await;
+    assert!(baseline.status.success(), "{}", text(&baseline));
+    prisma_migration(dir, "20261206000000_accounts", ACCOUNTS);
+    prisma_migration(dir, "20261206000001_orders", ORDERS);
+    prisma_migration(
+        dir,
+        "20261206000002_orders_account_idx",
+        "CREATE INDEX CONCURRENTLY orders_account_idx ON orders (account_id);\n",
+    );
+    prisma_migration(
+        dir,
+        "20261206000003_orders_total_idx",
+        "CREATE INDEX orders_total_idx ON orders (total);\n",
+    );
+    // Under the default policy the plain CREATE INDEX on a table of an earlier migration is
+    // either rewritten or refused: the deploy succeeded, so it was rewritten.
+    let deploy = prisma(dir, &url, &["migrate", "deploy"]).await;
+    assert!(deploy.status.success(), "{}", text(&deploy));
+    let direct =
+        crate::support::pg::connect(&bench.connection(&conn.database, Target::Direct).keywords())
+            .await;
+    let done = [
+        "20261205000000_baseline:true:false",
+        "20261206000000_accounts:true:false",
+        "20261206000001_orders:true:false",
+        "20261206000002_orders_account_idx:true:false",
+        "20261206000003_orders_total_idx:true:false",
+    ];
+    assert_eq!(prisma_history(&direct).await, done);
+    let schema = bench.schema(&conn.database).await;
+    for index in [
+        "index orders_account_idx on orders valid=t: CREATE INDEX orders_account_idx ON public.orders USING btree (account_id)",
+        "index orders_total_idx on orders valid=t: CREATE INDEX orders_total_idx ON public.orders USING btree (total)",
+    ] {
+        assert!(schema.iter().any(|l| l == index), "{index}\n{schema:#?}");
+    }
+
+    prisma_migration(
+        dir,
+        "20261206000004_contract",
+        "ALTER TABLE accounts ADD COLUMN email_address text;\nALTER TABLE accounts DROP COLUMN email;\n",
+    );
+    let refused = prisma(dir, &url, &["migrate", "deploy"]).await;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("ddlgate: drop-column"),
+        "{}",
+        text(&refused)
+    );
+    let mut failed = done.to_vec();
+    failed.push("20261206000004_contract:false:false");
+    assert_eq!(prisma_history(&direct).await, failed);
+    let schema = bench.schema(&conn.database).await;
+    assert!(
+        schema
+            .iter()
+            .any(|l| l == "column accounts.email text not null"),
+        "{schema:#?}"
+    );
+    assert!(
+        schema
+            .iter()
+            .any(|l| l == "column accounts.email_address text"),
+        "{schema:#?}"
+    );
+    let blocked = prisma(dir, &url, &["migrate", "deploy"]).await;
+    assert!(!blocked.status.success(), "{}", text(&blocked));
+    assert!(text(&blocked).contains("P3009"), "{}", text(&blocked));
+
+    // The contract step waits for a later release; what was applied is the expand step.
+    prisma_migration(
+        dir,
+        "20261206000004_contract",
+        "ALTER TABLE accounts ADD COLUMN email_address text;\n",
+    );
+    let resolved = prisma(
+        dir,
+        &url,
+        &["migrate", "resolve", "--applied", "20261206000004_contract"],
+    )
+    .await;
+    assert!(resolved.status.success(), "{}", text(&resolved));
+    let deploy = prisma(dir, &url, &["migrate", "deploy"]).await;
+    assert!(deploy.status.success(), "{}", text(&deploy));
+    assert!(
+        text(&deploy).contains("No pending migrations"),
+        "{}",
+        text(&deploy)
+    );
 }
