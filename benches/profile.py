@@ -11,17 +11,27 @@ extended, prepared protocol; --clients) measures each proxy three ways, in the s
     instructions of exactly those transactions, repeatable to the instruction;
   * system calls per transaction: `strace -c -f` attached to every thread of the (unprofiled)
     proxy during a fixed-count run;
-  * CPU time per transaction (user + system, every thread's /proc/PID/task/TID/schedstat)
-    over a fixed-count run, --cpu-rounds times per proxy, the proxies and a direct run taking
-    turns (the order reversed every other round), the median reported: on a 2-core machine
-    shared by pgbench, the server and the proxy, one run of a ~6 µs select cell moves by ±10 %.
+  * CPU time per transaction in the steady state (user + system, every thread's
+    /proc/PID/task/TID/schedstat, read at each of pgbench's progress reports of a timed run,
+    the first second left out): the ordinary traffic of open sessions, as in the cells of
+    benches/pgbench.py; --cpu-rounds runs per proxy, the proxies and a direct run taking turns
+    (the order reversed every other round), the median reported: on a 2-core machine shared by
+    pgbench, the server and the proxy, one run of a ~6 µs select cell moves by ±10 %.
+
+Session start-up is measured on its own: CPU per session of `pgbench -C` (a session per
+transaction). It differs by design: pgbouncer hands a new client a pooled server connection,
+ddlgate opens one per session (it never holds the password). Until 2026-12-06 the CPU column
+came from fixed-count runs (-t) that opened their sessions inside the measurement, which put
+that start-up difference into the per-transaction numbers (~0.1-0.3 µs/tx at 1,500
+transactions per client).
 
 It also reports each proxy's added latency (the median of pgbench's average latency through
 it minus the same round's directly) and its memory per idle session (RSS before and after
 opening --idle-sessions sessions, fresh and after 20 queries each).
 
 Usage: benches/profile.py [--transactions N] [--profiled-transactions N] [--clients 1,8]
-       [--cpu-rounds N] [--cells RE] [--keep DIR] [--idle-sessions N]
+       [--cpu-rounds N] [--cpu-seconds N] [--sessions N] [--cells RE] [--keep DIR]
+       [--idle-sessions N]
 Needs: valgrind, strace, pgbouncer, PostgreSQL server binaries and pgbench, cargo.
 """
 
@@ -94,10 +104,40 @@ def cpu_ns(pid):
     return total
 
 
-def cpu_per_tx(pid, port, cell, transactions, latency=None):
+def steady_run(port, workload, mode, clients, seconds, pid=None):
+    """A timed pgbench run (-T `seconds`, -P 1) with its sessions opened first; returns
+    pgbench's average latency (ms) and, with `pid`, that process's CPU per transaction (µs)
+    between the first and the last progress report: every session is open and has run for a
+    second by the first, so session start-up is not in it (it is measured on its own:
+    `session_start_cpu`)."""
+    argv = pgbench_argv(port, workload, mode, clients) + ["-T", str(seconds), "-P", "1", "bench"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = []  # (cpu ns at the report, transactions in the second it reports)
+    for line in proc.stderr:
+        m = re.match(r"progress: [\d.]+ s, ([\d.]+) tps", line)
+        if m:
+            samples.append((cpu_ns(pid) if pid else 0, float(m.group(1))))
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        raise RuntimeError(f"pgbench failed on port {port}")
+    latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    if pid is None:
+        return latency, None
+    if len(samples) < 3:
+        raise RuntimeError(f"pgbench gave {len(samples)} progress reports in {seconds} s")
+    transactions = sum(tps for _, tps in samples[1:])
+    return latency, (samples[-1][0] - samples[0][0]) / 1e3 / transactions
+
+
+def session_start_cpu(pid, port, connections):
+    """The proxy's CPU (µs) per session of `pgbench -C` (one client, a session per
+    transaction): accepting, authenticating, the session's set-up and end, and one select."""
+    argv = pgbench_argv(port, "select", "simple", 1) + ["-C", "-t", str(connections), "bench"]
     before = cpu_ns(pid)
-    done = pgbench(port, *cell, transactions, latency)
-    return (cpu_ns(pid) - before) / 1e3 / done
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"pgbench -C failed on port {port}: {out.stderr.strip()}")
+    return (cpu_ns(pid) - before) / 1e3 / connections
 
 
 def quiet_queries(sock, count):
@@ -173,13 +213,18 @@ def instructions_per_tx(proc, prefix, port, cell, warmup, transactions, as_user=
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--transactions", type=int, default=5000,
-                    help="transactions per client in each strace and CPU run (default 5000)")
+                    help="transactions per client in each strace run (default 5000)")
     ap.add_argument("--profiled-transactions", type=int, default=2000,
                     help="transactions per client in each callgrind run (default 2000)")
     ap.add_argument("--clients", default="1,8", help="client counts (default 1,8)")
     ap.add_argument("--cpu-rounds", type=int, default=5,
                     help="CPU and latency runs per proxy and cell, alternated; the median is "
                          "reported (default 5)")
+    ap.add_argument("--cpu-seconds", type=int, default=4,
+                    help="length of each CPU and latency run; the first second, which opens the "
+                         "sessions, is left out of CPU per transaction (default 4)")
+    ap.add_argument("--sessions", type=int, default=2000,
+                    help="sessions of each session start-up run, pgbench -C (default 2000)")
     ap.add_argument("--cells", help="only cells whose label matches this regex")
     ap.add_argument("--idle-sessions", type=int, default=100,
                     help="idle sessions opened to measure memory per session (default 100; "
@@ -236,14 +281,11 @@ def main():
                 latency = {}
                 for name in order:
                     if name == "direct":
-                        direct = []
-                        pgbench(env.pg_port, *cell, args.transactions, direct)
-                        latency[name] = direct[0]
+                        latency[name], _ = steady_run(env.pg_port, *cell, args.cpu_seconds)
                         continue
                     pid, port = plain[name]
-                    through = []
-                    cpu[name].append(cpu_per_tx(pid, port, cell, args.transactions, through))
-                    latency[name] = through[0]
+                    latency[name], per_tx = steady_run(port, *cell, args.cpu_seconds, pid)
+                    cpu[name].append(per_tx)
                 for name in ("ddlgate", "pgbouncer"):
                     added[name].append((latency[name] - latency["direct"]) * 1000)
             for name in ("ddlgate", "pgbouncer"):
@@ -254,6 +296,13 @@ def main():
                       f"{c:6.1f} CPU us/tx ({spread})  {a:7.1f} us added latency", flush=True)
                 row.append((ir, sc, c, a))
             rows.append(row)
+        starts = {"ddlgate": [], "pgbouncer": []}
+        for round_ in range(args.cpu_rounds):
+            for name in ("ddlgate", "pgbouncer") if round_ % 2 == 0 else ("pgbouncer", "ddlgate"):
+                pid, port = plain[name]
+                starts[name].append(session_start_cpu(pid, port, args.sessions))
+        for name in ("ddlgate", "pgbouncer"):
+            print(f"{name:9} {median(starts[name]):6.1f} CPU us per session (pgbench -C)", flush=True)
         memory = []
         for name in ("ddlgate", "pgbouncer"):
             pid, port = plain[name]
@@ -266,9 +315,10 @@ def main():
 
     print()
     print(f"user-space instructions per transaction (callgrind, {args.profiled_transactions} "
-          f"transactions after a warm-up), system calls per transaction (strace -c, "
-          f"{args.transactions}), proxy CPU per transaction (schedstat, {args.transactions}; median "
-          f"of {args.cpu_rounds} alternated rounds) and added latency (median of the same rounds)")
+          f"transactions per client after a warm-up, sessions opened in the run), system calls "
+          f"per transaction (strace -c, {args.transactions}), proxy CPU per transaction (schedstat, "
+          f"{args.cpu_seconds} s runs without their first second; median of {args.cpu_rounds} "
+          f"alternated rounds) and added latency (median of the same rounds)")
     print()
     print("| cell | ddlgate instr/tx | pgbouncer instr/tx | ddlgate syscalls/tx | pgbouncer syscalls/tx "
           "| ddlgate CPU µs/tx | pgbouncer CPU µs/tx | ddlgate added latency µs "
@@ -277,6 +327,14 @@ def main():
     for cell, d, b in rows:
         print(f"| {cell} | {d[0]:.0f} | {b[0]:.0f} | {d[1]:.2f} | {b[1]:.2f} | {d[2]:.1f} "
               f"| {b[2]:.1f} | {d[3]:.0f} | {b[3]:.0f} |")
+    print()
+    print(f"session start-up: proxy CPU per session of pgbench -C (1 client, {args.sessions} "
+          f"sessions of one select each; median of {args.cpu_rounds} rounds), µs; pgbouncer hands "
+          f"each session a server connection from its pool, ddlgate opens one per session")
+    print()
+    print("| ddlgate | pgbouncer |")
+    print("|---:|---:|")
+    print(f"| {median(starts['ddlgate']):.1f} | {median(starts['pgbouncer']):.1f} |")
     print()
     print(f"memory per idle session (proxy RSS before and after opening {args.idle_sessions} "
           f"sessions, each after 0 or 20 `SELECT 1`), KiB")
