@@ -332,6 +332,29 @@ pub(crate) fn new_invalid_indexes(table: &str, before: &str) -> String {
     )
 }
 
+/// The transactions a concurrent index build would wait for that look like the client's own
+/// migration lock: sessions of this database, user and `application_name`, idle in a
+/// transaction that holds a snapshot (a build waits for every older snapshot to go) and a
+/// granted advisory lock (what migration tools lock with). One line each,
+/// `<pid>|<transaction start>|<state change>|<description>`; the first three tell whether the
+/// same idle stretch is still there at a second look. Reads only `pg_stat_activity` and
+/// `pg_locks`.
+pub(crate) fn own_idle_snapshots() -> &'static str {
+    "SELECT a.pid || '|' || a.xact_start || '|' || a.state_change || '|' || pg_catalog.format(\
+     'pid %s (application_name %L, idle in transaction for %s s, transaction running %s s, holding advisory lock %s)', \
+     a.pid, a.application_name, \
+     pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - a.state_change)::numeric, 1), \
+     pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::numeric, 1), \
+     (SELECT pg_catalog.string_agg(l.objid::text, ', ') FROM pg_catalog.pg_locks l \
+      WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)) \
+     FROM pg_catalog.pg_stat_activity a \
+     WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid() \
+     AND a.usename = SESSION_USER AND a.application_name = pg_catalog.current_setting('application_name') \
+     AND a.state LIKE 'idle in transaction%' AND a.backend_xmin IS NOT NULL \
+     AND EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) \
+     ORDER BY a.pid"
+}
+
 /// Drops an INVALID index a failed concurrent build left behind (`index`: as `regclass::text`
 /// printed it, quoted where needed).
 pub(crate) fn drop_index_concurrently(index: &str) -> String {
@@ -369,6 +392,7 @@ mod tests {
         parses(&new_invalid_indexes("'t'::regclass", "{1,2}"));
         parses(&drop_index_concurrently("public.\"t_a_idx\""));
         parses(routine_definitions());
+        parses(own_idle_snapshots());
         parses(&catalog_facts(&[
             ("public.t".into(), None),
             ("o'brien".into(), Some("s.\"T\"".into())),

@@ -156,6 +156,14 @@ async fn golang_migrate_applies_safe_migrations_and_is_stopped_by_an_unsafe_one(
     );
 }
 
+/// pgjdbc's URL for `conn` (its user and password go separately).
+fn jdbc_url(conn: &crate::harness::Connection) -> String {
+    format!(
+        "jdbc:postgresql://{}:{}/{}?sslmode=disable",
+        conn.host, conn.port, conn.database
+    )
+}
+
 /// Flyway's history: `version:success` of each versioned migration, in order.
 async fn applied(direct: &tokio_postgres::Client) -> Vec<String> {
     direct
@@ -174,6 +182,18 @@ async fn applied(direct: &tokio_postgres::Client) -> Vec<String> {
 /// `mvn flyway:<goal>` offline, with the plugin and its PostgreSQL modules from the local
 /// repository scripts/test.sh filled.
 async fn flyway(dir: &Path, jdbc: &str, user: &str, password: &str, goal: &str) -> Output {
+    flyway_with_lock(dir, jdbc, user, password, goal, false).await
+}
+
+/// [`flyway`] with Flyway's `postgresql.transactional.lock` as given (its default is true).
+async fn flyway_with_lock(
+    dir: &Path,
+    jdbc: &str,
+    user: &str,
+    password: &str,
+    goal: &str,
+    transactional_lock: bool,
+) -> Output {
     let repo = tool("DDLGATE_MAVEN_REPO", "/var/tmp/ddlgate-tools/m2");
     let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/flyway/pom.xml");
     tokio::process::Command::new("mvn")
@@ -187,7 +207,9 @@ async fn flyway(dir: &Path, jdbc: &str, user: &str, password: &str, goal: &str) 
         // Flyway's default lock is a transaction-level advisory lock held on a second
         // connection: a CONCURRENTLY build waits for that transaction to end, i.e. forever
         // (docs/tools/flyway.md).
-        .arg("-Dflyway.postgresql.transactional.lock=false")
+        .arg(format!(
+            "-Dflyway.postgresql.transactional.lock={transactional_lock}"
+        ))
         // The database already holds the harness's table: adopt it below version 1.
         .args([
             "-Dflyway.baselineOnMigrate=true",
@@ -280,10 +302,7 @@ async fn flyway_walkthrough(
 async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
     let bench = Bench::start().await;
     let conn = bench.fresh_database("flyway", Target::Default).await;
-    let jdbc = format!(
-        "jdbc:postgresql://{}:{}/{}?sslmode=disable",
-        conn.host, conn.port, conn.database
-    );
+    let jdbc = jdbc_url(&conn);
     let files = tempfile::tempdir().unwrap();
     let dir = files.path();
     let run = async |goal: &str| flyway(dir, &jdbc, &conn.user, &conn.password, goal).await;
@@ -352,12 +371,72 @@ async fn flyway_applies_safe_migrations_and_is_stopped_by_an_unsafe_one() {
     );
 }
 
+/// Flyway's default lock is a transaction-level advisory lock, held open on a second
+/// connection while the migrations run; a `CREATE INDEX CONCURRENTLY` waits for that
+/// transaction, which Flyway ends only after the build: directly, the run hangs. Through
+/// ddlgate the build is refused at once, naming Flyway's lock transaction, and nothing of it is
+/// recorded; with the lock set to session level the same migration runs.
+#[tokio::test]
+async fn flyway_default_lock_and_a_concurrent_build_fail_at_once_instead_of_hanging() {
+    let bench = Bench::start().await;
+    let conn = bench.fresh_database("flyway_lock", Target::Default).await;
+    let jdbc = jdbc_url(&conn);
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    write(dir, "V1__accounts.sql", ACCOUNTS);
+    write(
+        dir,
+        "V2__accounts_email_idx.sql",
+        "CREATE INDEX CONCURRENTLY accounts_email_idx ON accounts (email);\n",
+    );
+    let run =
+        |lock: bool| flyway_with_lock(dir, &jdbc, &conn.user, &conn.password, "migrate", lock);
+    // Bounded well below the 5-minute online lock_timeout a waiting build would reach.
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(120), run(true))
+        .await
+        .expect("the build waited for Flyway's lock transaction instead of being refused");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("would wait for a transaction of its own client"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        text(&refused).contains("transactional.lock=false"),
+        "{}",
+        text(&refused)
+    );
+    let direct =
+        crate::support::pg::connect(&bench.connection(&conn.database, Target::Direct).keywords())
+            .await;
+    assert_eq!(applied(&direct).await, ["0:true", "1:true"]);
+    let schema = bench.schema(&conn.database).await;
+    assert!(
+        !schema.iter().any(|l| l.contains("accounts_email_idx")),
+        "{schema:#?}"
+    );
+    let fixed = run(false).await;
+    assert!(fixed.status.success(), "{}", text(&fixed));
+    assert_eq!(applied(&direct).await, ["0:true", "1:true", "2:true"]);
+    let schema = bench.schema(&conn.database).await;
+    assert!(
+        schema.iter().any(|l| l
+            == "index accounts_email_idx on accounts valid=t: CREATE INDEX accounts_email_idx ON public.accounts USING btree (email)"),
+        "{schema:#?}"
+    );
+}
+
 /// One start of the Spring Boot application in tests/compat/spring-flyway, built by
 /// scripts/test.sh: `spring-boot-starter-flyway` migrates while the context starts.
 async fn spring_boot_start(dir: &Path, jdbc: &str, user: &str, password: &str) -> Output {
     let jar = tool(
         "DDLGATE_SPRING_FLYWAY_JAR",
         "/var/tmp/ddlgate-tools/spring-flyway/app.jar",
+    );
+    assert!(
+        jar.is_file(),
+        "no Spring Boot application at {}: scripts/test.sh builds it (into a directory named after its sources), or set DDLGATE_SPRING_FLYWAY_JAR",
+        jar.display()
     );
     tokio::process::Command::new("java")
         .arg("-jar")
@@ -394,10 +473,7 @@ async fn spring_boot_start(dir: &Path, jdbc: &str, user: &str, password: &str) -
 async fn spring_boot_startup_migration_is_stopped_by_an_unsafe_one() {
     let bench = Bench::start().await;
     let conn = bench.fresh_database("spring_flyway", Target::Default).await;
-    let jdbc = format!(
-        "jdbc:postgresql://{}:{}/{}?sslmode=disable",
-        conn.host, conn.port, conn.database
-    );
+    let jdbc = jdbc_url(&conn);
     let files = tempfile::tempdir().unwrap();
     let dir = files.path();
     flyway_walkthrough(
@@ -469,6 +545,12 @@ async fn prisma(dir: &Path, url: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run node ({e}): scripts/test.sh installs Prisma"))
 }
 
+/// `prisma migrate resolve --applied <migration>`, which must succeed.
+async fn resolve_applied(dir: &Path, url: &str, migration: &str) {
+    let resolved = prisma(dir, url, &["migrate", "resolve", "--applied", migration]).await;
+    assert!(resolved.status.success(), "{}", text(&resolved));
+}
+
 /// Prisma's migrations: `name:finished:rolled back`, in the order they were started.
 async fn prisma_history(direct: &tokio_postgres::Client) -> Vec<String> {
     direct
@@ -506,13 +588,7 @@ async fn prisma_migrate_applies_safe_migrations_and_is_stopped_by_an_unsafe_one(
         "20261205000000_baseline",
         "CREATE TABLE items (id int PRIMARY KEY, v text);\n",
     );
-    let baseline = prisma(
-        dir,
-        &url,
-        &["migrate", "resolve", "--applied", "20261205000000_baseline"],
-    )
-    .await;
-    assert!(baseline.status.success(), "{}", text(&baseline));
+    resolve_applied(dir, &url, "20261205000000_baseline").await;
     prisma_migration(dir, "20261206000000_accounts", ACCOUNTS);
     prisma_migration(dir, "20261206000001_orders", ORDERS);
     prisma_migration(
@@ -586,13 +662,7 @@ async fn prisma_migrate_applies_safe_migrations_and_is_stopped_by_an_unsafe_one(
         "20261206000004_contract",
         "ALTER TABLE accounts ADD COLUMN email_address text;\n",
     );
-    let resolved = prisma(
-        dir,
-        &url,
-        &["migrate", "resolve", "--applied", "20261206000004_contract"],
-    )
-    .await;
-    assert!(resolved.status.success(), "{}", text(&resolved));
+    resolve_applied(dir, &url, "20261206000004_contract").await;
     let deploy = prisma(dir, &url, &["migrate", "deploy"]).await;
     assert!(deploy.status.success(), "{}", text(&deploy));
     assert!(

@@ -60,6 +60,7 @@ use crate::protocol::reply::sqlstate::LOCK_NOT_AVAILABLE;
 mod answers;
 mod audit;
 mod lock_wait;
+mod own_wait;
 mod retry;
 #[cfg(test)]
 mod transcripts;
@@ -99,6 +100,9 @@ enum Op {
     LookForBlockers,
     /// End the sessions (pids) the policy names expendable among those blockers.
     EndBlockers(Vec<u32>),
+    /// Before a concurrent build: look for the client's own idle transactions it would wait
+    /// for (see `own_wait`).
+    LookForOwnSnapshots,
     /// Send the client the answer to its request, held back while it might be retried.
     Deliver,
     /// Write the audit records and wait until they are written.
@@ -122,6 +126,7 @@ impl Op {
             Self::FindBlockers => "find blockers",
             Self::LookForBlockers => "look for blockers",
             Self::EndBlockers(_) => "end blockers",
+            Self::LookForOwnSnapshots => "look for the client's own open transactions",
             Self::Deliver => "deliver",
             Self::Audit => "audit",
         }
@@ -262,6 +267,9 @@ pub struct Conductor {
     lock_end_tried: Vec<u32>,
     /// Sessions ended, described, with why.
     lock_ended: Vec<String>,
+    /// The client's own idle transactions the first look before a concurrent build found
+    /// (`pid|transaction start|state change`), to be found again after a pause.
+    own_seen: Option<Vec<String>>,
 }
 
 impl Conductor {
@@ -293,7 +301,17 @@ impl Conductor {
             program.request_builds_indexes = None;
         }
         let build_is_own = program.request_build_is_own;
-        let ops = ops_of(&mut program, looks);
+        // A concurrent build cannot run inside a transaction block: there the server refuses
+        // it, and nothing needs looking at first.
+        let builds_concurrently = !program.in_transaction
+            && (program.request_build_is_own
+                || program.request_builds_indexes.is_some()
+                || program.steps.iter().any(|s| s.builds_indexes.is_some()));
+        let mut ops = ops_of(&mut program, looks);
+        if builds_concurrently {
+            let at = usize::from(matches!(ops.front(), Some(Op::Say(_))));
+            ops.insert(at, Op::LookForOwnSnapshots);
+        }
         let request_hidden_completions = program.request_hidden_completions;
         let request_hidden_prefix = program.request_hidden_prefix;
         let request_answers = program.request_answers;
@@ -355,6 +373,7 @@ impl Conductor {
             lock_ending: Vec::new(),
             lock_end_tried: Vec::new(),
             lock_ended: Vec::new(),
+            own_seen: None,
         }
     }
 
@@ -519,6 +538,7 @@ impl Conductor {
                     sql::lock_conflicts(&self.relations, mode, young_ms)
                 }
                 Op::EndBlockers(pids) => sql::end_backends(pids),
+                Op::LookForOwnSnapshots => sql::own_idle_snapshots().to_owned(),
                 Op::ApplyTimeouts(class) => self.apply_sql(*class),
                 Op::ProbeIndexes(table) => sql::index_oids(table),
                 Op::Step(step) => step.sql.clone(),
@@ -639,6 +659,7 @@ impl Conductor {
             }
             Op::LookForBlockers => self.looked(running),
             Op::EndBlockers(_) => self.ended(running),
+            Op::LookForOwnSnapshots => self.looked_for_own(running),
             Op::DropNewInvalidIndexes(_) => {
                 for index in running.rows.into_iter().flatten().rev() {
                     info!(parent: &self.span, %index, "dropping the INVALID index a failed concurrent build left behind");

@@ -224,6 +224,16 @@ impl Transcript {
         self.server(&[columns(), timeouts_row(), complete("SELECT 1"), ready(b'I')]);
     }
 
+    /// The answer to ddlgate's look, before a concurrent build, for the client's own idle
+    /// transactions: these lines (`pid|transaction start|state change|description`).
+    fn own_idle(&mut self, lines: &[&str]) {
+        let mut answer = vec![columns()];
+        answer.extend(lines.iter().map(|l| row(&[Some(l)])));
+        answer.push(complete(&format!("SELECT {}", lines.len())));
+        answer.push(ready(b'I'));
+        self.server(&answer);
+    }
+
     /// The answer to ddlgate's look for lock holders: none that would block.
     fn no_blockers(&mut self) {
         self.server(&[columns(), complete("SELECT 0"), ready(b'I')]);
@@ -271,6 +281,8 @@ fn short(log: Vec<String>) -> Vec<String> {
                 "probe indexes"
             } else if line.starts_with("up Q SELECT i.indexrelid::regclass::text") {
                 "find new invalid indexes"
+            } else if line.starts_with("up Q SELECT a.pid || '|'") {
+                "look for own"
             } else {
                 return line;
             };
@@ -399,6 +411,8 @@ fn lock_timeouts_are_retried_with_jitter_then_the_blockers_are_named() {
 #[test]
 fn a_failed_concurrent_build_is_cleaned_up_before_the_client_goes_on() {
     let mut t = Transcript::query("CREATE UNIQUE INDEX i ON t (a)", TxStatus::Idle);
+    assert_eq!(short(t.take()), ["up <look for own>"]);
+    t.own_idle(&[]);
     t.timeouts_applied();
     t.server(&[
         columns(),
@@ -800,4 +814,64 @@ fn transactions_of_unknown_age_are_timed_by_watching_them() {
             "up Q ALTER TABLE t ADD COLUMN b int"
         ]
     );
+}
+
+const FLYWAY_LOCK: &str = "81|2026-12-06 13:20:01.5+00|2026-12-06 13:20:01.6+00|pid 81 (application_name 'Redgate_Flyway', idle in transaction for 0.2 s, transaction running 0.3 s, holding advisory lock 4163491309)";
+
+/// Flyway's default lock: a second session of the same client, idle in a transaction that
+/// holds a snapshot and an advisory lock while the migration runs. A concurrent build would
+/// wait for it forever; still in the same idle stretch after the pause, it is taken for the
+/// client's own, and the build is refused without being sent.
+#[test]
+fn a_concurrent_build_that_would_wait_for_its_own_clients_lock_transaction_is_refused() {
+    let mut t = Transcript::query("CREATE INDEX CONCURRENTLY i ON t (a)", TxStatus::Idle);
+    assert_eq!(short(t.take()), ["up <look for own>"]);
+    t.own_idle(&[FLYWAY_LOCK]);
+    assert!(t.take().is_empty(), "nothing sent during the pause");
+    let at = t.conductor.wake_at().expect("a pause before looking again");
+    let pause = at.saturating_duration_since(std::time::Instant::now());
+    assert!(pause > std::time::Duration::from_millis(900), "{pause:?}");
+    t.conductor.wake();
+    t.advance();
+    assert_eq!(short(t.take()), ["up <look for own>"]);
+    t.own_idle(&[FLYWAY_LOCK]);
+    assert_eq!(short(t.take()), ["audit 1"]);
+    t.conductor.audited(Ok(()), false);
+    let mut client = Outbox::default();
+    t.conductor.advance(&mut t.up, &mut client, &mut t.state);
+    let answer = client.take_all();
+    let tags: Vec<u8> = frames(&answer).map(|f| f.tag).collect();
+    assert_eq!(tags, [b'E', b'Z']);
+    let error = frames(&answer).next().unwrap();
+    let fields = Fields::decode(error.body).unwrap();
+    assert_eq!(fields.code(), "ZD001");
+    let detail = fields.get(reply::field::DETAIL).unwrap_or_default();
+    assert!(
+        detail.contains("pid 81 (application_name 'Redgate_Flyway'"),
+        "{detail}"
+    );
+    let hint = fields.get(reply::field::HINT).unwrap_or_default();
+    assert!(
+        hint.contains("postgresql.transactional.lock=false"),
+        "{hint}"
+    );
+    assert!(t.up.take_all().is_empty(), "the build was never sent");
+    assert!(t.conductor.is_finished());
+    assert!(t.conductor.into_outcome().failed);
+}
+
+/// The same shape that moves on during the pause (its next statement changed its state) is
+/// somebody working, not the client waiting for itself: the build goes ahead.
+#[test]
+fn a_transaction_that_moves_on_during_the_pause_does_not_stop_the_build() {
+    let mut t = Transcript::query("CREATE INDEX CONCURRENTLY i ON t (a)", TxStatus::Idle);
+    t.take();
+    t.own_idle(&[FLYWAY_LOCK]);
+    t.conductor.wake();
+    t.advance();
+    assert_eq!(short(t.take()), ["up <look for own>"]);
+    t.own_idle(&[&FLYWAY_LOCK.replace("13:20:01.6", "13:20:02.4")]);
+    assert_eq!(short(t.take()), ["up <apply timeouts>"]);
+    t.timeouts_applied();
+    assert_eq!(short(t.take()), ["up <probe indexes>"]);
 }
