@@ -340,6 +340,8 @@ pub(crate) fn new_invalid_indexes(table: &str, before: &str) -> String {
 /// same idle stretch is still there at a second look. Reads only `pg_stat_activity` and
 /// `pg_locks`.
 pub(crate) fn own_idle_snapshots() -> &'static str {
+    // Holders of advisory locks first, and only their activity rows: without any, the costly
+    // part (every backend's status, as `pg_stat_activity` builds it) is never computed.
     "SELECT a.pid || '|' || a.xact_start || '|' || a.state_change || '|' || pg_catalog.format(\
      'pid %s (application_name %L, idle in transaction for %s s, transaction running %s s, holding advisory lock %s)', \
      a.pid, a.application_name, \
@@ -347,11 +349,13 @@ pub(crate) fn own_idle_snapshots() -> &'static str {
      pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::numeric, 1), \
      (SELECT pg_catalog.string_agg(l.objid::text, ', ') FROM pg_catalog.pg_locks l \
       WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)) \
-     FROM pg_catalog.pg_stat_activity a \
-     WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid() \
-     AND a.usename = SESSION_USER AND a.application_name = pg_catalog.current_setting('application_name') \
+     FROM (SELECT DISTINCT l.pid FROM pg_catalog.pg_locks l \
+       WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()) h \
+     CROSS JOIN LATERAL pg_catalog.pg_stat_get_activity(h.pid) a \
+     WHERE a.datid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+     AND a.usesysid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = SESSION_USER) \
+     AND a.application_name = pg_catalog.current_setting('application_name') \
      AND a.state LIKE 'idle in transaction%' AND a.backend_xmin IS NOT NULL \
-     AND EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) \
      ORDER BY a.pid"
 }
 
