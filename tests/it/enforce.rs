@@ -485,6 +485,48 @@ async fn failed_concurrent_build_leaves_no_invalid_index() {
     assert_eq!(show(&client, "lock_timeout").await, "0");
 }
 
+/// A `CREATE UNIQUE INDEX CONCURRENTLY` the client sends itself and that fails for its data
+/// (duplicates, not a lock) is not retried, and its INVALID index is left as a direct
+/// connection leaves it: the client's own statement, the client's own leftover to drop
+/// (ddlgate drops only what its rewrites leave, or an attempt of the client's own before
+/// ddlgate retries it).
+#[tokio::test]
+async fn a_clients_own_concurrent_build_that_fails_for_its_data_keeps_its_invalid_index() {
+    let pg = logged();
+    let (proxy, _policy) = proxy(pg, POLICY).await;
+    let client = proxy.connect(SUPERUSER).await;
+    setup(pg, "DROP TABLE IF EXISTS own_dupes; CREATE TABLE own_dupes (a int); INSERT INTO own_dupes SELECT g % 10 FROM generate_series(1, 1000) g").await;
+    let err = client
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY own_dupes_a_key ON own_dupes (a)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "23505", "{err:?}");
+    let left: Vec<(String, bool)> = client
+        .query(
+            "SELECT indexrelid::regclass::text, indisvalid FROM pg_index WHERE indrelid = 'own_dupes'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, [("own_dupes_a_key".to_owned(), false)]);
+    assert!(
+        !pg.log()
+            .contains("DROP INDEX CONCURRENTLY IF EXISTS own_dupes_a_key"),
+        "ddlgate dropped the client's own leftover"
+    );
+    assert_eq!(
+        pg.log()
+            .matches("statement: CREATE UNIQUE INDEX CONCURRENTLY own_dupes_a_key")
+            .count(),
+        1,
+        "sent once: a data error is not retried"
+    );
+    assert_eq!(show(&client, "lock_timeout").await, "0");
+}
+
 /// ADD CONSTRAINT … CHECK runs as NOT VALID, then VALIDATE: the constraint ends up validated;
 /// when validation fails the client gets the server's error and no constraint is left.
 #[tokio::test]
