@@ -610,22 +610,13 @@ impl Conductor {
             Op::ApplyTimeouts(class) => {
                 if let Some((code, message)) = &running.error {
                     warn!(parent: &self.span, %code, %message, class = class.as_str(), "could not apply timeouts; the request is not sent");
-                    self.ops.clear();
-                    let mut out = BytesMut::new();
-                    Report::policy_rejected(format!(
-                        "could not apply the policy's timeouts before DDL: {message}"
-                    ))
-                    .detail("The statement was not sent.")
-                    .encode(&mut out);
-                    self.failure = Some((
-                        reply::sqlstate::POLICY_REJECTED.to_owned(),
+                    self.refuse_unsent(
+                        &Report::policy_rejected(format!(
+                            "could not apply the policy's timeouts before DDL: {message}"
+                        ))
+                        .detail("The statement was not sent."),
                         format!("could not apply the policy's timeouts: {message}"),
-                    ));
-                    if !self.audited.is_empty() {
-                        self.ops.push_back(Op::Audit);
-                    }
-                    self.ops.push_back(Op::Say(out.freeze()));
-                    self.ops.push_back(Op::Ready);
+                    );
                     return;
                 }
                 let row = running.first_row;
@@ -677,6 +668,20 @@ impl Conductor {
             }
             Op::Say(_) | Op::Ready | Op::Wait(_) | Op::Deliver | Op::Audit => {}
         }
+    }
+
+    /// Nothing more is sent: the request is refused with `report` (ZD001) and audited as
+    /// failed with `why`, before anything of its own reached the server.
+    fn refuse_unsent(&mut self, report: &Report, why: String) {
+        self.ops.clear();
+        let mut out = BytesMut::new();
+        report.encode(&mut out);
+        self.failure = Some((reply::sqlstate::POLICY_REJECTED.to_owned(), why));
+        if !self.audited.is_empty() {
+            self.ops.push_back(Op::Audit);
+        }
+        self.ops.push_back(Op::Say(out.freeze()));
+        self.ops.push_back(Op::Ready);
     }
 
     /// The client's request is answered: restore timeouts now or when its transaction ends.

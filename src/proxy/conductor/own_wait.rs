@@ -18,10 +18,9 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tracing::{info, warn};
 
-use crate::protocol::reply::{self, Report};
+use crate::protocol::reply::Report;
 
 use super::answers::Running;
 use super::{Conductor, Op};
@@ -64,27 +63,18 @@ impl Conductor {
             return;
         }
         info!(parent: &self.span, transactions = ?still, "a concurrent build would wait for the client's own open transaction; not sent");
-        self.ops.clear();
-        let mut out = BytesMut::new();
-        Report::policy_rejected(
-            "a concurrent index build would wait for a transaction of its own client, which stays open until the build ends",
-        )
-        .detail(format!(
-            "{}\nCREATE INDEX CONCURRENTLY waits for every older transaction holding a snapshot. This one belongs to a session of the same user and application_name, idle in its transaction for {} s or more and holding an advisory lock, as a migration tool's lock transaction does while the tool waits for this statement. The statement was not sent.",
-            still.join("\n"),
-            GRACE.as_secs()
-        ))
-        .hint("Flyway: set postgresql.transactional.lock=false (Spring Boot: spring.flyway.postgresql.transactional-lock=false); its lock is then session-level and holds no transaction open. Other tools: take the migration lock at session level, or run this migration without the tool's lock transaction.")
-        .encode(&mut out);
-        self.failure = Some((
-            reply::sqlstate::POLICY_REJECTED.to_owned(),
+        self.refuse_unsent(
+            &Report::policy_rejected(
+                "a concurrent index build would wait for a transaction of its own client, which stays open until the build ends",
+            )
+            .detail(format!(
+                "{}\nCREATE INDEX CONCURRENTLY waits for every older transaction holding a snapshot. This one belongs to a session of the same user and application_name, idle in its transaction for {} s or more and holding an advisory lock, as a migration tool's lock transaction does while the tool waits for this statement. The statement was not sent.",
+                still.join("\n"),
+                GRACE.as_secs()
+            ))
+            .hint("Flyway: set postgresql.transactional.lock=false (Spring Boot: spring.flyway.postgresql.transactional-lock=false); its lock is then session-level and holds no transaction open. Other tools: take the migration lock at session level, or run this migration without the tool's lock transaction."),
             "refused: the concurrent build would wait for its own client's open transaction"
                 .to_owned(),
-        ));
-        if !self.audited.is_empty() {
-            self.ops.push_back(Op::Audit);
-        }
-        self.ops.push_back(Op::Say(out.freeze()));
-        self.ops.push_back(Op::Ready);
+        );
     }
 }
