@@ -7,6 +7,8 @@
 //! | `config` | `serve`'s settings and the policy files |
 //! | `protocol` | the only code that reads or writes wire bytes; knows no SQL or policy |
 //! | `proxy` | sockets and sessions: review → plan → program → conductor |
+//! | `evidence` | which tables and columns running queries use (`pg_stat_statements`), for the contract guard |
+//! | `pgclient` | ddlgate's own connections (`--database`, the evidence collector) |
 //! | `audit`, `metrics` | the sinks |
 //! | `cli` | the command line ([`main`]) |
 //!
@@ -18,7 +20,9 @@ pub(crate) mod audit;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod enforce;
+pub(crate) mod evidence;
 pub(crate) mod metrics;
+pub(crate) mod pgclient;
 pub(crate) mod protocol;
 pub(crate) mod proxy;
 

@@ -20,6 +20,7 @@ pub(crate) mod routines;
 pub(crate) mod rules;
 pub(crate) mod scan;
 pub(crate) mod session_changes;
+pub(crate) mod usage;
 pub(crate) mod violation;
 
 /// The stack a thread needs to analyse any statement `libpg_query` accepts.

@@ -124,7 +124,8 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
             .unwrap_or(crate::analysis::context::DEFAULT_SERVER_MAJOR),
     );
     if let Some(dsn) = &args.database {
-        let facts = database::read(dsn, &lookups_in(&inputs, ctx.server_major))?;
+        let facts = database::read(dsn, &lookups_in(&inputs, ctx.server_major))
+            .map_err(|e| anyhow::anyhow!("--database: {e}"))?;
         ctx = Context::for_server(args.pg_version.unwrap_or(facts.server_major));
         ctx.catalog = facts.catalog;
         ctx.routines = facts.routines;

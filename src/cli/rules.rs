@@ -166,7 +166,7 @@ pub(crate) fn policy_file(preset: Preset) -> String {
     doc
 }
 
-/// The `[timeouts]`, `[retry]` and `[lock_wait]` sections of a shipped policy.
+/// The `[timeouts]`, `[retry]`, `[lock_wait]` and `[evidence]` sections of a shipped policy.
 fn timeouts_section(preset: Preset) -> &'static str {
     match preset {
         Preset::Observe => {
@@ -186,7 +186,11 @@ fn timeouts_section(preset: Preset) -> &'static str {
              max_wait = \"0\"\n\
              notice_interval = \"5s\"\n\
              end_idle_in_transaction_after = \"0\"\n\
-             end_application_names = []\n\n"
+             end_application_names = []\n\n\
+             [evidence]\n\
+             window = \"24h\"\n\
+             min_observation = \"24h\"\n\
+             ignore_for = []\n\n"
         }
         Preset::Default | Preset::Strict => {
             "# DDL whose locks block reads or writes must get them fast or give up: while it waits\n\
@@ -215,7 +219,18 @@ fn timeouts_section(preset: Preset) -> &'static str {
              # Blockers ddlgate may end (pg_terminate_backend, audited): sessions idle in a\n\
              # transaction for longer than this (\"0\": never), and by application_name (globs).\n\
              end_idle_in_transaction_after = \"0\"\n\
-             end_application_names = []\n\n"
+             end_application_names = []\n\n\
+             # Evidence of use: where serve samples pg_stat_statements (evidence_dsn), dropping\n\
+             # or renaming a table or column, or changing a column's type, is refused while a\n\
+             # statement used it within the window, and allowed (audited with the evidence)\n\
+             # when none did. Until the samples span min_observation, and without them, those\n\
+             # rules act as listed under [rules].\n\
+             [evidence]\n\
+             window = \"24h\"\n\
+             min_observation = \"24h\"\n\
+             # Rules that ignore the evidence (of drop-column, rename-column, drop-table,\n\
+             # rename-table, change-column-type).\n\
+             ignore_for = []\n\n"
         }
     }
 }

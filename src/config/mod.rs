@@ -177,6 +177,41 @@ pub struct ServeOptions {
     #[arg(long, env = "DDLGATE_AUDIT_ANCHOR", value_name = "PATH")]
     pub audit_anchor: Option<PathBuf>,
 
+    /// Sample pg_stat_statements through this libpq-style connection string (a role with
+    /// pg_read_all_stats that may create the evidence schema), as evidence of which tables and
+    /// columns queries use [default: none]
+    #[allow(
+        clippy::doc_markdown,
+        reason = "clap shows this text in --help as it is"
+    )]
+    #[arg(long, env = "DDLGATE_EVIDENCE_DSN", value_name = "DSN")]
+    pub evidence_dsn: Option<String>,
+
+    /// Schema of the evidence tables, in the database evidence_dsn names, created if missing
+    /// [default: ddlgate]
+    #[allow(
+        clippy::doc_markdown,
+        reason = "clap shows this text in --help as it is"
+    )]
+    #[arg(long, env = "DDLGATE_EVIDENCE_SCHEMA", value_name = "NAME")]
+    pub evidence_schema: Option<String>,
+
+    /// Time between two samples of pg_stat_statements [default: 5min]
+    #[allow(
+        clippy::doc_markdown,
+        reason = "clap shows this text in --help as it is"
+    )]
+    #[arg(long, env = "DDLGATE_EVIDENCE_INTERVAL", value_name = "DURATION")]
+    pub evidence_interval: Option<String>,
+
+    /// How long samples are kept; at least the policy's evidence window [default: 7d]
+    #[allow(
+        clippy::doc_markdown,
+        reason = "clap shows this text in --help as it is"
+    )]
+    #[arg(long, env = "DDLGATE_EVIDENCE_RETENTION", value_name = "DURATION")]
+    pub evidence_retention: Option<String>,
+
     /// Refuse DDL when its audit record cannot be written [default: false]
     #[arg(long, env = "DDLGATE_AUDIT_FAIL_CLOSED", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
@@ -226,6 +261,10 @@ impl ServeOptions {
             audit_table: self.audit_table.or(lower.audit_table),
             audit_instance: self.audit_instance.or(lower.audit_instance),
             audit_table_queue: self.audit_table_queue.or(lower.audit_table_queue),
+            evidence_dsn: self.evidence_dsn.or(lower.evidence_dsn),
+            evidence_schema: self.evidence_schema.or(lower.evidence_schema),
+            evidence_interval: self.evidence_interval.or(lower.evidence_interval),
+            evidence_retention: self.evidence_retention.or(lower.evidence_retention),
         }
     }
 }
@@ -446,6 +485,8 @@ pub struct ServeConfig {
     pub audit: Option<AuditConfig>,
     /// Where metrics and health checks are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Sampling of `pg_stat_statements` for the contract rules, if configured.
+    pub(crate) evidence: Option<crate::evidence::collect::Sampling>,
 }
 
 /// Where and how the audit trail is written.
@@ -528,6 +569,12 @@ impl ServeConfig {
                 lines.push(("audit_fail_closed", a.fail_closed.to_string()));
             }
         }
+        if let Some(e) = &self.evidence {
+            lines.push(("evidence_dsn", q(&dsn::redact(&e.dsn))));
+            lines.push(("evidence_schema", q(e.store.schema())));
+            lines.push(("evidence_interval", d(e.interval)));
+            lines.push(("evidence_retention", d(e.retention)));
+        }
         let mut out = String::new();
         for (key, value) in lines {
             let _ = writeln!(out, "{key} = {value}");
@@ -554,6 +601,7 @@ impl fmt::Debug for ServeConfig {
             .field("policy", &self.policy.describe())
             .field("audit", &self.audit)
             .field("metrics_listen", &self.metrics_listen)
+            .field("evidence", &self.evidence.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -630,6 +678,7 @@ impl ServeConfig {
                 reason: "expected IP:PORT, e.g. 0.0.0.0:9187".into(),
             })?),
         };
+        let evidence = evidence_setting(opts)?;
         let keepalive = duration_setting(
             "tcp_keepalive",
             opts.tcp_keepalive.as_deref(),
@@ -676,8 +725,62 @@ impl ServeConfig {
             policy,
             audit,
             metrics_listen,
+            evidence,
         })
     }
+}
+
+/// Default time between two samples of `pg_stat_statements`.
+const DEFAULT_EVIDENCE_INTERVAL: &str = "5min";
+/// Default time samples are kept.
+const DEFAULT_EVIDENCE_RETENTION: &str = "7d";
+
+/// The evidence sampler's settings, when `evidence_dsn` is given.
+fn evidence_setting(
+    opts: &ServeOptions,
+) -> Result<Option<crate::evidence::collect::Sampling>, ConfigError> {
+    let given = opts.evidence_schema.is_some()
+        || opts.evidence_interval.is_some()
+        || opts.evidence_retention.is_some();
+    let Some(text) = opts.evidence_dsn.as_deref() else {
+        if given {
+            return Err(ConfigError::Missing {
+                key: "evidence_dsn",
+                hint: "evidence_schema, evidence_interval and evidence_retention need evidence_dsn",
+            });
+        }
+        return Ok(None);
+    };
+    let database = crate::pgclient::Database::parse(text, "ddlgate evidence")
+        .map_err(|e| invalid("evidence_dsn", &dsn::redact(text), &e.to_string()))?;
+    let schema = opts.evidence_schema.as_deref().unwrap_or("ddlgate");
+    let store = crate::evidence::store::Store::new(schema)
+        .map_err(|e| invalid("evidence_schema", schema, &e.to_string()))?;
+    let interval = positive(duration_setting(
+        "evidence_interval",
+        opts.evidence_interval.as_deref(),
+        DEFAULT_EVIDENCE_INTERVAL,
+    )?)
+    .map_err(|()| invalid("evidence_interval", "0", "must be greater than zero"))?;
+    let retention = duration_setting(
+        "evidence_retention",
+        opts.evidence_retention.as_deref(),
+        DEFAULT_EVIDENCE_RETENTION,
+    )?;
+    if retention < interval {
+        return Err(invalid(
+            "evidence_retention",
+            &duration::format_duration(retention),
+            "must be at least evidence_interval",
+        ));
+    }
+    Ok(Some(crate::evidence::collect::Sampling {
+        dsn: text.to_owned(),
+        database,
+        store,
+        interval,
+        retention,
+    }))
 }
 
 /// The policy in force and where it came from. Sessions read it once per decision; `SIGHUP`

@@ -190,6 +190,19 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Starts what runs beside the sessions: the metrics endpoint and the evidence sampler.
+    fn start_side_tasks(&mut self, shared: &Arc<Shared>, shutdown: &Shutdown) {
+        if let Some(listener) = self.metrics_listener.take() {
+            tokio::spawn(http::serve(listener, Arc::clone(shared)));
+        }
+        if let Some(sampling) = self.config.evidence.clone() {
+            tokio::spawn(crate::evidence::collect::run(
+                sampling,
+                shutdown.drain.clone(),
+            ));
+        }
+    }
+
     /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns. Fails
     /// only when it cannot start serving (its worker threads cannot be created).
     pub async fn run(mut self, shutdown: Shutdown) -> io::Result<()> {
@@ -207,9 +220,7 @@ impl Server {
             plan_pool,
             routines: routines::RoutineCache::default(),
         });
-        if let Some(listener) = self.metrics_listener.take() {
-            tokio::spawn(http::serve(listener, Arc::clone(&shared)));
-        }
+        self.start_side_tasks(&shared, &shutdown);
         let sessions = Arc::new(Semaphore::new(self.config.max_connections));
         let over_limit = Arc::new(Semaphore::new(OVER_LIMIT_SLOTS));
         let tracker = TaskTracker::new();

@@ -33,6 +33,7 @@ mod ci_hooks;
 mod cli;
 mod copy;
 mod enforce;
+mod evidence;
 mod extended;
 mod faults;
 mod lane;

@@ -28,6 +28,11 @@
 //!                                # transaction longer than this ("0": never, the default)
 //! end_application_names = []    # end blockers whose application_name matches (globs)
 //!
+//! [evidence]                     # pg_stat_statements samples (serve's evidence_dsn) decide
+//! window = "24h"                 # drop/rename of tables and columns, column type changes:
+//! min_observation = "24h"        # used within the window → refused; unused → allowed
+//! ignore_for = []                # rules that ignore the evidence
+//!
 //! [rules]
 //! create-index-nonconcurrent = "rewrite"
 //! rename-column = "reject"
@@ -242,6 +247,38 @@ impl LockWait {
     }
 }
 
+/// Evidence of use for the contract rules (`drop-column`, `rename-column`, `drop-table`,
+/// `rename-table`, `change-column-type`): where ddlgate has samples of `pg_stat_statements`
+/// (serve's `evidence_dsn`), those rules are decided by them — refused when a statement used
+/// the object within `window`, allowed and audited with the evidence when none did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceSettings {
+    /// How far back a use counts.
+    pub window: Duration,
+    /// Samples spanning at least this long are enough to decide on (over what they span)
+    /// before a whole window exists; until then the rules act as without evidence. At most
+    /// `window`.
+    pub min_observation: Duration,
+    /// Rules that ignore the evidence.
+    pub ignore_for: Vec<RuleId>,
+}
+
+impl EvidenceSettings {
+    /// The rules evidence can decide.
+    pub const RULES: [RuleId; 5] = [
+        RuleId::DropColumn,
+        RuleId::RenameColumn,
+        RuleId::DropTable,
+        RuleId::RenameTable,
+        RuleId::ChangeColumnType,
+    ];
+
+    /// Whether evidence decides `rule`.
+    pub fn decides(&self, rule: RuleId) -> bool {
+        Self::RULES.contains(&rule) && !self.ignore_for.contains(&rule)
+    }
+}
+
 /// Everything a policy decides for one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -261,6 +298,8 @@ pub struct Settings {
     /// Whether audit records show string constants as `'…'` (DDL can carry secrets in
     /// defaults, comments, passwords and function bodies).
     pub audit_redact_literals: bool,
+    /// Evidence of use for the contract rules.
+    pub evidence: EvidenceSettings,
 }
 
 impl Default for Settings {
@@ -292,6 +331,11 @@ impl Default for Settings {
             unparsable: Unparsable::Reject,
             overrides: Overrides::WithReason,
             audit_redact_literals: false,
+            evidence: EvidenceSettings {
+                window: Duration::from_secs(24 * 3600),
+                min_observation: Duration::from_secs(24 * 3600),
+                ignore_for: Vec::new(),
+            },
         }
     }
 }
@@ -383,6 +427,17 @@ impl Settings {
         if let Some(o) = layer.overrides {
             out.overrides = o;
         }
+        if let Some(e) = &layer.evidence {
+            if let Some(v) = e.window {
+                out.evidence.window = v.0;
+            }
+            if let Some(v) = e.min_observation {
+                out.evidence.min_observation = v.0;
+            }
+            if let Some(v) = &e.ignore_for {
+                out.evidence.ignore_for.clone_from(v);
+            }
+        }
         out
     }
 }
@@ -418,6 +473,14 @@ struct LockWaitFile {
     end_application_names: Option<Vec<Glob>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceFile {
+    window: Option<DurationValue>,
+    min_observation: Option<DurationValue>,
+    ignore_for: Option<Vec<RuleId>>,
+}
+
 /// The settings a file (or a profile in it) gives; what it leaves out is inherited.
 #[derive(Debug, Default)]
 struct SettingsLayer {
@@ -425,6 +488,7 @@ struct SettingsLayer {
     timeouts: Option<TimeoutsFile>,
     retry: Option<RetryFile>,
     lock_wait: Option<LockWaitFile>,
+    evidence: Option<EvidenceFile>,
     rewrite_fallback: Option<Fallback>,
     unparsable: Option<Unparsable>,
     overrides: Option<Overrides>,
@@ -441,6 +505,7 @@ struct PolicyFile {
     timeouts: Option<TimeoutsFile>,
     retry: Option<RetryFile>,
     lock_wait: Option<LockWaitFile>,
+    evidence: Option<EvidenceFile>,
     rewrite_fallback: Option<Fallback>,
     unparsable: Option<Unparsable>,
     overrides: Option<Overrides>,
@@ -462,6 +527,7 @@ struct ProfileFile {
     timeouts: Option<TimeoutsFile>,
     retry: Option<RetryFile>,
     lock_wait: Option<LockWaitFile>,
+    evidence: Option<EvidenceFile>,
     rewrite_fallback: Option<Fallback>,
     unparsable: Option<Unparsable>,
     overrides: Option<Overrides>,
@@ -584,6 +650,7 @@ impl Policy {
             timeouts: file.timeouts,
             retry: file.retry,
             lock_wait: file.lock_wait,
+            evidence: file.evidence,
             rewrite_fallback: file.rewrite_fallback,
             unparsable: file.unparsable,
             overrides: file.overrides,
@@ -602,6 +669,7 @@ impl Policy {
                 timeouts: p.timeouts,
                 retry: p.retry,
                 lock_wait: p.lock_wait,
+                evidence: p.evidence,
                 rewrite_fallback: p.rewrite_fallback,
                 unparsable: p.unparsable,
                 overrides: p.overrides,
