@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-filter="lock_truth enforce:: catalog:: routines:: check_database"
+filter="lock_truth enforce:: catalog:: routines:: check_database evidence::"
 install_only=""
 if [ "${1:-}" = "--all" ]; then
   filter=""

@@ -78,6 +78,8 @@ pub struct Context {
     pub catalog: Catalog,
     /// The database's routines that run DDL (empty in `check`).
     pub routines: std::sync::Arc<super::routines::Routines>,
+    /// Evidence of use for the contract rules (empty where none is kept).
+    pub(crate) evidence: super::usage::Evidences,
 }
 
 /// How long a relation created by an earlier statement counts as new (empty, used by nobody).
@@ -148,6 +150,7 @@ impl Default for Context {
             request_timeout_changes: Vec::new(),
             catalog: Catalog::default(),
             routines: std::sync::Arc::default(),
+            evidence: super::usage::Evidences::default(),
         }
     }
 }

@@ -215,6 +215,7 @@ impl Engine {
                 violations: Vec::new(),
                 overridden: Vec::new(),
                 noop: Some(why),
+                evidence: Vec::new(),
             };
         }
         let mut found = Vec::new();
@@ -259,6 +260,11 @@ impl Engine {
                 None => violations.push(v),
             }
         }
+        let evidence = if ctx.evidence.found.is_empty() {
+            Vec::new()
+        } else {
+            ctx.evidence.summaries(node)
+        };
         record(node, &facts, source, span, ctx);
         ctx.catalog.forget_touched(node, &facts);
         Finding {
@@ -266,6 +272,7 @@ impl Engine {
             violations,
             overridden,
             noop: None,
+            evidence,
         }
     }
 }
@@ -475,6 +482,9 @@ pub struct Finding {
     pub overridden: Vec<(Violation, Override)>,
     /// Why the catalog proves the statement changes nothing, when it does.
     pub noop: Option<String>,
+    /// What the evidence of use says about the tables and columns it drops, renames or
+    /// retypes (one sentence each; empty without evidence).
+    pub evidence: Vec<String>,
 }
 
 /// An inline override comment.

@@ -35,6 +35,7 @@ use serde_json::{Map, Value};
 
 use super::classify::{RelationName, alter_cmds, drop_object_names, subtype};
 use super::parse::{NodeEnum, Options, ast, parse_plpgsql, parse_script};
+use super::registry::RuleId;
 
 /// What is about to be dropped, renamed or retyped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +102,7 @@ impl Use {
 }
 
 /// What the samples of `pg_stat_statements` say about one target.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Evidence {
     /// There is none to go by: why.
     Unavailable(String),
@@ -118,7 +119,7 @@ pub(crate) enum Evidence {
 }
 
 /// A statement that used the target.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UsedBy {
     /// `pg_stat_statements.queryid`.
     pub(crate) queryid: i64,
@@ -223,6 +224,76 @@ impl Evidence {
                 if *tracked == 1 { "" } else { "s" }
             ),
         }
+    }
+}
+
+/// The evidence of use a request is judged with: empty where none is kept (no `evidence_dsn`,
+/// no evidence tables in the `--database`), and then the contract rules act as without it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Evidences {
+    /// The rules it decides (the policy's `[evidence]`).
+    pub(crate) rules: Vec<RuleId>,
+    /// What was found, by table and column as the statements name them.
+    pub(crate) found: Vec<Found>,
+}
+
+/// The evidence about one table or column a statement names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// The table as the statement names it.
+    pub(crate) name: RelationName,
+    /// The column, for a column change.
+    pub(crate) column: Option<String>,
+    /// The table as the catalog names it, when it exists.
+    pub(crate) target: Option<Target>,
+    /// What the samples say.
+    pub(crate) evidence: Evidence,
+}
+
+impl Found {
+    /// One sentence (see [`Evidence::summary`]).
+    pub(crate) fn summary(&self) -> String {
+        match (&self.target, &self.evidence) {
+            (Some(t), e) => e.summary(t),
+            (None, Evidence::Unavailable(why)) => {
+                let name = match &self.column {
+                    Some(c) => format!("{}.{c}", self.name),
+                    None => self.name.to_string(),
+                };
+                format!("no evidence of use for {name}: {why}")
+            }
+            (None, Evidence::Observed { .. }) => String::new(),
+        }
+    }
+}
+
+impl Evidences {
+    /// What was found about `name` (`column`), when evidence decides `rule`.
+    pub(crate) fn about(
+        &self,
+        rule: RuleId,
+        name: &RelationName,
+        column: Option<&str>,
+    ) -> Option<&Found> {
+        if !self.rules.contains(&rule) {
+            return None;
+        }
+        self.found
+            .iter()
+            .find(|f| f.name == *name && f.column.as_deref() == column)
+    }
+
+    /// The summaries of what was found about the statement's targets.
+    pub(crate) fn summaries(&self, node: &NodeEnum) -> Vec<String> {
+        targets(node)
+            .iter()
+            .filter_map(|(name, column)| {
+                self.found
+                    .iter()
+                    .find(|f| f.name == *name && f.column == *column)
+            })
+            .map(Found::summary)
+            .collect()
     }
 }
 

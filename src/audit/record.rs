@@ -175,6 +175,12 @@ pub struct Record {
     /// written before this field existed, which still verify).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noop: Option<String>,
+    /// What the evidence of use (`pg_stat_statements` samples) said about the tables and
+    /// columns the statement drops, renames or retypes, one sentence each: the contract rules
+    /// decided with it. Absent without evidence (and in records written before this field
+    /// existed, which still verify).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
     /// The timeouts it ran under.
     pub timeouts: Option<TimeoutsApplied>,
     /// Overrides honoured.
@@ -221,6 +227,7 @@ impl Record {
             rewritten_sql: Vec::new(),
             steps: Vec::new(),
             noop: None,
+            evidence: Vec::new(),
             timeouts: None,
             overrides: Vec::new(),
             attempts: None,

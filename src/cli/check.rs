@@ -23,6 +23,7 @@ use crate::config::policy::{Action, Overrides, Policy, Settings};
 use crate::enforce::{self, Plan, Situation, StatementDecision};
 
 use super::database;
+use super::evidence::EvidenceReader;
 use super::report::{Diagnostic, Format, Level, SourceText, Summary, render};
 use super::tools::{self, Tool};
 
@@ -54,6 +55,12 @@ pub(crate) struct CheckArgs {
         hide_env_values = true
     )]
     pub database: Option<String>,
+
+    /// Schema of ddlgate's evidence tables in --database: where they exist, dropping or
+    /// renaming a table or column is judged by the statements that used it (see `serve
+    /// --evidence-dsn`)
+    #[arg(long, value_name = "NAME", default_value = "ddlgate")]
+    pub evidence_schema: String,
 
     /// How the migration tool sends each file: `statement` (each statement alone, in
     /// autocommit unless the file says BEGIN: psql -f, Sqitch), `file` (the whole file as one
@@ -129,6 +136,14 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
         ctx = Context::for_server(args.pg_version.unwrap_or(facts.server_major));
         ctx.catalog = facts.catalog;
         ctx.routines = facts.routines;
+        // Evidence of use, where ddlgate keeps samples in that database.
+        let mut reader = EvidenceReader::open(dsn, &args.evidence_schema, "ddlgate check")?;
+        if reader.has_samples()? {
+            ctx.evidence = reader.read(
+                inputs.iter().filter_map(|i| i.text.as_deref().ok()),
+                &settings.evidence,
+            )?;
+        }
     }
     for input in &inputs {
         summary.files += 1;
@@ -294,15 +309,11 @@ fn diagnose(
     settings: &Settings,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
+    let whole = |level: Level, message: String| {
+        Diagnostic::at(file, source, report.span.clone(), None, level, message)
+    };
     for problem in &report.problems {
-        diagnostics.push(Diagnostic::at(
-            file,
-            source,
-            report.span.clone(),
-            None,
-            Level::Error,
-            problem.clone(),
-        ));
+        diagnostics.push(whole(Level::Error, problem.clone()));
     }
     let finding = match &report.result {
         Err(syntax) => {
@@ -311,12 +322,11 @@ fn diagnose(
         }
         Ok(finding) => finding,
     };
+    for summary in &finding.evidence {
+        diagnostics.push(whole(Level::Note, format!("evidence: {summary}")));
+    }
     if let Some(why) = &finding.noop {
-        diagnostics.push(Diagnostic::at(
-            file,
-            source,
-            report.span.clone(),
-            None,
+        diagnostics.push(whole(
             Level::Note,
             format!("changes nothing in the --database catalog ({why}): no rule applies"),
         ));

@@ -4,16 +4,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::analysis::classify::RelationName;
 use crate::analysis::context::Context;
-use crate::analysis::parse::{Options, parse_script};
-use crate::analysis::usage::{self, Evidence, Target};
+use crate::analysis::usage::{self, Evidence};
 use crate::analysis::{Engine, RuleId};
-use crate::config::policy::{Action, EvidenceSettings, Policy};
-use crate::evidence::EvidenceError;
-use crate::evidence::judge::{Window, judge};
-use crate::evidence::store::Store;
-use crate::pgclient::Database;
+use crate::config::policy::{Action, Policy};
+
+use super::evidence::{EvidenceReader, statement_tree};
 
 /// Options of `ddlgate explain`.
 #[derive(Debug, clap::Args)]
@@ -64,11 +60,10 @@ pub(crate) fn run(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<u8>
     let mut ctx = Context::for_server(args.pg_version);
     ctx.in_transaction = args.in_transaction;
     let engine = Engine::new(RuleId::ALL.iter().copied());
-    let mut evidence = args
-        .database
-        .as_deref()
-        .map(|dsn| EvidenceReader::open(dsn, &args.evidence_schema))
-        .transpose()?;
+    if let Some(dsn) = &args.database {
+        let mut reader = EvidenceReader::open(dsn, &args.evidence_schema, "ddlgate explain")?;
+        ctx.evidence = reader.read(std::iter::once(sql.as_str()), &policy.base.evidence)?;
+    }
     let mut failed = false;
     for (n, report) in engine.analyze(&sql, &mut ctx).iter().enumerate() {
         let text = sql.get(report.span.clone()).unwrap_or_default();
@@ -114,19 +109,19 @@ pub(crate) fn run(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<u8>
         if finding.violations.is_empty() {
             writeln!(out, "  rules:       none broken")?;
         }
-        if let (Some(evidence), Ok(tree)) = (evidence.as_mut(), parsed_tree(text)) {
+        for summary in &finding.evidence {
+            writeln!(out, "  evidence:    {summary}")?;
+        }
+        if !finding.evidence.is_empty()
+            && let Ok(tree) = statement_tree(text)
+        {
             for (name, column) in usage::targets(&tree) {
-                let (target, found) =
-                    evidence.judge(&name, column.as_deref(), &policy.base.evidence)?;
-                let shown = match (&target, &found) {
-                    (Some(t), _) => found.summary(t),
-                    (None, Evidence::Unavailable(why)) => {
-                        format!("no evidence of use for {name}: {why}")
-                    }
-                    (None, Evidence::Observed { .. }) => String::new(),
-                };
-                writeln!(out, "  evidence:    {shown}")?;
-                if let Evidence::Observed { uses, .. } = &found {
+                let found = ctx
+                    .evidence
+                    .found
+                    .iter()
+                    .find(|f| f.name == name && f.column == column);
+                if let Some(Evidence::Observed { uses, .. }) = found.map(|f| &f.evidence) {
                     for u in uses {
                         writeln!(out, "               {}", u.describe())?;
                     }
@@ -137,79 +132,6 @@ pub(crate) fn run(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<u8>
     }
     Ok(u8::from(failed))
 }
-
-/// The one statement of `text`, parsed.
-fn parsed_tree(text: &str) -> Result<crate::analysis::parse::NodeEnum, ()> {
-    let mut parsed = parse_script(text, Options::default());
-    match (parsed.pop(), parsed.is_empty()) {
-        (Some(p), true) => p.tree.map_err(|_| ()),
-        _ => Err(()),
-    }
-}
-
-/// A connection to `--database` and its runtime, for the evidence.
-struct EvidenceReader {
-    runtime: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-    store: Store,
-}
-
-impl EvidenceReader {
-    fn open(dsn: &str, schema: &str) -> anyhow::Result<Self> {
-        let database = Database::parse(dsn, "ddlgate explain")
-            .map_err(|e| anyhow::anyhow!("--database: {e}"))?;
-        let store = Store::new(schema).map_err(|e| anyhow::anyhow!("--evidence-schema: {e}"))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = runtime
-            .block_on(async { tokio::time::timeout(READ_TIMEOUT, database.connect()).await })
-            .map_err(|_| {
-                anyhow::anyhow!("--database: no answer within {} s", READ_TIMEOUT.as_secs())
-            })?
-            .map_err(|e| anyhow::anyhow!("--database: {e}"))?;
-        Ok(Self {
-            runtime,
-            client,
-            store,
-        })
-    }
-
-    /// The evidence about one target: the target as the catalog names it (when it exists),
-    /// and what the samples say.
-    fn judge(
-        &mut self,
-        name: &RelationName,
-        column: Option<&str>,
-        settings: &EvidenceSettings,
-    ) -> anyhow::Result<(Option<Target>, Evidence)> {
-        let window = Window {
-            window: settings.window,
-            min_observation: settings.min_observation,
-        };
-        let found = self
-            .runtime
-            .block_on(async {
-                tokio::time::timeout(
-                    READ_TIMEOUT,
-                    judge(&mut self.client, &self.store, name, column, window),
-                )
-                .await
-            })
-            .map_err(|_| {
-                anyhow::anyhow!("--database: no answer within {} s", READ_TIMEOUT.as_secs())
-            })?;
-        let found = match found {
-            Ok(found) => found,
-            Err(EvidenceError::NoExtension(why)) => (None, Evidence::Unavailable(why)),
-            Err(e) => return Err(anyhow::anyhow!("--database: {e}")),
-        };
-        Ok(found)
-    }
-}
-
-/// How long reading the evidence may take.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn write_facts(
     out: &mut dyn Write,

@@ -6,6 +6,7 @@
 pub(crate) mod audit;
 pub(crate) mod check;
 pub(crate) mod database;
+pub(crate) mod evidence;
 pub(crate) mod explain;
 pub(crate) mod report;
 pub(crate) mod rules;

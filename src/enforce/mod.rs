@@ -137,6 +137,9 @@ pub struct StatementDecision {
     pub lock_mode: Option<LockMode>,
     /// Why the live catalog proves it changes nothing, when it does (no rule judged it).
     pub noop: Option<String>,
+    /// What the evidence of use says about the tables and columns it drops, renames or
+    /// retypes (audited; each also sent as a NOTICE).
+    pub evidence: Vec<String>,
     /// Where it builds an index concurrently as sent (a rewrite's steps say their own).
     pub builds_indexes: Option<IndexBuild>,
 }
@@ -232,8 +235,14 @@ fn decide_statement(
         lock: finding.facts.strongest_lock().map(|m| m.to_string()),
         lock_mode: finding.facts.strongest_lock(),
         noop: finding.noop.clone(),
+        evidence: finding.evidence.clone(),
         builds_indexes: finding.facts.concurrent_build.clone(),
     };
+    for summary in &finding.evidence {
+        decision
+            .notices
+            .push(reply::Report::notice(format!("evidence: {summary}")));
+    }
     let mut in_force: Vec<&Violation> = finding.violations.iter().collect();
     for (violation, o) in &finding.overridden {
         if override_permitted(settings.overrides, o) {
@@ -324,6 +333,7 @@ fn unparsable(
         lock: None,
         lock_mode: None,
         noop: None,
+        evidence: Vec::new(),
         builds_indexes: None,
     };
     if ctx.server_major <= GRAMMAR_MAJOR {

@@ -41,7 +41,7 @@ pub(crate) async fn judge(
     column: Option<&str>,
     window: Window,
 ) -> Result<(Option<Target>, Evidence), EvidenceError> {
-    let tx = c
+    let mut tx = c
         .build_transaction()
         .read_only(true)
         .start()
@@ -54,13 +54,11 @@ pub(crate) async fn judge(
         ));
     };
     if !store.exists(&tx).await? {
-        return Ok((
-            Some(target),
-            Evidence::Unavailable(
-                "ddlgate keeps no samples of pg_stat_statements in this database (serve's evidence_dsn)"
-                    .to_owned(),
-            ),
-        ));
+        let why = extension_problem(&mut tx).await.unwrap_or_else(|| {
+            "ddlgate keeps no samples of pg_stat_statements in this database (serve's evidence_dsn)"
+                .to_owned()
+        });
+        return Ok((Some(target), Evidence::Unavailable(why)));
     }
     let database: u32 = tx
         .query_one(
@@ -71,20 +69,22 @@ pub(crate) async fn judge(
         .map_err(|e| EvidenceError::read(&e))?
         .get(0);
     let mut history = store.history(&tx, database).await?;
-    let live = live_counts(&tx, database, &mut history.texts).await;
+    let live = live_counts(&mut tx, database, &mut history.texts).await;
     let Some(baseline) = baseline(&history.samples, history.now, window) else {
         let observed = history
             .samples
             .first()
             .map_or(0.0, |first| history.now - first);
-        return Ok((
-            Some(target),
-            Evidence::Unavailable(format!(
-                "samples span {} of the {} needed",
-                usage::span(secs(observed)),
-                usage::span(window.min_observation.min(window.window).as_secs())
-            )),
-        ));
+        let mut why = format!(
+            "samples span {} of the {} needed",
+            usage::span(secs(observed)),
+            usage::span(window.min_observation.min(window.window).as_secs())
+        );
+        // Without the extension no sample will ever come: say that instead.
+        if let Some(problem) = extension_problem(&mut tx).await {
+            why = problem;
+        }
+        return Ok((Some(target), Evidence::Unavailable(why)));
     };
     let around = surroundings(&tx, &target, oid, attnum).await?;
     let candidates: Vec<(Key, &String, usage::Use)> = history
@@ -131,13 +131,15 @@ pub(crate) async fn judge(
 /// what ran since the last sample counts too. The texts of statements first seen since then
 /// are added to `texts`.
 async fn live_counts(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &mut tokio_postgres::Transaction<'_>,
     database: u32,
     texts: &mut Vec<(Key, String)>,
 ) -> Option<HashMap<Key, i64>> {
-    let source = Source::find(tx).await.ok()?;
+    let source = Source::find(&*tx).await.ok()?;
+    // In a savepoint: a failed read (the library not loaded) must not abort the rest.
+    let tx = tx.savepoint("ddlgate_live").await.ok()?;
     let now: HashMap<Key, i64> = source
-        .counts(tx)
+        .counts(&tx)
         .await
         .ok()?
         .into_iter()
@@ -150,7 +152,7 @@ async fn live_counts(
         .map(|k| k.query)
         .collect();
     if !unknown.is_empty()
-        && let Ok(found) = source.texts(tx, &unknown).await
+        && let Ok(found) = source.texts(&tx, &unknown).await
     {
         texts.extend(
             found
@@ -158,7 +160,23 @@ async fn live_counts(
                 .filter(|(k, _)| now.contains_key(k) && !known.contains(k)),
         );
     }
+    tx.commit().await.ok()?;
     Some(now)
+}
+
+/// Why `pg_stat_statements` cannot be read here, if it cannot: not installed, or installed
+/// without its library loaded.
+async fn extension_problem(tx: &mut tokio_postgres::Transaction<'_>) -> Option<String> {
+    let source = match Source::find(&*tx).await {
+        Err(EvidenceError::NoExtension(why)) => return Some(why),
+        Err(_) => return None,
+        Ok(source) => source,
+    };
+    let tx = tx.savepoint("ddlgate_probe").await.ok()?;
+    match source.counts(&tx).await {
+        Err(EvidenceError::NoExtension(why)) => Some(why),
+        _ => None,
+    }
 }
 
 /// The candidates that ran (or may have run) after `baseline`, most calls first.

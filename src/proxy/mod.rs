@@ -131,6 +131,8 @@ pub(crate) struct Shared {
     pub plan_pool: plan::pool::PlanPool,
     /// Each database's routines that run DDL (see [`routines`]).
     pub routines: routines::RoutineCache,
+    /// Where sessions ask for evidence of use, when ddlgate samples `pg_stat_statements`.
+    pub evidence: Option<crate::evidence::service::Asker>,
 }
 
 impl Shared {
@@ -203,12 +205,9 @@ impl Server {
         }
     }
 
-    /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns. Fails
-    /// only when it cannot start serving (its worker threads cannot be created).
-    pub async fn run(mut self, shutdown: Shutdown) -> io::Result<()> {
-        let plan_pool = plan::pool::PlanPool::start()
-            .inspect_err(|e| tracing::error!(error = %e, "cannot start the planning threads"))?;
-        let shared = Arc::new(Shared {
+    /// The state all sessions share.
+    fn shared(&self, shutdown: &Shutdown, plan_pool: plan::pool::PlanPool) -> Arc<Shared> {
+        Arc::new(Shared {
             config: Arc::clone(&self.config),
             cancels: Arc::new(CancelRegistry::default()),
             drain: shutdown.drain.clone(),
@@ -219,7 +218,18 @@ impl Server {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             plan_pool,
             routines: routines::RoutineCache::default(),
-        });
+            evidence: self.config.evidence.clone().map(|sampling| {
+                crate::evidence::service::Asker::start(sampling, shutdown.drain.clone())
+            }),
+        })
+    }
+
+    /// Accepts and serves clients until `shutdown.drain` fires, then drains and returns. Fails
+    /// only when it cannot start serving (its worker threads cannot be created).
+    pub async fn run(mut self, shutdown: Shutdown) -> io::Result<()> {
+        let plan_pool = plan::pool::PlanPool::start()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot start the planning threads"))?;
+        let shared = self.shared(&shutdown, plan_pool);
         self.start_side_tasks(&shared, &shutdown);
         let sessions = Arc::new(Semaphore::new(self.config.max_connections));
         let over_limit = Arc::new(Semaphore::new(OVER_LIMIT_SLOTS));

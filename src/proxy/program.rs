@@ -127,4 +127,7 @@ pub struct AuditedStatement {
     pub overrides: Vec<(String, Option<String>)>,
     /// Why the catalog proves it changes nothing, when it does.
     pub noop: Option<String>,
+    /// What the evidence of use said about the tables and columns it drops, renames or
+    /// retypes.
+    pub evidence: Vec<String>,
 }

@@ -1,7 +1,9 @@
 //! Evidence of use: `serve` samples `pg_stat_statements` into its evidence tables
 //! (`evidence_dsn`), and `explain --database` names the statements that used a table or column
 //! within the policy's window — a prepared statement naming the column, `SELECT *`, a view and
-//! a function body reading it — and says "no use" once they stop and the window has passed.
+//! a function body reading it — and says "no use" once they stop and the window has passed;
+//! `check --database` refuses the drop of a used column with the statement named and passes
+//! it once nothing used it.
 //! A short window (4 s) and interval (1 s) stand in for the defaults (24 h, 5 min).
 
 use std::io::Write;
@@ -46,6 +48,34 @@ fn explain(pg: &PgServer, policy: &std::path::Path, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// `check --database` of a file holding `sql`: its exit code and its output.
+fn check(pg: &PgServer, policy: &std::path::Path, sql: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("0001_contract.sql");
+    std::fs::write(&file, sql).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ddlgate"))
+        .args([
+            "check",
+            "--send",
+            "statement",
+            "--database",
+            &pg.conn_str(SUPERUSER),
+            "--policy",
+        ])
+        .arg(policy)
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// The line of `explain`'s output that starts the evidence, and the lines after it.
@@ -166,11 +196,185 @@ async fn explain_names_the_statements_that_used_a_column_and_finds_none_once_the
     let table = evidence(&explain(&pg, &policy, "DROP TABLE invoices"));
     assert!(table.contains("public.invoices was used"), "{table}");
 
+    // check --database decides with the same evidence: the used column is refused with the
+    // statement named, the unused one passes with the evidence noted.
+    let (code, out) = check(&pg, &policy, "ALTER TABLE orders DROP COLUMN note;\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Still used in the last")
+            && out.contains("SELECT note FROM orders WHERE id = $1"),
+        "{out}"
+    );
+    let (code, out) = check(&pg, &policy, "ALTER TABLE customers DROP COLUMN note;\n");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("evidence: no use of public.customers.note in"),
+        "{out}"
+    );
+    assert!(!out.contains("drop-column"), "{out}");
+
     // The statements stop; once the window has passed over them, nothing used the column.
     tokio::time::sleep(Duration::from_secs(WINDOW_SECS + 2)).await;
-    let later = evidence(&explain(&pg, &policy, drop_note));
+    let later = explain(&pg, &policy, drop_note);
     assert!(
-        later.contains("no use of public.orders.note in") && later.contains("tracked statement"),
+        evidence(&later).contains("no use of public.orders.note in")
+            && later.contains("tracked statement"),
         "{later}"
+    );
+    // The contract step is allowed now, without an override.
+    assert!(!later.contains("drop-column"), "{later}");
+    let (code, out) = check(&pg, &policy, "ALTER TABLE orders DROP COLUMN note;\n");
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Waits until ddlgate's samples in `pg` span more than the window.
+async fn wait_for_a_window_of_samples(pg: &PgServer) {
+    let client = pg.connect(SUPERUSER).await;
+    let deadline = Instant::now() + Duration::from_secs(WINDOW_SECS + 15);
+    loop {
+        let exists: bool = client
+            .query_one("SELECT to_regclass('ddlgate.samples') IS NOT NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let span: Option<f64> = if exists {
+            client
+                .query_one(
+                    "SELECT extract(epoch FROM max(taken_at) - min(taken_at))::float8 FROM ddlgate.samples",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        } else {
+            None
+        };
+        if span.is_some_and(|s| s > f64::from(u32::try_from(WINDOW_SECS).unwrap()) + 0.5) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the samples never spanned the window"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The audit records of statements, in order.
+fn statement_records(log: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "statement")
+        .collect()
+}
+
+/// Through the proxy, under a policy with the default rules: the contract step on a column a
+/// running statement reads is refused with that statement named; on a column nothing read it
+/// runs, audited with the evidence; and the first column's drop runs too once the window has
+/// passed over its last use — several migrations over one connection, each in its own
+/// transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_refuses_a_used_column_naming_its_statements_and_allows_it_once_unused() {
+    let pg = PgServer::start_with(&["shared_preload_libraries = 'pg_stat_statements'"]);
+    run_direct(&pg, SETUP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[evidence]\nwindow = \"{WINDOW_SECS}s\"\nmin_observation = \"{WINDOW_SECS}s\"\n"),
+    )
+    .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let proxy = TestProxy::start_with(&pg, |o| {
+        o.evidence_dsn = Some(pg.conn_str(SUPERUSER));
+        o.evidence_interval = Some("1s".into());
+        o.policy = Some(policy.clone());
+        o.audit_log = Some(log.clone());
+    })
+    .await;
+    wait_for_a_window_of_samples(&pg).await;
+
+    let app = pg.connect(SUPERUSER).await;
+    for id in [1, 2, 1] {
+        app.query("SELECT note FROM orders WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+    }
+
+    let migrator = proxy.connect(SUPERUSER).await;
+    let err = migrator
+        .batch_execute("BEGIN; ALTER TABLE orders DROP COLUMN note; COMMIT;")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "ZD001", "{db:?}");
+    assert!(db.message().starts_with("ddlgate: drop-column: "), "{db:?}");
+    let detail = db.detail().unwrap_or_default();
+    assert!(
+        detail.contains("Still used in the last")
+            && detail.contains("3 calls: SELECT note FROM orders WHERE id = $1 (names the column)"),
+        "{detail}"
+    );
+    migrator.batch_execute("ROLLBACK").await.unwrap();
+
+    // Nothing read customers.note: its drop runs, audited with the evidence.
+    migrator
+        .batch_execute("BEGIN; ALTER TABLE customers DROP COLUMN note; COMMIT;")
+        .await
+        .unwrap();
+    let records = statement_records(&log);
+    let dropped = records
+        .iter()
+        .find(|r| r["sql"] == "ALTER TABLE customers DROP COLUMN note")
+        .unwrap_or_else(|| panic!("no audit record of the drop: {records:#?}"));
+    assert!(
+        dropped["evidence"][0]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no use of public.customers.note in")),
+        "{dropped}"
+    );
+    assert_eq!(dropped["outcome"]["status"], "ok", "{dropped}");
+
+    // Once the window has passed over the last use of orders.note, its drop runs too.
+    tokio::time::sleep(Duration::from_secs(WINDOW_SECS + 2)).await;
+    migrator
+        .batch_execute("BEGIN; ALTER TABLE orders DROP COLUMN note; COMMIT;")
+        .await
+        .unwrap();
+    let gone: i64 = app
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'note'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0);
+}
+
+/// A server without `pg_stat_statements`: the contract rules refuse as without evidence, and
+/// say why there is none.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_pg_stat_statements_the_rules_refuse_as_before_and_say_why() {
+    let pg = PgServer::start_with(&[]);
+    run_direct(&pg, "CREATE TABLE orders (id int PRIMARY KEY, note text)").await;
+    let proxy = TestProxy::start_with(&pg, |o| {
+        o.evidence_dsn = Some(pg.conn_str(SUPERUSER));
+        o.evidence_interval = Some("1s".into());
+    })
+    .await;
+    let migrator = proxy.connect(SUPERUSER).await;
+    let err = migrator
+        .batch_execute("ALTER TABLE orders DROP COLUMN note")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "ZD001", "{db:?}");
+    let detail = db.detail().unwrap_or_default();
+    assert!(
+        detail.contains("No evidence of use to go by: pg_stat_statements is not installed"),
+        "{detail}"
     );
 }

@@ -1,7 +1,8 @@
 //! `change-column-type`: `ALTER COLUMN … TYPE` that rewrites the table.
 
 use super::{
-    DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table, lock_detail,
+    ByEvidence, DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, by_evidence,
+    is_new_table, lock_detail,
 };
 use crate::analysis::catalog::CatalogFact;
 use crate::analysis::classify::{RelationName, alter_cmds, subtype};
@@ -115,10 +116,16 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
                 cmd.name
             ),
         };
+        // The rewrite blocks the whole table whoever reads the column: the evidence never
+        // allows it, it only names the statements that read the column.
+        let readers = match by_evidence(input, RULE.id, &table_name, Some(&cmd.name)) {
+            ByEvidence::Unused => ByEvidence::Without(None),
+            other => other,
+        };
         out.push(
             input
                 .violation(RULE.id, message)
-                .with_detail(lock_detail(input.facts))
+                .with_detail(readers.detail(lock_detail(input.facts)))
                 .with_help(format!(
                     "Expand and contract instead: add a new column of type {new}, write both columns from the application, backfill in batches, switch reads, then drop the old column. If the change is binary-compatible, allow it with /* ddlgate:allow change-column-type reason=\"…\" */."
                 )),
@@ -197,5 +204,26 @@ mod tests {
         assert!(!needs_no_rewrite(&ty("int4", &[]), &ty("int8", &[])));
         assert!(!needs_no_rewrite(&ty("text", &[]), &ty("varchar", &[50])));
         assert!(needs_no_rewrite(&ty("cidr", &[]), &ty("inet", &[])));
+    }
+
+    #[test]
+    fn evidence_names_readers_but_never_allows_the_rewrite() {
+        let sql = "ALTER TABLE orders ALTER COLUMN note TYPE integer USING note::integer";
+        let mut unused_ctx = with_evidence(RULE.id, "orders", Some("note"), unused());
+        assert_eq!(violations_in(RULE.id, sql, &mut unused_ctx).len(), 1);
+        let mut used = with_evidence(
+            RULE.id,
+            "orders",
+            Some("note"),
+            used_by("SELECT note FROM orders"),
+        );
+        let found = violations_in(RULE.id, sql, &mut used);
+        assert!(
+            found[0]
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("Still used in the last 24h")),
+            "{found:?}"
+        );
     }
 }

@@ -281,6 +281,95 @@ pub(crate) fn is_new_table(input: &Input<'_>, rv: Option<&super::parse::ast::Ran
     })
 }
 
+/// How the evidence of use decides a contract rule about one table or column.
+pub(crate) enum ByEvidence<'a> {
+    /// No statement used it within the window: the rule does not fire.
+    Unused,
+    /// Statements used it: the violation names them.
+    Used {
+        /// The statements, most calls first.
+        uses: &'a [crate::analysis::usage::UsedBy],
+        /// The span they were counted over, in seconds.
+        seconds: u64,
+    },
+    /// No evidence to go by (and why, when ddlgate keeps samples): the rule as without it.
+    Without(Option<&'a str>),
+}
+
+/// What the evidence says about `name` (`column`) for `rule`.
+pub(crate) fn by_evidence<'a>(
+    input: &Input<'a>,
+    rule: RuleId,
+    name: &super::classify::RelationName,
+    column: Option<&str>,
+) -> ByEvidence<'a> {
+    use crate::analysis::usage::Evidence;
+    match input
+        .ctx
+        .evidence
+        .about(rule, name, column)
+        .map(|f| &f.evidence)
+    {
+        None => ByEvidence::Without(None),
+        Some(Evidence::Unavailable(why)) => ByEvidence::Without(Some(why)),
+        Some(Evidence::Observed { uses, .. }) if uses.is_empty() => ByEvidence::Unused,
+        Some(Evidence::Observed { uses, seconds, .. }) => ByEvidence::Used {
+            uses,
+            seconds: *seconds,
+        },
+    }
+}
+
+/// How many of the statements a refusal names.
+const USES_NAMED: usize = 3;
+
+impl ByEvidence<'_> {
+    /// The violation's help: `plain`, or — when statements still use `object` — the
+    /// expand/contract step that is missing.
+    pub(crate) fn help(&self, plain: String, object: &str) -> String {
+        match self {
+            Self::Used { seconds, .. } => format!(
+                "Finish the expand/contract step first: the statements named above still use {object}. Once a release without them has run for the evidence window ({}), this runs without an override.",
+                crate::analysis::usage::span(*seconds)
+            ),
+            _ => plain,
+        }
+    }
+
+    /// The violation's detail with what the evidence says: the statements that used the
+    /// object, or why there is no evidence.
+    pub(crate) fn detail(&self, detail: Option<String>) -> Option<String> {
+        let extra = match self {
+            Self::Unused | Self::Without(None) => return detail,
+            Self::Without(Some(why)) => format!("No evidence of use to go by: {why}."),
+            Self::Used { uses, seconds } => {
+                let named: Vec<String> = uses
+                    .iter()
+                    .take(USES_NAMED)
+                    .map(crate::analysis::usage::UsedBy::describe)
+                    .collect();
+                let more = uses.len().saturating_sub(USES_NAMED);
+                format!(
+                    "Still used in the last {} by {} statement{}: {}{}.",
+                    crate::analysis::usage::span(*seconds),
+                    uses.len(),
+                    if uses.len() == 1 { "" } else { "s" },
+                    named.join("; "),
+                    if more > 0 {
+                        format!("; and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+        };
+        Some(match detail {
+            Some(d) => format!("{d} {extra}"),
+            None => extra,
+        })
+    }
+}
+
 /// "Locks orders in ACCESS EXCLUSIVE mode, which blocks reads and writes …": the detail line
 /// of violations about a statement's strongest lock.
 pub(crate) fn lock_detail(facts: &Facts) -> Option<String> {

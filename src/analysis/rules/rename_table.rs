@@ -1,7 +1,11 @@
 //! `rename-table`: renaming a table that running code uses.
 
-use super::{DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, is_new_table};
+use super::{
+    ByEvidence, DefaultAction, Examples, FixAvailability, Group, Input, RuleMeta, by_evidence,
+    is_new_table,
+};
 use crate::analysis::catalog::CatalogFact;
+use crate::analysis::classify::RelationName;
 use crate::analysis::parse::{NodeEnum, ast};
 use crate::analysis::registry::RuleId;
 use crate::analysis::violation::Violation;
@@ -39,15 +43,18 @@ fn check(input: &Input<'_>, out: &mut Vec<Violation>) {
     {
         return;
     }
-    let old = stmt
-        .relation
-        .as_ref()
-        .map(|r| r.relname.as_str())
-        .unwrap_or_default();
+    let Some(rv) = stmt.relation.as_ref() else {
+        return;
+    };
+    let old = rv.relname.as_str();
+    let evidence = by_evidence(input, RULE.id, &RelationName::from_range_var(rv), None);
+    if matches!(evidence, ByEvidence::Unused) {
+        return;
+    }
     out.push(
         input
             .violation(RULE.id, format!("renaming {old} to {} breaks every query of the running application that still uses the old name", stmt.newname))
-            .with_detail(Some("The rename is instant, but the deployed code is not renamed with it.".to_owned()))
+            .with_detail(evidence.detail(Some("The rename is instant, but the deployed code is not renamed with it.".to_owned())))
             .with_help(format!(
                 "Rename and leave a view under the old name for the transition (ALTER TABLE {old} RENAME TO {new}; CREATE VIEW {old} AS SELECT * FROM {new}) in one transaction, then drop the view once no code uses it.",
                 new = stmt.newname
@@ -67,5 +74,14 @@ mod tests {
         assert_ok(RULE.id, "CREATE TABLE a (x int); ALTER TABLE a RENAME TO b");
         assert_ok(RULE.id, "ALTER TABLE a RENAME COLUMN x TO y");
         assert_ok(RULE.id, "ALTER INDEX i RENAME TO j");
+    }
+
+    #[test]
+    fn evidence_of_use_decides() {
+        let sql = "ALTER TABLE orders RENAME TO purchases";
+        let mut unused_ctx = with_evidence(RULE.id, "orders", None, unused());
+        assert!(violations_in(RULE.id, sql, &mut unused_ctx).is_empty());
+        let mut used = with_evidence(RULE.id, "orders", None, used_by("SELECT * FROM orders"));
+        assert_eq!(violations_in(RULE.id, sql, &mut used).len(), 1);
     }
 }

@@ -65,3 +65,59 @@ pub(crate) fn assert_fix(rule: RuleId, sql: &str, expected: &str) {
         "the fix still violates {rule}: {again:#?}"
     );
 }
+
+/// A context whose evidence of use says `evidence` about `table` (`column`, as the statement
+/// names them), deciding `rule`.
+pub(crate) fn with_evidence(
+    rule: RuleId,
+    table: &str,
+    column: Option<&str>,
+    evidence: crate::analysis::usage::Evidence,
+) -> Context {
+    use crate::analysis::classify::RelationName;
+    use crate::analysis::usage::{Evidences, Found, Target};
+    Context {
+        evidence: Evidences {
+            rules: vec![rule],
+            found: vec![Found {
+                name: RelationName {
+                    schema: None,
+                    name: table.to_owned(),
+                },
+                column: column.map(str::to_owned),
+                target: Some(Target {
+                    schema: "public".to_owned(),
+                    table: table.to_owned(),
+                    column: column.map(str::to_owned),
+                }),
+                evidence,
+            }],
+        },
+        ..Context::default()
+    }
+}
+
+/// Evidence that nothing used the target in a day.
+pub(crate) fn unused() -> crate::analysis::usage::Evidence {
+    crate::analysis::usage::Evidence::Observed {
+        seconds: 86_400,
+        tracked: 1_284,
+        uses: Vec::new(),
+    }
+}
+
+/// Evidence that one statement used the target 412 times in a day.
+pub(crate) fn used_by(text: &str) -> crate::analysis::usage::Evidence {
+    crate::analysis::usage::Evidence::Observed {
+        seconds: 86_400,
+        tracked: 1_284,
+        uses: vec![crate::analysis::usage::UsedBy {
+            queryid: 42,
+            text: text.to_owned(),
+            calls: 412,
+            lower_bound: false,
+            possibly: false,
+            how: crate::analysis::usage::Use::Column,
+        }],
+    }
+}

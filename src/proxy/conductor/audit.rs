@@ -147,6 +147,7 @@ impl Conductor {
                 r.action = Some(a.action);
                 r.rewritten_sql.clone_from(&a.rewritten_sql);
                 r.noop.clone_from(&a.noop);
+                r.evidence.clone_from(&a.evidence);
                 r.timeouts = a.class.map(|class| {
                     let pair = class.timeouts(&self.audit_timeouts);
                     TimeoutsApplied {

@@ -159,5 +159,6 @@ fn audited_statement(
             .map(|(r, reason)| (r.to_string(), reason.clone()))
             .collect(),
         noop: d.noop.clone(),
+        evidence: d.evidence.clone(),
     })
 }

@@ -20,7 +20,17 @@ use super::super::plan::{
 use super::super::program::AuditedStatement;
 use super::super::program::Program;
 use super::super::routines;
-use super::{AUDIT_WAIT_LIMIT, CatalogRead, Session, fill_identity};
+use super::{AUDIT_WAIT_LIMIT, CatalogRead, EvidenceRead, Session, fill_identity};
+
+/// The rules the evidence of use decides under `settings`: those of its `[evidence]` that are
+/// on.
+fn evidence_rules(settings: &crate::config::policy::Settings) -> Vec<crate::analysis::RuleId> {
+    crate::config::policy::EvidenceSettings::RULES
+        .iter()
+        .copied()
+        .filter(|r| settings.evidence.decides(*r) && settings.action(*r) != Action::Allow)
+        .collect()
+}
 
 /// Counts what a finished (or cut short) program did.
 pub(super) fn count_outcome(metrics: &crate::metrics::Metrics, outcome: &Outcome) {
@@ -139,6 +149,16 @@ impl Session {
             if self.start_catalog_read() {
                 continue;
             }
+            match self.evidence_read {
+                // Waiting for the evidence of use: the request is planned when it arrives.
+                Some(EvidenceRead::Asked(..)) => return Ok(()),
+                Some(EvidenceRead::Done(_)) => {}
+                None => {
+                    if self.start_evidence_read() {
+                        return Ok(());
+                    }
+                }
+            }
             let Some(held) = self.pending.take() else {
                 return Ok(());
             };
@@ -241,6 +261,52 @@ impl Session {
         true
     }
 
+    /// Asks for the evidence of use about the tables and columns the pending request drops,
+    /// renames or retypes, when ddlgate samples `pg_stat_statements` and the session's policy
+    /// lets the evidence decide a rule that is on; returns whether it asked.
+    fn start_evidence_read(&mut self) -> bool {
+        let Some(asker) = self.shared.evidence.as_ref() else {
+            return false;
+        };
+        let Some(held) = self.pending.as_ref() else {
+            return false;
+        };
+        if self.state.tx_status == TxStatus::Failed {
+            return false;
+        }
+        let policy = self.shared.config.policy.current();
+        let (_, settings) = plan::settings_for(&policy, &self.state);
+        if evidence_rules(&settings).is_empty() {
+            return false;
+        }
+        let mut targets = Vec::new();
+        for (_, parsed) in &held.parsed {
+            for statement in &parsed.statements {
+                if let Ok(node) = &statement.tree {
+                    for target in crate::analysis::usage::targets(node) {
+                        if !targets.contains(&target) {
+                            targets.push(target);
+                        }
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            return false;
+        }
+        let window = crate::evidence::judge::Window {
+            window: settings.evidence.window,
+            min_observation: settings.evidence.min_observation,
+        };
+        let answer = asker.ask(&self.state.database, targets.clone(), window);
+        self.evidence_read = Some(EvidenceRead::Asked(
+            answer,
+            Box::pin(tokio::time::sleep(crate::evidence::service::ANSWER_LIMIT)),
+            targets,
+        ));
+        true
+    }
+
     /// Plans a held request now that the session is quiet: in place, or — when it is large —
     /// on the planning threads, which send the program back ([`Self::planned`]).
     fn plan_held(&mut self, held: Held) {
@@ -252,6 +318,14 @@ impl Session {
         self.sync_may_follow_copy = false;
         let policy = self.shared.config.policy.current();
         let (profile, settings) = plan::settings_for(&policy, &self.state);
+        // The evidence asked for this request, and only for it.
+        self.analysis.evidence = match self.evidence_read.take() {
+            Some(EvidenceRead::Done(found)) => crate::analysis::usage::Evidences {
+                rules: evidence_rules(&settings),
+                found,
+            },
+            _ => crate::analysis::usage::Evidences::default(),
+        };
         self.profile = profile;
         self.lessons = Some(self.analysis.lasting_marks());
         let since = self.state.tx.take();
@@ -283,6 +357,7 @@ impl Session {
         } = job.run();
         self.review = review;
         self.analysis = ctx;
+        self.analysis.evidence = crate::analysis::usage::Evidences::default();
         self.start_program(program);
     }
 
@@ -298,6 +373,7 @@ impl Session {
         } = *planned;
         self.review = review;
         self.analysis = ctx;
+        self.analysis.evidence = crate::analysis::usage::Evidences::default();
         self.start_program(program);
         Ok(())
     }

@@ -108,6 +108,20 @@ enum CatalogRead {
     Done(crate::analysis::catalog::Catalog),
 }
 
+/// Where the pending request's evidence of use is (see [`crate::evidence::service`]).
+#[derive(Debug)]
+enum EvidenceRead {
+    /// Asked about these tables and columns; the answer comes on the receiver, and the wait
+    /// ends at the timer.
+    Asked(
+        tokio::sync::oneshot::Receiver<Vec<crate::analysis::usage::Found>>,
+        Pin<Box<tokio::time::Sleep>>,
+        Vec<(crate::analysis::classify::RelationName, Option<String>)>,
+    ),
+    /// The answer.
+    Done(Vec<crate::analysis::usage::Found>),
+}
+
 /// What woke the pump.
 #[derive(Debug)]
 enum Event {
@@ -129,6 +143,8 @@ enum Event {
     Planned(Option<Box<plan::pool::Planned>>),
     /// Something has been held back for long: time to say so.
     HeldLong,
+    /// The evidence of use for the pending request arrived (or the wait for it ended).
+    EvidenceRead(Vec<crate::analysis::usage::Found>),
 }
 
 /// Why a running session ended.
@@ -218,6 +234,8 @@ struct Session {
     /// The catalog read for the pending request: the names asked about while the read runs,
     /// then the facts it found (see [`super::catalog`]).
     catalog_read: Option<CatalogRead>,
+    /// The evidence of use asked for the pending request, then found.
+    evidence_read: Option<EvidenceRead>,
     /// When the session next looks whether its copy of the database's routines that run DDL
     /// is current (see [`super::routines`]), and whether a read of them runs.
     routines_due: Instant,
@@ -333,6 +351,7 @@ impl Session {
             audit_wait: None,
             planning: None,
             catalog_read: None,
+            evidence_read: None,
             routines_due: Instant::now(),
             routines_generation: 0,
             reading_routines: false,
@@ -346,6 +365,18 @@ impl Session {
             quiet_requests: 0,
             lane_after: lane::QUIET_REQUESTS_BEFORE_LANE,
             write_through: lane::WriteThrough::default(),
+        }
+    }
+
+    /// The conductor's pause is over (or a cancel request came in while it waited).
+    fn retry_due(&mut self) {
+        let cancelled = self.cancel_requested();
+        let span = self.span.clone();
+        if let Some(c) = self.conductor.as_mut() {
+            if cancelled && c.cancel_wait() {
+                info!(parent: &span, "cancel request: ddlgate stopped waiting and does not send the statement");
+            }
+            c.wake();
         }
     }
 
@@ -412,14 +443,7 @@ impl Session {
                     return self.close(Ending::Shutdown { deadline: false }).await;
                 }
                 Event::RetryDue => {
-                    let cancelled = self.cancel_requested();
-                    let span = self.span.clone();
-                    if let Some(c) = self.conductor.as_mut() {
-                        if cancelled && c.cancel_wait() {
-                            info!(parent: &span, "cancel request: ddlgate stopped waiting and does not send the statement");
-                        }
-                        c.wake();
-                    }
+                    self.retry_due();
                     Ok(())
                 }
                 Event::Audited(result) => {
@@ -434,6 +458,10 @@ impl Session {
                     Ok(())
                 }
                 Event::Planned(planned) => self.planned(planned),
+                Event::EvidenceRead(found) => {
+                    self.evidence_read = Some(EvidenceRead::Done(found));
+                    Ok(())
+                }
             };
             if let Err(e) = step.and_then(|()| self.drive()) {
                 return self.close(Ending::Failed(e)).await;
@@ -511,6 +539,28 @@ impl Session {
         {
             self.planning = None;
             return Poll::Ready(Event::Planned(planned.ok()));
+        }
+        if let Some(EvidenceRead::Asked(answer, limit, targets)) = self.evidence_read.as_mut() {
+            let found = match Pin::new(answer).poll(cx) {
+                Poll::Ready(Ok(found)) => Some(found),
+                Poll::Ready(Err(_)) => Some(crate::evidence::service::without(
+                    targets,
+                    "the evidence service has stopped",
+                )),
+                Poll::Pending => limit.as_mut().poll(cx).is_ready().then(|| {
+                    crate::evidence::service::without(
+                        targets,
+                        &format!(
+                            "no answer within {} s",
+                            crate::evidence::service::ANSWER_LIMIT.as_secs()
+                        ),
+                    )
+                }),
+            };
+            if let Some(found) = found {
+                self.evidence_read = None;
+                return Poll::Ready(Event::EvidenceRead(found));
+            }
         }
         if let Some(at) = self.conductor.as_ref().and_then(Conductor::wake_at) {
             let deadline = Instant::from_std(at);
