@@ -12,6 +12,9 @@
 //!   reason (its rules act as without evidence).
 //! - **Never a reason to hang.** A failed connection or query answers "no evidence" with the
 //!   error, and the next question connects afresh; the session's own wait is bounded too.
+//! - **A thread of its own** (with the analysis's stack): judging parses every stored text that
+//!   mentions the table, which can take a while on a busy database; the accept loop and the
+//!   sessions' workers never wait for it.
 
 use std::time::Duration;
 
@@ -47,10 +50,29 @@ pub(crate) struct Asker {
 }
 
 impl Asker {
-    /// Starts the service; it stops when `stop` fires.
+    /// Starts the service on a thread of its own; it stops when `stop` fires. The thread has
+    /// the analysis's stack (statement texts are parsed there, deep ones included) and its own
+    /// runtime, so that judging thousands of texts never stalls the accept loop.
     pub(crate) fn start(sampling: Sampling, stop: CancellationToken) -> Self {
         let (questions, inbox) = mpsc::channel(QUEUE);
-        tokio::spawn(run(sampling, inbox, stop));
+        let started = std::thread::Builder::new()
+            .name("ddlgate-evidence".to_owned())
+            .stack_size(crate::analysis::STACK_SIZE)
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run(sampling, inbox, stop)),
+                    Err(e) => {
+                        warn!(error = %e, "the evidence service cannot start; the contract rules act without evidence");
+                    }
+                }
+            });
+        if let Err(e) = started {
+            // The receiver is gone with the closure: every question is answered "no evidence".
+            warn!(error = %e, "the evidence service cannot start; the contract rules act without evidence");
+        }
         Self { questions }
     }
 
