@@ -678,7 +678,7 @@ impl ServeConfig {
                 reason: "expected IP:PORT, e.g. 0.0.0.0:9187".into(),
             })?),
         };
-        let evidence = evidence_setting(opts)?;
+        let evidence = evidence_setting(opts, &policy.current())?;
         let keepalive = duration_setting(
             "tcp_keepalive",
             opts.tcp_keepalive.as_deref(),
@@ -738,6 +738,7 @@ const DEFAULT_EVIDENCE_RETENTION: &str = "7d";
 /// The evidence sampler's settings, when `evidence_dsn` is given.
 fn evidence_setting(
     opts: &ServeOptions,
+    policy: &Policy,
 ) -> Result<Option<crate::evidence::collect::Sampling>, ConfigError> {
     let given = opts.evidence_schema.is_some()
         || opts.evidence_interval.is_some()
@@ -772,6 +773,21 @@ fn evidence_setting(
             "evidence_retention",
             &duration::format_duration(retention),
             "must be at least evidence_interval",
+        ));
+    }
+    let longest = std::iter::once(&policy.base)
+        .chain(policy.profiles.iter().map(|p| &p.settings))
+        .map(|s| s.evidence.window)
+        .max()
+        .unwrap_or_default();
+    if retention < longest {
+        return Err(invalid(
+            "evidence_retention",
+            &duration::format_duration(retention),
+            &format!(
+                "shorter than the policy's evidence window ({}): samples would be deleted before they could decide",
+                duration::format_duration(longest)
+            ),
         ));
     }
     Ok(Some(crate::evidence::collect::Sampling {
@@ -971,6 +987,46 @@ mod tests {
         assert_eq!(cfg.connect_timeout, Duration::from_secs(5));
         assert_eq!(cfg.tcp_keepalive, Some(Duration::from_secs(60)));
         assert!(cfg.upstream_tls.is_none() && cfg.client_tls.is_none());
+    }
+
+    #[test]
+    fn evidence_settings_are_validated_and_shown_without_the_password() {
+        let mut o = opts("db.internal");
+        o.evidence_dsn = Some("postgres://ddlgate_evidence:secret@db.internal/app".into());
+        let cfg = ServeConfig::from_options(&o).unwrap();
+        let sampling = cfg.evidence.as_ref().unwrap();
+        assert_eq!(sampling.interval, Duration::from_secs(300));
+        assert_eq!(sampling.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(sampling.store.schema(), "ddlgate");
+        let shown = cfg.effective();
+        assert!(
+            shown.contains("evidence_dsn = \"postgres://ddlgate_evidence:***@db.internal/app\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("secret"));
+
+        let err = |o: &ServeOptions| ServeConfig::from_options(o).err().unwrap().to_string();
+        let mut short = o.clone();
+        short.evidence_retention = Some("12h".into());
+        assert!(
+            err(&short).contains("shorter than the policy's evidence window (1d)"),
+            "{}",
+            err(&short)
+        );
+        let mut under = o.clone();
+        under.evidence_interval = Some("1h".into());
+        under.evidence_retention = Some("30min".into());
+        assert!(
+            err(&under).contains("at least evidence_interval"),
+            "{}",
+            err(&under)
+        );
+        let mut alone = opts("db.internal");
+        alone.evidence_schema = Some("x".into());
+        assert!(err(&alone).contains("evidence_dsn"), "{}", err(&alone));
+        let mut bad = o.clone();
+        bad.evidence_dsn = Some("host=db sslmode=bogus".into());
+        assert!(err(&bad).contains("evidence_dsn"), "{}", err(&bad));
     }
 
     #[test]

@@ -715,6 +715,43 @@ impl Policy {
 mod tests {
 
     #[test]
+    fn evidence_keys_are_read_per_profile_and_checked() {
+        let policy = Policy::parse(
+            "[evidence]\nwindow = \"3d\"\nmin_observation = \"6h\"\nignore_for = [\"drop-table\"]\n\n\
+             [[profiles]]\nname = \"reports\"\nusers = [\"reporter\"]\n\
+             evidence = { window = \"1h\" }\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        let e = &policy.base.evidence;
+        assert_eq!(e.window, Duration::from_secs(3 * 86_400));
+        assert_eq!(e.min_observation, Duration::from_secs(6 * 3600));
+        assert!(e.decides(RuleId::DropColumn));
+        assert!(!e.decides(RuleId::DropTable), "ignore_for opts a rule out");
+        assert!(
+            !e.decides(RuleId::CreateIndexNonconcurrent),
+            "evidence decides only the contract rules"
+        );
+        let profile = &policy.profiles[0].settings.evidence;
+        assert_eq!(profile.window, Duration::from_secs(3600));
+        assert_eq!(
+            profile.min_observation,
+            Duration::from_secs(6 * 3600),
+            "what a profile leaves out is inherited"
+        );
+        let default = Policy::builtin_default().base.evidence;
+        assert_eq!(default.window, Duration::from_secs(86_400));
+        assert!(default.ignore_for.is_empty());
+        for bad in [
+            "[evidence]\nwindows = \"1h\"\n",
+            "[evidence]\nwindow = \"1 fortnight\"\n",
+            "[evidence]\nignore_for = [\"drop-everything\"]\n",
+        ] {
+            assert!(Policy::parse(bad, Path::new("p.toml")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn lock_wait_keys_are_read_and_name_expendable_blockers() {
         let policy = Policy::parse(
             "[lock_wait]\nmax_wait = \"10s\"\nend_idle_in_transaction_after = \"1min\"\nend_application_names = [\"report*\"]\n",
