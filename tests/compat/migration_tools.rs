@@ -671,3 +671,107 @@ async fn prisma_migrate_applies_safe_migrations_and_is_stopped_by_an_unsafe_one(
         text(&deploy)
     );
 }
+
+/// The contract step through a real tool, decided by evidence of use (ddlgate samples
+/// `pg_stat_statements`, window 4 s): while the running application still reads `legacy`,
+/// golang-migrate's `DROP COLUMN legacy` is refused with the application's statement named;
+/// the application's next release stops reading it; once the window has passed over the last
+/// read, the same migration applies — no override in the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn golang_migrate_contract_step_waits_for_the_running_application_to_stop_reading() {
+    use crate::support::pg::{PgServer, SUPERUSER, run_direct};
+    use crate::support::proxy::TestProxy;
+    let pg = PgServer::start_with(&["shared_preload_libraries = 'pg_stat_statements'"]);
+    run_direct(&pg, "CREATE EXTENSION pg_stat_statements").await;
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[evidence]\nwindow = \"4s\"\nmin_observation = \"4s\"\n",
+    )
+    .unwrap();
+    let proxy = TestProxy::start_with(&pg, |o| {
+        o.policy = Some(policy.clone());
+        o.evidence_dsn = Some(pg.conn_str(SUPERUSER));
+        o.evidence_interval = Some("1s".into());
+    })
+    .await;
+    let migrations = dir.join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=disable",
+        SUPERUSER.name,
+        SUPERUSER.password,
+        proxy.addr.port(),
+        crate::support::pg::DATABASE
+    );
+    write(
+        &migrations,
+        "1_accounts.up.sql",
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, legacy text);
+INSERT INTO accounts SELECT g, 'user' || g, 'x' FROM generate_series(1, 500) g;
+",
+    );
+    let up = golang_migrate(&migrations, &url, &["up"]).await;
+    assert!(up.status.success(), "{}", text(&up));
+
+    // The running application: release 1 reads legacy, release 2 (from `release` = 2) not.
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(1));
+    let app = pg.connect(SUPERUSER).await;
+    let running = {
+        let release = std::sync::Arc::clone(&release);
+        tokio::spawn(async move {
+            for id in 1..i64::MAX {
+                let sql = if release.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+                    "SELECT id, email, legacy FROM accounts WHERE id = $1"
+                } else {
+                    "SELECT id, email FROM accounts WHERE id = $1"
+                };
+                if app.query(sql, &[&(id % 500 + 1)]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    };
+    // The samples must span the window before the evidence decides anything.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+
+    write(
+        &migrations,
+        "2_drop_legacy.up.sql",
+        "ALTER TABLE accounts DROP COLUMN legacy;\n",
+    );
+    let refused = golang_migrate(&migrations, &url, &["up"]).await;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("ddlgate: drop-column")
+            && text(&refused).contains("SELECT id, email, legacy FROM accounts WHERE id = $1"),
+        "{}",
+        text(&refused)
+    );
+
+    // Release 2 stops reading legacy; after the window, the contract step applies as written.
+    release.store(2, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let force = golang_migrate(&migrations, &url, &["force", "1"]).await;
+    assert!(force.status.success(), "{}", text(&force));
+    let up = golang_migrate(&migrations, &url, &["up"]).await;
+    assert!(up.status.success(), "{}", text(&up));
+    let direct = pg.connect(SUPERUSER).await;
+    let columns: Vec<String> = direct
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_name = 'accounts' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(columns, ["id", "email"]);
+    assert_eq!(version(&direct).await, (2, false));
+    running.abort();
+}
