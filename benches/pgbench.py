@@ -80,7 +80,7 @@ def cpu_ticks(pid):
 
 
 class Env:
-    def __init__(self, scale, max_connections=200, ddlgate_args=(), ddl_routine=False):
+    def __init__(self, scale, max_connections=200, ddlgate_args=(), ddl_routine=False, observe=False):
         self.procs = []
         self.pg_bin = find_pg_bin()
         self.prefix, ids = as_user_prefix()
@@ -114,6 +114,11 @@ class Env:
                             "$$ ALTER TABLE pgbench_history ADD COLUMN IF NOT EXISTS note text $$"],
                            check=True)
 
+        # ddlgate counting every statement its clients run (evidence_observe), sampled into the
+        # bench database every 5 minutes (not within a run).
+        self.observe_args = ["--evidence-dsn", f"host=127.0.0.1 port={self.pg_port} user=postgres dbname=bench",
+                             "--evidence-observe"] if observe else []
+        ddlgate_args = [*ddlgate_args, *self.observe_args]
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
         self.ddlgate_port = free_port()
         self.ddlgate = self.spawn(
@@ -197,6 +202,8 @@ def main():
     ap.add_argument("--scale", type=int, default=10, help="pgbench scale factor (default 10)")
     ap.add_argument("--quick", action="store_true", help="only select-only, 8 clients, each mode")
     ap.add_argument("--cells", help="only cells whose label matches this regex, e.g. 'select.*c=1 '")
+    ap.add_argument("--observe", action="store_true",
+                    help="ddlgate counts the statements its clients run (evidence_observe)")
     ap.add_argument("--ddl-routine", action="store_true",
                     help="create a function whose body runs DDL in the bench database first")
     args = ap.parse_args()
@@ -213,7 +220,7 @@ def main():
         cells = [c for c in cells if re.search(args.cells, label_of(*c) + " ")]
 
     tick = os.sysconf("SC_CLK_TCK")
-    env = Env(args.scale, ddl_routine=args.ddl_routine)
+    env = Env(args.scale, ddl_routine=args.ddl_routine, observe=args.observe)
     targets = [("direct", env.pg_port, None), ("ddlgate", env.ddlgate_port, env.ddlgate.pid),
                ("pgbouncer", env.pgbouncer_port, env.pgbouncer.pid)]
     results = []

@@ -229,6 +229,8 @@ def main():
     ap.add_argument("--idle-sessions", type=int, default=100,
                     help="idle sessions opened to measure memory per session (default 100; "
                          "pgbouncer's pool holds 100)")
+    ap.add_argument("--observe", action="store_true",
+                    help="ddlgate counts the statements its clients run (evidence_observe): its cost")
     ap.add_argument("--keep", metavar="DIR",
                     help="copy each callgrind dump to DIR (read them with callgrind_annotate)")
     args = ap.parse_args()
@@ -242,7 +244,7 @@ def main():
     if args.cells:
         cells = [c for c in cells if re.search(args.cells, label(c))]
 
-    env = Env(10)
+    env = Env(10, observe=args.observe)
     rows = []
     try:
         plain = {"ddlgate": (env.ddlgate.pid, env.ddlgate_port),
@@ -250,7 +252,7 @@ def main():
         # The same two proxies under callgrind, on ports of their own.
         dport, bport = free_port(), free_port()
         ddl_argv = [os.path.join(ROOT, "target/release/ddlgate"), "serve", "--listen",
-                    f"127.0.0.1:{dport}", "--upstream", f"127.0.0.1:{env.pg_port}"]
+                    f"127.0.0.1:{dport}", "--upstream", f"127.0.0.1:{env.pg_port}", *env.observe_args]
         ini = os.path.join(env.dir, "pgbouncer-profiled.ini")
         with open(os.path.join(env.dir, "pgbouncer.ini")) as f:
             text = f.read().replace(f"listen_port = {env.pgbouncer_port}", f"listen_port = {bport}")

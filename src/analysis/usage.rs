@@ -133,6 +133,9 @@ pub(crate) struct UsedBy {
     pub(crate) possibly: bool,
     /// How it uses the target.
     pub(crate) how: Use,
+    /// Seen through ddlgate itself (`evidence_observe`) rather than in `pg_stat_statements`;
+    /// `queryid` is then ddlgate's hash of the text.
+    pub(crate) observed: bool,
 }
 
 impl UsedBy {
@@ -148,9 +151,13 @@ impl UsedBy {
                 if self.calls == 1 { "" } else { "s" }
             )
         };
+        let source = if self.observed {
+            "seen through ddlgate".to_owned()
+        } else {
+            format!("queryid {}", self.queryid)
+        };
         format!(
-            "queryid {}, {calls}: {} ({})",
-            self.queryid,
+            "{source}, {calls}: {} ({})",
             shorten(&self.text, 120),
             self.how.describe()
         )

@@ -204,6 +204,17 @@ pub struct ServeOptions {
     #[arg(long, env = "DDLGATE_EVIDENCE_INTERVAL", value_name = "DURATION")]
     pub evidence_interval: Option<String>,
 
+    /// Also count the statements clients run through ddlgate, as evidence of use beside
+    /// pg_stat_statements (a cost on every request; see README "Evidence of use")
+    /// [default: false]
+    #[allow(
+        clippy::doc_markdown,
+        reason = "clap shows this text in --help as it is"
+    )]
+    #[arg(long, env = "DDLGATE_EVIDENCE_OBSERVE", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub evidence_observe: Option<bool>,
+
     /// How long samples are kept; at least the policy's evidence window [default: 7d]
     #[allow(
         clippy::doc_markdown,
@@ -265,6 +276,7 @@ impl ServeOptions {
             evidence_schema: self.evidence_schema.or(lower.evidence_schema),
             evidence_interval: self.evidence_interval.or(lower.evidence_interval),
             evidence_retention: self.evidence_retention.or(lower.evidence_retention),
+            evidence_observe: self.evidence_observe.or(lower.evidence_observe),
         }
     }
 }
@@ -574,6 +586,7 @@ impl ServeConfig {
             lines.push(("evidence_schema", q(e.store.schema())));
             lines.push(("evidence_interval", d(e.interval)));
             lines.push(("evidence_retention", d(e.retention)));
+            lines.push(("evidence_observe", e.observer.is_some().to_string()));
         }
         let mut out = String::new();
         for (key, value) in lines {
@@ -742,12 +755,13 @@ fn evidence_setting(
 ) -> Result<Option<crate::evidence::collect::Sampling>, ConfigError> {
     let given = opts.evidence_schema.is_some()
         || opts.evidence_interval.is_some()
-        || opts.evidence_retention.is_some();
+        || opts.evidence_retention.is_some()
+        || opts.evidence_observe == Some(true);
     let Some(text) = opts.evidence_dsn.as_deref() else {
         if given {
             return Err(ConfigError::Missing {
                 key: "evidence_dsn",
-                hint: "evidence_schema, evidence_interval and evidence_retention need evidence_dsn",
+                hint: "evidence_schema, evidence_interval, evidence_retention and evidence_observe need evidence_dsn",
             });
         }
         return Ok(None);
@@ -796,6 +810,7 @@ fn evidence_setting(
         store,
         interval,
         retention,
+        observer: (opts.evidence_observe == Some(true)).then(Arc::default),
     }))
 }
 

@@ -101,7 +101,13 @@ pub(crate) async fn judge(
             }
         }
     }
-    let uses = uses_in_window(candidates, &series, baseline);
+    let mut uses = uses_in_window(candidates, &series, baseline);
+    add_observed(
+        &mut uses,
+        store.observed_since(&tx, baseline).await?,
+        &target,
+        &around,
+    );
     let mut tracked: HashSet<Key> = store
         .active_since(&tx, database, baseline)
         .await?
@@ -197,11 +203,38 @@ fn uses_in_window(
                 lower_bound: calls.lower_bound,
                 possibly: calls.possibly_used,
                 how,
+                observed: false,
             });
         }
     }
     uses.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.queryid.cmp(&b.queryid)));
     uses
+}
+
+/// Adds the statements observed through ddlgate itself that use the target (they add uses,
+/// never remove any: one that `pg_stat_statements` no longer holds, or does not track).
+fn add_observed(
+    uses: &mut Vec<UsedBy>,
+    observed: Vec<(i64, String, i64)>,
+    target: &Target,
+    around: &Surroundings,
+) {
+    for (hash, text, calls) in observed {
+        if uses.iter().any(|u| u.text == text) {
+            continue;
+        }
+        if let Some(how) = usage::find_use(&text, target, around) {
+            uses.push(UsedBy {
+                queryid: hash,
+                text,
+                calls,
+                lower_bound: false,
+                possibly: false,
+                how,
+                observed: true,
+            });
+        }
+    }
 }
 
 /// The baseline for the policy's window: the last sample before it, or — once the samples

@@ -27,6 +27,7 @@
 
 pub(crate) mod collect;
 pub(crate) mod judge;
+pub(crate) mod observe;
 pub(crate) mod service;
 pub(crate) mod store;
 pub(crate) mod window;

@@ -206,10 +206,17 @@ impl Store {
                PRIMARY KEY (dbid, queryid, userid, toplevel, taken_at)); \
              CREATE TABLE IF NOT EXISTS {texts} (dbid oid NOT NULL, userid oid NOT NULL, \
                queryid bigint NOT NULL, toplevel boolean NOT NULL, query text NOT NULL, \
-               PRIMARY KEY (dbid, queryid, userid, toplevel))",
+               PRIMARY KEY (dbid, queryid, userid, toplevel)); \
+             CREATE TABLE IF NOT EXISTS {observed_texts} (database text NOT NULL, hash bigint NOT NULL, \
+               query text NOT NULL, PRIMARY KEY (database, hash)); \
+             CREATE TABLE IF NOT EXISTS {observed_calls} (taken_at timestamptz NOT NULL, \
+               database text NOT NULL, hash bigint NOT NULL, calls bigint NOT NULL, \
+               PRIMARY KEY (database, hash, taken_at))",
             samples = self.table("samples"),
             calls = self.table("calls"),
             texts = self.table("texts"),
+            observed_texts = self.table("observed_texts"),
+            observed_calls = self.table("observed_calls"),
         ))
         .await
         .map_err(|e| EvidenceError::read(&e))
@@ -325,6 +332,75 @@ impl Store {
         Ok(written)
     }
 
+    /// Writes what ddlgate observed of its clients' statements since the last call: the
+    /// calls of each text in this interval, and the texts not written before.
+    pub(crate) async fn write_observed(
+        &self,
+        c: &impl GenericClient,
+        observed: &[super::observe::Observed],
+    ) -> Result<(), EvidenceError> {
+        if observed.is_empty() {
+            return Ok(());
+        }
+        let databases: Vec<&str> = observed.iter().map(|o| &*o.database).collect();
+        let hashes: Vec<i64> = observed.iter().map(|o| o.hash).collect();
+        let calls: Vec<i64> = observed
+            .iter()
+            .map(|o| i64::try_from(o.calls).unwrap_or(i64::MAX))
+            .collect();
+        let new: Vec<&super::observe::Observed> =
+            observed.iter().filter(|o| o.text.is_some()).collect();
+        let new_databases: Vec<&str> = new.iter().map(|o| &*o.database).collect();
+        let new_hashes: Vec<i64> = new.iter().map(|o| o.hash).collect();
+        let texts: Vec<&str> = new.iter().filter_map(|o| o.text.as_deref()).collect();
+        c.execute(
+            &format!(
+                "INSERT INTO {} (database, hash, query) \
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]) ON CONFLICT DO NOTHING",
+                self.table("observed_texts")
+            ),
+            &[&new_databases, &new_hashes, &texts],
+        )
+        .await
+        .map_err(|e| EvidenceError::read(&e))?;
+        c.execute(
+            &format!(
+                "INSERT INTO {} (taken_at, database, hash, calls) \
+                 SELECT now(), * FROM unnest($1::text[], $2::int8[], $3::int8[]) ON CONFLICT DO NOTHING",
+                self.table("observed_calls")
+            ),
+            &[&databases, &hashes, &calls],
+        )
+        .await
+        .map_err(|e| EvidenceError::read(&e))?;
+        Ok(())
+    }
+
+    /// The statements observed through ddlgate in the connected database after `since`:
+    /// their hash, text and calls.
+    pub(crate) async fn observed_since(
+        &self,
+        c: &impl GenericClient,
+        since: f64,
+    ) -> Result<Vec<(i64, String, i64)>, EvidenceError> {
+        Ok(c.query(
+            &format!(
+                "SELECT t.hash, t.query, sum(o.calls)::int8 FROM {calls} o \
+                     JOIN {texts} t ON t.database = o.database AND t.hash = o.hash \
+                     WHERE o.database = current_database() AND o.taken_at > to_timestamp($1) \
+                     GROUP BY t.hash, t.query",
+                calls = self.table("observed_calls"),
+                texts = self.table("observed_texts")
+            ),
+            &[&since],
+        )
+        .await
+        .map_err(|e| EvidenceError::read(&e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+    }
+
     /// Deletes what is older than `retention`, except each statement's latest row and the
     /// latest sample before the cut (the baseline of a window as long as the retention).
     pub(crate) async fn prune(
@@ -357,7 +433,30 @@ impl Store {
             )
             .await
             .map_err(|e| EvidenceError::read(&e))?;
-        Ok(calls + samples)
+        let observed = c
+            .execute(
+                &format!(
+                    "DELETE FROM {calls} WHERE taken_at < now() - make_interval(secs => $1)",
+                    calls = self.table("observed_calls")
+                ),
+                &[&seconds],
+            )
+            .await
+            .map_err(|e| EvidenceError::read(&e))?;
+        // Texts without calls left: a text counted again is written again.
+        let texts = c
+            .execute(
+                &format!(
+                    "DELETE FROM {texts} t WHERE NOT EXISTS (SELECT 1 FROM {calls} o \
+                       WHERE o.database = t.database AND o.hash = t.hash)",
+                    texts = self.table("observed_texts"),
+                    calls = self.table("observed_calls")
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| EvidenceError::read(&e))?;
+        Ok(calls + samples + observed + texts)
     }
 
     /// Whether the tables exist in the connected database.

@@ -133,6 +133,8 @@ pub(crate) struct Shared {
     pub routines: routines::RoutineCache,
     /// Where sessions ask for evidence of use, when ddlgate samples `pg_stat_statements`.
     pub evidence: Option<crate::evidence::service::Asker>,
+    /// Where sessions count the statements they run, when ddlgate observes them.
+    pub observer: Option<Arc<crate::evidence::observe::Observer>>,
 }
 
 impl Shared {
@@ -218,6 +220,11 @@ impl Server {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             plan_pool,
             routines: routines::RoutineCache::default(),
+            observer: self
+                .config
+                .evidence
+                .as_ref()
+                .and_then(|e| e.observer.clone()),
             evidence: self.config.evidence.clone().map(|sampling| {
                 crate::evidence::service::Asker::start(sampling, shutdown.drain.clone())
             }),

@@ -378,3 +378,68 @@ async fn without_pg_stat_statements_the_rules_refuse_as_before_and_say_why() {
         "{detail}"
     );
 }
+
+/// `evidence_observe`: the statements clients run through ddlgate are evidence too. With
+/// `pg_stat_statements.track = none` the server records nothing, so only ddlgate's own count
+/// can name the application's prepared statement (parsed once, bound again and again); once
+/// the window has passed over its last run, the drop goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_observed_through_ddlgate_are_evidence_too() {
+    let pg = PgServer::start_with(&[
+        "shared_preload_libraries = 'pg_stat_statements'",
+        "pg_stat_statements.track = 'none'",
+    ]);
+    run_direct(
+        &pg,
+        "CREATE EXTENSION pg_stat_statements;
+         CREATE TABLE accounts (id int PRIMARY KEY, email text, legacy text);
+         INSERT INTO accounts VALUES (1, 'a', 'x'), (2, 'b', 'y');",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[evidence]\nwindow = \"{WINDOW_SECS}s\"\nmin_observation = \"{WINDOW_SECS}s\"\n"),
+    )
+    .unwrap();
+    let proxy = TestProxy::start_with(&pg, |o| {
+        o.evidence_dsn = Some(pg.conn_str(SUPERUSER));
+        o.evidence_interval = Some("1s".into());
+        o.evidence_observe = Some(true);
+        o.policy = Some(policy.clone());
+    })
+    .await;
+    wait_for_a_window_of_samples(&pg).await;
+
+    // The application, through ddlgate: a statement prepared once and run three times.
+    let app = proxy.connect(SUPERUSER).await;
+    let statement = app
+        .prepare("SELECT legacy FROM accounts WHERE id = $1")
+        .await
+        .unwrap();
+    for id in [1, 2, 1] {
+        app.query(&statement, &[&id]).await.unwrap();
+    }
+    // Written by the next sample.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let migrator = proxy.connect(SUPERUSER).await;
+    let err = migrator
+        .batch_execute("ALTER TABLE accounts DROP COLUMN legacy")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "ZD001", "{db:?}");
+    let detail = db.detail().unwrap_or_default();
+    assert!(
+        detail.contains("seen through ddlgate, 4 calls: SELECT legacy FROM accounts WHERE id = $1 (names the column)"),
+        "{detail}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(WINDOW_SECS + 2)).await;
+    migrator
+        .batch_execute("ALTER TABLE accounts DROP COLUMN legacy")
+        .await
+        .unwrap();
+}

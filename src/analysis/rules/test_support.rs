@@ -118,6 +118,7 @@ pub(crate) fn used_by(text: &str) -> crate::analysis::usage::Evidence {
             lower_bound: false,
             possibly: false,
             how: crate::analysis::usage::Use::Column,
+            observed: false,
         }],
     }
 }

@@ -12,6 +12,7 @@ use crate::analysis::parse::{self, Options};
 use crate::analysis::prefilter::{Prefilter, prefilter, prefilter_bytes};
 use crate::analysis::scan::ByteSet;
 use crate::enforce::{Class, GRAMMAR_MAJOR};
+use crate::evidence::observe::Observing;
 use crate::protocol::ProtocolError;
 use crate::protocol::extended::{Bind, Parse, Target, close_target, execute_portal};
 use crate::protocol::frontend::{ends_with_ready_for_query, tag as fe};
@@ -76,9 +77,20 @@ pub struct Review {
     pub(super) forwarded_tx: (TxEffect, bool),
     /// `Parse` texts cleared lately ([`super::recent`]).
     recent: RecentTexts,
+    /// Counts the statements the session runs, when ddlgate observes them
+    /// (`evidence_observe`, [`crate::evidence::observe`]).
+    observing: Option<Observing>,
 }
 
 impl Review {
+    /// A session's review, counting its statements into `observing` when given.
+    pub(crate) fn observing(observing: Option<Observing>) -> Self {
+        Self {
+            observing,
+            ..Self::default()
+        }
+    }
+
     /// The cheap look at a request: does it need the policy at all? `in_flight`: earlier
     /// requests are not answered yet. Every `Query`, `Parse`, `Bind`, `Execute` and `Close` is
     /// read with a validating decoder: a malformed one is an error (the session ends with
@@ -111,6 +123,9 @@ impl Review {
             match message.tag {
                 fe::QUERY => {
                     let bytes = query_text(message.body)?;
+                    if let Some(o) = &self.observing {
+                        o.query(bytes);
+                    }
                     // Non-ASCII text is read in the encoding in force when it runs, which an
                     // earlier request still running may change (even from inside a function).
                     hold |= in_flight && !bytes.is_ascii();
@@ -128,6 +143,9 @@ impl Review {
                     let Parse {
                         name, sql: bytes, ..
                     } = Parse::decode(message.body)?;
+                    if let Some(o) = &mut self.observing {
+                        o.parse(name, bytes);
+                    }
                     hold |= in_flight && !bytes.is_ascii();
                     if encoding_may_change && !bytes.is_ascii() {
                         self.unreviewable = Some(String::from_utf8_lossy(bytes).into_owned());
@@ -177,6 +195,9 @@ impl Review {
                     let Bind {
                         portal, statement, ..
                     } = Bind::decode(message.body)?;
+                    if let Some(o) = &self.observing {
+                        o.bind(statement);
+                    }
                     if self.statements.is_empty()
                         && self.portals.is_empty()
                         && self.transaction_statements.is_empty()
@@ -214,6 +235,9 @@ impl Review {
                 }
                 fe::CLOSE => match close_target(message.body)? {
                     (Target::Statement, name) => {
+                        if let Some(o) = &mut self.observing {
+                            o.close(name);
+                        }
                         self.deferred.remove(name);
                         self.refused_statements.remove(name);
                         self.transaction_statements.remove(name);

@@ -292,6 +292,10 @@ impl Session {
     ) -> Self {
         state.tx_status = established.tx_status;
         state.parameters.extend(established.parameters);
+        let observing = shared
+            .observer
+            .as_ref()
+            .map(|o| crate::evidence::observe::Observing::new(Arc::clone(o), &state.database));
         info!(
             parent: &span,
             user = %state.user,
@@ -342,7 +346,7 @@ impl Session {
             phase_watch: None,
             span,
             client_first: true,
-            review: Review::default(),
+            review: Review::observing(observing),
             analysis: crate::analysis::Context::default(),
             pending: None,
             conductor: None,
