@@ -292,6 +292,12 @@ pub fn redact_literals(source: &str) -> String {
     out
 }
 
+/// The text with its constants replaced by `$1`, `$2`, … as `pg_stat_statements` shows them
+/// (statements differing only in constants read alike); `None` when it does not parse.
+pub(crate) fn normalize(source: &str) -> Option<String> {
+    guarded(|| pg_query::normalize(source)).ok()
+}
+
 /// Parses the body of a PL/pgSQL function or `DO` block given as a `CREATE FUNCTION` or `DO`
 /// statement, returning `libpg_query`'s JSON tree.
 pub fn parse_plpgsql(statement: &str) -> Result<serde_json::Value, String> {

@@ -48,9 +48,15 @@ pub(crate) async fn judge(
         .await
         .map_err(|e| EvidenceError::read(&e))?;
     let Some((target, oid, attnum)) = resolve(&tx, name, column).await? else {
+        let what = match column {
+            Some(c) => format!("column {c} of {name}"),
+            None => name.to_string(),
+        };
         return Ok((
             None,
-            Evidence::Unavailable(format!("{name} does not exist here")),
+            Evidence::Unavailable(format!(
+                "{what} does not exist (yet) outside this migration"
+            )),
         ));
     };
     if !store.exists(&tx).await? {

@@ -17,10 +17,33 @@
 //! - **Bounded.** At most [`MAX_TEXTS`] distinct texts are kept between two samples (texts
 //!   that carry literals make every call distinct); beyond that new texts are not counted and
 //!   the sampler logs how many were missed. A text idle for a whole interval is forgotten.
+//! - **Normalised off the query path.** The sampler normalises each new text as
+//!   `pg_stat_statements` does (constants become `$n`) and adds up the counts of texts that
+//!   differ only in constants, so the evidence tables get one row per statement, not one per
+//!   call of a literal-laden one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// Keys that are already hashes ([`text_hash`]) need no hashing again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; anything else is folded in.
+        self.0 = text_hash(self.0, bytes);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ByHash<V> = HashMap<u64, V, std::hash::BuildHasherDefault<Prehashed>>;
 
 /// Shards of the counters, so that sessions on different threads rarely wait for each other.
 const SHARDS: usize = 16;
@@ -37,25 +60,28 @@ pub(crate) struct Observer {
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<u64, Entry>,
+    entries: ByHash<Entry>,
 }
 
 #[derive(Debug)]
 struct Entry {
     database: Arc<str>,
-    /// The text, until the sampler has written it.
+    /// The text as the client sent it, until the sampler has normalised it.
     text: Option<Box<str>>,
+    /// The hash of the normalised text (its key in the evidence tables), once known.
+    normalized: Option<i64>,
     calls: u64,
 }
 
-/// One observed statement, as the sampler writes it.
+/// One observed statement, as the sampler writes it: texts that differ only in constants are
+/// one statement (normalised as `pg_stat_statements` does, off the query path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Observed {
     /// The session's database.
     pub database: Arc<str>,
-    /// The text's hash (its key in the evidence tables).
+    /// The normalised text's hash (its key in the evidence tables).
     pub hash: i64,
-    /// The text, the first time it is written.
+    /// The normalised text, when one of the texts counted is new.
     pub text: Option<Box<str>>,
     /// Calls since the last sample.
     pub calls: u64,
@@ -111,32 +137,111 @@ impl Observer {
             Entry {
                 database: Arc::clone(database),
                 text: Some(String::from_utf8_lossy(text).into()),
+                normalized: None,
                 calls: 1,
             },
         );
     }
 
-    /// What was counted since the last call, and how many calls were missed; texts idle for
-    /// the whole interval are forgotten.
+    /// What was counted since the last call, by normalised statement, and how many calls
+    /// were missed; texts idle for the whole interval are forgotten. New texts are normalised
+    /// here, outside the shards' locks: the query path never waits for a parse.
     pub(crate) fn take(&self) -> (Vec<Observed>, u64) {
-        let mut out = Vec::new();
-        for shard in &self.shards {
+        // Counts and new texts, taken under each shard's lock.
+        let mut counted: Vec<Counted> = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             shard.entries.retain(|hash, entry| {
                 if entry.calls == 0 {
                     return false;
                 }
-                out.push(Observed {
+                counted.push(Counted {
+                    shard: index,
+                    hash: *hash,
                     database: Arc::clone(&entry.database),
-                    hash: i64::from_ne_bytes(hash.to_ne_bytes()),
-                    text: entry.text.take(),
+                    normalized: entry.normalized,
+                    text: entry
+                        .normalized
+                        .is_none()
+                        .then(|| entry.text.take())
+                        .flatten(),
                     calls: std::mem::take(&mut entry.calls),
                 });
                 true
             });
         }
-        (out, self.missed.swap(0, Ordering::Relaxed))
+        // New texts normalised, without a lock held.
+        let mut learned: Vec<(usize, u64, i64)> = Vec::new();
+        let mut by_statement: HashMap<(Arc<str>, i64), Observed> = HashMap::new();
+        for Counted {
+            shard: index,
+            hash,
+            database,
+            normalized,
+            text,
+            calls,
+        } in counted
+        {
+            let (key, new_text) = match (normalized, text) {
+                (Some(key), _) => (key, None),
+                (None, Some(raw)) => {
+                    let normal: Box<str> =
+                        crate::analysis::parse::normalize(&raw).map_or(raw, Into::into);
+                    let key = i64::from_ne_bytes(
+                        text_hash(text_hash(0, database.as_bytes()), normal.as_bytes())
+                            .to_ne_bytes(),
+                    );
+                    learned.push((index, hash, key));
+                    (key, Some(normal))
+                }
+                (None, None) => continue,
+            };
+            let entry = by_statement
+                .entry((Arc::clone(&database), key))
+                .or_insert_with(|| Observed {
+                    database,
+                    hash: key,
+                    text: None,
+                    calls: 0,
+                });
+            entry.calls += calls;
+            if entry.text.is_none() {
+                entry.text = new_text;
+            }
+        }
+        for (index, hash, key) in learned {
+            if let Some(shard) = self.shards.get(index) {
+                let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(entry) = shard.entries.get_mut(&hash) {
+                    entry.normalized = Some(key);
+                }
+            }
+        }
+        (
+            by_statement.into_values().collect(),
+            self.missed.swap(0, Ordering::Relaxed),
+        )
     }
+}
+
+/// One entry's count, taken by [`Observer::take`].
+struct Counted {
+    shard: usize,
+    hash: u64,
+    database: Arc<str>,
+    normalized: Option<i64>,
+    /// The text, when it still has to be normalised.
+    text: Option<Box<str>>,
+    calls: u64,
+}
+
+/// A named prepared statement of a session.
+#[derive(Debug)]
+struct Named {
+    name: Box<[u8]>,
+    /// Its text's hash.
+    hash: u64,
+    text: Box<[u8]>,
 }
 
 /// A session's side of the observer: its database and its named prepared statements.
@@ -145,8 +250,9 @@ pub(crate) struct Observing {
     observer: Arc<Observer>,
     database: Arc<str>,
     database_hash: u64,
-    /// Named prepared statements of the session, by name: their texts and hashes.
-    named: HashMap<Vec<u8>, (u64, Box<[u8]>)>,
+    /// Named prepared statements of the session, by the hash of their name: the name, and
+    /// the text and its hash.
+    named: ByHash<Named>,
 }
 
 impl Observing {
@@ -156,7 +262,7 @@ impl Observing {
             observer,
             database: Arc::from(database),
             database_hash: text_hash(0, database.as_bytes()),
-            named: HashMap::new(),
+            named: ByHash::default(),
         }
     }
 
@@ -172,7 +278,14 @@ impl Observing {
             .observer
             .record(&self.database, self.database_hash, text);
         if !name.is_empty() {
-            self.named.insert(name.to_vec(), (hash, text.into()));
+            self.named.insert(
+                text_hash(0, name),
+                Named {
+                    name: name.into(),
+                    hash,
+                    text: text.into(),
+                },
+            );
         }
     }
 
@@ -181,14 +294,19 @@ impl Observing {
         if name.is_empty() {
             return;
         }
-        if let Some((hash, text)) = self.named.get(name) {
-            self.observer.count(&self.database, *hash, text);
+        if let Some(named) = self.named.get(&text_hash(0, name))
+            && *named.name == *name
+        {
+            self.observer.count(&self.database, named.hash, &named.text);
         }
     }
 
     /// A `Close` of statement `name`.
     pub(crate) fn close(&mut self, name: &[u8]) {
-        self.named.remove(name);
+        let key = text_hash(0, name);
+        if self.named.get(&key).is_some_and(|n| *n.name == *name) {
+            self.named.remove(&key);
+        }
     }
 }
 
@@ -250,10 +368,10 @@ mod tests {
             app.query(format!("SELECT {n}").as_bytes());
         }
         let (taken, missed) = observer.take();
-        assert!(taken.len() <= MAX_TEXTS, "{}", taken.len());
-        assert_eq!(
-            taken.len() + usize::try_from(missed).unwrap(),
-            MAX_TEXTS * 2
-        );
+        // Texts differing in constants only are one statement once normalised.
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].text.as_deref(), Some("SELECT $1"));
+        assert!(taken[0].calls <= MAX_TEXTS as u64, "{}", taken[0].calls);
+        assert_eq!(taken[0].calls + missed, (MAX_TEXTS * 2) as u64);
     }
 }

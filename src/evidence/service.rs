@@ -50,9 +50,10 @@ pub(crate) struct Asker {
 }
 
 impl Asker {
-    /// Starts the service on a thread of its own; it stops when `stop` fires. The thread has
-    /// the analysis's stack (statement texts are parsed there, deep ones included) and its own
-    /// runtime, so that judging thousands of texts never stalls the accept loop.
+    /// Starts the service, and the sampler ([`super::collect`]), on a thread of their own;
+    /// they stop when `stop` fires. The thread has the analysis's stack (statement texts are
+    /// parsed there, deep ones included) and its own runtime, so that judging thousands of
+    /// texts, or normalising what ddlgate observed, never stalls the accept loop.
     pub(crate) fn start(sampling: Sampling, stop: CancellationToken) -> Self {
         let (questions, inbox) = mpsc::channel(QUEUE);
         let started = std::thread::Builder::new()
@@ -63,7 +64,12 @@ impl Asker {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(run(sampling, inbox, stop)),
+                    Ok(runtime) => runtime.block_on(async {
+                        tokio::join!(
+                            super::collect::run(sampling.clone(), stop.clone()),
+                            run(sampling, inbox, stop),
+                        );
+                    }),
                     Err(e) => {
                         warn!(error = %e, "the evidence service cannot start; the contract rules act without evidence");
                     }

@@ -194,16 +194,11 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Starts what runs beside the sessions: the metrics endpoint and the evidence sampler.
-    fn start_side_tasks(&mut self, shared: &Arc<Shared>, shutdown: &Shutdown) {
+    /// Starts what runs beside the sessions: the metrics endpoint (the evidence sampler and
+    /// service start with the shared state, on their own thread).
+    fn start_side_tasks(&mut self, shared: &Arc<Shared>) {
         if let Some(listener) = self.metrics_listener.take() {
             tokio::spawn(http::serve(listener, Arc::clone(shared)));
-        }
-        if let Some(sampling) = self.config.evidence.clone() {
-            tokio::spawn(crate::evidence::collect::run(
-                sampling,
-                shutdown.drain.clone(),
-            ));
         }
     }
 
@@ -237,7 +232,7 @@ impl Server {
         let plan_pool = plan::pool::PlanPool::start()
             .inspect_err(|e| tracing::error!(error = %e, "cannot start the planning threads"))?;
         let shared = self.shared(&shutdown, plan_pool);
-        self.start_side_tasks(&shared, &shutdown);
+        self.start_side_tasks(&shared);
         let sessions = Arc::new(Semaphore::new(self.config.max_connections));
         let over_limit = Arc::new(Semaphore::new(OVER_LIMIT_SLOTS));
         let tracker = TaskTracker::new();
