@@ -136,14 +136,7 @@ pub(crate) fn run(args: &CheckArgs, out: &mut dyn std::io::Write) -> anyhow::Res
         ctx = Context::for_server(args.pg_version.unwrap_or(facts.server_major));
         ctx.catalog = facts.catalog;
         ctx.routines = facts.routines;
-        // Evidence of use, where ddlgate keeps samples in that database.
-        let mut reader = EvidenceReader::open(dsn, &args.evidence_schema, "ddlgate check")?;
-        if reader.has_samples()? {
-            ctx.evidence = reader.read(
-                inputs.iter().filter_map(|i| i.text.as_deref().ok()),
-                &settings.evidence,
-            )?;
-        }
+        ctx.evidence = evidence_in(dsn, args, &inputs, &settings);
     }
     for input in &inputs {
         summary.files += 1;
@@ -400,6 +393,41 @@ fn settings_action(decision: &StatementDecision, v: &Violation) -> Action {
         .iter()
         .find(|(r, _)| *r == v.rule)
         .map_or(v.rule.meta().default_action.into(), |(_, a)| *a)
+}
+
+/// The evidence of use about what the inputs drop, rename or retype, where ddlgate keeps
+/// samples in the `--database`. Unreadable (say the role may not read ddlgate's schema), the
+/// files are judged without it, as the proxy does when its evidence cannot be read, and a
+/// warning says so.
+fn evidence_in(
+    dsn: &str,
+    args: &CheckArgs,
+    inputs: &[Input],
+    settings: &Settings,
+) -> crate::analysis::usage::Evidences {
+    let read =
+        EvidenceReader::open(dsn, &args.evidence_schema, "ddlgate check").and_then(|mut reader| {
+            if reader.has_samples()? {
+                reader.read(
+                    inputs.iter().filter_map(|i| i.text.as_deref().ok()),
+                    &settings.evidence,
+                )
+            } else {
+                Ok(crate::analysis::usage::Evidences::default())
+            }
+        });
+    read.unwrap_or_else(|e| {
+        #[expect(
+            clippy::print_stderr,
+            reason = "a warning about the run, beside the report on standard output"
+        )]
+        {
+            eprintln!(
+                "ddlgate: warning: evidence of use not read, the contract rules are judged without it: {e:#}"
+            );
+        }
+        crate::analysis::usage::Evidences::default()
+    })
 }
 
 /// The relations the governed statements of the inputs name, for `--database`.

@@ -212,6 +212,28 @@ async fn explain_names_the_statements_that_used_a_column_and_finds_none_once_the
         "{out}"
     );
     assert!(!out.contains("drop-column"), "{out}");
+    // A role that may not read ddlgate's schema: judged without evidence, with a warning.
+    run_direct(&pg, "CREATE ROLE limited LOGIN PASSWORD 'limited'").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("0001_contract.sql");
+    std::fs::write(&file, "ALTER TABLE customers DROP COLUMN note;\n").unwrap();
+    let limited = Command::new(env!("CARGO_BIN_EXE_ddlgate"))
+        .args(["check", "--send", "statement", "--database"])
+        .arg(format!(
+            "host=127.0.0.1 port={} user=limited password=limited dbname=app sslmode=disable",
+            pg.port
+        ))
+        .arg("--policy")
+        .arg(&policy)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("evidence of use not read, the contract rules are judged without it"),
+        "{stderr}"
+    );
 
     // The statements stop; once the window has passed over them, nothing used the column.
     tokio::time::sleep(Duration::from_secs(WINDOW_SECS + 2)).await;
