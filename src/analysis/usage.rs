@@ -688,6 +688,7 @@ impl Walker<'_> {
                 self.add_range_var(body);
             }
             "JoinExpr" => {
+                let before = self.scopes.last().map_or(0, |s| s.relations.len());
                 for side in ["larg", "rarg"] {
                     if let Some(v) = body.get(side) {
                         self.scope_item(v);
@@ -698,6 +699,22 @@ impl Walker<'_> {
                 }
                 if let Some(q) = body.get("quals") {
                     self.visit(q);
+                }
+                // `(a JOIN b …) AS j`: `j.c` is a column of either side.
+                let alias = body
+                    .get("alias")
+                    .and_then(|a| a.get("aliasname"))
+                    .and_then(Value::as_str);
+                if let Some(alias) = alias {
+                    let target = self
+                        .scopes
+                        .last()
+                        .is_some_and(|s| s.relations.iter().skip(before).any(|r| r.target));
+                    self.add(Relation {
+                        name: alias.to_owned(),
+                        target,
+                        has_column: Knows::Maybe,
+                    });
                 }
             }
             "RangeTableSample" => {
@@ -1111,6 +1128,11 @@ mod tests {
             "SELECT (SELECT max(note) FROM orders) AS latest",
             "MERGE INTO orders o USING customers c ON o.id = c.id WHEN MATCHED THEN UPDATE SET note = c.name",
             "SELECT id FROM orders UNION ALL SELECT note FROM orders",
+            "UPDATE orders o SET total = $1 FROM customers c WHERE c.name = o.note",
+            "SELECT j.note FROM (orders JOIN invoices USING (id)) AS j",
+            "SELECT count(*) FILTER (WHERE note IS NULL) FROM orders",
+            "SELECT row_number() OVER (ORDER BY note) FROM orders",
+            "WITH changed AS (UPDATE orders SET note = $1 RETURNING id) SELECT * FROM changed",
         ] {
             assert_eq!(uses(sql), Some(Use::Column), "{sql}");
         }
@@ -1152,6 +1174,9 @@ mod tests {
             "SELECT 1",
             // A CTE named like the table is not the table.
             "WITH orders AS (SELECT 1 AS id) SELECT * FROM orders",
+            // The INSERT's source is its own query level: `note` there is customers'.
+            "INSERT INTO orders (id) SELECT id FROM customers WHERE note = $1",
+            "SELECT c.note FROM orders o JOIN customers c ON c.id = o.customer_id",
         ] {
             assert_eq!(uses(sql), None, "{sql}");
         }
