@@ -10,8 +10,9 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{PgServer, SUPERUSER, run_direct};
+use crate::support::pg::{PgServer, SUPERUSER, TRUST, run_direct};
 use crate::support::proxy::TestProxy;
+use crate::support::wire::{self, Wire};
 
 const WINDOW_SECS: u64 = 4;
 
@@ -367,14 +368,29 @@ async fn without_pg_stat_statements_the_rules_refuse_as_before_and_say_why() {
         o.evidence_interval = Some("1s".into());
     })
     .await;
-    let migrator = proxy.connect(SUPERUSER).await;
-    let err = migrator
-        .batch_execute("ALTER TABLE orders DROP COLUMN note")
-        .await
-        .unwrap_err();
-    let db = err.as_db_error().unwrap();
-    assert_eq!(db.code().code(), "ZD001", "{db:?}");
-    let detail = db.detail().unwrap_or_default();
+    // On the wire: the NOTICE saying why there is no evidence, then the plain refusal.
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    w.send(&wire::query("ALTER TABLE orders DROP COLUMN note"))
+        .await;
+    let answer = w.until_ready().await;
+    let summary: Vec<String> = answer.iter().map(wire::Msg::summary).collect();
+    let notice = answer
+        .iter()
+        .find(|m| m.tag == b'N')
+        .unwrap_or_else(|| panic!("no notice: {summary:?}"));
+    let said = notice.field(b'M').unwrap_or_default();
+    assert!(
+        said.starts_with(
+            "ddlgate: evidence: no evidence of use for public.orders.note: pg_stat_statements is not installed"
+        ),
+        "{said}"
+    );
+    let error = answer
+        .iter()
+        .find(|m| m.tag == b'E')
+        .unwrap_or_else(|| panic!("no error: {summary:?}"));
+    assert_eq!(error.field(b'C').as_deref(), Some("ZD001"), "{summary:?}");
+    let detail = error.field(b'D').unwrap_or_default();
     assert!(
         detail.contains("No evidence of use to go by: pg_stat_statements is not installed"),
         "{detail}"
