@@ -68,7 +68,7 @@ pub(crate) async fn judge(
     }
     let database: u32 = tx
         .query_one(
-            "SELECT oid FROM pg_database WHERE datname = current_database()",
+            "/* ddlgate evidence */ SELECT oid FROM pg_database WHERE datname = current_database()",
             &[],
         )
         .await
@@ -96,6 +96,7 @@ pub(crate) async fn judge(
     let candidates: Vec<(Key, &String, usage::Use)> = history
         .texts
         .iter()
+        .filter(|(_, text)| !text.starts_with(super::OWN_MARK))
         .filter_map(|(k, text)| Some((*k, text, usage::find_use(text, &target, &around)?)))
         .collect();
     let keys: Vec<Key> = candidates.iter().map(|(k, ..)| *k).collect();
@@ -114,20 +115,15 @@ pub(crate) async fn judge(
         &target,
         &around,
     );
-    let mut tracked: HashSet<Key> = store
-        .active_since(&tx, database, baseline)
-        .await?
-        .into_iter()
-        .collect();
-    if let Some(now) = &live {
-        let last = store.latest(&tx).await?;
-        tracked.extend(
-            now.iter()
-                .filter(|(k, n)| last.get(k) != Some(n))
-                .map(|(k, _)| *k),
-        );
-    }
-    let tracked = tracked.len();
+    let tracked = tracked(
+        &tx,
+        store,
+        database,
+        baseline,
+        live.as_ref(),
+        &history.texts,
+    )
+    .await?;
     let _ = tx.rollback().await;
     Ok((
         Some(target),
@@ -217,6 +213,37 @@ fn uses_in_window(
     uses
 }
 
+/// How many of the database's statements ran after `baseline` (their count changed in a
+/// sample, or since the last one), ddlgate's own left out.
+async fn tracked(
+    tx: &tokio_postgres::Transaction<'_>,
+    store: &Store,
+    database: u32,
+    baseline: f64,
+    live: Option<&HashMap<Key, i64>>,
+    texts: &[(Key, String)],
+) -> Result<usize, EvidenceError> {
+    let mut tracked: HashSet<Key> = store
+        .active_since(tx, database, baseline)
+        .await?
+        .into_iter()
+        .collect();
+    if let Some(now) = live {
+        let last = store.latest(tx).await?;
+        let own: HashSet<Key> = texts
+            .iter()
+            .filter(|(_, text)| text.starts_with(super::OWN_MARK))
+            .map(|(k, _)| *k)
+            .collect();
+        tracked.extend(
+            now.iter()
+                .filter(|(k, n)| last.get(k) != Some(n) && !own.contains(k))
+                .map(|(k, _)| *k),
+        );
+    }
+    Ok(tracked.len())
+}
+
 /// Adds the statements observed through ddlgate itself that use the target (they add uses,
 /// never remove any: one that `pg_stat_statements` no longer holds, or does not track).
 fn add_observed(
@@ -272,7 +299,7 @@ async fn resolve(
 ) -> Result<Option<(Target, u32, i32)>, EvidenceError> {
     let row = tx
         .query_opt(
-            "SELECT c.oid, n.nspname::text, c.relname::text, a.attnum::int4 \
+            "/* ddlgate evidence */ SELECT c.oid, n.nspname::text, c.relname::text, a.attnum::int4 \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 \
                AND a.attnum > 0 AND NOT a.attisdropped \
@@ -314,7 +341,7 @@ async fn surroundings(
     if let Some(column) = &target.column {
         around.same_column = pairs(
             tx.query(
-                "SELECT n.nspname::text, c.relname::text FROM pg_attribute a \
+                "/* ddlgate evidence */ SELECT n.nspname::text, c.relname::text FROM pg_attribute a \
                  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE a.attname = $1 AND a.attnum > 0 AND NOT a.attisdropped AND c.oid <> $2 \
                    AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
@@ -327,7 +354,7 @@ async fn surroundings(
     // Views reading the column (or the table), then views reading those views.
     around.views = pairs(
         tx.query(
-            "WITH RECURSIVE v(oid) AS ( \
+            "/* ddlgate evidence */ WITH RECURSIVE v(oid) AS ( \
                SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
                WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
                  AND d.refobjid = $1 AND ($2 = 0 OR d.refobjsubid = $2) AND r.ev_class <> $1 \
@@ -345,7 +372,7 @@ async fn surroundings(
     // Routines: SQL-standard bodies (PostgreSQL 14+) record what they use in pg_depend.
     let mut routines = pairs(
         tx.query(
-            "SELECT DISTINCT n.nspname::text, p.proname::text FROM pg_depend d \
+            "/* ddlgate evidence */ SELECT DISTINCT n.nspname::text, p.proname::text FROM pg_depend d \
              JOIN pg_proc p ON p.oid = d.objid JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass \
                AND d.refobjid = $1 AND ($2 = 0 OR d.refobjsubid = $2)",
@@ -359,7 +386,7 @@ async fn surroundings(
     names.extend(around.views.iter().map(|(_, v)| v.to_lowercase()));
     let rows = tx
         .query(
-            "SELECT n.nspname::text, p.proname::text, pg_get_functiondef(p.oid), p.prosrc, \
+            "/* ddlgate evidence */ SELECT n.nspname::text, p.proname::text, pg_get_functiondef(p.oid), p.prosrc, \
                l.lanname::text \
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
              JOIN pg_language l ON l.oid = p.prolang \

@@ -32,6 +32,11 @@ pub(crate) mod service;
 pub(crate) mod store;
 pub(crate) mod window;
 
+/// What every statement of ddlgate's own evidence work starts with, so that
+/// `pg_stat_statements` shows them as ddlgate's and the "tracked statements" of a judgement
+/// leave them out.
+pub(crate) const OWN_MARK: &str = "/* ddlgate evidence */";
+
 /// Why evidence could not be gathered or read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EvidenceError {

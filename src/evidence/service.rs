@@ -153,7 +153,10 @@ async fn answer(
     if connection.as_ref().is_none_or(|(c, _)| c.is_closed()) {
         let client = sampling.database.connect().await?;
         let name: String = client
-            .query_one("SELECT current_database()::text", &[])
+            .query_one(
+                "/* ddlgate evidence */ SELECT current_database()::text",
+                &[],
+            )
             .await
             .map_err(|e| EvidenceError::read(&e))?
             .get(0);

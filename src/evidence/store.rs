@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 
 use super::window::Sample;
-use super::{EvidenceError, Key};
+use super::{EvidenceError, Key, OWN_MARK};
 
 /// ddlgate's evidence tables in one schema.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ impl Source {
     pub(crate) async fn find(c: &impl GenericClient) -> Result<Self, EvidenceError> {
         let row = c
             .query_opt(
-                "SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_attribute a \
+                "/* ddlgate evidence */ SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_attribute a \
                    WHERE a.attrelid = (quote_ident(n.nspname) || '.pg_stat_statements')::regclass \
                      AND a.attname = 'toplevel') \
                  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
@@ -53,7 +53,10 @@ impl Source {
             .map_err(|e| EvidenceError::read(&e))?;
         let Some(row) = row else {
             let db: String = c
-                .query_one("SELECT current_database()::text", &[])
+                .query_one(
+                    "/* ddlgate evidence */ SELECT current_database()::text",
+                    &[],
+                )
                 .await
                 .map_err(|e| EvidenceError::read(&e))?
                 .get(0);
@@ -71,7 +74,7 @@ impl Source {
     fn function(&self, texts: bool) -> String {
         let toplevel = if self.toplevel { "toplevel" } else { "true" };
         format!(
-            "SELECT userid, dbid, queryid, {toplevel}, {} FROM {}.pg_stat_statements({texts}) \
+            "/* ddlgate evidence */ SELECT userid, dbid, queryid, {toplevel}, {} FROM {}.pg_stat_statements({texts}) \
              WHERE queryid IS NOT NULL",
             if texts { "query" } else { "calls" },
             self.schema
@@ -189,27 +192,33 @@ impl Store {
     /// Creates the schema (if missing) and the tables (if missing).
     pub(crate) async fn prepare(&self, c: &impl GenericClient) -> Result<(), EvidenceError> {
         let exists: bool = c
-            .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&self.quoted])
+            .query_one(
+                "/* ddlgate evidence */ SELECT to_regnamespace($1) IS NOT NULL",
+                &[&self.quoted],
+            )
             .await
             .map_err(|e| EvidenceError::read(&e))?
             .get(0);
         if !exists {
-            c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", self.quoted))
-                .await
-                .map_err(|e| EvidenceError::read(&e))?;
+            c.batch_execute(&format!(
+                "/* ddlgate evidence */ CREATE SCHEMA IF NOT EXISTS {}",
+                self.quoted
+            ))
+            .await
+            .map_err(|e| EvidenceError::read(&e))?;
         }
         c.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {samples} (taken_at timestamptz PRIMARY KEY, \
+            "/* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {samples} (taken_at timestamptz PRIMARY KEY, \
                statements integer NOT NULL); \
-             CREATE TABLE IF NOT EXISTS {calls} (taken_at timestamptz NOT NULL, dbid oid NOT NULL, \
+             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {calls} (taken_at timestamptz NOT NULL, dbid oid NOT NULL, \
                userid oid NOT NULL, queryid bigint NOT NULL, toplevel boolean NOT NULL, calls bigint, \
                PRIMARY KEY (dbid, queryid, userid, toplevel, taken_at)); \
-             CREATE TABLE IF NOT EXISTS {texts} (dbid oid NOT NULL, userid oid NOT NULL, \
+             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {texts} (dbid oid NOT NULL, userid oid NOT NULL, \
                queryid bigint NOT NULL, toplevel boolean NOT NULL, query text NOT NULL, \
                PRIMARY KEY (dbid, queryid, userid, toplevel)); \
-             CREATE TABLE IF NOT EXISTS {observed_texts} (database text NOT NULL, hash bigint NOT NULL, \
+             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {observed_texts} (database text NOT NULL, hash bigint NOT NULL, \
                query text NOT NULL, PRIMARY KEY (database, hash)); \
-             CREATE TABLE IF NOT EXISTS {observed_calls} (taken_at timestamptz NOT NULL, \
+             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {observed_calls} (taken_at timestamptz NOT NULL, \
                database text NOT NULL, hash bigint NOT NULL, calls bigint NOT NULL, \
                PRIMARY KEY (database, hash, taken_at))",
             samples = self.table("samples"),
@@ -231,7 +240,7 @@ impl Store {
         let rows = c
             .query(
                 &format!(
-                    "SELECT DISTINCT ON (dbid, queryid, userid, toplevel) userid, dbid, queryid, \
+                    "/* ddlgate evidence */ SELECT DISTINCT ON (dbid, queryid, userid, toplevel) userid, dbid, queryid, \
                        toplevel, calls FROM {} ORDER BY dbid, queryid, userid, toplevel, taken_at DESC",
                     self.table("calls")
                 ),
@@ -278,7 +287,7 @@ impl Store {
         let calls: Vec<Option<i64>> = changed.iter().map(|(_, n)| *n).collect();
         tx.execute(
             &format!(
-                "INSERT INTO {} (taken_at, dbid, userid, queryid, toplevel, calls) \
+                "/* ddlgate evidence */ INSERT INTO {} (taken_at, dbid, userid, queryid, toplevel, calls) \
                  SELECT now(), * FROM unnest($1::oid[], $2::oid[], $3::int8[], $4::bool[], $5::int8[]) \
                  ON CONFLICT DO NOTHING",
                 self.table("calls")
@@ -303,7 +312,7 @@ impl Store {
             let query: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
             tx.execute(
                 &format!(
-                    "INSERT INTO {} (dbid, userid, queryid, toplevel, query) \
+                    "/* ddlgate evidence */ INSERT INTO {} (dbid, userid, queryid, toplevel, query) \
                      SELECT * FROM unnest($1::oid[], $2::oid[], $3::int8[], $4::bool[], $5::text[]) \
                      ON CONFLICT DO NOTHING",
                     self.table("texts")
@@ -316,7 +325,7 @@ impl Store {
         let statements = i32::try_from(counts.len()).unwrap_or(i32::MAX);
         tx.execute(
             &format!(
-                "INSERT INTO {} (taken_at, statements) VALUES (now(), $1) ON CONFLICT DO NOTHING",
+                "/* ddlgate evidence */ INSERT INTO {} (taken_at, statements) VALUES (now(), $1) ON CONFLICT DO NOTHING",
                 self.table("samples")
             ),
             &[&statements],
@@ -355,7 +364,7 @@ impl Store {
         let texts: Vec<&str> = new.iter().filter_map(|o| o.text.as_deref()).collect();
         c.execute(
             &format!(
-                "INSERT INTO {} (database, hash, query) \
+                "/* ddlgate evidence */ INSERT INTO {} (database, hash, query) \
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]) ON CONFLICT DO NOTHING",
                 self.table("observed_texts")
             ),
@@ -365,7 +374,7 @@ impl Store {
         .map_err(|e| EvidenceError::read(&e))?;
         c.execute(
             &format!(
-                "INSERT INTO {} (taken_at, database, hash, calls) \
+                "/* ddlgate evidence */ INSERT INTO {} (taken_at, database, hash, calls) \
                  SELECT now(), * FROM unnest($1::text[], $2::int8[], $3::int8[]) ON CONFLICT DO NOTHING",
                 self.table("observed_calls")
             ),
@@ -385,7 +394,7 @@ impl Store {
     ) -> Result<Vec<(i64, String, i64)>, EvidenceError> {
         Ok(c.query(
             &format!(
-                "SELECT t.hash, t.query, sum(o.calls)::int8 FROM {calls} o \
+                "/* ddlgate evidence */ SELECT t.hash, t.query, sum(o.calls)::int8 FROM {calls} o \
                      JOIN {texts} t ON t.database = o.database AND t.hash = o.hash \
                      WHERE o.database = current_database() AND o.taken_at > to_timestamp($1) \
                      GROUP BY t.hash, t.query",
@@ -412,7 +421,7 @@ impl Store {
         let calls = c
             .execute(
                 &format!(
-                    "DELETE FROM {t} c WHERE c.taken_at < now() - make_interval(secs => $1) \
+                    "/* ddlgate evidence */ DELETE FROM {t} c WHERE c.taken_at < now() - make_interval(secs => $1) \
                      AND (c.calls IS NULL OR EXISTS (SELECT 1 FROM {t} n WHERE n.dbid = c.dbid \
                        AND n.queryid = c.queryid AND n.userid = c.userid \
                        AND n.toplevel = c.toplevel AND n.taken_at > c.taken_at))",
@@ -425,7 +434,7 @@ impl Store {
         let samples = c
             .execute(
                 &format!(
-                    "DELETE FROM {t} WHERE taken_at < (SELECT max(taken_at) FROM {t} \
+                    "/* ddlgate evidence */ DELETE FROM {t} WHERE taken_at < (SELECT max(taken_at) FROM {t} \
                        WHERE taken_at < now() - make_interval(secs => $1))",
                     t = self.table("samples")
                 ),
@@ -436,7 +445,7 @@ impl Store {
         let observed = c
             .execute(
                 &format!(
-                    "DELETE FROM {calls} WHERE taken_at < now() - make_interval(secs => $1)",
+                    "/* ddlgate evidence */ DELETE FROM {calls} WHERE taken_at < now() - make_interval(secs => $1)",
                     calls = self.table("observed_calls")
                 ),
                 &[&seconds],
@@ -447,7 +456,7 @@ impl Store {
         let texts = c
             .execute(
                 &format!(
-                    "DELETE FROM {texts} t WHERE NOT EXISTS (SELECT 1 FROM {calls} o \
+                    "/* ddlgate evidence */ DELETE FROM {texts} t WHERE NOT EXISTS (SELECT 1 FROM {calls} o \
                        WHERE o.database = t.database AND o.hash = t.hash)",
                     texts = self.table("observed_texts"),
                     calls = self.table("observed_calls")
@@ -462,7 +471,7 @@ impl Store {
     /// Whether the tables exist in the connected database.
     pub(crate) async fn exists(&self, c: &impl GenericClient) -> Result<bool, EvidenceError> {
         Ok(c.query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
+            "/* ddlgate evidence */ SELECT to_regclass($1) IS NOT NULL",
             &[&self.table("samples")],
         )
         .await
@@ -477,14 +486,17 @@ impl Store {
         database: u32,
     ) -> Result<History, EvidenceError> {
         let now: f64 = c
-            .query_one("SELECT extract(epoch FROM now())::float8", &[])
+            .query_one(
+                "/* ddlgate evidence */ SELECT extract(epoch FROM now())::float8",
+                &[],
+            )
             .await
             .map_err(|e| EvidenceError::read(&e))?
             .get(0);
         let samples = c
             .query(
                 &format!(
-                    "SELECT extract(epoch FROM taken_at)::float8 FROM {} ORDER BY taken_at",
+                    "/* ddlgate evidence */ SELECT extract(epoch FROM taken_at)::float8 FROM {} ORDER BY taken_at",
                     self.table("samples")
                 ),
                 &[],
@@ -497,7 +509,7 @@ impl Store {
         let texts = c
             .query(
                 &format!(
-                    "SELECT userid, dbid, queryid, toplevel, query FROM {} WHERE dbid = $1",
+                    "/* ddlgate evidence */ SELECT userid, dbid, queryid, toplevel, query FROM {} WHERE dbid = $1",
                     self.table("texts")
                 ),
                 &[&database],
@@ -529,7 +541,7 @@ impl Store {
         let rows = c
             .query(
                 &format!(
-                    "SELECT userid, dbid, queryid, toplevel, extract(epoch FROM taken_at)::float8, \
+                    "/* ddlgate evidence */ SELECT userid, dbid, queryid, toplevel, extract(epoch FROM taken_at)::float8, \
                        calls FROM {} WHERE dbid = ANY($1) AND queryid = ANY($2) ORDER BY taken_at",
                     self.table("calls")
                 ),
@@ -545,7 +557,7 @@ impl Store {
         Ok(out)
     }
 
-    /// `database`'s statements whose count changed after `since`.
+    /// `database`'s statements whose count changed after `since`, ddlgate's own left out.
     pub(crate) async fn active_since(
         &self,
         c: &impl GenericClient,
@@ -554,11 +566,20 @@ impl Store {
     ) -> Result<Vec<Key>, EvidenceError> {
         Ok(c.query(
             &format!(
-                "SELECT DISTINCT userid, dbid, queryid, toplevel FROM {} \
-                     WHERE dbid = $1 AND taken_at > to_timestamp($2) AND calls IS NOT NULL",
-                self.table("calls")
+                "{OWN_MARK} SELECT DISTINCT c.userid, c.dbid, c.queryid, c.toplevel FROM {calls} c \
+                 LEFT JOIN {texts} t ON t.dbid = c.dbid AND t.queryid = c.queryid \
+                   AND t.userid = c.userid AND t.toplevel = c.toplevel \
+                 WHERE c.dbid = $1 AND c.taken_at > to_timestamp($2) AND c.calls IS NOT NULL \
+                   AND coalesce(left(t.query, $3), '') <> $4",
+                calls = self.table("calls"),
+                texts = self.table("texts"),
             ),
-            &[&database, &since],
+            &[
+                &database,
+                &since,
+                &i32::try_from(OWN_MARK.len()).unwrap_or(i32::MAX),
+                &OWN_MARK,
+            ],
         )
         .await
         .map_err(|e| EvidenceError::read(&e))?
