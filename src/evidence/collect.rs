@@ -117,7 +117,7 @@ async fn sample_once(
         return Ok(0);
     };
     if previous.is_none() {
-        *previous = Some(sampling.store.latest(&*c).await?);
+        *previous = Some(sampling.store.latest(&*c, None).await?);
     }
     let Some(counts) = previous.as_mut() else {
         return Ok(0);

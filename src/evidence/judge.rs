@@ -229,7 +229,7 @@ async fn tracked(
         .into_iter()
         .collect();
     if let Some(now) = live {
-        let last = store.latest(tx).await?;
+        let last = store.latest(tx, Some(database)).await?;
         let own: HashSet<Key> = texts
             .iter()
             .filter(|(_, text)| text.starts_with(super::OWN_MARK))

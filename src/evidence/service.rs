@@ -152,14 +152,7 @@ async fn answer(
 ) -> Result<Vec<Found>, EvidenceError> {
     if connection.as_ref().is_none_or(|(c, _)| c.is_closed()) {
         let client = sampling.database.connect().await?;
-        let name: String = client
-            .query_one(
-                "/* ddlgate evidence */ SELECT current_database()::text",
-                &[],
-            )
-            .await
-            .map_err(|e| EvidenceError::read(&e))?
-            .get(0);
+        let name = super::store::current_database(&client).await?;
         *connection = Some((client, name));
     }
     let Some((client, database)) = connection.as_mut() else {

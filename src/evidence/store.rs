@@ -52,14 +52,7 @@ impl Source {
             .await
             .map_err(|e| EvidenceError::read(&e))?;
         let Some(row) = row else {
-            let db: String = c
-                .query_one(
-                    "/* ddlgate evidence */ SELECT current_database()::text",
-                    &[],
-                )
-                .await
-                .map_err(|e| EvidenceError::read(&e))?
-                .get(0);
+            let db = current_database(c).await?;
             return Err(EvidenceError::NoExtension(format!(
                 "pg_stat_statements is not installed in database {db:?} (CREATE EXTENSION pg_stat_statements, with the library in shared_preload_libraries)"
             )));
@@ -117,6 +110,17 @@ impl Source {
             .filter_map(|r| Some((key(r), r.get::<_, Option<String>>(4)?)))
             .collect())
     }
+}
+
+/// The name of the connected database.
+pub(crate) async fn current_database(c: &impl GenericClient) -> Result<String, EvidenceError> {
+    Ok(c.query_one(
+        "/* ddlgate evidence */ SELECT current_database()::text",
+        &[],
+    )
+    .await
+    .map_err(|e| EvidenceError::read(&e))?
+    .get(0))
 }
 
 /// "must be loaded via `shared_preload_libraries`" read as what it means here.
@@ -233,18 +237,21 @@ impl Store {
 
     /// Each statement's latest count, to continue sampling from (a restarted collector must
     /// not take every statement for new).
+    /// (`database`: only that database's statements, as a judgement needs.)
     pub(crate) async fn latest(
         &self,
         c: &impl GenericClient,
+        database: Option<u32>,
     ) -> Result<HashMap<Key, i64>, EvidenceError> {
         let rows = c
             .query(
                 &format!(
                     "/* ddlgate evidence */ SELECT DISTINCT ON (dbid, queryid, userid, toplevel) userid, dbid, queryid, \
-                       toplevel, calls FROM {} ORDER BY dbid, queryid, userid, toplevel, taken_at DESC",
+                       toplevel, calls FROM {} WHERE $1::oid IS NULL OR dbid = $1 \
+                     ORDER BY dbid, queryid, userid, toplevel, taken_at DESC",
                     self.table("calls")
                 ),
-                &[],
+                &[&database],
             )
             .await
             .map_err(|e| EvidenceError::read(&e))?;

@@ -6,7 +6,6 @@
 //! it once nothing used it.
 //! A short window (4 s) and interval (1 s) stand in for the defaults (24 h, 5 min).
 
-use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -93,13 +92,8 @@ fn evidence(output: &str) -> String {
 async fn explain_names_the_statements_that_used_a_column_and_finds_none_once_they_stopped() {
     let pg = PgServer::start_with(&["shared_preload_libraries = 'pg_stat_statements'"]);
     run_direct(&pg, SETUP).await;
-    let mut policy = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        policy,
-        "[evidence]\nwindow = \"{WINDOW_SECS}s\"\nmin_observation = \"{WINDOW_SECS}s\"\n"
-    )
-    .unwrap();
-    let policy = policy.path().to_owned();
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = short_window_policy(policy_dir.path());
     let _proxy = TestProxy::start_with(&pg, |o| {
         o.evidence_dsn = Some(pg.conn_str(SUPERUSER));
         o.evidence_interval = Some("1s".into());
@@ -230,6 +224,17 @@ async fn explain_names_the_statements_that_used_a_column_and_finds_none_once_the
     assert_eq!(code, 0, "{out}");
 }
 
+/// A policy file in `dir` with the tests' short evidence window.
+fn short_window_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[evidence]\nwindow = \"{WINDOW_SECS}s\"\nmin_observation = \"{WINDOW_SECS}s\"\n"),
+    )
+    .unwrap();
+    policy
+}
+
 /// Waits until ddlgate's samples in `pg` span more than the window.
 async fn wait_for_a_window_of_samples(pg: &PgServer) {
     let client = pg.connect(SUPERUSER).await;
@@ -283,12 +288,7 @@ async fn the_proxy_refuses_a_used_column_naming_its_statements_and_allows_it_onc
     let pg = PgServer::start_with(&["shared_preload_libraries = 'pg_stat_statements'"]);
     run_direct(&pg, SETUP).await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!("[evidence]\nwindow = \"{WINDOW_SECS}s\"\nmin_observation = \"{WINDOW_SECS}s\"\n"),
-    )
-    .unwrap();
+    let policy = short_window_policy(dir.path());
     let log = dir.path().join("audit.jsonl");
     let proxy = TestProxy::start_with(&pg, |o| {
         o.evidence_dsn = Some(pg.conn_str(SUPERUSER));
@@ -415,12 +415,7 @@ async fn statements_observed_through_ddlgate_are_evidence_too() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!("[evidence]\nwindow = \"{WINDOW_SECS}s\"\nmin_observation = \"{WINDOW_SECS}s\"\n"),
-    )
-    .unwrap();
+    let policy = short_window_policy(dir.path());
     let proxy = TestProxy::start_with(&pg, |o| {
         o.evidence_dsn = Some(pg.conn_str(SUPERUSER));
         o.evidence_interval = Some("1s".into());
