@@ -120,6 +120,16 @@ pub struct ServeOptions {
     #[arg(long, env = "DDLGATE_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
 
+    /// Run the threads serving sessions under Linux's SCHED_BATCH: woken by a client or the
+    /// server, they do not preempt it just before it blocks [default: true]
+    #[allow(
+        clippy::doc_markdown,
+        reason = "clap shows this text in --help as it is"
+    )]
+    #[arg(long, env = "DDLGATE_SCHED_BATCH", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sched_batch: Option<bool>,
+
     /// Policy file (TOML); SIGHUP reloads it [default: the built-in policy, same as
     /// policies/default.toml]
     #[arg(long, env = "DDLGATE_POLICY", value_name = "FILE")]
@@ -260,6 +270,7 @@ impl ServeOptions {
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             tcp_keepalive: self.tcp_keepalive.or(lower.tcp_keepalive),
             worker_threads: self.worker_threads.or(lower.worker_threads),
+            sched_batch: self.sched_batch.or(lower.sched_batch),
             policy: self.policy.or(lower.policy),
             audit_log: self.audit_log.or(lower.audit_log),
             metrics_listen: self.metrics_listen.or(lower.metrics_listen),
@@ -491,6 +502,8 @@ pub struct ServeConfig {
     pub tcp_keepalive: Option<Duration>,
     /// Worker threads (each a single-threaded runtime owning its sessions).
     pub worker_threads: usize,
+    /// Whether the serving threads run under `SCHED_BATCH` (`proxy::sched`).
+    pub sched_batch: bool,
     /// The policy in force, reloadable.
     pub policy: Arc<PolicyStore>,
     /// The audit trail, if any.
@@ -549,6 +562,7 @@ impl ServeConfig {
                 d(self.tcp_keepalive.unwrap_or(Duration::ZERO)),
             ),
             ("worker_threads", self.worker_threads.to_string()),
+            ("sched_batch", self.sched_batch.to_string()),
             ("policy", q(&self.policy.describe())),
             (
                 "metrics_listen",
@@ -611,6 +625,7 @@ impl fmt::Debug for ServeConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("worker_threads", &self.worker_threads)
+            .field("sched_batch", &self.sched_batch)
             .field("policy", &self.policy.describe())
             .field("audit", &self.audit)
             .field("metrics_listen", &self.metrics_listen)
@@ -735,6 +750,7 @@ impl ServeConfig {
                 Some(n) => n,
                 None => default_worker_threads(),
             },
+            sched_batch: opts.sched_batch.unwrap_or(true),
             policy,
             audit,
             metrics_listen,

@@ -48,6 +48,7 @@ pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod request;
 pub(crate) mod routines;
+pub(crate) mod sched;
 pub(crate) mod session;
 pub(crate) mod sql;
 pub(crate) mod state;
@@ -236,7 +237,12 @@ impl Server {
         let sessions = Arc::new(Semaphore::new(self.config.max_connections));
         let over_limit = Arc::new(Semaphore::new(OVER_LIMIT_SLOTS));
         let tracker = TaskTracker::new();
-        let workers = match Workers::start(self.config.worker_threads, &shared, &tracker) {
+        let workers = match Workers::start(
+            self.config.worker_threads,
+            self.config.sched_batch,
+            &shared,
+            &tracker,
+        ) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start worker threads");
@@ -249,6 +255,7 @@ impl Server {
             tls = self.config.client_tls.is_some(),
             upstream_tls = %self.config.upstream_tls_mode,
             workers = self.config.worker_threads,
+            sched_batch = self.config.sched_batch,
             "ddlgate is accepting connections"
         );
         loop {

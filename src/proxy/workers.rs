@@ -63,10 +63,12 @@ impl Drop for LoadGuard {
 }
 
 impl Workers {
-    /// Starts `count` worker threads. Each tracks its sessions in `tracker` and, once no more
-    /// connections come, waits until the tracker is closed and empty before it exits.
+    /// Starts `count` worker threads, each with its lane thread, under `SCHED_BATCH` when
+    /// `batch` is set ([`super::sched`]). Each tracks its sessions in `tracker` and, once no
+    /// more connections come, waits until the tracker is closed and empty before it exits.
     pub(crate) fn start(
         count: usize,
+        batch: bool,
         shared: &Arc<Shared>,
         tracker: &TaskTracker,
     ) -> io::Result<Self> {
@@ -75,7 +77,7 @@ impl Workers {
         for index in 0..count.max(1) {
             let (jobs, mut inbox) = mpsc::unbounded_channel::<Job>();
             let load = Arc::new(AtomicUsize::new(0));
-            let lane = session::lane::start(index, &shared.phase)?;
+            let lane = session::lane::start(index, &shared.phase, batch)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -88,6 +90,7 @@ impl Workers {
                 // Sessions analyse statements on this thread.
                 .stack_size(crate::analysis::STACK_SIZE)
                 .spawn(move || {
+                    super::sched::serving_thread(batch);
                     runtime.block_on(
                         async move {
                             while let Some(job) = inbox.recv().await {

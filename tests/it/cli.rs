@@ -310,3 +310,49 @@ fn check_config_checks_that_the_audit_log_is_writable() {
     assert!(!fine.exists(), "nothing is created by a check");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `sched_batch` is on unless the file, the environment or the flag turns it off.
+#[test]
+fn sched_batch_is_on_by_default_and_each_source_turns_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ddlgate.toml");
+    std::fs::write(&path, "upstream = \"db:5432\"\nsched_batch = false\n").unwrap();
+    let file = path.to_str().unwrap();
+    for (args, env, want) in [
+        (
+            &["serve", "--upstream", "db:5432", "--check-config"][..],
+            &[][..],
+            "true",
+        ),
+        (
+            &["serve", "--config", file, "--check-config"][..],
+            &[][..],
+            "false",
+        ),
+        (
+            &["serve", "--upstream", "db:5432", "--check-config"][..],
+            &[("DDLGATE_SCHED_BATCH", "false")][..],
+            "false",
+        ),
+        (
+            &[
+                "serve",
+                "--upstream",
+                "db:5432",
+                "--sched-batch",
+                "false",
+                "--check-config",
+            ][..],
+            &[][..],
+            "false",
+        ),
+    ] {
+        let o = ddlgate(args, env);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains(&format!("sched_batch = {want}\n")),
+            "{args:?} {env:?}: {out}"
+        );
+    }
+}

@@ -392,3 +392,62 @@ async fn ends_of_either_side_on_the_lane_are_passed_on_and_audited() {
     );
     lane_sessions_become(metrics, 0).await;
 }
+
+/// The scheduling policy of each of `pid`'s threads, by thread name (`/proc/PID/task/*/stat`,
+/// field 41; 0 is SCHED_OTHER, 3 SCHED_BATCH).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push((comm.trim().to_owned(), policy));
+    }
+    out
+}
+
+/// The threads that serve sessions (each worker and its lane) run under SCHED_BATCH, so a
+/// woken proxy does not preempt the client or server that is about to block for its answer
+/// (src/proxy/sched.rs); the acceptor and the rest keep their policy; `--sched-batch false`
+/// (or `DDLGATE_SCHED_BATCH=false`, `sched_batch = false`) keeps the default everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_run_under_sched_batch_unless_turned_off() {
+    const BATCH: u32 = 3;
+    let pg = PgServer::shared();
+    let serving =
+        |name: &str| name.starts_with("ddlgate-worker") || name.starts_with("ddlgate-lane");
+    for (args, want_batch) in [
+        (&["--worker-threads", "2"][..], true),
+        (
+            &["--worker-threads", "2", "--sched-batch", "false"][..],
+            false,
+        ),
+    ] {
+        let gate = crate::support::binary::Binary::serve(pg, args).await;
+        // A session served end to end, so every serving thread has been running.
+        let (mut w, _) = Wire::startup(&gate.addr, TRUST.name, "app").await;
+        w.send(&wire::query("SELECT 1")).await;
+        w.until_ready().await;
+        let threads = thread_policies(gate.pid());
+        let serving_threads: Vec<_> = threads.iter().filter(|(n, _)| serving(n)).collect();
+        assert_eq!(serving_threads.len(), 4, "{threads:?}");
+        for (name, policy) in &threads {
+            let batch = *policy == BATCH;
+            if serving(name) {
+                assert_eq!(
+                    batch, want_batch,
+                    "{name} under policy {policy}: {threads:?}"
+                );
+            } else {
+                assert!(!batch, "{name} should keep its policy: {threads:?}");
+            }
+        }
+        drop(w);
+    }
+}

@@ -129,8 +129,8 @@ impl Wake for PhaseWake {
     }
 }
 
-/// Starts the lane thread of worker `index`.
-pub(crate) fn start(index: usize, phase: &Arc<Phase>) -> io::Result<Handle> {
+/// Starts the lane thread of worker `index`, under `SCHED_BATCH` when `batch` is set.
+pub(crate) fn start(index: usize, phase: &Arc<Phase>, batch: bool) -> io::Result<Handle> {
     let poll = Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
     let (arrivals, inbox) = mpsc::channel();
@@ -145,6 +145,7 @@ pub(crate) fn start(index: usize, phase: &Arc<Phase>) -> io::Result<Handle> {
         // Sessions review statements here too.
         .stack_size(crate::analysis::STACK_SIZE)
         .spawn(move || {
+            super::super::sched::serving_thread(batch);
             let _entered = span.enter();
             let mut lane = Lane {
                 poll,
