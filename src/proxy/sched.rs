@@ -7,9 +7,10 @@
 //! in to reach its `recv`: two context switches per message that buy nothing. `SCHED_BATCH`
 //! is the same fair scheduling (same share of CPU, same nice value) without that wake-up
 //! preemption, so the thread runs when the peer blocks, usually with more work waiting.
-//! Measured with `benches/pgbench.py`'s cells on the 2-core machine where pgbench, PostgreSQL
-//! and the proxy share the cores: 6–13 % less CPU per transaction at 8 clients and more
-//! throughput, no change at 32 (see the README's performance section).
+//! Measured on the 2-core machine where pgbench, PostgreSQL and the proxy share the cores, the
+//! same build with and without it in alternated rounds: 3–13 % less CPU per transaction at 1
+//! and 8 clients and more throughput at 8, little change at 32 (the README's performance
+//! section has the numbers and the commands).
 //!
 //! The cost is on a machine whose cores are all busy with work that does not block: a woken
 //! serving thread waits for the running task's turn to end (at most one scheduler slice, a few
