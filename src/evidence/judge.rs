@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use super::own_sql;
 use super::store::{Source, Store};
 use super::window::{self, Sample};
 use super::{EvidenceError, Key};
@@ -68,7 +69,7 @@ pub(crate) async fn judge(
     }
     let database: u32 = tx
         .query_one(
-            "/* ddlgate evidence */ SELECT oid FROM pg_database WHERE datname = current_database()",
+            own_sql!("SELECT oid FROM pg_database WHERE datname = current_database()"),
             &[],
         )
         .await
@@ -299,11 +300,13 @@ async fn resolve(
 ) -> Result<Option<(Target, u32, i32)>, EvidenceError> {
     let row = tx
         .query_opt(
-            "/* ddlgate evidence */ SELECT c.oid, n.nspname::text, c.relname::text, a.attnum::int4 \
+            own_sql!(
+                "SELECT c.oid, n.nspname::text, c.relname::text, a.attnum::int4 \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 \
                AND a.attnum > 0 AND NOT a.attisdropped \
-             WHERE c.oid = to_regclass($1)",
+             WHERE c.oid = to_regclass($1)"
+            ),
             &[&name.to_string(), &column],
         )
         .await
@@ -341,10 +344,10 @@ async fn surroundings(
     if let Some(column) = &target.column {
         around.same_column = pairs(
             tx.query(
-                "/* ddlgate evidence */ SELECT n.nspname::text, c.relname::text FROM pg_attribute a \
+                own_sql!("SELECT n.nspname::text, c.relname::text FROM pg_attribute a \
                  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE a.attname = $1 AND a.attnum > 0 AND NOT a.attisdropped AND c.oid <> $2 \
-                   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+                   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"),
                 &[column, &oid],
             )
             .await
@@ -354,7 +357,8 @@ async fn surroundings(
     // Views reading the column (or the table), then views reading those views.
     around.views = pairs(
         tx.query(
-            "/* ddlgate evidence */ WITH RECURSIVE v(oid) AS ( \
+            own_sql!(
+                "WITH RECURSIVE v(oid) AS ( \
                SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
                WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
                  AND d.refobjid = $1 AND ($2 = 0 OR d.refobjsubid = $2) AND r.ev_class <> $1 \
@@ -363,7 +367,8 @@ async fn surroundings(
                  AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
                JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> v.oid) \
              SELECT n.nspname::text, c.relname::text FROM v JOIN pg_class c ON c.oid = v.oid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace",
+             JOIN pg_namespace n ON n.oid = c.relnamespace"
+            ),
             &[&oid, &attnum],
         )
         .await
@@ -372,10 +377,12 @@ async fn surroundings(
     // Routines: SQL-standard bodies (PostgreSQL 14+) record what they use in pg_depend.
     let mut routines = pairs(
         tx.query(
-            "/* ddlgate evidence */ SELECT DISTINCT n.nspname::text, p.proname::text FROM pg_depend d \
+            own_sql!(
+                "SELECT DISTINCT n.nspname::text, p.proname::text FROM pg_depend d \
              JOIN pg_proc p ON p.oid = d.objid JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass \
-               AND d.refobjid = $1 AND ($2 = 0 OR d.refobjsubid = $2)",
+               AND d.refobjid = $1 AND ($2 = 0 OR d.refobjsubid = $2)"
+            ),
             &[&oid, &attnum],
         )
         .await
@@ -386,13 +393,15 @@ async fn surroundings(
     names.extend(around.views.iter().map(|(_, v)| v.to_lowercase()));
     let rows = tx
         .query(
-            "/* ddlgate evidence */ SELECT n.nspname::text, p.proname::text, pg_get_functiondef(p.oid), p.prosrc, \
+            own_sql!(
+                "SELECT n.nspname::text, p.proname::text, pg_get_functiondef(p.oid), p.prosrc, \
                l.lanname::text \
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
              JOIN pg_language l ON l.oid = p.prolang \
              WHERE p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql') \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND EXISTS (SELECT 1 FROM unnest($1::text[]) m WHERE strpos(lower(p.prosrc), m) > 0)",
+               AND EXISTS (SELECT 1 FROM unnest($1::text[]) m WHERE strpos(lower(p.prosrc), m) > 0)"
+            ),
             &[&names],
         )
         .await

@@ -35,7 +35,24 @@ pub(crate) mod window;
 /// What every statement of ddlgate's own evidence work starts with, so that
 /// `pg_stat_statements` shows them as ddlgate's and the "tracked statements" of a judgement
 /// leave them out.
-pub(crate) const OWN_MARK: &str = "/* ddlgate evidence */";
+pub(crate) const OWN_MARK: &str = own_mark!();
+
+/// The literal of [`OWN_MARK`], for [`own_sql`].
+macro_rules! own_mark {
+    () => {
+        "/* ddlgate evidence */"
+    };
+}
+use own_mark;
+
+/// A statement literal of ddlgate's evidence work, [`OWN_MARK`] in front (statements built with
+/// `format!` start with `{OWN_MARK}` instead).
+macro_rules! own_sql {
+    ($sql:literal) => {
+        concat!($crate::evidence::own_mark!(), " ", $sql)
+    };
+}
+pub(crate) use own_sql;
 
 /// Why evidence could not be gathered or read.
 #[derive(Debug, thiserror::Error)]

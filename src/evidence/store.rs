@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 
 use super::window::Sample;
-use super::{EvidenceError, Key, OWN_MARK};
+use super::{EvidenceError, Key, OWN_MARK, own_sql};
 
 /// ddlgate's evidence tables in one schema.
 #[derive(Debug, Clone)]
@@ -42,11 +42,13 @@ impl Source {
     pub(crate) async fn find(c: &impl GenericClient) -> Result<Self, EvidenceError> {
         let row = c
             .query_opt(
-                "/* ddlgate evidence */ SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_attribute a \
+                own_sql!(
+                    "SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_attribute a \
                    WHERE a.attrelid = (quote_ident(n.nspname) || '.pg_stat_statements')::regclass \
                      AND a.attname = 'toplevel') \
                  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
-                 WHERE e.extname = 'pg_stat_statements'",
+                 WHERE e.extname = 'pg_stat_statements'"
+                ),
                 &[],
             )
             .await
@@ -67,7 +69,7 @@ impl Source {
     fn function(&self, texts: bool) -> String {
         let toplevel = if self.toplevel { "toplevel" } else { "true" };
         format!(
-            "/* ddlgate evidence */ SELECT userid, dbid, queryid, {toplevel}, {} FROM {}.pg_stat_statements({texts}) \
+            "{OWN_MARK} SELECT userid, dbid, queryid, {toplevel}, {} FROM {}.pg_stat_statements({texts}) \
              WHERE queryid IS NOT NULL",
             if texts { "query" } else { "calls" },
             self.schema
@@ -114,13 +116,12 @@ impl Source {
 
 /// The name of the connected database.
 pub(crate) async fn current_database(c: &impl GenericClient) -> Result<String, EvidenceError> {
-    Ok(c.query_one(
-        "/* ddlgate evidence */ SELECT current_database()::text",
-        &[],
+    Ok(
+        c.query_one(own_sql!("SELECT current_database()::text"), &[])
+            .await
+            .map_err(|e| EvidenceError::read(&e))?
+            .get(0),
     )
-    .await
-    .map_err(|e| EvidenceError::read(&e))?
-    .get(0))
 }
 
 /// "must be loaded via `shared_preload_libraries`" read as what it means here.
@@ -197,7 +198,7 @@ impl Store {
     pub(crate) async fn prepare(&self, c: &impl GenericClient) -> Result<(), EvidenceError> {
         let exists: bool = c
             .query_one(
-                "/* ddlgate evidence */ SELECT to_regnamespace($1) IS NOT NULL",
+                own_sql!("SELECT to_regnamespace($1) IS NOT NULL"),
                 &[&self.quoted],
             )
             .await
@@ -205,24 +206,24 @@ impl Store {
             .get(0);
         if !exists {
             c.batch_execute(&format!(
-                "/* ddlgate evidence */ CREATE SCHEMA IF NOT EXISTS {}",
+                "{OWN_MARK} CREATE SCHEMA IF NOT EXISTS {}",
                 self.quoted
             ))
             .await
             .map_err(|e| EvidenceError::read(&e))?;
         }
         c.batch_execute(&format!(
-            "/* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {samples} (taken_at timestamptz PRIMARY KEY, \
+            "{OWN_MARK} CREATE TABLE IF NOT EXISTS {samples} (taken_at timestamptz PRIMARY KEY, \
                statements integer NOT NULL); \
-             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {calls} (taken_at timestamptz NOT NULL, dbid oid NOT NULL, \
+             {OWN_MARK} CREATE TABLE IF NOT EXISTS {calls} (taken_at timestamptz NOT NULL, dbid oid NOT NULL, \
                userid oid NOT NULL, queryid bigint NOT NULL, toplevel boolean NOT NULL, calls bigint, \
                PRIMARY KEY (dbid, queryid, userid, toplevel, taken_at)); \
-             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {texts} (dbid oid NOT NULL, userid oid NOT NULL, \
+             {OWN_MARK} CREATE TABLE IF NOT EXISTS {texts} (dbid oid NOT NULL, userid oid NOT NULL, \
                queryid bigint NOT NULL, toplevel boolean NOT NULL, query text NOT NULL, \
                PRIMARY KEY (dbid, queryid, userid, toplevel)); \
-             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {observed_texts} (database text NOT NULL, hash bigint NOT NULL, \
+             {OWN_MARK} CREATE TABLE IF NOT EXISTS {observed_texts} (database text NOT NULL, hash bigint NOT NULL, \
                query text NOT NULL, PRIMARY KEY (database, hash)); \
-             /* ddlgate evidence */ CREATE TABLE IF NOT EXISTS {observed_calls} (taken_at timestamptz NOT NULL, \
+             {OWN_MARK} CREATE TABLE IF NOT EXISTS {observed_calls} (taken_at timestamptz NOT NULL, \
                database text NOT NULL, hash bigint NOT NULL, calls bigint NOT NULL, \
                PRIMARY KEY (database, hash, taken_at))",
             samples = self.table("samples"),
@@ -246,7 +247,7 @@ impl Store {
         let rows = c
             .query(
                 &format!(
-                    "/* ddlgate evidence */ SELECT DISTINCT ON (dbid, queryid, userid, toplevel) userid, dbid, queryid, \
+                    "{OWN_MARK} SELECT DISTINCT ON (dbid, queryid, userid, toplevel) userid, dbid, queryid, \
                        toplevel, calls FROM {} WHERE $1::oid IS NULL OR dbid = $1 \
                      ORDER BY dbid, queryid, userid, toplevel, taken_at DESC",
                     self.table("calls")
@@ -294,7 +295,7 @@ impl Store {
         let calls: Vec<Option<i64>> = changed.iter().map(|(_, n)| *n).collect();
         tx.execute(
             &format!(
-                "/* ddlgate evidence */ INSERT INTO {} (taken_at, dbid, userid, queryid, toplevel, calls) \
+                "{OWN_MARK} INSERT INTO {} (taken_at, dbid, userid, queryid, toplevel, calls) \
                  SELECT now(), * FROM unnest($1::oid[], $2::oid[], $3::int8[], $4::bool[], $5::int8[]) \
                  ON CONFLICT DO NOTHING",
                 self.table("calls")
@@ -319,7 +320,7 @@ impl Store {
             let query: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
             tx.execute(
                 &format!(
-                    "/* ddlgate evidence */ INSERT INTO {} (dbid, userid, queryid, toplevel, query) \
+                    "{OWN_MARK} INSERT INTO {} (dbid, userid, queryid, toplevel, query) \
                      SELECT * FROM unnest($1::oid[], $2::oid[], $3::int8[], $4::bool[], $5::text[]) \
                      ON CONFLICT DO NOTHING",
                     self.table("texts")
@@ -332,7 +333,7 @@ impl Store {
         let statements = i32::try_from(counts.len()).unwrap_or(i32::MAX);
         tx.execute(
             &format!(
-                "/* ddlgate evidence */ INSERT INTO {} (taken_at, statements) VALUES (now(), $1) ON CONFLICT DO NOTHING",
+                "{OWN_MARK} INSERT INTO {} (taken_at, statements) VALUES (now(), $1) ON CONFLICT DO NOTHING",
                 self.table("samples")
             ),
             &[&statements],
@@ -371,7 +372,7 @@ impl Store {
         let texts: Vec<&str> = new.iter().filter_map(|o| o.text.as_deref()).collect();
         c.execute(
             &format!(
-                "/* ddlgate evidence */ INSERT INTO {} (database, hash, query) \
+                "{OWN_MARK} INSERT INTO {} (database, hash, query) \
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]) ON CONFLICT DO NOTHING",
                 self.table("observed_texts")
             ),
@@ -381,7 +382,7 @@ impl Store {
         .map_err(|e| EvidenceError::read(&e))?;
         c.execute(
             &format!(
-                "/* ddlgate evidence */ INSERT INTO {} (taken_at, database, hash, calls) \
+                "{OWN_MARK} INSERT INTO {} (taken_at, database, hash, calls) \
                  SELECT now(), * FROM unnest($1::text[], $2::int8[], $3::int8[]) ON CONFLICT DO NOTHING",
                 self.table("observed_calls")
             ),
@@ -401,7 +402,7 @@ impl Store {
     ) -> Result<Vec<(i64, String, i64)>, EvidenceError> {
         Ok(c.query(
             &format!(
-                "/* ddlgate evidence */ SELECT t.hash, t.query, sum(o.calls)::int8 FROM {calls} o \
+                "{OWN_MARK} SELECT t.hash, t.query, sum(o.calls)::int8 FROM {calls} o \
                      JOIN {texts} t ON t.database = o.database AND t.hash = o.hash \
                      WHERE o.database = current_database() AND o.taken_at > to_timestamp($1) \
                      GROUP BY t.hash, t.query",
@@ -428,7 +429,7 @@ impl Store {
         let calls = c
             .execute(
                 &format!(
-                    "/* ddlgate evidence */ DELETE FROM {t} c WHERE c.taken_at < now() - make_interval(secs => $1) \
+                    "{OWN_MARK} DELETE FROM {t} c WHERE c.taken_at < now() - make_interval(secs => $1) \
                      AND (c.calls IS NULL OR EXISTS (SELECT 1 FROM {t} n WHERE n.dbid = c.dbid \
                        AND n.queryid = c.queryid AND n.userid = c.userid \
                        AND n.toplevel = c.toplevel AND n.taken_at > c.taken_at))",
@@ -441,7 +442,7 @@ impl Store {
         let samples = c
             .execute(
                 &format!(
-                    "/* ddlgate evidence */ DELETE FROM {t} WHERE taken_at < (SELECT max(taken_at) FROM {t} \
+                    "{OWN_MARK} DELETE FROM {t} WHERE taken_at < (SELECT max(taken_at) FROM {t} \
                        WHERE taken_at < now() - make_interval(secs => $1))",
                     t = self.table("samples")
                 ),
@@ -452,7 +453,7 @@ impl Store {
         let observed = c
             .execute(
                 &format!(
-                    "/* ddlgate evidence */ DELETE FROM {calls} WHERE taken_at < now() - make_interval(secs => $1)",
+                    "{OWN_MARK} DELETE FROM {calls} WHERE taken_at < now() - make_interval(secs => $1)",
                     calls = self.table("observed_calls")
                 ),
                 &[&seconds],
@@ -463,7 +464,7 @@ impl Store {
         let texts = c
             .execute(
                 &format!(
-                    "/* ddlgate evidence */ DELETE FROM {texts} t WHERE NOT EXISTS (SELECT 1 FROM {calls} o \
+                    "{OWN_MARK} DELETE FROM {texts} t WHERE NOT EXISTS (SELECT 1 FROM {calls} o \
                        WHERE o.database = t.database AND o.hash = t.hash)",
                     texts = self.table("observed_texts"),
                     calls = self.table("observed_calls")
@@ -478,7 +479,7 @@ impl Store {
     /// Whether the tables exist in the connected database.
     pub(crate) async fn exists(&self, c: &impl GenericClient) -> Result<bool, EvidenceError> {
         Ok(c.query_one(
-            "/* ddlgate evidence */ SELECT to_regclass($1) IS NOT NULL",
+            own_sql!("SELECT to_regclass($1) IS NOT NULL"),
             &[&self.table("samples")],
         )
         .await
@@ -493,17 +494,14 @@ impl Store {
         database: u32,
     ) -> Result<History, EvidenceError> {
         let now: f64 = c
-            .query_one(
-                "/* ddlgate evidence */ SELECT extract(epoch FROM now())::float8",
-                &[],
-            )
+            .query_one(own_sql!("SELECT extract(epoch FROM now())::float8"), &[])
             .await
             .map_err(|e| EvidenceError::read(&e))?
             .get(0);
         let samples = c
             .query(
                 &format!(
-                    "/* ddlgate evidence */ SELECT extract(epoch FROM taken_at)::float8 FROM {} ORDER BY taken_at",
+                    "{OWN_MARK} SELECT extract(epoch FROM taken_at)::float8 FROM {} ORDER BY taken_at",
                     self.table("samples")
                 ),
                 &[],
@@ -516,7 +514,7 @@ impl Store {
         let texts = c
             .query(
                 &format!(
-                    "/* ddlgate evidence */ SELECT userid, dbid, queryid, toplevel, query FROM {} WHERE dbid = $1",
+                    "{OWN_MARK} SELECT userid, dbid, queryid, toplevel, query FROM {} WHERE dbid = $1",
                     self.table("texts")
                 ),
                 &[&database],
@@ -548,7 +546,7 @@ impl Store {
         let rows = c
             .query(
                 &format!(
-                    "/* ddlgate evidence */ SELECT userid, dbid, queryid, toplevel, extract(epoch FROM taken_at)::float8, \
+                    "{OWN_MARK} SELECT userid, dbid, queryid, toplevel, extract(epoch FROM taken_at)::float8, \
                        calls FROM {} WHERE dbid = ANY($1) AND queryid = ANY($2) ORDER BY taken_at",
                     self.table("calls")
                 ),
