@@ -299,6 +299,52 @@ async fn large_results_copy_and_pipelines_flow_on_the_lane() {
     assert_eq!(sample(&text, "ddlgate_fast_lane_handovers_total"), 1);
 }
 
+/// The lane counts the bytes it forwards in bulk, once per wake-up: the byte counters still
+/// move by exactly what went each way, and are told before the lane waits again (a scrape
+/// after the answers sees them all).
+#[tokio::test]
+async fn bytes_forwarded_on_the_lane_are_counted_exactly() {
+    let pg = PgServer::shared();
+    let proxy = TestProxy::start_with(pg, |o| {
+        o.metrics_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let metrics = proxy.metrics.unwrap();
+    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
+    for _ in 0..QUIET_REQUESTS {
+        w.send(&wire::query("SELECT 1")).await;
+        assert_eq!(w.until_ready().await.last().unwrap().summary(), "Z:I");
+    }
+    let before = lane_sessions_become(metrics, 1).await;
+    let (mut sent, mut received) = (0, 0);
+    for i in 0..50 {
+        let request = wire::query(&format!("SELECT {i}, repeat('x', {i})"));
+        w.send(&request).await;
+        sent += request.len();
+        let answer = w.until_ready().await;
+        assert_eq!(answer.last().unwrap().summary(), "Z:I");
+        received += answer.iter().map(|m| 5 + m.body.len()).sum::<usize>();
+    }
+    let moved = |text: &str, series: &str| sample(text, series) - sample(&before, series);
+    let started = Instant::now();
+    loop {
+        let (_, text) = get(metrics, "/metrics").await;
+        let counted = (
+            moved(&text, "ddlgate_bytes_in_total"),
+            moved(&text, "ddlgate_bytes_out_total"),
+        );
+        if counted == (sent as i64, received as i64) {
+            assert_eq!(sample(&text, "ddlgate_fast_lane_sessions"), 1, "{text}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "counted (in, out) {counted:?}, forwarded ({sent}, {received})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Shutdown reaches sessions on the lane: an idle one is told why and closed at once.
 #[tokio::test]
 async fn draining_closes_an_idle_session_on_the_lane() {

@@ -40,7 +40,7 @@ pub(crate) struct Job {
     /// The session's review, moved out while the job runs.
     pub review: Review,
     /// The session's engine context, moved out while the job runs.
-    pub ctx: Context,
+    pub ctx: Box<Context>,
     /// The settings in force.
     pub settings: Settings,
     /// A pipeline is open.
@@ -58,7 +58,7 @@ pub(crate) struct Planned {
     /// The session's review.
     pub review: Review,
     /// The session's engine context.
-    pub ctx: Context,
+    pub ctx: Box<Context>,
 }
 
 impl Job {

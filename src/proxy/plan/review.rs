@@ -5,7 +5,11 @@
 //! portals are, and what a forwarded request does to transactions.
 
 use crate::analysis::routines::Routines;
-use std::collections::{HashMap, HashSet};
+/// The session's maps by statement or portal name, which each `Bind` and `Execute` looks up:
+/// foldhash, seeded at random per map and process (the names are the client's), instead of
+/// std's SipHash-1-3, which cost more than the rest of a `Bind`'s review.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use crate::analysis::classify::{ClassifyOptions, TxControl, classify};
 use crate::analysis::parse::{self, Options};

@@ -104,10 +104,10 @@ impl Session {
             self.unsynced = true;
         }
         if forward_to > 0 {
-            self.shared.metrics.bytes_in.increment(forward_to as u64);
-            if self.write_through.on && !self.client_done && self.to_upstream.is_empty() {
+            self.count_bytes_in(forward_to as u64);
+            if self.on_lane.on && !self.client_done && self.to_upstream.is_empty() {
                 // The lane writes these bytes from the buffer itself (see `lane`).
-                self.write_through.len = forward_to;
+                self.on_lane.write_through = forward_to;
             } else {
                 self.queue_client_prefix(forward_to);
             }

@@ -49,7 +49,7 @@ impl Session {
         // The server's last words (administrator shutdown, crash), held back with a governed
         // statement's answer: the client gets them instead of a report of ddlgate's own.
         let held_fatal = match ending {
-            Ending::UpstreamClosed => self.conductor.as_ref().and_then(Conductor::held_fatal),
+            Ending::UpstreamClosed => self.conductor.as_deref().and_then(Conductor::held_fatal),
             _ => None,
         };
         let client_report = match ending {
@@ -151,7 +151,7 @@ impl Session {
         // A program cut short by the close (its client gone after the answer, before the
         // restore) still counts.
         if let Some(conductor) = self.conductor.take() {
-            self.finish_cut_short(conductor, &ending);
+            self.finish_cut_short(*conductor, &ending);
         }
         self.audit_session_end(&ending);
         self.shared.metrics.connections_active.decrement(1.0);

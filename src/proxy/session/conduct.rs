@@ -141,7 +141,7 @@ impl Session {
             self.pipeline_flushed = false;
             if let Some(saved) = self.deferred_restore.take() {
                 if self.state.tx_status == TxStatus::Idle && !self.unsynced {
-                    self.conductor = Some(Conductor::restore(saved, self.span.clone()));
+                    self.conductor = Some(Box::new(Conductor::restore(saved, self.span.clone())));
                     continue;
                 }
                 self.deferred_restore = Some(saved);
@@ -180,7 +180,10 @@ impl Session {
     /// no newer one is shared (see [`routines`]); returns whether it did. Only in a quiet
     /// moment: nothing in flight, no pipeline open, no failed transaction.
     pub(super) fn start_routines_read(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
+        let now = self
+            .on_lane
+            .woke_at
+            .unwrap_or_else(tokio::time::Instant::now);
         let generation = self.shared.routines.generation();
         if now < self.routines_due && generation == self.routines_generation {
             return false;
@@ -205,10 +208,10 @@ impl Session {
             self.routines_due = now + routines::REFRESH;
             return false;
         }
-        self.conductor = Some(Conductor::read_catalog(
+        self.conductor = Some(Box::new(Conductor::read_catalog(
             super::super::sql::routine_definitions().to_owned(),
             self.span.clone(),
-        ));
+        )));
         self.reading_routines = true;
         true
     }
@@ -253,10 +256,10 @@ impl Session {
         if lookups.is_empty() {
             return false;
         }
-        self.conductor = Some(Conductor::read_catalog(
+        self.conductor = Some(Box::new(Conductor::read_catalog(
             catalog::query(&lookups),
             self.span.clone(),
-        ));
+        )));
         self.catalog_read = Some(CatalogRead::Running(lookups));
         true
     }
@@ -401,13 +404,21 @@ impl Session {
                     "The last audit write failed ({} record(s) lost since start); audit_fail_closed is on.",
                     auditor.write_errors()
                 );
-                self.conductor = Some(Conductor::refuse(program, self.span.clone(), &why));
+                self.conductor = Some(Box::new(Conductor::refuse(
+                    program,
+                    self.span.clone(),
+                    &why,
+                )));
             } else {
                 self.cancels_at_program_start = self
                     .registration
                     .as_ref()
                     .map_or(0, Registration::cancel_requests);
-                self.conductor = Some(Conductor::new(program, self.span.clone(), audit.is_some()));
+                self.conductor = Some(Box::new(Conductor::new(
+                    program,
+                    self.span.clone(),
+                    audit.is_some(),
+                )));
             }
         }
     }

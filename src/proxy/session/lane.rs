@@ -104,15 +104,25 @@ pub(super) enum Exit {
     Failed(SessionError),
 }
 
-/// Client bytes forwarded while on the lane: left at the front of the session's buffer by
-/// [`Session::on_client_data`] and written from there by the lane, instead of being split off
-/// into the queue (which costs a reference-counted buffer and a queue entry per request).
+/// What the lane sets in a session while it rides, for the session's own code to use.
 #[derive(Debug, Default)]
-pub(super) struct WriteThrough {
+pub(super) struct OnLane {
     /// The session is on the lane.
     pub(super) on: bool,
-    /// Leading bytes of the client buffer decided and not yet written.
-    pub(super) len: usize,
+    /// Client bytes forwarded: left at the front of the session's buffer by
+    /// [`Session::on_client_data`] and written from there by the lane, instead of being split
+    /// off into the queue (which costs a reference-counted buffer and a queue entry per
+    /// request). How many leading bytes of the client buffer are decided and not yet written.
+    pub(super) write_through: usize,
+    /// When the lane woke for the events it is serving: the session's clock for the time
+    /// being (the routines' refresh, [`Session::start_routines_read`]), instead of a clock
+    /// read per request.
+    pub(super) woke_at: Option<tokio::time::Instant>,
+    /// Bytes forwarded to the server and to the client and not yet counted in the metrics:
+    /// the lane adds them up over its sessions and counts them once per wake-up, instead of
+    /// two shared counter updates per round trip.
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
 }
 
 /// Wakes the lane thread from another thread (shutdown phase changes).
@@ -156,6 +166,7 @@ pub(crate) fn start(index: usize, phase: &Arc<Phase>, batch: bool) -> io::Result
                 ready: Vec::new(),
                 unfinished: Vec::new(),
                 scratch: vec![0; READ_SIZE],
+                tally: Tally::default(),
             };
             lane.run();
             drop(watch);
@@ -264,6 +275,38 @@ struct Lane {
     unfinished: Vec<usize>,
     /// Where reads land before they are appended to a session's buffer.
     scratch: Vec<u8>,
+    /// The bytes its sessions forwarded since the metrics were last told.
+    tally: Tally,
+}
+
+/// Bytes forwarded on the lane, counted in the metrics once per wake-up ([`OnLane`]).
+#[derive(Default)]
+struct Tally {
+    bytes_in: u64,
+    bytes_out: u64,
+    /// The metrics' counters (the same for every session of the proxy), from the first
+    /// session that arrived.
+    counters: Option<(metrics::Counter, metrics::Counter)>,
+}
+
+impl Tally {
+    /// Takes what `session` counted since its last turn.
+    fn take(&mut self, session: &mut Session) {
+        self.bytes_in += std::mem::take(&mut session.on_lane.bytes_in);
+        self.bytes_out += std::mem::take(&mut session.on_lane.bytes_out);
+    }
+
+    /// Tells the metrics.
+    fn report(&mut self) {
+        if let Some((bytes_in, bytes_out)) = &self.counters {
+            if self.bytes_in > 0 {
+                bytes_in.increment(std::mem::take(&mut self.bytes_in));
+            }
+            if self.bytes_out > 0 {
+                bytes_out.increment(std::mem::take(&mut self.bytes_out));
+            }
+        }
+    }
 }
 
 impl Lane {
@@ -271,6 +314,7 @@ impl Lane {
         let mut events = Events::with_capacity(256);
         let mut inbox_open = true;
         loop {
+            self.tally.report();
             // With a session still busy, only look for news before serving it again.
             let timeout = (!self.unfinished.is_empty()).then_some(std::time::Duration::ZERO);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -325,14 +369,17 @@ impl Lane {
                     self.ready.push(slot);
                 }
             }
+            let woke_at = tokio::time::Instant::now();
             while let Some(slot) = self.ready.pop() {
-                self.serve(slot);
+                self.serve(slot, woke_at);
             }
             if !inbox_open && self.free.len() == self.rides.len() {
+                self.tally.report();
                 return;
             }
         }
         self.hand_back_all();
+        self.tally.report();
     }
 
     /// Registers the sessions sent since the last wake-up; false once no task can send more.
@@ -379,8 +426,11 @@ impl Lane {
             send_back(ride, Exit::Needs);
             return;
         }
-        ride.session.write_through.on = true;
+        ride.session.on_lane.on = true;
         let metrics = &ride.session.shared.metrics;
+        if self.tally.counters.is_none() {
+            self.tally.counters = Some((metrics.bytes_in.clone(), metrics.bytes_out.clone()));
+        }
         metrics.fast_lane_handovers.increment(1);
         metrics.fast_lane_sessions.increment(1.0);
         if slot == self.rides.len() {
@@ -415,12 +465,15 @@ impl Lane {
     }
 
     /// Moves one session along as far as its sockets allow, within its turn.
-    fn serve(&mut self, slot: usize) {
+    fn serve(&mut self, slot: usize, woke_at: tokio::time::Instant) {
         let Some(Some(ride)) = self.rides.get_mut(slot) else {
             return;
         };
         ride.queued = false;
-        match ride.step(&mut self.scratch) {
+        ride.session.on_lane.woke_at = Some(woke_at);
+        let step = ride.step(&mut self.scratch);
+        self.tally.take(&mut ride.session);
+        match step {
             Step::Idle => {}
             Step::Unfinished => self.unfinished.push(slot),
             Step::Exit(exit) => self.hand_back(slot, exit),
@@ -529,10 +582,11 @@ impl Ride {
 
 impl Ride {
     /// Writes the client bytes [`Session::on_client_data`] left at the front of the buffer
-    /// ([`WriteThrough`]); what the server's socket does not take now is queued as usual.
+    /// ([`OnLane::write_through`]); what the server's socket does not take now is queued as
+    /// usual.
     fn write_through(&mut self) -> Result<(), Exit> {
         let session = &mut self.session;
-        let decided = std::mem::take(&mut session.write_through.len);
+        let decided = std::mem::take(&mut session.on_lane.write_through);
         if decided == 0 {
             return Ok(());
         }
@@ -561,11 +615,7 @@ impl Ride {
             .map_err(Exit::Failed)?;
         let (whole, partial) = bytes.split_at(done.min(bytes.len()));
         if !whole.is_empty() {
-            session
-                .shared
-                .metrics
-                .bytes_out
-                .increment(whole.len() as u64);
+            session.count_bytes_out(whole.len() as u64);
             let written = write_direct(&mut self.client, whole, &mut self.client_ready)
                 .map_err(|e| Exit::Event(Event::ClientFailed(e)))?;
             if let Some(rest) = whole.get(written..).filter(|rest| !rest.is_empty()) {
@@ -633,8 +683,13 @@ fn send_back(ride: Ride, exit: Exit) {
         back,
         ..
     } = ride;
-    session.write_through.on = false;
-    let decided = std::mem::take(&mut session.write_through.len);
+    session.on_lane.on = false;
+    session.on_lane.woke_at = None;
+    let tally = std::mem::take(&mut session.on_lane.bytes_in);
+    session.count_bytes_in(tally);
+    let tally = std::mem::take(&mut session.on_lane.bytes_out);
+    session.count_bytes_out(tally);
+    let decided = std::mem::take(&mut session.on_lane.write_through);
     if decided > 0 {
         session.queue_client_prefix(decided);
     }
@@ -651,6 +706,25 @@ fn send_back(ride: Ride, exit: Exit) {
 }
 
 impl Session {
+    /// Counts bytes forwarded to the server: on the lane in the session's tally, which the lane
+    /// reports in bulk ([`OnLane`]), elsewhere in the metrics at once.
+    pub(super) fn count_bytes_in(&mut self, n: u64) {
+        if self.on_lane.on {
+            self.on_lane.bytes_in += n;
+        } else if n > 0 {
+            self.shared.metrics.bytes_in.increment(n);
+        }
+    }
+
+    /// Counts bytes forwarded to the client, as [`Self::count_bytes_in`] does.
+    pub(super) fn count_bytes_out(&mut self, n: u64) {
+        if self.on_lane.on {
+            self.on_lane.bytes_out += n;
+        } else if n > 0 {
+            self.shared.metrics.bytes_out.increment(n);
+        }
+    }
+
     /// Whether nothing in the session needs its task: nothing held, planned, governed,
     /// audited or timed, and no end in sight.
     pub(super) fn lane_can_keep(&self) -> bool {

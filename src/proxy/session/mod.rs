@@ -228,7 +228,9 @@ struct Session {
     /// The client's prepared statements and portals that run DDL.
     review: Review,
     /// What the policy engine knows about the session's current transaction.
-    analysis: crate::analysis::Context,
+    /// Boxed, like the conductor: the fast path never touches it, and inline it would spread
+    /// the fields each forwarded message touches over more cache lines.
+    analysis: Box<crate::analysis::Context>,
     /// A request that needs the policy, waiting for the earlier ones to be answered.
     pending: Option<Held>,
     /// The catalog read for the pending request: the names asked about while the read runs,
@@ -246,7 +248,7 @@ struct Session {
     /// database's copy of them is read again.
     routines_changed: bool,
     /// The program running for a held request; while it runs, nothing else goes upstream.
-    conductor: Option<Conductor>,
+    conductor: Option<Box<Conductor>>,
     /// Timeouts to restore once the transaction block a governed request opened has ended.
     deferred_restore: Option<SavedTimeouts>,
     /// Wakes the session when the conductor's pause before a retry ends.
@@ -275,9 +277,8 @@ struct Session {
     quiet_requests: u32,
     /// The quiet requests in a row after which the session moves to the lane (see [`lane`]).
     lane_after: u32,
-    /// On the lane: forwarded client bytes are left at the front of the buffer for the lane
-    /// to write from there ([`lane`]).
-    write_through: lane::WriteThrough,
+    /// What the lane sets while the session rides it ([`lane`]).
+    on_lane: lane::OnLane,
 }
 
 impl Session {
@@ -347,7 +348,7 @@ impl Session {
             span,
             client_first: true,
             review: Review::observing(observing),
-            analysis: crate::analysis::Context::default(),
+            analysis: Box::default(),
             pending: None,
             conductor: None,
             deferred_restore: None,
@@ -368,7 +369,7 @@ impl Session {
             lane: None,
             quiet_requests: 0,
             lane_after: lane::QUIET_REQUESTS_BEFORE_LANE,
-            write_through: lane::WriteThrough::default(),
+            on_lane: lane::OnLane::default(),
         }
     }
 
@@ -566,7 +567,7 @@ impl Session {
                 return Poll::Ready(Event::EvidenceRead(found));
             }
         }
-        if let Some(at) = self.conductor.as_ref().and_then(Conductor::wake_at) {
+        if let Some(at) = self.conductor.as_deref().and_then(Conductor::wake_at) {
             let deadline = Instant::from_std(at);
             let timer = self
                 .retry_timer
@@ -653,7 +654,7 @@ impl Session {
         } = self;
         let done = scan_upstream(backend, state, upstream_buf)?;
         if done > 0 {
-            self.shared.metrics.bytes_out.increment(done as u64);
+            self.count_bytes_out(done as u64);
             let chunk = self.upstream_buf.split_to(done).freeze();
             self.to_client.push(chunk);
         }
