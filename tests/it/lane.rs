@@ -315,7 +315,20 @@ async fn bytes_forwarded_on_the_lane_are_counted_exactly() {
         w.send(&wire::query("SELECT 1")).await;
         assert_eq!(w.until_ready().await.last().unwrap().summary(), "Z:I");
     }
-    let before = lane_sessions_become(metrics, 1).await;
+    lane_sessions_become(metrics, 1).await;
+    // The last quiet answer may reach the client a moment before the lane counts it.
+    let mut before = get(metrics, "/metrics").await.1;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = get(metrics, "/metrics").await.1;
+        let settled = ["ddlgate_bytes_in_total", "ddlgate_bytes_out_total"]
+            .iter()
+            .all(|series| sample(&now, series) == sample(&before, series));
+        before = now;
+        if settled {
+            break;
+        }
+    }
     let (mut sent, mut received) = (0, 0);
     for i in 0..50 {
         let request = wire::query(&format!("SELECT {i}, repeat('x', {i})"));

@@ -28,7 +28,7 @@
 //!
 //! TLS sessions stay on their task (the lane reads raw sockets).
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
@@ -503,13 +503,13 @@ impl Ride {
         let mut reads = 0;
         loop {
             if self.upstream_ready.writable {
-                match self.session.to_upstream.write_now(&mut self.upstream) {
+                match self.session.to_upstream.write_now(&mut Raw(&self.upstream)) {
                     Ok(done) => self.upstream_ready.writable = done,
                     Err(e) => return Step::Exit(Exit::Event(Event::UpstreamFailed(e))),
                 }
             }
             if self.client_ready.writable {
-                match self.session.to_client.write_now(&mut self.client) {
+                match self.session.to_client.write_now(&mut Raw(&self.client)) {
                     Ok(done) => self.client_ready.writable = done,
                     Err(e) => return Step::Exit(Exit::Event(Event::ClientFailed(e))),
                 }
@@ -519,7 +519,7 @@ impl Ride {
             }
             let mut moved = false;
             if self.client_ready.readable && self.session.to_upstream.len() < HIGH_WATER {
-                match read(&mut self.client, scratch, &mut self.client_ready) {
+                match read(&self.client, scratch, &mut self.client_ready) {
                     Ok(None) => {}
                     Ok(Some([])) => {
                         return Step::Exit(Exit::Event(Event::ClientEof));
@@ -543,7 +543,7 @@ impl Ride {
                 && self.session.to_client.len() < HIGH_WATER
                 && (!moved || self.session.lane_can_keep())
             {
-                match read(&mut self.upstream, scratch, &mut self.upstream_ready) {
+                match read(&self.upstream, scratch, &mut self.upstream_ready) {
                     Ok(None) => {}
                     Ok(Some([])) => {
                         return Step::Exit(Exit::Event(Event::UpstreamEof));
@@ -591,7 +591,7 @@ impl Ride {
             return Ok(());
         }
         let bytes = session.client_buf.get(..decided).unwrap_or_default();
-        let written = write_direct(&mut self.upstream, bytes, &mut self.upstream_ready)
+        let written = write_direct(&self.upstream, bytes, &mut self.upstream_ready)
             .map_err(|e| Exit::Event(Event::UpstreamFailed(e)))?;
         bytes::Buf::advance(&mut session.client_buf, written);
         session.forget_client_prefix(written);
@@ -616,7 +616,7 @@ impl Ride {
         let (whole, partial) = bytes.split_at(done.min(bytes.len()));
         if !whole.is_empty() {
             session.count_bytes_out(whole.len() as u64);
-            let written = write_direct(&mut self.client, whole, &mut self.client_ready)
+            let written = write_direct(&self.client, whole, &mut self.client_ready)
                 .map_err(|e| Exit::Event(Event::ClientFailed(e)))?;
             if let Some(rest) = whole.get(written..).filter(|rest| !rest.is_empty()) {
                 session.to_client.push(bytes::Bytes::copy_from_slice(rest));
@@ -629,10 +629,10 @@ impl Ride {
 
 /// Writes as much of `bytes` as the socket takes now (none when it is known not to take
 /// any); how much. A socket that would block is marked so.
-fn write_direct(socket: &mut TcpStream, bytes: &[u8], ready: &mut Readiness) -> io::Result<usize> {
+fn write_direct(socket: &TcpStream, bytes: &[u8], ready: &mut Readiness) -> io::Result<usize> {
     let mut written = 0;
     while written < bytes.len() && ready.writable {
-        match socket.write(bytes.get(written..).unwrap_or_default()) {
+        match Raw(socket).write(bytes.get(written..).unwrap_or_default()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
@@ -647,25 +647,43 @@ fn write_direct(socket: &mut TcpStream, bytes: &[u8], ready: &mut Readiness) -> 
 /// the end of the stream. A read shorter than asked also clears `readable`, unless the peer
 /// has closed: the socket is drained, and epoll (edge-triggered) reports the next bytes.
 fn read<'a>(
-    socket: &mut TcpStream,
+    socket: &TcpStream,
     scratch: &'a mut [u8],
     ready: &mut Readiness,
 ) -> io::Result<Option<&'a [u8]>> {
     loop {
-        match socket.read(scratch) {
-            Ok(n) => {
+        match rustix::net::recv(socket, &mut *scratch, rustix::net::RecvFlags::empty()) {
+            Ok((n, _)) => {
                 if n < scratch.len() && !ready.closed {
                     ready.readable = false;
                 }
                 return Ok(scratch.get(..n));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(rustix::io::Errno::AGAIN) => {
                 ready.readable = false;
                 return Ok(None);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// A lane socket written with system calls made directly (see `rustix` in Cargo.toml).
+struct Raw<'a>(&'a TcpStream);
+
+impl Write for Raw<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        // NOSIGNAL: a client gone is an error here, not a SIGPIPE.
+        rustix::net::send(self.0, bytes, rustix::net::SendFlags::NOSIGNAL).map_err(Into::into)
+    }
+
+    fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        rustix::io::writev(self.0, slices).map_err(Into::into)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
