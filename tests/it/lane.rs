@@ -38,6 +38,17 @@ async fn lane_sessions_become(metrics: std::net::SocketAddr, want: i64) -> Strin
     }
 }
 
+/// A raw-protocol session of the trust user that has reached the lane (the only one there).
+async fn raw_session_on_the_lane(addr: &str, metrics: std::net::SocketAddr) -> Wire {
+    let (mut w, _) = Wire::startup(addr, TRUST.name, "app").await;
+    for _ in 0..QUIET_REQUESTS {
+        w.send(&wire::query("SELECT 1")).await;
+        assert_eq!(w.until_ready().await.last().unwrap().summary(), "Z:I");
+    }
+    lane_sessions_become(metrics, 1).await;
+    w
+}
+
 async fn quiet_requests(client: &tokio_postgres::Client) {
     for i in 0..QUIET_REQUESTS as i32 {
         let row = client.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
@@ -310,12 +321,7 @@ async fn bytes_forwarded_on_the_lane_are_counted_exactly() {
     })
     .await;
     let metrics = proxy.metrics.unwrap();
-    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
-    for _ in 0..QUIET_REQUESTS {
-        w.send(&wire::query("SELECT 1")).await;
-        assert_eq!(w.until_ready().await.last().unwrap().summary(), "Z:I");
-    }
-    lane_sessions_become(metrics, 1).await;
+    let mut w = raw_session_on_the_lane(&proxy.addr.to_string(), metrics).await;
     // The last quiet answer may reach the client a moment before the lane counts it.
     let mut before = get(metrics, "/metrics").await.1;
     loop {
@@ -368,12 +374,7 @@ async fn draining_closes_an_idle_session_on_the_lane() {
     })
     .await;
     let metrics = proxy.metrics.unwrap();
-    let (mut w, _) = Wire::startup(&proxy.addr.to_string(), TRUST.name, "app").await;
-    for _ in 0..QUIET_REQUESTS {
-        w.send(&wire::query("SELECT 1")).await;
-        assert_eq!(w.until_ready().await.last().unwrap().summary(), "Z:I");
-    }
-    lane_sessions_become(metrics, 1).await;
+    let mut w = raw_session_on_the_lane(&proxy.addr.to_string(), metrics).await;
     proxy.shutdown.drain.cancel();
     let bye = w
         .recv()
