@@ -703,10 +703,12 @@ fn send_back(ride: Ride, exit: Exit) {
     } = ride;
     session.on_lane.on = false;
     session.on_lane.woke_at = None;
-    let tally = std::mem::take(&mut session.on_lane.bytes_in);
-    session.count_bytes_in(tally);
-    let tally = std::mem::take(&mut session.on_lane.bytes_out);
-    session.count_bytes_out(tally);
+    // Nothing is left uncounted: a session's tally is taken after each of its turns, and it
+    // leaves the lane only after a turn or before its first.
+    debug_assert_eq!(
+        (session.on_lane.bytes_in, session.on_lane.bytes_out),
+        (0, 0)
+    );
     let decided = std::mem::take(&mut session.on_lane.write_through);
     if decided > 0 {
         session.queue_client_prefix(decided);
