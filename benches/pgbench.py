@@ -6,7 +6,9 @@ front of it, initialises pgbench data, then runs every cell -- select-only and T
 simple/extended/prepared, 1/8/32 clients, plus connection churn (-C) -- against the three
 targets in alternating order, several rounds each, and prints medians:
 
-  * TPS of each proxy as a ratio to direct, and the latency it adds per transaction;
+  * TPS of each proxy as a ratio to direct, and the latency it adds per transaction; next to
+    the ratio, its lowest and highest over the rounds (each round's proxy TPS over the same
+    round's direct TPS): the noise a difference between the proxies must exceed to count;
   * the proxy's CPU time per transaction (user + system, from /proc/PID/stat), the stable
     measure on a small machine where pgbench, PostgreSQL and the proxy share two cores.
 
@@ -191,6 +193,11 @@ def run_pgbench(port, workload, mode, clients, duration, churn):
     return tps, txns, latency
 
 
+def spread(ratios):
+    """The lowest and highest of a proxy's per-round ratios to direct."""
+    return f"({min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def label_of(workload, mode, clients, churn):
     return f"{workload:6} {mode:8} c={clients:<2}{' -C' if churn else ''}"
 
@@ -230,6 +237,7 @@ def main():
             run_pgbench(port, "select", "simple", 2, 3, False)
         for n, (workload, mode, clients, churn) in enumerate(cells):
             samples = {name: [] for name, _, _ in targets}
+            ratios = {name: [] for name, _, _ in targets}
             for r in range(args.rounds):
                 # Rotate the order so no target always runs first (warm caches) or last.
                 k = (n + r) % len(targets)
@@ -238,13 +246,16 @@ def main():
                     tps, txns, lat = run_pgbench(port, workload, mode, clients, args.duration, churn)
                     cpu_us = (cpu_ticks(pid) - before) / tick * 1e6 / txns if pid else 0.0
                     samples[name].append((tps, lat, cpu_us))
+                for name in ("ddlgate", "pgbouncer"):
+                    ratios[name].append(samples[name][-1][0] / samples["direct"][-1][0])
             med = {name: tuple(statistics.median(s[i] for s in v) for i in range(3))
                    for name, v in samples.items()}
             label = label_of(workload, mode, clients, churn)
-            results.append((label, churn, med))
+            results.append((label, churn, med, ratios))
             d, g, b = med["direct"], med["ddlgate"], med["pgbouncer"]
             print(f"{label:28} direct {d[0]:9.0f} tps | ddlgate {g[0] / d[0]:.2f} "
-                  f"{added(g, d, churn)} {g[2]:.1f}us/tx | pgbouncer {b[0] / d[0]:.2f} "
+                  f"{spread(ratios['ddlgate'])} {added(g, d, churn)} {g[2]:.1f}us/tx | "
+                  f"pgbouncer {b[0] / d[0]:.2f} {spread(ratios['pgbouncer'])} "
                   f"{added(b, d, churn)} {b[2]:.1f}us/tx", flush=True)
     finally:
         env.close()
@@ -253,12 +264,13 @@ def main():
     print(f"pgbench, {args.duration}s x {args.rounds} rounds per target, median; scale {args.scale}; "
           f"{os.cpu_count()} cores shared by pgbench, PostgreSQL and the proxy")
     print()
-    print("| cell | direct TPS | ddlgate / direct | pgbouncer / direct | ddlgate added latency (ms) "
+    print("| cell | direct TPS | ddlgate / direct (rounds' range) | pgbouncer / direct (range) | ddlgate added latency (ms) "
           "| pgbouncer added latency (ms) | ddlgate CPU (µs/tx) | pgbouncer CPU (µs/tx) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, churn, med in results:
+    for label, churn, med, ratios in results:
         d, g, b = med["direct"], med["ddlgate"], med["pgbouncer"]
-        print(f"| {label.strip()} | {d[0]:.0f} | {g[0] / d[0]:.2f} | {b[0] / d[0]:.2f} | "
+        print(f"| {label.strip()} | {d[0]:.0f} | {g[0] / d[0]:.2f} {spread(ratios['ddlgate'])} | "
+              f"{b[0] / d[0]:.2f} {spread(ratios['pgbouncer'])} | "
               f"{added(g, d, churn)} | {added(b, d, churn)} | {g[2]:.1f} | {b[2]:.1f} |")
     print()
     print("-C: pgbench's latency average leaves out connection time, so added latency is not "

@@ -370,9 +370,13 @@ impl Lane {
                 }
             }
             let woke_at = tokio::time::Instant::now();
-            while let Some(slot) = self.ready.pop() {
+            // In the order the news came (epoll reports sockets in the order they became
+            // ready), the unfinished last: no session's answer waits behind later ones.
+            let mut ready = std::mem::take(&mut self.ready);
+            for slot in ready.drain(..) {
                 self.serve(slot, woke_at);
             }
+            self.ready = ready;
             if !inbox_open && self.free.len() == self.rides.len() {
                 self.tally.report();
                 return;
