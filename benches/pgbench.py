@@ -82,7 +82,11 @@ def cpu_ticks(pid):
 
 
 class Env:
-    def __init__(self, scale, max_connections=200, ddlgate_args=(), ddl_routine=False, observe=False):
+    def __init__(self, scale, max_connections=200, ddlgate_args=(), ddl_routine=False, observe=False,
+                 own_sessions=False):
+        # Each server in a session of its own (setsid), as a service manager starts it; by
+        # default they share the script's session, and so a scheduler autogroup with pgbench.
+        self.own_sessions = own_sessions
         self.procs = []
         self.pg_bin = find_pg_bin()
         self.prefix, ids = as_user_prefix()
@@ -150,7 +154,8 @@ class Env:
 
     def spawn(self, argv, log, env=None):
         out = open(os.path.join(self.dir, log), "w")
-        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=self.own_sessions)
         self.procs.append(p)
         return p
 
