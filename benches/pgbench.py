@@ -242,7 +242,7 @@ def main():
             run_pgbench(port, "select", "simple", 2, 3, False)
         for n, (workload, mode, clients, churn) in enumerate(cells):
             samples = {name: [] for name, _, _ in targets}
-            ratios = {name: [] for name, _, _ in targets}
+            ratios = {"ddlgate": [], "pgbouncer": []}  # each round's TPS over direct's
             for r in range(args.rounds):
                 # Rotate the order so no target always runs first (warm caches) or last.
                 k = (n + r) % len(targets)
@@ -251,7 +251,7 @@ def main():
                     tps, txns, lat = run_pgbench(port, workload, mode, clients, args.duration, churn)
                     cpu_us = (cpu_ticks(pid) - before) / tick * 1e6 / txns if pid else 0.0
                     samples[name].append((tps, lat, cpu_us))
-                for name in ("ddlgate", "pgbouncer"):
+                for name in ratios:
                     ratios[name].append(samples[name][-1][0] / samples["direct"][-1][0])
             med = {name: tuple(statistics.median(s[i] for s in v) for i in range(3))
                    for name, v in samples.items()}
